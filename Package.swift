@@ -1,0 +1,74 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+  name: "RecServe",
+  platforms: [.macOS(.v13)],
+  products: [
+    .executable(name: "recserve", targets: ["recserve"])
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+    .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
+  ],
+  targets: [
+    // C shim over gRPC core: opaque handles, plain pointers and lengths, no policy.
+    .target(
+      name: "CGRPCShim",
+      path: "CShims/CGRPCShim",
+      linkerSettings: [.linkedLibrary("grpc"), .linkedLibrary("gpr")]
+    ),
+    // OpenBLAS's CBLAS interface.
+    .systemLibrary(
+      name: "CBLAS",
+      path: "CShims/CBLAS",
+      pkgConfig: "openblas",
+      providers: [.apt(["libopenblas-dev"])]
+    ),
+    // OpenSSL's libcrypto for SHA-256.
+    .systemLibrary(
+      name: "CCrypto",
+      path: "CShims/CCrypto",
+      providers: [.apt(["libssl-dev"])]
+    ),
+    // Safe Swift server and client over the shim; knows nothing about recommenders.
+    .target(
+      name: "RecServeRPC",
+      dependencies: ["CGRPCShim"]
+    ),
+    // swift-protobuf output for Protos/ (committed; see Scripts/gen-protos.sh).
+    .target(
+      name: "RecServeProto",
+      dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]
+    ),
+    // Data loading, BLAS math, models, training, metrics, the model file format.
+    .target(
+      name: "RecServeModels",
+      dependencies: [
+"CBLAS", "CCrypto"]
+    ),
+    // Versioned registry and gRPC services.
+    .target(
+      name: "RecServeServing",
+      dependencies: [
+        "RecServeRPC", "RecServeProto", "RecServeModels",
+        .product(name: "Atomics", package: "swift-atomics"),
+      ]
+    ),
+    .executableTarget(
+      name: "recserve",
+      dependencies: [
+        "RecServeServing", "RecServeModels", "RecServeRPC", "RecServeProto",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ]
+    ),
+    .testTarget(name: "RecServeRPCTests", dependencies: ["RecServeRPC"]),
+    .testTarget(name: "RecServeModelsTests", dependencies: ["RecServeModels"]),
+    .testTarget(
+      name: "RecServeServingTests",
+      dependencies: ["RecServeServing", "RecServeProto", "RecServeRPC", "RecServeModels"]
+    ),
+  ],
+  swiftLanguageModes: [.v5]
+)

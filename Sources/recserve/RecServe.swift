@@ -1,0 +1,10 @@
+import ArgumentParser
+
+@main
+struct RecServe: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "recserve",
+    abstract: "Train, evaluate and serve recommendation models over gRPC.",
+    subcommands: []
+  )
+}
