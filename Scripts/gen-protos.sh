@@ -15,9 +15,10 @@
 #                       2. protoc-gen-swift on PATH, when `--version` gives the resolved version;
 #                       3. .build-protoc-gen-swift/release/protoc-gen-swift (a previous build);
 #                       4. otherwise it is BUILT from the package's own swift-protobuf dependency
-#                          into .build-protoc-gen-swift/. That takes several minutes (about 10 on
-#                          2 cores) and is done once per checkout; never run this script in CI,
-#                          CI builds the committed output.
+#                          into .build-protoc-gen-swift/ (needs a valid Package.swift). That
+#                          takes minutes (1.5 to 10 on 2 cores, depending on what is cached)
+#                          and is done once per checkout. Never run this script in CI: CI
+#                          builds the committed output.
 set -euo pipefail
 export LC_ALL=C
 
