@@ -66,6 +66,10 @@ let package = Package(
     .testTarget(name: "RecServeRPCTests", dependencies: ["RecServeRPC"]),
     .testTarget(name: "RecServeModelsTests", dependencies: ["RecServeModels"]),
     .testTarget(
+      name: "RecServeProtoTests",
+      dependencies: ["RecServeProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
+    ),
+    .testTarget(
       name: "RecServeServingTests",
       dependencies: ["RecServeServing", "RecServeProto", "RecServeRPC", "RecServeModels"]
     ),

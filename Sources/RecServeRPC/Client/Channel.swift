@@ -1,0 +1,152 @@
+import CGRPCShim
+import Foundation
+import Synchronization
+
+/// The outcome of a unary call made by `Channel`.
+public struct UnaryResult: Sendable {
+  public var code: StatusCode
+  public var message: String
+  public var response: [UInt8]
+}
+
+/// A client connection to a gRPC server (plain text), for tests, tools and the load generator.
+public final class Channel: @unchecked Sendable {
+  let raw: OpaquePointer
+  private let handles = Mutex<[String: UnsafeMutableRawPointer]>([:])
+
+  private static let initialized: Bool = {
+    cgrpc_init()
+    return true
+  }()
+
+  /// `target` is `host:port`.
+  public init(target: String, maxReceiveMessageBytes: Int = 64 << 20) {
+    _ = Self.initialized
+    raw = cgrpc_channel_create_insecure(target, Int32(clamping: maxReceiveMessageBytes))
+  }
+
+  deinit {
+    cgrpc_channel_destroy(raw)
+  }
+
+  /// The core's registered-call handle for a method path (registered once per channel).
+  func handle(for path: String) -> UnsafeMutableRawPointer {
+    handles.withLock { handles in
+      if let handle = handles[path] { return handle }
+      let handle = UnsafeMutableRawPointer(cgrpc_channel_register_method(raw, path))!
+      handles[path] = handle
+      return handle
+    }
+  }
+
+  /// Makes one unary call and waits for it.
+  public func unary(
+    _ path: String, request: [UInt8], metadata: [(String, String)] = [], timeout: Double = 30
+  ) -> UnaryResult {
+    let queue = CompletionQueue()
+    guard
+      let call = queue.startUnary(
+        self, path: path, request: request, metadata: metadata, timeout: timeout, user: nil)
+    else {
+      return UnaryResult(code: .internal, message: "could not start the call", response: [])
+    }
+    while true {
+      if let event = queue.next(timeout: -1), event.owner == call {
+        let result = CompletionQueue.result(of: call)
+        cgrpc_client_call_destroy(call)
+        return result
+      }
+    }
+  }
+}
+
+/// A client completion queue: start unary calls on it, then collect their completions.
+public final class CompletionQueue: @unchecked Sendable {
+  let raw: OpaquePointer
+
+  public init() {
+    raw = cgrpc_cq_create()
+  }
+
+  deinit {
+    cgrpc_cq_shutdown(raw)
+    cgrpc_cq_drain_and_destroy(raw)
+  }
+
+  /// A started call; free it with `CompletionQueue.finish` once its event arrived.
+  public typealias Call = OpaquePointer
+
+  public struct Event {
+    public var owner: OpaquePointer
+    public var ok: Bool
+  }
+
+  /// Starts a unary call whose completion arrives on this queue.
+  public func startUnary(
+    _ channel: Channel, path: String, request: [UInt8], metadata: [(String, String)],
+    timeout: Double,
+    user: UnsafeMutableRawPointer?
+  ) -> Call? {
+    let handle = channel.handle(for: path)
+    let keys = metadata.map { strdup($0.0) }
+    let values = metadata.map { strdup($0.1) }
+    defer {
+      keys.forEach { free($0) }
+      values.forEach { free($0) }
+    }
+    return request.withUnsafeBytes { buffer in
+      keys.map { UnsafePointer($0) }.withUnsafeBufferPointer { keyPointers in
+        values.map { UnsafePointer($0) }.withUnsafeBufferPointer { valuePointers in
+          cgrpc_client_unary_start(
+            channel.raw, handle, raw, buffer.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!,
+            buffer.count, timeout, keyPointers.baseAddress, valuePointers.baseAddress,
+            metadata.count,
+            user)
+        }
+      }
+    }
+  }
+
+  /// The next completion, or nil on timeout (negative timeout: wait forever).
+  public func next(timeout: Double) -> Event? {
+    var kind: Int32 = 0
+    var owner: UnsafeMutableRawPointer?
+    var ok: Int32 = 0
+    let result = cgrpc_cq_next(raw, timeout, &kind, &owner, &ok)
+    guard result == CGRPC_NEXT_EVENT, let owner else { return nil }
+    return Event(owner: OpaquePointer(owner), ok: ok != 0)
+  }
+
+  /// The status of a completed call (`copyResponse`: also its response bytes).
+  public static func result(of call: Call, copyResponse: Bool = true) -> UnaryResult {
+    let code = StatusCode(rawValue: cgrpc_client_call_status(call)) ?? .unknown
+    var length = 0
+    let details = cgrpc_client_call_details(call, &length)
+    let message =
+      length > 0
+      ? String(decoding: UnsafeRawBufferPointer(start: details, count: length), as: UTF8.self) : ""
+    var response: [UInt8] = []
+    if copyResponse {
+      let count = cgrpc_client_call_response_length(call)
+      if count > 0, let bytes = cgrpc_client_call_response_bytes(call) {
+        response = [UInt8](UnsafeRawBufferPointer(start: bytes, count: count))
+      }
+    }
+    return UnaryResult(code: code, message: message, response: response)
+  }
+
+  /// The status code of a completed call, without copying anything.
+  public static func status(of call: Call) -> StatusCode {
+    StatusCode(rawValue: cgrpc_client_call_status(call)) ?? .unknown
+  }
+
+  /// The user pointer given at start.
+  public static func user(of call: Call) -> UnsafeMutableRawPointer? {
+    cgrpc_client_call_user(call)
+  }
+
+  /// Frees a completed call.
+  public static func finish(_ call: Call) {
+    cgrpc_client_call_destroy(call)
+  }
+}

@@ -1,0 +1,177 @@
+import CGRPCShim
+import Foundation
+import Synchronization
+
+/// Errors starting or running the server.
+public struct RPCServerError: Error, CustomStringConvertible {
+  public let description: String
+}
+
+/// A gRPC server over gRPC core: a fixed pool of threads, one completion queue each, handlers
+/// registered by method path. Calls to paths nobody registered get UNIMPLEMENTED.
+public final class RPCServer: @unchecked Sendable {
+  public struct Configuration: Sendable {
+    public var host: String
+    /// 0 picks a free port; `start()` returns the one bound.
+    public var port: Int
+    /// Completion queues and their threads.
+    public var threads: Int
+    /// Larger requests get RESOURCE_EXHAUSTED from core.
+    public var maxReceiveMessageBytes: Int
+    /// Calls requested ahead per method and queue (more absorbs bursts of new calls).
+    public var callsRequestedAhead: Int
+
+    public init(
+      host: String = "127.0.0.1", port: Int = 50051,
+      threads: Int = max(1, ProcessInfo.processInfo.activeProcessorCount),
+      maxReceiveMessageBytes: Int = 16 << 20, callsRequestedAhead: Int = 8
+    ) {
+      self.host = host
+      self.port = port
+      self.threads = threads
+      self.maxReceiveMessageBytes = maxReceiveMessageBytes
+      self.callsRequestedAhead = callsRequestedAhead
+    }
+  }
+
+  public let configuration: Configuration
+  private var methods: [String: RegisteredMethod] = [:]
+  private(set) var core: OpaquePointer!
+  private var workers: [ServerWorker] = []
+  private let shuttingDown = Atomic<Bool>(false)
+  private let stopped = Atomic<Bool>(false)
+  private let shutdownTag = DispatchSemaphore(value: 0)
+  private let stoppedSignal = DispatchSemaphore(value: 0)
+  private let stopLock = Mutex<Bool>(false)
+  /// Server-streaming handlers still running on threads of their own.
+  let activeStreamHandlers = Atomic<Int>(0)
+  /// The port bound by `start()`.
+  public private(set) var port: Int = 0
+
+  private static let initialized: Bool = {
+    cgrpc_init()
+    return true
+  }()
+
+  public init(configuration: Configuration) {
+    self.configuration = configuration
+    _ = Self.initialized
+  }
+
+  /// Serves `path` (e.g. `/recserve.v1.Recommender/Rank`) with `handler`. Before `start()`.
+  public func register(_ path: String, _ handler: MethodHandler) {
+    precondition(core == nil, "register methods before start()")
+    methods[path] = RegisteredMethod(path: path, handler: handler)
+  }
+
+  /// The registered method paths.
+  public var registeredPaths: [String] { methods.keys.sorted() }
+
+  /// True once shutdown began: new calls are refused.
+  public var isShuttingDown: Bool { shuttingDown.load(ordering: .relaxed) }
+
+  /// Binds, starts the threads and returns the port.
+  @discardableResult
+  public func start() throws -> Int {
+    precondition(core == nil, "start() once")
+    core = cgrpc_server_create(Int32(clamping: configuration.maxReceiveMessageBytes), 0)
+    let threads = max(1, configuration.threads)
+    for index in 0..<threads {
+      let worker = ServerWorker(index: index, server: self)
+      cgrpc_server_register_cq(core, worker.queue)
+      workers.append(worker)
+    }
+    for method in methods.values {
+      guard
+        let handle = cgrpc_server_register_method(
+          core, method.path, method.handler.receivesPayloadWithCall ? 1 : 0)
+      else {
+        throw RPCServerError(description: "could not register method \(method.path)")
+      }
+      method.handle = UnsafeMutableRawPointer(handle)
+    }
+    let host =
+      configuration.host.contains(":") && !configuration.host.hasPrefix("[")
+      ? "[\(configuration.host)]" : configuration.host
+    let address = "\(host):\(configuration.port)"
+    let bound = cgrpc_server_add_insecure_port(core, address)
+    guard bound > 0 else {
+      // Nothing was started: the server can be destroyed at once.
+      cgrpc_server_destroy(core)
+      for worker in workers {
+        cgrpc_cq_shutdown(worker.queue)
+        cgrpc_cq_drain_and_destroy(worker.queue)
+      }
+      workers.removeAll()
+      core = nil
+      throw RPCServerError(
+        description:
+          "cannot listen on \(address): the address is in use or not valid on this machine")
+    }
+    port = Int(bound)
+    cgrpc_server_start(core)
+    for worker in workers {
+      for method in methods.values {
+        for _ in 0..<max(1, configuration.callsRequestedAhead) { worker.request(method) }
+      }
+      for _ in 0..<2 { worker.request(nil) }
+      worker.start()
+    }
+    return port
+  }
+
+  /// Stops gracefully: new calls are refused at once, calls in flight get `gracePeriod` seconds to
+  /// finish, then whatever remains is cancelled. Blocks until every thread exited. Idempotent.
+  public func shutdown(gracePeriod: Double = 10) {
+    let first = stopLock.withLock { started -> Bool in
+      if started { return false }
+      started = true
+      return true
+    }
+    guard first else {
+      wait()
+      return
+    }
+    guard core != nil, let first = workers.first else {
+      stopped.store(true, ordering: .releasing)
+      stoppedSignal.signal()
+      return
+    }
+    shuttingDown.store(true, ordering: .releasing)
+    cgrpc_server_shutdown_and_notify(core, first.queue, Unmanaged.passUnretained(self).toOpaque())
+    if shutdownTag.wait(timeout: .now() + max(0, gracePeriod)) == .timedOut {
+      cgrpc_server_cancel_all_calls(core)
+      shutdownTag.wait()
+    }
+    // Streaming handlers post on their call's queue: let them notice the end and return first.
+    let patience = DispatchTime.now().uptimeNanoseconds + UInt64(max(1, gracePeriod) * 1e9)
+    while activeStreamHandlers.load(ordering: .acquiring) > 0 {
+      if DispatchTime.now().uptimeNanoseconds > patience {
+        // A handler that ignores cancellation: leave the queues to the process exit rather than
+        // risk a post on a destroyed queue.
+        stopped.store(true, ordering: .releasing)
+        stoppedSignal.signal()
+        return
+      }
+      usleep(10_000)
+    }
+    cgrpc_server_destroy(core)
+    for worker in workers { cgrpc_cq_shutdown(worker.queue) }
+    for worker in workers { worker.join() }
+    for worker in workers { worker.destroyQueue() }
+    workers.removeAll()
+    stopped.store(true, ordering: .releasing)
+    stoppedSignal.signal()
+  }
+
+  /// Blocks until the server stopped.
+  public func wait() {
+    if stopped.load(ordering: .acquiring) { return }
+    stoppedSignal.wait()
+    stoppedSignal.signal()
+  }
+
+  func shutdownNotified() {
+    shutdownTag.signal()
+  }
+}

@@ -1,0 +1,219 @@
+import CGRPCShim
+import Foundation
+
+/// One thread and its completion queue. Every call accepted on the queue is served by this
+/// thread (server-streaming handlers excepted, which get a thread of their own).
+final class ServerWorker: @unchecked Sendable {
+  let index: Int
+  let queue: OpaquePointer
+  unowned let server: RPCServer
+  private var thread: Thread?
+  private let exited = DispatchSemaphore(value: 0)
+
+  init(index: Int, server: RPCServer) {
+    self.index = index
+    self.server = server
+    self.queue = cgrpc_cq_create()
+  }
+
+  /// Destroys the queue; only after `join`.
+  func destroyQueue() {
+    cgrpc_cq_destroy(queue)
+  }
+
+  func start() {
+    let thread = Thread { [self] in run() }
+    thread.name = "recserve-rpc-\(index)"
+    thread.stackSize = 4 << 20
+    self.thread = thread
+    thread.start()
+  }
+
+  func join() {
+    exited.wait()
+  }
+
+  /// Asks core for the next call of `method` (nil: any unregistered method) on this queue.
+  func request(_ method: RegisteredMethod?) {
+    let call = ServerCall(worker: self, method: method)
+    let status = cgrpc_server_call_request(
+      call.raw, server.core, method?.handle, queue)
+    if status != 0 { call.abandon() }
+  }
+
+  private func run() {
+    var kind: Int32 = 0
+    var owner: UnsafeMutableRawPointer?
+    var ok: Int32 = 0
+    while true {
+      let result = cgrpc_cq_next(queue, -1, &kind, &owner, &ok)
+      if result == CGRPC_NEXT_SHUTDOWN { break }
+      guard result == CGRPC_NEXT_EVENT, let owner else { continue }
+      switch cgrpc_tag_kind(rawValue: UInt32(kind)) {
+      case CGRPC_TAG_ACCEPT:
+        accepted(ServerCall.from(owner), ok: ok != 0)
+      case CGRPC_TAG_CLOSE:
+        let call = ServerCall.from(owner)
+        if cgrpc_server_call_was_cancelled(call.raw) != 0 {
+          call.cancelledFlag.store(true, ordering: .relaxed)
+        }
+        call.operationEnded()
+      case CGRPC_TAG_SEND:
+        sendCompleted(ServerCall.from(owner), ok: ok != 0)
+      case CGRPC_TAG_RECV:
+        received(ServerCall.from(owner), ok: ok != 0)
+      case CGRPC_TAG_SHUTDOWN:
+        server.shutdownNotified()
+      default:
+        break
+      }
+    }
+    exited.signal()
+  }
+
+  // MARK: events
+
+  private func accepted(_ call: ServerCall, ok: Bool) {
+    guard ok else {
+      // The server is shutting down: the requested call never came.
+      call.abandon()
+      return
+    }
+    if !server.isShuttingDown { request(call.method) }
+    call.startRecvClose()
+    guard let method = call.method else {
+      let path = call.unregisteredMethodPath()
+      call.finish(
+        message: nil, code: .unimplemented,
+        details: "method \(path) is not served here (see the services listed by server reflection)")
+      return
+    }
+    let deadline = call.deadlineRemaining
+    if deadline <= 0 {
+      call.finish(
+        message: nil, code: .deadlineExceeded,
+        details: "the deadline passed before the call was served")
+      return
+    }
+    let context = ServerContext(
+      method: method.path, deadlineRemaining: deadline,
+      arrival: DispatchTime.now().uptimeNanoseconds,
+      call: call, copiedMetadata: nil)
+    switch method.handler {
+    case .unary(let handler):
+      guard call.hasPayload else {
+        call.finish(
+          message: nil, code: .invalidArgument, details: "the call carried no request message")
+        return
+      }
+      let response: [UInt8]
+      do {
+        response = try handler(context, call.payloadAlias())
+      } catch let error as RPCError {
+        call.clearPayload()
+        call.finish(message: nil, code: error.code, details: error.message)
+        return
+      } catch {
+        call.clearPayload()
+        call.finish(message: nil, code: .internal, details: "\(error)")
+        return
+      }
+      call.clearPayload()
+      call.finish(message: response, code: .ok, details: "")
+
+    case .serverStreaming(let handler):
+      guard call.hasPayload else {
+        call.finish(
+          message: nil, code: .invalidArgument, details: "the call carried no request message")
+        return
+      }
+      let request = call.payloadCopy()
+      call.clearPayload()
+      let copied = ServerContext(
+        method: method.path, deadlineRemaining: deadline, arrival: context.arrival, call: call,
+        copiedMetadata: call.allMetadata())
+      let writer = ServerStreamWriter(call: call)
+      call.operationStarted()  // the handler's thread holds the call until it finishes it
+      let server = self.server
+      server.activeStreamHandlers.add(1, ordering: .acquiringAndReleasing)
+      let thread = Thread {
+        defer { server.activeStreamHandlers.subtract(1, ordering: .acquiringAndReleasing) }
+        do {
+          try handler(copied, request, writer)
+          writer.finish(code: .ok, details: "")
+        } catch let error as RPCError {
+          writer.finish(code: error.code, details: error.message)
+        } catch {
+          writer.finish(code: .internal, details: "\(error)")
+        }
+        call.operationEnded()
+      }
+      thread.name = "recserve-stream"
+      thread.stackSize = 8 << 20
+      thread.start()
+
+    case .bidiStreaming:
+      call.context = ServerContext(
+        method: method.path, deadlineRemaining: deadline, arrival: context.arrival, call: call,
+        copiedMetadata: call.allMetadata())
+      if !call.startRecvMessage() { call.abandon() }
+    }
+  }
+
+  private func sendCompleted(_ call: ServerCall, ok: Bool) {
+    if case .serverStreaming = call.method?.handler {
+      call.lastSendOK.store(ok, ordering: .releasing)
+      call.sendDone.signal()
+      call.operationEnded()
+      return
+    }
+    if case .bidiStreaming = call.method?.handler, !call.isFinishing {
+      // A response of a bidirectional stream went out: send the next, or read the next request.
+      if !ok {
+        call.pendingResponses.removeAll()
+        call.abandon()
+      } else if !call.pendingResponses.isEmpty {
+        let next = call.pendingResponses.removeFirst()
+        if !call.startSendMessage(next) { call.abandon() }
+      } else if !call.startRecvMessage() {
+        call.abandon()
+      }
+    }
+    call.operationEnded()
+  }
+
+  private func received(_ call: ServerCall, ok: Bool) {
+    defer { call.operationEnded() }
+    guard case .bidiStreaming(let handler) = call.method?.handler, let context = call.context else {
+      return
+    }
+    guard ok else {
+      call.abandon()
+      return
+    }
+    guard call.hasPayload else {
+      // The client half-closed: the stream ends well.
+      call.isFinishing = true
+      call.finish(message: nil, code: .ok, details: "")
+      return
+    }
+    let request = call.payloadCopy()
+    call.clearPayload()
+    do {
+      var responses = try handler(context, request)
+      if responses.isEmpty {
+        if !call.startRecvMessage() { call.abandon() }
+        return
+      }
+      let first = responses.removeFirst()
+      call.pendingResponses = responses
+      if !call.startSendMessage(first) { call.abandon() }
+    } catch let error as RPCError {
+      call.isFinishing = true
+      call.finish(message: nil, code: error.code, details: error.message)
+    } catch {
+      call.isFinishing = true
+      call.finish(message: nil, code: .internal, details: "\(error)")
+    }
+  }
+}
