@@ -5,6 +5,6 @@ struct RecServe: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "recserve",
     abstract: "Train, evaluate and serve recommendation models over gRPC.",
-    subcommands: []
+    subcommands: [ServeCommand.self, TrainCommand.self, EvalCommand.self, GenDataCommand.self]
   )
 }

@@ -1,0 +1,37 @@
+import Foundation
+import RecServeModels
+
+/// One loaded, verified version of a model, ready to serve. Immutable: requests hold it from
+/// start to end, so a swap never pulls it from under them.
+public final class ServedVersion: @unchecked Sendable {
+  public let name: String
+  public let version: Int64
+  public let loaded: LoadedModel
+  public let model: any RecommendationModel
+  /// Euclidean norm of each item embedding (for cosine similarity), computed at load.
+  public let itemNorms: [Float]
+  /// log(1 + popularity) of each item (for the popularity penalty), computed at load.
+  public let logPopularity: [Float]
+
+  public init(name: String, version: Int64, loaded: LoadedModel) {
+    self.name = name
+    self.version = version
+    self.loaded = loaded
+    self.model = loaded.model
+    let model = loaded.model
+    let dim = model.dim
+    var norms = [Float](repeating: 0, count: model.itemCount)
+    var logPopularity = [Float](repeating: 0, count: model.itemCount)
+    let factors = model.itemFactors
+    let popularity = model.itemPopularity
+    for item in 0..<model.itemCount {
+      var sum: Float = 0
+      let row = factors + item * dim
+      for d in 0..<dim { sum += row[d] * row[d] }
+      norms[item] = sum.squareRoot()
+      logPopularity[item] = log1p(Float(max(0, popularity[item])))
+    }
+    self.itemNorms = norms
+    self.logPopularity = logPopularity
+  }
+}

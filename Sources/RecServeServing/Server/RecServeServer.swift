@@ -1,0 +1,181 @@
+import Foundation
+import RecServeModels
+import RecServeProto
+import RecServeRPC
+import SwiftProtobuf
+
+/// The RecServe gRPC server: Recommender, ModelAdmin, Health and reflection over one registry.
+public final class RecServeServer: @unchecked Sendable {
+  public struct Configuration: Sendable {
+    public var host = "127.0.0.1"
+    public var port = 50051
+    public var threads = max(1, ProcessInfo.processInfo.activeProcessorCount)
+    public var modelsDirectory: String
+    public var dataRoot: String?
+    /// When set, ModelAdmin and Train need `authorization: Bearer <token>`.
+    public var adminToken: String?
+    public var maxReceiveMessageBytes = 16 << 20
+
+    public init(modelsDirectory: String) {
+      self.modelsDirectory = modelsDirectory
+    }
+  }
+
+  public let configuration: Configuration
+  public let registry: ModelRegistry
+  public let rpc: RPCServer
+  let recommender: RecommenderService
+  let admin: AdminService
+  let health: HealthService
+  let reflection: ReflectionResponder
+
+  public init(configuration: Configuration) {
+    self.configuration = configuration
+    registry = ModelRegistry(directory: configuration.modelsDirectory)
+    rpc = RPCServer(
+      configuration: .init(
+        host: configuration.host, port: configuration.port, threads: configuration.threads,
+        maxReceiveMessageBytes: configuration.maxReceiveMessageBytes))
+    recommender = RecommenderService(registry: registry)
+    admin = AdminService(registry: registry)
+    let rpc = self.rpc
+    health = HealthService(registry: registry, isShuttingDown: { rpc.isShuttingDown })
+    reflection = ReflectionResponder()
+    registerMethods()
+  }
+
+  /// Loads the models and starts listening; returns the bound port.
+  @discardableResult
+  public func start() throws -> Int {
+    try rpc.start()
+  }
+
+  public func shutdown(gracePeriod: Double = 10) {
+    rpc.shutdown(gracePeriod: gracePeriod)
+  }
+
+  public func wait() {
+    rpc.wait()
+  }
+
+  // MARK: wiring
+
+  private func registerMethods() {
+    let recommender = self.recommender
+    let admin = self.admin
+    let health = self.health
+    let reflection = self.reflection
+    let authorize = self.authorize
+
+    rpc.register("/recserve.v1.Recommender/Predict", Self.unary { (request: Recserve_V1_PredictRequest, _) in
+      try recommender.predict(request)
+    })
+    rpc.register("/recserve.v1.Recommender/Rank", Self.unary { (request: Recserve_V1_RankRequest, _) in
+      try recommender.rank(request)
+    })
+    rpc.register("/recserve.v1.Recommender/SimilarItems", Self.unary { (request: Recserve_V1_SimilarItemsRequest, _) in
+      try recommender.similarItems(request)
+    })
+    rpc.register(
+      "/recserve.v1.Recommender/Train",
+      .serverStreaming { context, bytes, _ in
+        try authorize(context)
+        _ = try Self.decode(Recserve_V1_TrainRequest.self, bytes)
+        throw RPCError.unimplemented(
+          "Train over gRPC is not available yet; train with `recserve train --models DIR` and the server serves the new version")
+      })
+
+    rpc.register("/recserve.v1.ModelAdmin/ListModels", Self.unary { (request: Recserve_V1_ListModelsRequest, context) in
+      try authorize(context)
+      return try admin.listModels(request)
+    })
+    rpc.register(
+      "/recserve.v1.ModelAdmin/GetModelStatus",
+      Self.unary { (request: Recserve_V1_GetModelStatusRequest, context) in
+        try authorize(context)
+        return try admin.getModelStatus(request)
+      })
+    for method in ["SetLabel", "UnloadVersion", "ReloadRepository"] {
+      rpc.register(
+        "/recserve.v1.ModelAdmin/\(method)",
+        .unary { context, _ in
+          try authorize(context)
+          throw RPCError.unimplemented("ModelAdmin.\(method) is not available yet in this version of RecServe")
+        })
+    }
+
+    rpc.register("/grpc.health.v1.Health/Check", Self.unary { (request: Grpc_Health_V1_HealthCheckRequest, _) in
+      try health.check(request)
+    })
+    rpc.register(
+      "/grpc.health.v1.Health/Watch",
+      .serverStreaming { _, bytes, writer in
+        let request = try Self.decode(Grpc_Health_V1_HealthCheckRequest.self, bytes)
+        try health.watch(request, writer: writer)
+      })
+
+    let reflect: MethodHandler = .bidiStreaming { _, bytes in
+      do {
+        return [Array(try reflection.respond(toSerializedRequest: Data(bytes)))]
+      } catch {
+        throw RPCError.invalidArgument("request body is not a valid ServerReflectionRequest: \(error)")
+      }
+    }
+    rpc.register("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", reflect)
+    rpc.register("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", reflect)
+  }
+
+  /// Checks `authorization: Bearer <token>` when the server has an admin token.
+  private var authorize: @Sendable (ServerContext) throws -> Void {
+    guard let token = configuration.adminToken else { return { _ in } }
+    let expected = Array(token.utf8)
+    return { context in
+      guard let header = context.metadata("authorization") else {
+        throw RPCError(.unauthenticated, "this method needs metadata 'authorization: Bearer <admin token>'")
+      }
+      let prefix = "Bearer "
+      guard header.hasPrefix(prefix) else {
+        throw RPCError(.unauthenticated, "the authorization metadata must read 'Bearer <admin token>'")
+      }
+      let given = Array(header.utf8.dropFirst(prefix.utf8.count))
+      guard ConstantTime.equal(given, expected) else {
+        throw RPCError(.permissionDenied, "the admin token is not valid")
+      }
+    }
+  }
+
+  static func decode<Request: SwiftProtobuf.Message>(_ type: Request.Type, _ bytes: some SwiftProtobufContiguousBytes)
+    throws -> Request
+  {
+    do {
+      return try Request(serializedBytes: bytes)
+    } catch {
+      throw RPCError.invalidArgument(
+        "request body is not a valid \(Request.protoMessageName): \(error)")
+    }
+  }
+
+  static func unary<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+    _ body: @escaping @Sendable (Request, ServerContext) throws -> Response
+  ) -> MethodHandler {
+    .unary { context, bytes in
+      let request = try decode(Request.self, bytes)
+      let response = try body(request, context)
+      return try response.serializedBytes()
+    }
+  }
+}
+
+/// Comparison whose time depends on the lengths only, not on where the bytes differ.
+enum ConstantTime {
+  static func equal(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    var difference = UInt8(truncatingIfNeeded: a.count ^ b.count)
+    let count = max(a.count, b.count)
+    for index in 0..<count {
+      let x = index < a.count ? a[index] : 0
+      let y = index < b.count ? b[index] : 0
+      difference |= x ^ y
+    }
+    return difference == 0
+  }
+}

@@ -1,0 +1,64 @@
+import Foundation
+import RecServeModels
+import RecServeProto
+import RecServeRPC
+
+/// `recserve.v1.ModelAdmin`: what the registry holds. Label changes, unloading and reloading
+/// arrive with hot swap (issue 3); until then they answer UNIMPLEMENTED.
+public final class AdminService: @unchecked Sendable {
+  let registry: ModelRegistry
+
+  public init(registry: ModelRegistry) {
+    self.registry = registry
+  }
+
+  public func listModels(_ request: Recserve_V1_ListModelsRequest) throws -> Recserve_V1_ListModelsResponse {
+    var response = Recserve_V1_ListModelsResponse()
+    let snapshot = registry.snapshot
+    response.models = snapshot.models.keys.sorted().map { Self.status(of: snapshot.models[$0]!) }
+    return response
+  }
+
+  public func getModelStatus(_ request: Recserve_V1_GetModelStatusRequest) throws
+    -> Recserve_V1_GetModelStatusResponse
+  {
+    if request.name.isEmpty { throw RPCError.invalidArgument("name is empty: name the model") }
+    let snapshot = registry.snapshot
+    guard let entry = snapshot.models[request.name] else {
+      throw RPCError.notFound(
+        "model '\(request.name)' not found (served models: \(snapshot.models.keys.sorted().joined(separator: ", ")))")
+    }
+    var response = Recserve_V1_GetModelStatusResponse()
+    response.status = Self.status(of: entry)
+    return response
+  }
+
+  static func status(of entry: ModelEntry) -> Recserve_V1_ModelStatus {
+    var status = Recserve_V1_ModelStatus()
+    status.name = entry.name
+    status.servingVersion = entry.serving?.version ?? 0
+    status.labels = entry.labels
+    for version in entry.versions.keys.sorted() {
+      let record = entry.versions[version]!
+      var item = Recserve_V1_VersionStatus()
+      item.version = version
+      switch record.state {
+      case .loading: item.state = .loading
+      case .available: item.state = .available
+      case .failed: item.state = .failed
+      case .unloaded: item.state = .unloaded
+      }
+      item.reason = record.reason
+      item.labels = entry.labels.filter { $0.value == version }.keys.sorted()
+      if let served = record.served {
+        let manifest = served.loaded.manifest
+        item.kind = manifest.kind
+        item.metrics = manifest.metrics
+        item.sizeBytes = Int64(served.loaded.sizeBytes)
+        item.createdAt = manifest.createdAt
+      }
+      status.versions.append(item)
+    }
+    return status
+  }
+}

@@ -1,0 +1,60 @@
+import Foundation
+
+/// Per-thread scratch memory for the request path, so scoring a catalog allocates nothing once a
+/// thread has grown its buffer to the largest model's size.
+final class ThreadScratch {
+  private(set) var floats: UnsafeMutablePointer<Float>
+  private(set) var floatCapacity: Int
+  private(set) var ints: UnsafeMutablePointer<Int32>
+  private(set) var intCapacity: Int
+
+  private init() {
+    floatCapacity = 1024
+    floats = .allocate(capacity: floatCapacity)
+    intCapacity = 1024
+    ints = .allocate(capacity: intCapacity)
+  }
+
+  deinit {
+    floats.deallocate()
+    ints.deallocate()
+  }
+
+  /// At least `count` floats (contents undefined).
+  func floats(_ count: Int) -> UnsafeMutablePointer<Float> {
+    if count > floatCapacity {
+      floats.deallocate()
+      floatCapacity = max(count, floatCapacity * 2)
+      floats = .allocate(capacity: floatCapacity)
+    }
+    return floats
+  }
+
+  /// At least `count` Int32s (contents undefined).
+  func ints(_ count: Int) -> UnsafeMutablePointer<Int32> {
+    if count > intCapacity {
+      ints.deallocate()
+      intCapacity = max(count, intCapacity * 2)
+      ints = .allocate(capacity: intCapacity)
+    }
+    return ints
+  }
+
+  private static let key: pthread_key_t = {
+    var key = pthread_key_t()
+    pthread_key_create(&key) { pointer in
+      if let pointer { Unmanaged<ThreadScratch>.fromOpaque(pointer).release() }
+    }
+    return key
+  }()
+
+  /// This thread's scratch.
+  static var current: ThreadScratch {
+    if let pointer = pthread_getspecific(key) {
+      return Unmanaged<ThreadScratch>.fromOpaque(pointer).takeUnretainedValue()
+    }
+    let scratch = ThreadScratch()
+    pthread_setspecific(key, Unmanaged.passRetained(scratch).toOpaque())
+    return scratch
+  }
+}

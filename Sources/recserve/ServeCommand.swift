@@ -1,0 +1,163 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import RecServeModels
+import RecServeRPC
+import RecServeServing
+
+struct ServeCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "serve",
+    abstract: "Serve the models in a folder over gRPC.",
+    discussion: """
+      Serves every model under DIR/<name>/<version>/ (the highest version that verifies, or the \
+      one labelled `stable`). With no models in DIR it first trains the demo model `demo` on \
+      generated data, so a first run serves real recommendations. Prints `listening on HOST:PORT` \
+      once ready; SIGINT or SIGTERM stop it gracefully (calls in flight finish).
+      """
+  )
+
+  @Option(name: .customLong("models"), help: "The model folder (created when missing).")
+  var models: String
+
+  @Option(help: "Address to listen on.")
+  var host: String = "127.0.0.1"
+
+  @Option(help: "Port to listen on (0 picks a free one).")
+  var port: Int = 50051
+
+  @Option(name: .customLong("data-root"), help: "Folder that Train requests may read data files from.")
+  var dataRoot: String?
+
+  @Option(
+    name: .customLong("admin-token-file"),
+    help: "File holding the token that ModelAdmin and Train calls must send as 'authorization: Bearer <token>'.")
+  var adminTokenFile: String?
+
+  @Option(help: "Request threads (one completion queue each); default: the number of cores.")
+  var threads: Int?
+
+  @Option(name: .customLong("metrics-port"), help: "Serve Prometheus metrics at http://HOST:P/metrics.")
+  var metricsPort: Int?
+
+  @Option(name: .customLong("grace-period"), help: "Seconds calls in flight get to finish at shutdown.")
+  var gracePeriod: Double = 10
+
+  @Option(name: .customLong("max-message-bytes"), help: "Largest request accepted, in bytes.")
+  var maxMessageBytes: Int = 16 << 20
+
+  func validate() throws {
+    if !(0...65535).contains(port) { throw ValidationError("--port must be in 0...65535, got \(port)") }
+    if let threads, !(1...256).contains(threads) {
+      throw ValidationError("--threads must be in 1...256, got \(threads)")
+    }
+    if let metricsPort, !(1...65535).contains(metricsPort) {
+      throw ValidationError("--metrics-port must be in 1...65535, got \(metricsPort)")
+    }
+    if gracePeriod < 0 || !gracePeriod.isFinite {
+      throw ValidationError("--grace-period must be a number of seconds >= 0")
+    }
+    if maxMessageBytes < 1024 { throw ValidationError("--max-message-bytes must be at least 1024") }
+  }
+
+  func run() throws {
+    setvbuf(stdout, nil, _IOLBF, 0)
+    do {
+      try FileManager.default.createDirectory(atPath: models, withIntermediateDirectories: true)
+    } catch {
+      throw CLIError("cannot create the model folder \(models): \(error.localizedDescription)")
+    }
+    var configuration = RecServeServer.Configuration(modelsDirectory: models)
+    configuration.host = host
+    configuration.port = port
+    configuration.threads = threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount)
+    configuration.maxReceiveMessageBytes = maxMessageBytes
+    if let dataRoot {
+      var isDirectory: ObjCBool = false
+      guard FileManager.default.fileExists(atPath: dataRoot, isDirectory: &isDirectory), isDirectory.boolValue else {
+        throw CLIError("--data-root \(dataRoot) is not a folder")
+      }
+      configuration.dataRoot = dataRoot
+    }
+    if let adminTokenFile {
+      guard let data = FileManager.default.contents(atPath: adminTokenFile) else {
+        throw CLIError("cannot read --admin-token-file \(adminTokenFile)")
+      }
+      let token = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+      if token.isEmpty { throw CLIError("--admin-token-file \(adminTokenFile) is empty") }
+      configuration.adminToken = token
+    }
+    if metricsPort != nil {
+      log("note: --metrics-port is accepted but metrics are not served yet in this version")
+    }
+
+    if (try? ModelStore.modelNames(models))?.isEmpty ?? true {
+      try trainDemoModel()
+    }
+
+    let server = RecServeServer(configuration: configuration)
+    for failure in server.registry.loadAll() {
+      log("warning: \(failure)")
+    }
+    let snapshot = server.registry.snapshot
+    for name in snapshot.models.keys.sorted() {
+      if let serving = snapshot.models[name]?.serving {
+        log("serving model '\(name)' version \(serving.version) (\(serving.model.kind), \(serving.model.userCount) users, \(serving.model.itemCount) items)")
+      } else {
+        log("warning: model '\(name)' has no version that can serve")
+      }
+    }
+
+    let bound: Int
+    do {
+      bound = try server.start()
+    } catch {
+      throw CLIError("\(error)")
+    }
+    let printableHost = host.contains(":") ? "[\(host)]" : host
+    print("listening on \(printableHost):\(bound)")
+
+    // Graceful stop on SIGINT / SIGTERM.
+    signal(SIGINT, SIG_IGN)
+    signal(SIGTERM, SIG_IGN)
+    let signalQueue = DispatchQueue(label: "recserve.signals")
+    var sources: [DispatchSourceSignal] = []
+    let grace = gracePeriod
+    for number in [SIGINT, SIGTERM] {
+      let source = DispatchSource.makeSignalSource(signal: number, queue: signalQueue)
+      source.setEventHandler {
+        log("received signal \(number): stopping (calls in flight get \(grace) s)")
+        DispatchQueue.global().async { server.shutdown(gracePeriod: grace) }
+      }
+      source.resume()
+      sources.append(source)
+    }
+    server.wait()
+    _ = sources
+    log("stopped")
+  }
+
+  private func trainDemoModel() throws {
+    log("no models in \(models): training the demo model 'demo' on generated data")
+    let data = try SyntheticData.generate(
+      SyntheticData.Config(users: 2000, items: 1000, seed: 7, dim: 8, density: 0.03))
+    let result = try trainAndPublishMF(
+      data: data, config: MFConfig(dim: 32, epochs: 30, seed: 7), holdout: 0.1,
+      modelsDirectory: models, name: "demo")
+    let rmse = result.metrics["rmse"].map { String(format: "%.4f", $0) } ?? "n/a"
+    log(
+      "trained demo version \(result.version) on \(result.trainRows) ratings in "
+        + String(format: "%.2f s", result.trainSeconds) + " (held-out RMSE \(rmse))")
+  }
+}
+
+/// Writes a line to standard error.
+func log(_ message: String) {
+  FileHandle.standardError.write(Data((message + "\n").utf8))
+}
+
+/// An error the CLI prints as `error: <message>` before exiting with status 1.
+struct CLIError: Error, CustomStringConvertible {
+  let description: String
+  init(_ description: String) { self.description = description }
+}
