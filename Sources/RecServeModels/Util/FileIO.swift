@@ -1,0 +1,193 @@
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
+/// An operating-system error on a path, e.g. "models/demo/3/users.txt: No such file or directory".
+public struct FileError: Error, CustomStringConvertible, Sendable {
+  public let path: String
+  public let code: Int32
+  public let operation: String
+
+  public init(path: String, code: Int32, operation: String) {
+    self.path = path
+    self.code = code
+    self.operation = operation
+  }
+
+  public var reason: String { String(cString: strerror(code)) }
+
+  public var description: String { "\(path): cannot \(operation): \(reason)" }
+}
+
+/// A read-only memory map of a whole file; unmapped when the last reference goes away.
+/// Files of size zero map to an empty buffer.
+public final class MappedFile: @unchecked Sendable {
+  public let path: String
+  public let count: Int
+  private let base: UnsafeMutableRawPointer?
+
+  public init(path: String) throws {
+    self.path = path
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    if fd < 0 { throw FileError(path: path, code: errno, operation: "open") }
+    defer { close(fd) }
+    var st = stat()
+    if fstat(fd, &st) != 0 { throw FileError(path: path, code: errno, operation: "stat") }
+    if (st.st_mode & S_IFMT) == S_IFDIR {
+      throw FileError(path: path, code: EISDIR, operation: "read")
+    }
+    let size = Int(st.st_size)
+    count = size
+    if size == 0 {
+      base = nil
+      return
+    }
+    let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
+    if p == MAP_FAILED || p == nil { throw FileError(path: path, code: errno, operation: "map") }
+    base = p
+  }
+
+  deinit {
+    if let base { munmap(base, count) }
+  }
+
+  /// The file's bytes; valid while this object is alive.
+  public var bytes: UnsafeRawBufferPointer {
+    UnsafeRawBufferPointer(start: base.map { UnsafeRawPointer($0) }, count: count)
+  }
+
+  /// Asks the kernel to read the mapping ahead (sequential scan).
+  public func adviseSequential() {
+    if let base { _ = madvise(base, count, Int32(MADV_SEQUENTIAL)) }
+  }
+}
+
+enum FileIO {
+  /// Writes `bytes` to a new file at `path` and fsyncs it.
+  static func writeSynced(_ bytes: UnsafeRawBufferPointer, to path: String) throws {
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    if fd < 0 { throw FileError(path: path, code: errno, operation: "create") }
+    var ok = false
+    defer {
+      close(fd)
+      if !ok { unlink(path) }
+    }
+    var offset = 0
+    while offset < bytes.count {
+      let n = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+      if n < 0 {
+        if errno == EINTR { continue }
+        throw FileError(path: path, code: errno, operation: "write")
+      }
+      offset += n
+    }
+    if fsync(fd) != 0 { throw FileError(path: path, code: errno, operation: "fsync") }
+    ok = true
+  }
+
+  static func writeSynced(_ bytes: [UInt8], to path: String) throws {
+    try bytes.withUnsafeBytes { try writeSynced($0, to: path) }
+  }
+
+  static func fsyncDirectory(_ path: String) {
+    let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    if fd >= 0 {
+      _ = fsync(fd)
+      close(fd)
+    }
+  }
+
+  /// Removes a directory tree (best effort; used to clean up a failed publish).
+  static func removeTree(_ path: String) {
+    guard let dir = opendir(path) else {
+      unlink(path)
+      return
+    }
+    while let entry = readdir(dir) {
+      let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+        String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
+      }
+      if name == "." || name == ".." { continue }
+      let child = path + "/" + name
+      var st = stat()
+      if lstat(child, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR {
+        removeTree(child)
+      } else {
+        unlink(child)
+      }
+    }
+    closedir(dir)
+    rmdir(path)
+  }
+
+  /// Names in a directory, without "." and "..".
+  static func listDirectory(_ path: String) throws -> [String] {
+    guard let dir = opendir(path) else {
+      throw FileError(path: path, code: errno, operation: "list")
+    }
+    defer { closedir(dir) }
+    var names: [String] = []
+    while let entry = readdir(dir) {
+      let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+        String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
+      }
+      if name == "." || name == ".." { continue }
+      names.append(name)
+    }
+    return names
+  }
+
+  static func isDirectory(_ path: String) -> Bool {
+    var st = stat()
+    return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+  }
+
+  static func exists(_ path: String) -> Bool {
+    var st = stat()
+    return stat(path, &st) == 0
+  }
+
+  /// Creates `path` and its missing parents.
+  static func makeDirectories(_ path: String) throws {
+    if path.isEmpty || isDirectory(path) { return }
+    var parts: [Substring] = path.split(separator: "/", omittingEmptySubsequences: false)
+    while parts.count > 1 && parts.last == "" { parts.removeLast() }
+    var current = ""
+    for (i, part) in parts.enumerated() {
+      current += (i == 0 ? "" : "/") + part
+      if current.isEmpty || part.isEmpty || part == "." { continue }
+      if mkdir(current, 0o755) != 0 && errno != EEXIST {
+        throw FileError(path: current, code: errno, operation: "create directory")
+      }
+    }
+    if !isDirectory(path) {
+      throw FileError(path: path, code: ENOTDIR, operation: "create directory")
+    }
+  }
+
+  /// rename(2) that fails with EEXIST instead of replacing an existing (empty) directory.
+  static func renameNoReplace(_ from: String, _ to: String) -> Int32 {
+    #if os(Linux)
+      typealias RenameAt2 =
+        @convention(c) (
+          Int32, UnsafePointer<CChar>, Int32, UnsafePointer<CChar>, UInt32
+        ) -> Int32
+      if let sym = renameat2Symbol {
+        let f = unsafeBitCast(sym, to: RenameAt2.self)
+        let r = f(AT_FDCWD, from, AT_FDCWD, to, 1 /* RENAME_NOREPLACE */)
+        if r == 0 { return 0 }
+        // Filesystems without RENAME_NOREPLACE answer EINVAL: fall back below.
+        if errno != EINVAL && errno != ENOSYS { return errno }
+      }
+    #endif
+    if exists(to) { return EEXIST }
+    return rename(from, to) == 0 ? 0 : errno
+  }
+
+  #if os(Linux)
+    nonisolated(unsafe) static let renameat2Symbol: UnsafeMutableRawPointer? = dlsym(
+      UnsafeMutableRawPointer(bitPattern: 0), "renameat2")
+  #endif
+}
