@@ -1,0 +1,208 @@
+/// Hyperparameters of explicit matrix factorisation trained by SGD.
+public struct MFConfig: Sendable, Equatable {
+  /// Latent dimension.
+  public var dim: Int
+  public var epochs: Int
+  /// Initial learning rate; multiplied by `learningRateDecay` after every epoch.
+  public var learningRate: Float
+  public var learningRateDecay: Float
+  /// L2 regularisation of the factors.
+  public var regularization: Float
+  /// L2 regularisation of the biases.
+  public var biasRegularization: Float
+  /// Standard deviation of the initial factors.
+  public var initStd: Float
+  public var seed: UInt64
+
+  public init(
+    dim: Int = 64, epochs: Int = 20, learningRate: Float = 0.03, learningRateDecay: Float = 0.97,
+    regularization: Float = 0.05, biasRegularization: Float = 0.05, initStd: Float = 0.01,
+    seed: UInt64 = 42
+  ) {
+    self.dim = dim
+    self.epochs = epochs
+    self.learningRate = learningRate
+    self.learningRateDecay = learningRateDecay
+    self.regularization = regularization
+    self.biasRegularization = biasRegularization
+    self.initStd = initStd
+    self.seed = seed
+  }
+
+  public func validate() throws {
+    func bad(_ m: String) -> TrainingError { .invalidConfiguration(m) }
+    if dim < 1 || dim > 4096 { throw bad("dim must be in 1...4096 (got \(dim))") }
+    if epochs < 1 || epochs > 100_000 { throw bad("epochs must be in 1...100000 (got \(epochs))") }
+    if !(learningRate > 0) || !learningRate.isFinite || learningRate > 10 {
+      throw bad("lr must be a positive number up to 10 (got \(learningRate))")
+    }
+    if !(learningRateDecay > 0) || learningRateDecay > 1 {
+      throw bad("lr decay must be in (0, 1] (got \(learningRateDecay))")
+    }
+    if !(regularization >= 0) || !regularization.isFinite {
+      throw bad("reg must be a finite number >= 0 (got \(regularization))")
+    }
+    if !(biasRegularization >= 0) || !biasRegularization.isFinite {
+      throw bad("bias reg must be a finite number >= 0 (got \(biasRegularization))")
+    }
+    if !(initStd >= 0) || !initStd.isFinite { throw bad("init std must be >= 0 (got \(initStd))") }
+  }
+
+  /// For model.json.
+  public var hyperparameters: [String: JSONValue] {
+    [
+      "dim": .int(Int64(dim)), "epochs": .int(Int64(epochs)), "lr": .double(Double(learningRate)),
+      "lr_decay": .double(Double(learningRateDecay)), "reg": .double(Double(regularization)),
+      "reg_bias": .double(Double(biasRegularization)), "init_std": .double(Double(initStd)),
+      "seed": .int(Int64(bitPattern: seed)), "optimizer": .string("sgd"),
+    ]
+  }
+}
+
+/// Trains `MFModel`s: μ + b_u + b_i + p_u·q_i fitted by SGD over the ratings in a freshly
+/// shuffled (seeded) order every epoch, with L2 regularisation and a per-epoch learning-rate
+/// decay. Single-threaded and deterministic for a seed.
+public enum MFTrainer {
+  struct Rating {
+    var user: Int32
+    var item: Int32
+    var value: Float
+  }
+
+  /// Trains on every row of `data`. With `validation`, each epoch's progress carries its RMSE and
+  /// MAE (users and items matched by id). Throws `TrainingError`.
+  public static func train(
+    _ data: Interactions, config: MFConfig, validation: Interactions? = nil,
+    progress: TrainingProgressHandler? = nil
+  ) throws -> MFModel {
+    try config.validate()
+    if data.isEmpty { throw TrainingError.invalidData("\(data.source): no ratings to train on") }
+    let start = monotonicSeconds()
+    let U = data.userCount
+    let I = data.itemCount
+    let D = config.dim
+    let n = data.count
+    var rng = Xoshiro256(seed: config.seed, stream: 0x1417)
+
+    var sum = 0.0
+    var lo = Float.infinity
+    var hi = -Float.infinity
+    var ratings = [Rating]()
+    ratings.reserveCapacity(n)
+    for r in 0..<n {
+      let v = data.ratings[r]
+      sum += Double(v)
+      lo = min(lo, v)
+      hi = max(hi, v)
+      ratings.append(Rating(user: data.users[r], item: data.items[r], value: v))
+    }
+    let mu = Float(sum / Double(n))
+    let range: ClosedRange<Float>? = lo < hi ? lo...hi : nil
+
+    var P = [Float](repeating: 0, count: U * D)
+    var Q = [Float](repeating: 0, count: I * D)
+    // Uniform initialisation with the configured standard deviation (cheaper than Gaussian and
+    // just as good for SGD).
+    let a = config.initStd * Float(3).squareRoot()
+    for k in 0..<P.count { P[k] = (2 * rng.nextFloat() - 1) * a }
+    for k in 0..<Q.count { Q[k] = (2 * rng.nextFloat() - 1) * a }
+    var bu = [Float](repeating: 0, count: U)
+    var bi = [Float](repeating: 0, count: I)
+
+    // Validation rows mapped to training indices (-1 = unknown).
+    var vUsers: [Int32] = []
+    var vItems: [Int32] = []
+    var vRatings: [Float] = []
+    if let validation, !validation.isEmpty {
+      let um = validation.userIds.map { data.userIndex($0) ?? -1 }
+      let im = validation.itemIds.map { data.itemIndex($0) ?? -1 }
+      vUsers = validation.users.map { um[Int($0)] }
+      vItems = validation.items.map { im[Int($0)] }
+      vRatings = validation.ratings
+    }
+
+    var lr = config.learningRate
+    let reg = config.regularization
+    let regB = config.biasRegularization
+    for epoch in 1...config.epochs {
+      ratings.withUnsafeMutableBufferPointer { rng.shuffle($0) }
+      let sse = P.withUnsafeMutableBufferPointer { pBuf in
+        Q.withUnsafeMutableBufferPointer { qBuf in
+          bu.withUnsafeMutableBufferPointer { buBuf in
+            bi.withUnsafeMutableBufferPointer { biBuf in
+              ratings.withUnsafeBufferPointer { rs in
+                sgdEpoch(
+                  rs, P: pBuf.baseAddress!, Q: qBuf.baseAddress!, bu: buBuf.baseAddress!,
+                  bi: biBuf.baseAddress!, dim: D, mu: mu, lr: lr, reg: reg, regBias: regB)
+              }
+            }
+          }
+        }
+      }
+      lr *= config.learningRateDecay
+      let loss = (sse / Double(n)).squareRoot()
+      if !loss.isFinite {
+        throw TrainingError.invalidConfiguration(
+          "training diverged at epoch \(epoch) (loss is not finite); lower lr (now \(config.learningRate))"
+        )
+      }
+      if let progress {
+        var metrics: [String: Double] = [:]
+        if !vUsers.isEmpty {
+          var acc = ErrorAccumulator()
+          for r in 0..<vUsers.count {
+            let u = Int(vUsers[r])
+            let i = Int(vItems[r])
+            var s = mu
+            if u >= 0 { s += bu[u] }
+            if i >= 0 { s += bi[i] }
+            if u >= 0 && i >= 0 {
+              s += P.withUnsafeBufferPointer { p in
+                Q.withUnsafeBufferPointer { q in
+                  VectorMath.dot(p.baseAddress! + u * D, q.baseAddress! + i * D, D)
+                }
+              }
+            }
+            if let range { s = min(range.upperBound, max(range.lowerBound, s)) }
+            acc.add(predicted: s, actual: vRatings[r])
+          }
+          metrics = ["rmse": acc.rmse, "mae": acc.mae]
+        }
+        let elapsed = monotonicSeconds() - start
+        let eta = elapsed / Double(epoch) * Double(config.epochs - epoch)
+        let report = TrainingProgress(
+          epoch: epoch, epochs: config.epochs, loss: loss, validation: metrics,
+          elapsedSeconds: elapsed, etaSeconds: eta)
+        if !progress(report) { throw TrainingError.cancelled }
+      }
+    }
+
+    let csr = SeenItems.build(users: data.users, items: data.items, userCount: U, itemCount: I)
+    return MFModel(
+      kind: "mf", dim: D, userIds: data.userIds, itemIds: data.itemIds,
+      userLookup: data.userLookup, itemLookup: data.itemLookup, globalMean: mu,
+      ratingRange: range, userFactors: P, itemFactors: Q, userBias: bu, itemBias: bi, csr: csr)
+  }
+
+  /// One pass of SGD; returns the sum of squared errors seen before each update.
+  static func sgdEpoch(
+    _ rs: UnsafeBufferPointer<Rating>, P: UnsafeMutablePointer<Float>,
+    Q: UnsafeMutablePointer<Float>, bu: UnsafeMutablePointer<Float>,
+    bi: UnsafeMutablePointer<Float>, dim D: Int, mu: Float, lr: Float, reg: Float, regBias: Float
+  ) -> Double {
+    var sse = 0.0
+    for r in rs {
+      let u = Int(r.user)
+      let i = Int(r.item)
+      let pu = P + u * D
+      let qi = Q + i * D
+      let pred = mu + bu[u] + bi[i] + VectorMath.dot(pu, qi, D)
+      let e = r.value - pred
+      sse += Double(e * e)
+      bu[u] += lr * (e - regBias * bu[u])
+      bi[i] += lr * (e - regBias * bi[i])
+      VectorMath.sgdStep(pu, qi, D, error: e, lr: lr, reg: reg)
+    }
+    return sse
+  }
+}

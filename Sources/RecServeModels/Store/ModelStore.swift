@@ -1,0 +1,508 @@
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
+/// A model version read from disk and verified (checksums, header, shapes, finite values).
+public struct LoadedModel: Sendable {
+  /// The version folder, `DIR/<name>/<version>`.
+  public let directory: String
+  public let manifest: ModelManifest
+  public let model: any RecommendationModel
+  /// Bytes of all files in the version.
+  public let sizeBytes: Int
+
+  /// The model as MF, when it is one.
+  public var mf: MFModel? { model as? MFModel }
+}
+
+/// The on-disk model repository: `DIR/<name>/<version>/{model.json, weights.safetensors,
+/// users.txt, items.txt}`. Versions are positive integers (no leading zeros); dot-folders and
+/// other names are ignored. Publishing writes a dot-folder and renames it into place, so no reader
+/// ever sees half a version.
+public enum ModelStore {
+  public static let manifestFile = "model.json"
+  public static let weightsFile = "weights.safetensors"
+  public static let usersFile = "users.txt"
+  public static let itemsFile = "items.txt"
+
+  /// Model names: 1-128 characters of A-Z a-z 0-9 . _ -, not starting with '.' or '-'.
+  public static func validateName(_ name: String) throws {
+    let u = Array(name.utf8)
+    let ok =
+      !u.isEmpty && u.count <= 128 && u[0] != UInt8(ascii: ".") && u[0] != UInt8(ascii: "-")
+      && u.allSatisfy { c in
+        (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c == 46 || c == 95
+          || c == 45
+      }
+    if !ok {
+      throw ModelLoadError(
+        "invalid model name '\(name)': use 1-128 letters, digits, '.', '_' or '-', not starting with '.' or '-'"
+      )
+    }
+  }
+
+  /// Parses a version folder name: a positive integer without sign or leading zeros.
+  public static func parseVersion(_ s: String) -> Int64? {
+    let u = Array(s.utf8)
+    guard !u.isEmpty, u.count <= 18, u[0] != UInt8(ascii: "0"),
+      u.allSatisfy({ $0 >= 48 && $0 <= 57 })
+    else { return nil }
+    return Int64(s)
+  }
+
+  public static func modelDirectory(_ modelsDirectory: String, name: String) -> String {
+    join(modelsDirectory, name)
+  }
+
+  public static func versionDirectory(_ modelsDirectory: String, name: String, version: Int64)
+    -> String
+  {
+    join(join(modelsDirectory, name), String(version))
+  }
+
+  /// Model names in the repository (folders with a valid name), sorted.
+  public static func modelNames(_ modelsDirectory: String) throws -> [String] {
+    guard FileIO.isDirectory(modelsDirectory) else { return [] }
+    return try FileIO.listDirectory(modelsDirectory).filter { name in
+      (try? validateName(name)) != nil && FileIO.isDirectory(join(modelsDirectory, name))
+    }.sorted()
+  }
+
+  /// Versions of a model, ascending; empty when the model does not exist.
+  public static func versions(_ modelsDirectory: String, name: String) throws -> [Int64] {
+    let dir = join(modelsDirectory, name)
+    guard FileIO.isDirectory(dir) else { return [] }
+    return try FileIO.listDirectory(dir).compactMap { n -> Int64? in
+      guard let v = parseVersion(n), FileIO.isDirectory(join(dir, n)) else { return nil }
+      return v
+    }.sorted()
+  }
+
+  public static func latestVersion(_ modelsDirectory: String, name: String) throws -> Int64? {
+    try versions(modelsDirectory, name: name).last
+  }
+
+  // MARK: - Publish
+
+  /// Writes `model` as the next version of `name` and returns it. `manifest` supplies kind-
+  /// independent fields (hyperparameters, metrics, data summary); counts and checksums are filled
+  /// in here.
+  public static func publish(
+    _ model: MFModel, manifest: ModelManifest, modelsDirectory: String, name: String
+  ) throws -> (version: Int64, directory: String) {
+    try validateName(name)
+    for (what, ids) in [("user", model.userIds), ("item", model.itemIds)] {
+      for id in ids where id.utf8.contains(where: { $0 == 10 || $0 == 13 }) {
+        throw ModelLoadError("\(what) id '\(id)' contains a line break; ids are stored one a line")
+      }
+    }
+    let modelDir = join(modelsDirectory, name)
+    do {
+      try FileIO.makeDirectories(modelDir)
+    } catch let e as FileError {
+      throw ModelLoadError(e.description)
+    }
+
+    // Serialize everything first.
+    let weights = serializeWeights(model)
+    let users = idFile(model.userIds)
+    let items = idFile(model.itemIds)
+    var m = manifest
+    m.kind = model.kind
+    m.name = name
+    m.counts["users"] = .int(Int64(model.userCount))
+    m.counts["items"] = .int(Int64(model.itemCount))
+    m.counts["dim"] = .int(Int64(model.dim))
+    m.counts["seen_interactions"] = .int(Int64(model.seenCount))
+    if m.ratingRange == nil { m.ratingRange = model.ratingRange }
+    m.files = [
+      weightsFile: SHA256Digest.hex(weights), usersFile: SHA256Digest.hex(users),
+      itemsFile: SHA256Digest.hex(items),
+    ]
+    let manifestBytes = Array((m.json.serialized(pretty: true) + "\n").utf8)
+
+    var candidate = (try latestVersion(modelsDirectory, name: name) ?? 0) + 1
+    var rng = SystemRandomNumberGenerator()
+    let suffix = String(rng.next() & 0xFFFF_FFFF_FFFF, radix: 16)
+    let tmp = join(modelDir, ".tmp-\(candidate)-\(suffix)")
+    if mkdir(tmp, 0o755) != 0 {
+      throw ModelLoadError(
+        FileError(path: tmp, code: errno, operation: "create directory").description)
+    }
+    var published = false
+    defer { if !published { FileIO.removeTree(tmp) } }
+    do {
+      try FileIO.writeSynced(weights, to: join(tmp, weightsFile))
+      try FileIO.writeSynced(users, to: join(tmp, usersFile))
+      try FileIO.writeSynced(items, to: join(tmp, itemsFile))
+      try FileIO.writeSynced(manifestBytes, to: join(tmp, manifestFile))
+    } catch let e as FileError {
+      throw ModelLoadError(e.description)
+    }
+    FileIO.fsyncDirectory(tmp)
+    for _ in 0..<1000 {
+      let target = join(modelDir, String(candidate))
+      let r = FileIO.renameNoReplace(tmp, target)
+      if r == 0 {
+        published = true
+        FileIO.fsyncDirectory(modelDir)
+        return (candidate, target)
+      }
+      if r != EEXIST && r != ENOTEMPTY {
+        throw ModelLoadError(
+          FileError(path: target, code: r, operation: "publish (rename)").description)
+      }
+      // Someone else took this number: move past the highest version now present.
+      candidate = max(candidate + 1, (try latestVersion(modelsDirectory, name: name) ?? 0) + 1)
+    }
+    throw ModelLoadError("\(modelDir): could not find a free version number")
+  }
+
+  static func serializeWeights(_ model: MFModel) -> [UInt8] {
+    let U = model.userCount
+    let I = model.itemCount
+    let D = model.dim
+    var w = SafeTensors.Writer()
+    w.add(
+      "user_factors", dtype: .F32, shape: [U, D],
+      values: UnsafeBufferPointer(start: model.userFactors, count: U * D))
+    w.add(
+      "item_factors", dtype: .F32, shape: [I, D],
+      values: UnsafeBufferPointer(start: model.itemFactors, count: I * D))
+    w.add(
+      "user_bias", dtype: .F32, shape: [U],
+      values: UnsafeBufferPointer(start: model.userBias, count: U))
+    w.add(
+      "item_bias", dtype: .F32, shape: [I],
+      values: UnsafeBufferPointer(start: model.itemBias, count: I))
+    w.add("global_mean", shape: [1], [model.globalMean])
+    w.add(
+      "seen_indptr", dtype: .I64, shape: [U + 1],
+      values: UnsafeBufferPointer(start: model.seenIndptr, count: U + 1))
+    w.add(
+      "seen_indices", dtype: .I32, shape: [model.seenCount],
+      values: UnsafeBufferPointer(start: model.seenIndices, count: model.seenCount))
+    w.add("item_popularity", dtype: .I32, shape: [I], values: model.itemPopularity)
+    w.metadata = ["format": ModelManifest.formatName, "kind": model.kind]
+    return w.serialize()
+  }
+
+  static func idFile(_ ids: [String]) -> [UInt8] {
+    var out = [UInt8]()
+    out.reserveCapacity(ids.reduce(0) { $0 + $1.utf8.count + 1 })
+    for id in ids {
+      out.append(contentsOf: id.utf8)
+      out.append(10)
+    }
+    return out
+  }
+
+  // MARK: - Load
+
+  /// Reads and verifies a version folder: model.json (format, kind, checksums), the safetensors
+  /// header (offsets in range, no overlap, sizes match dtype and shape), shapes against the counts
+  /// and id files, and finite values. Throws a `ModelLoadError` with a one-line reason.
+  public static func load(versionDirectory dir: String) throws -> LoadedModel {
+    guard FileIO.isDirectory(dir) else {
+      throw ModelLoadError("\(dir): no such version folder")
+    }
+    let manifestPath = join(dir, manifestFile)
+    let manifestMap: MappedFile
+    do {
+      manifestMap = try MappedFile(path: manifestPath)
+    } catch let e as FileError {
+      if e.code == ENOENT {
+        throw ModelLoadError("model.json is missing (not a complete model version)")
+      }
+      throw ModelLoadError("model.json: cannot read (\(e.reason))")
+    }
+    let manifest = try ModelManifest(parsing: manifestMap.bytes)
+    guard ModelManifest.knownKinds.contains(manifest.kind) else {
+      throw ModelLoadError(
+        "model.json: unknown model kind '\(manifest.kind)' (known: \(ModelManifest.knownKinds.sorted().joined(separator: ", ")))"
+      )
+    }
+    guard ModelManifest.loadableKinds.contains(manifest.kind) else {
+      throw ModelLoadError(
+        "model.json: model kind '\(manifest.kind)' is not supported by this build yet (supported: \(ModelManifest.loadableKinds.sorted().joined(separator: ", ")))"
+      )
+    }
+    for required in [weightsFile, usersFile, itemsFile] where manifest.files[required] == nil {
+      throw ModelLoadError("model.json: 'files' has no checksum for \(required)")
+    }
+
+    // Map every listed file; verify the safetensors structure before checksums so that a
+    // truncated file says so.
+    var maps: [String: MappedFile] = [:]
+    for file in manifest.files.keys.sorted() {
+      do {
+        maps[file] = try MappedFile(path: join(dir, file))
+      } catch let e as FileError {
+        if e.code == ENOENT { throw ModelLoadError("\(file): listed in model.json but missing") }
+        throw ModelLoadError("\(file): cannot read (\(e.reason))")
+      }
+    }
+    let weightsMap = maps[weightsFile]!
+    let (tensors, _) = try SafeTensors.parseHeader(weightsMap.bytes, displayName: weightsFile)
+    for file in manifest.files.keys.sorted() {
+      let expected = manifest.files[file]!
+      let got = SHA256Digest.hex(maps[file]!.bytes)
+      if got != expected {
+        throw ModelLoadError(
+          "\(file): checksum mismatch (expected \(expected.prefix(12))…, got \(got.prefix(12))…)")
+      }
+    }
+    let userIds = try readIds(maps[usersFile]!, file: usersFile)
+    let itemIds = try readIds(maps[itemsFile]!, file: itemsFile)
+    let model = try buildMF(
+      tensors: tensors, mapped: weightsMap, manifest: manifest, userIds: userIds.ids,
+      userLookup: userIds.lookup, itemIds: itemIds.ids, itemLookup: itemIds.lookup)
+    let size = maps.values.reduce(manifestMap.count) { $0 + $1.count }
+    return LoadedModel(directory: dir, manifest: manifest, model: model, sizeBytes: size)
+  }
+
+  /// Loads `DIR/<name>/<version>`, or the highest version when `version` is nil.
+  public static func load(modelsDirectory: String, name: String, version: Int64? = nil) throws
+    -> LoadedModel
+  {
+    try validateName(name)
+    let v: Int64
+    if let version {
+      v = version
+      guard FileIO.isDirectory(versionDirectory(modelsDirectory, name: name, version: v)) else {
+        let have = (try? versions(modelsDirectory, name: name)) ?? []
+        throw ModelLoadError(
+          "model '\(name)' has no version \(v) in \(modelsDirectory)"
+            + (have.isEmpty ? "" : " (versions: \(have.map(String.init).joined(separator: ", ")))"))
+      }
+    } else {
+      guard let latest = try latestVersion(modelsDirectory, name: name) else {
+        throw ModelLoadError("model '\(name)' has no versions in \(modelsDirectory)")
+      }
+      v = latest
+    }
+    return try load(versionDirectory: versionDirectory(modelsDirectory, name: name, version: v))
+  }
+
+  struct IdList {
+    var ids: [String]
+    var lookup: [String: Int32]
+  }
+
+  static func readIds(_ map: MappedFile, file: String) throws -> IdList {
+    let bytes = map.bytes
+    if bytes.isEmpty { throw ModelLoadError("\(file): empty (expected one id a line)") }
+    guard let text = String(validating: bytes, as: UTF8.self) else {
+      throw ModelLoadError("\(file): not valid UTF-8")
+    }
+    var ids: [String] = []
+    var lookup: [String: Int32] = [:]
+    var line = 0
+    var parts = text.split(separator: "\n", omittingEmptySubsequences: false)
+    if parts.last == "" { parts.removeLast() }
+    ids.reserveCapacity(parts.count)
+    lookup.reserveCapacity(parts.count)
+    for part in parts {
+      line += 1
+      var id = String(part)
+      if id.hasSuffix("\r") { id.removeLast() }
+      if id.isEmpty { throw ModelLoadError("\(file): line \(line) is empty") }
+      if let first = lookup.updateValue(Int32(ids.count), forKey: id) {
+        throw ModelLoadError(
+          "\(file): line \(line) repeats id '\(id)' (first on line \(first + 1))")
+      }
+      ids.append(id)
+    }
+    return IdList(ids: ids, lookup: lookup)
+  }
+
+  static func buildMF(
+    tensors: [String: SafeTensors.TensorInfo], mapped: MappedFile, manifest: ModelManifest,
+    userIds: [String], userLookup: [String: Int32], itemIds: [String], itemLookup: [String: Int32]
+  ) throws -> MFModel {
+    let U = userIds.count
+    let I = itemIds.count
+    func tensor(_ name: String, _ dtype: SafeTensors.DType) throws -> SafeTensors.TensorInfo {
+      guard let t = tensors[name] else {
+        throw ModelLoadError("\(weightsFile): tensor '\(name)' is missing")
+      }
+      guard t.dtype == dtype else {
+        throw ModelLoadError("\(name): dtype \(t.dtype.rawValue), expected \(dtype.rawValue)")
+      }
+      return t
+    }
+    let uf = try tensor("user_factors", .F32)
+    let itf = try tensor("item_factors", .F32)
+    let ub = try tensor("user_bias", .F32)
+    let ib = try tensor("item_bias", .F32)
+    let gm = try tensor("global_mean", .F32)
+    guard uf.shape.count == 2 else {
+      throw ModelLoadError("user_factors: shape \(uf.shapeDescription) is not 2-dimensional")
+    }
+    let D = uf.shape[1]
+    if let want = manifest.counts["dim"]?.intValue, want != D {
+      throw ModelLoadError(
+        "user_factors: shape \(uf.shapeDescription) but model.json says dim \(want)")
+    }
+    if D < 1 { throw ModelLoadError("user_factors: shape \(uf.shapeDescription) has no columns") }
+    func expect(_ t: SafeTensors.TensorInfo, _ shape: [Int], _ why: String) throws {
+      if t.shape != shape {
+        throw ModelLoadError("\(t.name): shape \(t.shapeDescription) but \(why)")
+      }
+    }
+    try expect(uf, [U, D], "users.txt has \(U) lines")
+    try expect(
+      itf, [I, D],
+      itf.shape.count == 2 && itf.shape[0] == I ? "dim is \(D)" : "items.txt has \(I) lines")
+    try expect(ub, [U], "users.txt has \(U) lines")
+    try expect(ib, [I], "items.txt has \(I) lines")
+    try expect(gm, [1], "it must hold one value")
+    for (key, n) in [("users", U), ("items", I)] {
+      if let want = manifest.counts[key]?.intValue, Int(want) != n {
+        throw ModelLoadError("\(key).txt has \(n) lines but model.json says \(want) \(key)")
+      }
+    }
+
+    // Pointers into the mapping; a tensor that is not naturally aligned (file written elsewhere)
+    // is copied into aligned memory.
+    var owners: [AnyObject] = [mapped]
+    func pointer<T>(_ t: SafeTensors.TensorInfo, _ type: T.Type) -> UnsafePointer<T> {
+      let raw = mapped.bytes.baseAddress.map { $0 + t.range.lowerBound }
+      let n = t.range.count
+      if let raw, Int(bitPattern: raw) % MemoryLayout<T>.alignment == 0 {
+        return raw.assumingMemoryBound(to: T.self)
+      }
+      let mem = TensorMemory(byteCount: n)
+      owners.append(mem)
+      if let raw, n > 0 { mem.base.copyMemory(from: raw, byteCount: n) }
+      return UnsafePointer(mem.base.assumingMemoryBound(to: T.self))
+    }
+    let pUF = pointer(uf, Float.self)
+    let pIF = pointer(itf, Float.self)
+    let pUB = pointer(ub, Float.self)
+    let pIB = pointer(ib, Float.self)
+    let pGM = pointer(gm, Float.self)
+    try checkFinite(pUF, rows: U, cols: D, name: "user_factors")
+    try checkFinite(pIF, rows: I, cols: D, name: "item_factors")
+    try checkFinite(pUB, rows: U, cols: 0, name: "user_bias")
+    try checkFinite(pIB, rows: I, cols: 0, name: "item_bias")
+    try checkFinite(pGM, rows: 1, cols: 0, name: "global_mean")
+
+    // Training history and popularity: optional for models trained elsewhere.
+    let pIndptr: UnsafePointer<Int64>
+    let pIndices: UnsafePointer<Int32>
+    let nnz: Int
+    if let ip = tensors["seen_indptr"] {
+      guard ip.dtype == .I64 else {
+        throw ModelLoadError("seen_indptr: dtype \(ip.dtype.rawValue), expected I64")
+      }
+      try expect(ip, [U + 1], "users.txt has \(U) lines (expected [\(U + 1)])")
+      guard let ix = tensors["seen_indices"] else {
+        throw ModelLoadError("\(weightsFile): seen_indptr is present but seen_indices is missing")
+      }
+      guard ix.dtype == .I32 else {
+        throw ModelLoadError("seen_indices: dtype \(ix.dtype.rawValue), expected I32")
+      }
+      guard ix.shape.count == 1 else {
+        throw ModelLoadError("seen_indices: shape \(ix.shapeDescription) is not 1-dimensional")
+      }
+      nnz = ix.shape[0]
+      pIndptr = pointer(ip, Int64.self)
+      pIndices = pointer(ix, Int32.self)
+      if pIndptr[0] != 0 || pIndptr[U] != Int64(nnz) {
+        throw ModelLoadError(
+          "seen_indptr: must start at 0 and end at \(nnz) (the length of seen_indices), got \(pIndptr[0])...\(pIndptr[U])"
+        )
+      }
+      for u in 0..<U where pIndptr[u + 1] < pIndptr[u] {
+        throw ModelLoadError(
+          "seen_indptr[\(u + 1)] = \(pIndptr[u + 1]) is less than seen_indptr[\(u)] = \(pIndptr[u])"
+        )
+      }
+      for k in 0..<nnz where pIndices[k] < 0 || Int(pIndices[k]) >= I {
+        throw ModelLoadError("seen_indices[\(k)] = \(pIndices[k]) is out of range (\(I) items)")
+      }
+      // Rows must be sorted and distinct (binary search relies on it).
+      for u in 0..<U {
+        let a = Int(pIndptr[u])
+        let b = Int(pIndptr[u + 1])
+        if b - a > 1 {
+          for k in (a + 1)..<b where pIndices[k] <= pIndices[k - 1] {
+            throw ModelLoadError(
+              "seen_indices: items of user \(u) are not sorted ascending and distinct (at \(k))")
+          }
+        }
+      }
+    } else {
+      if tensors["seen_indices"] != nil {
+        throw ModelLoadError("\(weightsFile): seen_indices is present but seen_indptr is missing")
+      }
+      let mem = TensorMemory(byteCount: (U + 1) * 8 + 64)
+      owners.append(mem)
+      let p = mem.base.bindMemory(to: Int64.self, capacity: U + 1)
+      p.initialize(repeating: 0, count: U + 1)
+      pIndptr = UnsafePointer(p)
+      pIndices = UnsafePointer((mem.base + (U + 1) * 8).bindMemory(to: Int32.self, capacity: 1))
+      nnz = 0
+    }
+    let pPop: UnsafePointer<Int32>
+    if let pp = tensors["item_popularity"] {
+      guard pp.dtype == .I32 else {
+        throw ModelLoadError("item_popularity: dtype \(pp.dtype.rawValue), expected I32")
+      }
+      try expect(pp, [I], "items.txt has \(I) lines")
+      pPop = pointer(pp, Int32.self)
+      for i in 0..<I where pPop[i] < 0 {
+        throw ModelLoadError("item_popularity[\(i)] = \(pPop[i]) is negative")
+      }
+    } else {
+      let mem = TensorMemory(byteCount: I * 4)
+      owners.append(mem)
+      let p = mem.base.bindMemory(to: Int32.self, capacity: I)
+      p.initialize(repeating: 0, count: I)
+      for k in 0..<nnz { p[Int(pIndices[k])] += 1 }
+      pPop = UnsafePointer(p)
+    }
+
+    let tensorsStruct = MFModel.Tensors(
+      userFactors: pUF, itemFactors: pIF, userBias: pUB, itemBias: pIB, seenIndptr: pIndptr,
+      seenIndices: pIndices, seenCount: nnz, itemPopularity: pPop)
+    return MFModel(
+      kind: manifest.kind, dim: D, userIds: userIds, itemIds: itemIds, userLookup: userLookup,
+      itemLookup: itemLookup, globalMean: pGM[0], ratingRange: manifest.ratingRange,
+      tensors: tensorsStruct, memory: owners)
+  }
+
+  /// Throws "name[r,c] is NaN" / "name[i] is +inf" for the first non-finite value.
+  static func checkFinite(_ p: UnsafePointer<Float>, rows: Int, cols: Int, name: String) throws {
+    let n = rows * max(cols, 1)
+    let raw = UnsafeRawPointer(p)
+    var k = 0
+    let mask = SIMD8<UInt32>(repeating: 0x7F80_0000)
+    var bad = -1
+    while k + 8 <= n {
+      let v = raw.loadUnaligned(fromByteOffset: k * 4, as: SIMD8<UInt32>.self)
+      if any((v & mask) .== mask) { break }
+      k += 8
+    }
+    while k < n {
+      if !p[k].isFinite {
+        bad = k
+        break
+      }
+      k += 1
+    }
+    if bad < 0 { return }
+    let v = p[bad]
+    let what = v.isNaN ? "NaN" : (v > 0 ? "+inf" : "-inf")
+    let at = cols > 0 ? "[\(bad / cols),\(bad % cols)]" : "[\(bad)]"
+    throw ModelLoadError("\(name)\(at) is \(what)")
+  }
+
+  static func join(_ a: String, _ b: String) -> String {
+    if a.isEmpty { return b }
+    return a.hasSuffix("/") ? a + b : a + "/" + b
+  }
+}

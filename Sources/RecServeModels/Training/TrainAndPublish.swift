@@ -1,0 +1,85 @@
+/// The outcome of training and publishing a model version.
+public struct TrainResult: Sendable {
+  public var name: String
+  public var kind: String
+  public var version: Int64
+  /// The published version folder.
+  public var directory: String
+  /// "rmse" and "mae" on the held-out rows (absent with holdout 0), "train_rmse" and
+  /// "train_mae" on the training rows.
+  public var metrics: [String: Double]
+  /// The held-out evaluation, when there was a holdout.
+  public var evaluation: RatingEvaluation?
+  public var trainSeconds: Double
+  public var trainRows: Int
+  public var testRows: Int
+  public var model: MFModel
+}
+
+/// Splits `data` (seeded by `config.seed`; `holdout` 0 trains on every row), trains an MF model,
+/// evaluates it on the held-out rows and publishes it as the next version of `name` under
+/// `modelsDirectory`. The server calls this to train the demo model, and the Train RPC with
+/// inline or file data. Throws `TrainingError`, `ModelLoadError` (bad name, I/O) or
+/// `DataError`.
+public func trainAndPublishMF(
+  data: Interactions, config: MFConfig = MFConfig(), holdout: Double = 0.1,
+  modelsDirectory: String, name: String, progress: TrainingProgressHandler? = nil
+) throws -> TrainResult {
+  try ModelStore.validateName(name)
+  try config.validate()
+  guard holdout.isFinite, holdout >= 0, holdout < 1 else {
+    throw TrainingError.invalidConfiguration("holdout must be in [0, 1) (got \(holdout))")
+  }
+  let (train, test) = data.randomSplit(holdout: holdout, seed: config.seed)
+  if train.isEmpty {
+    throw TrainingError.invalidData("\(data.source): no training rows left after the holdout")
+  }
+  let start = monotonicSeconds()
+  let model = try MFTrainer.train(
+    train, config: config, validation: test.isEmpty ? nil : test, progress: progress)
+  let trainSeconds = monotonicSeconds() - start
+
+  var metrics: [String: Double] = [:]
+  let trainEval = RatingMetrics.evaluate(model: model, on: train)
+  metrics["train_rmse"] = trainEval.rmse
+  metrics["train_mae"] = trainEval.mae
+  var evaluation: RatingEvaluation? = nil
+  if !test.isEmpty {
+    let e = RatingMetrics.evaluate(model: model, on: test)
+    metrics["rmse"] = e.rmse
+    metrics["mae"] = e.mae
+    evaluation = e
+  }
+
+  var trainingData = data.summary.jsonObject
+  trainingData["holdout"] = .double(holdout)
+  trainingData["split_seed"] = .int(Int64(bitPattern: config.seed))
+  trainingData["train_rows"] = .int(Int64(train.count))
+  trainingData["test_rows"] = .int(Int64(test.count))
+  if let evaluation {
+    trainingData["test_unknown_pairs"] = .int(Int64(evaluation.unknownPairs))
+  }
+  var manifest = ModelManifest(
+    kind: "mf", name: name, hyperparameters: config.hyperparameters,
+    counts: ["train_interactions": .int(Int64(train.count))], trainingData: trainingData,
+    metrics: metrics, trainSeconds: trainSeconds, ratingRange: model.ratingRange)
+  manifest.counts["test_interactions"] = .int(Int64(test.count))
+  let (version, directory) = try ModelStore.publish(
+    model, manifest: manifest, modelsDirectory: modelsDirectory, name: name)
+  return TrainResult(
+    name: name, kind: "mf", version: version, directory: directory, metrics: metrics,
+    evaluation: evaluation, trainSeconds: trainSeconds, trainRows: train.count,
+    testRows: test.count, model: model)
+}
+
+extension DataSummary {
+  var jsonObject: [String: JSONValue] {
+    [
+      "source": .string(source), "rows": .int(Int64(rows)), "users": .int(Int64(users)),
+      "items": .int(Int64(items)), "skipped_lines": .int(Int64(skippedLines)),
+      "rating_min": .double(ratingMin), "rating_max": .double(ratingMax),
+      "rating_mean": .double(ratingMean), "timestamp_min": .int(timestampMin),
+      "timestamp_max": .int(timestampMax),
+    ]
+  }
+}
