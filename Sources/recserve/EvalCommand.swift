@@ -30,12 +30,6 @@ struct EvalCommand: ParsableCommand {
   @Flag(help: "Print one JSON object instead of text.")
   var json = false
 
-  func validate() throws {
-    if let version, version < 1 {
-      throw ValidationError("--version must be a positive integer (got \(version))")
-    }
-  }
-
   func run() throws {
     do {
       try execute()
@@ -47,10 +41,15 @@ struct EvalCommand: ParsableCommand {
   }
 
   private func execute() throws {
+    if let version, version < 1 {
+      throw ValidationError("--version must be a positive integer (got \(version))")
+    }
     let t0 = Date()
     let loaded = try ModelStore.load(modelsDirectory: models, name: name, version: version)
     let loadSeconds = Date().timeIntervalSince(t0)
+    let t2 = Date()
     let interactions = try Interactions.load(path: data, options: dataOptions.loadOptions)
+    let dataSeconds = Date().timeIntervalSince(t2)
     let t1 = Date()
     let e = RatingMetrics.evaluate(model: loaded.model, on: interactions)
     let evalSeconds = Date().timeIntervalSince(t1)
@@ -67,6 +66,7 @@ struct EvalCommand: ParsableCommand {
         "unknown_items": .int(Int64(e.unknownItems)),
         "skipped_lines": .int(Int64(interactions.skippedLines)),
         "load_seconds": .double(loadSeconds),
+        "data_load_seconds": .double(dataSeconds),
         "eval_seconds": .double(evalSeconds),
       ])
       print(out.serialized(pretty: false))

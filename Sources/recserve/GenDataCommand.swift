@@ -32,15 +32,12 @@ struct GenDataCommand: ParsableCommand {
   @Option(help: "Fraction of user-item pairs that are rated (on average).")
   var density: Double = 0.05
 
-  func validate() throws {
-    if users < 1 { throw ValidationError("--users must be at least 1") }
-    if items < 1 { throw ValidationError("--items must be at least 1") }
-    if dim < 1 || dim > 1024 { throw ValidationError("--dim must be in 1...1024") }
-    if !(density > 0 && density <= 1) { throw ValidationError("--density must be in (0, 1]") }
-  }
-
   func run() throws {
     do {
+      if users < 1 { throw ValidationError("--users must be at least 1") }
+      if items < 1 { throw ValidationError("--items must be at least 1") }
+      if dim < 1 || dim > 1024 { throw ValidationError("--dim must be in 1...1024") }
+      if !(density > 0 && density <= 1) { throw ValidationError("--density must be in (0, 1]") }
       let config = SyntheticData.Config(
         users: users, items: items, seed: seed, dim: dim, density: density)
       let data = try SyntheticData.write(config, to: out)

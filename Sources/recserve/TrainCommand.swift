@@ -62,15 +62,6 @@ struct TrainCommand: ParsableCommand {
   @Flag(help: "No per-epoch progress on stderr.")
   var quiet = false
 
-  func validate() throws {
-    guard ["mf", "bpr", "als", "sasrec"].contains(kind) else {
-      throw ValidationError("unknown --kind '\(kind)' (expected mf, bpr, als or sasrec)")
-    }
-    guard holdout.isFinite, holdout >= 0, holdout < 1 else {
-      throw ValidationError("--holdout must be in [0, 1) (got \(holdout))")
-    }
-  }
-
   func run() throws {
     do {
       try execute()
@@ -82,6 +73,12 @@ struct TrainCommand: ParsableCommand {
   }
 
   private func execute() throws {
+    guard ["mf", "bpr", "als", "sasrec"].contains(kind) else {
+      throw ValidationError("unknown --kind '\(kind)' (expected mf, bpr, als or sasrec)")
+    }
+    guard holdout.isFinite, holdout >= 0, holdout < 1 else {
+      throw ValidationError("--holdout must be in [0, 1) (got \(holdout))")
+    }
     if kind != "mf" {
       throw TrainingError.notImplemented(
         "model kind '\(kind)' is not implemented yet (available: mf)")

@@ -207,7 +207,12 @@ struct IdInterner {
   private var table: [Int32]
   private var mask: Int
 
-  init(capacity: Int = 1024) {
+  /// Remember the last id: rating files are usually grouped by user, so most rows repeat it.
+  private let cacheLast: Bool
+  private var last: Int32 = -1
+
+  init(capacity: Int = 1024, cacheLast: Bool = false) {
+    self.cacheLast = cacheLast
     var size = 16
     while size < capacity * 2 { size <<= 1 }
     table = [Int32](repeating: -1, count: size)
@@ -218,6 +223,22 @@ struct IdInterner {
   var count: Int { starts.count }
 
   mutating func intern(_ p: UnsafePointer<UInt8>, _ n: Int) -> Int32 {
+    if cacheLast {
+      let l = last
+      if l >= 0 && Int(lengths[Int(l)]) == n {
+        let start = starts[Int(l)]
+        let same = arena.withUnsafeBufferPointer { a in
+          n == 0 || memcmp(a.baseAddress! + start, p, n) == 0
+        }
+        if same { return l }
+      }
+      last = lookup(p, n)
+      return last
+    }
+    return lookup(p, n)
+  }
+
+  private mutating func lookup(_ p: UnsafePointer<UInt8>, _ n: Int) -> Int32 {
     let h = ByteParsing.hashBytes(p, n)
     var slot = Int(truncatingIfNeeded: h) & mask
     while true {

@@ -149,6 +149,8 @@ private struct Parser {
   var timestampCol: Int? = nil
   var neededFields = 2
   var fields: [Field]
+  /// Field slots for data lines (capacity `neededFields`), allocated by `run`.
+  var fast: UnsafeMutablePointer<Field>? = nil
   var scratch: [UInt8] = []
 
   init(raw: UnsafeRawBufferPointer, source: String, options: LoadOptions) throws {
@@ -194,7 +196,7 @@ private struct Parser {
     var i = s
     let d = delimiter.byte
     let trimTabs = d != 9
-    fields.removeAll(keepingCapacity: true)
+    if keepAll { fields.removeAll(keepingCapacity: true) }
     if delimiter.spaces {
       while i < e && (base[i] == 32 || base[i] == 9) { i += 1 }
     }
@@ -237,8 +239,10 @@ private struct Parser {
         fe = i
         while fe > fs && (base[fe - 1] == 32 || (trimTabs && base[fe - 1] == 9)) { fe -= 1 }
       }
-      if keepAll || count < neededFields {
+      if keepAll {
         fields.append(Field(start: fs, end: fe, escaped: escaped))
+      } else if count < neededFields {
+        fast![count] = Field(start: fs, end: fe, escaped: escaped)
       }
       count += 1
       if i >= e { break }
@@ -497,7 +501,12 @@ private struct Parser {
       }
     }
     neededFields = roles.map { $0.1 }.max()! + 1
-    fields.reserveCapacity(max(neededFields, firstFieldCount))
+    let slots = UnsafeMutablePointer<Field>.allocate(capacity: neededFields)
+    fast = slots
+    defer {
+      slots.deallocate()
+      fast = nil
+    }
 
     if hasHeader {
       let (_, next) = lineBounds(firstStart)
@@ -517,7 +526,7 @@ private struct Parser {
     items.reserveCapacity(estimate)
     ratings.reserveCapacity(estimate)
     timestamps.reserveCapacity(estimate)
-    var userInterner = IdInterner(capacity: 1024)
+    var userInterner = IdInterner(capacity: 1024, cacheLast: true)
     var itemInterner = IdInterner(capacity: 4096)
     var skipped = 0
     var skippedExamples: [String] = []
@@ -540,13 +549,13 @@ private struct Parser {
             "expected at least \(neededFields) fields separated by \(delimiter.displayName), found \(count)"
           )
         }
-        let uf = fields[uc]
-        let itf = fields[ic]
+        let uf = slots[uc]
+        let itf = slots[ic]
         if uf.end == uf.start { throw LineError.bad("user id is empty") }
         if itf.end == itf.start { throw LineError.bad("item id is empty") }
         var rating: Float = 1
         if let rc {
-          let f = fields[rc]
+          let f = slots[rc]
           switch ByteParsing.parseDouble(base + f.start, f.end - f.start) {
           case .notANumber:
             throw LineError.bad("rating \(quoted(f)) is not a number")
@@ -558,7 +567,7 @@ private struct Parser {
         }
         var ts: Int64 = 0
         if let tc {
-          let f = fields[tc]
+          let f = slots[tc]
           guard let t = ByteParsing.parseInt64(base + f.start, f.end - f.start) else {
             throw LineError.bad(
               "timestamp \(quoted(f)) is not an integer (seconds since 1970 expected)")

@@ -12,13 +12,22 @@ extension Interactions {
     if nTest == 0 {
       return (self, subset(rows: EmptyCollection<Int>()))
     }
+    // Partial Fisher-Yates: the first nTest positions of `order` become a uniform random sample.
     var order = Array(0..<n)
     var rng = Xoshiro256(seed: seed, stream: 0x5B17)
-    order.withUnsafeMutableBufferPointer { rng.shuffle($0) }
-    var testRows = Array(order[0..<nTest])
-    var trainRows = Array(order[nTest...])
-    testRows.sort()
-    trainRows.sort()
+    var isTest = [Bool](repeating: false, count: n)
+    for k in 0..<nTest {
+      let j = k + rng.nextInt(below: n - k)
+      order.swapAt(k, j)
+      isTest[order[k]] = true
+    }
+    var testRows = [Int]()
+    var trainRows = [Int]()
+    testRows.reserveCapacity(nTest)
+    trainRows.reserveCapacity(n - nTest)
+    for r in 0..<n {
+      if isTest[r] { testRows.append(r) } else { trainRows.append(r) }
+    }
     return (subset(rows: trainRows), subset(rows: testRows))
   }
 }

@@ -50,10 +50,12 @@ public struct MFConfig: Sendable, Equatable {
 
   /// For model.json.
   public var hyperparameters: [String: JSONValue] {
-    [
-      "dim": .int(Int64(dim)), "epochs": .int(Int64(epochs)), "lr": .double(Double(learningRate)),
-      "lr_decay": .double(Double(learningRateDecay)), "reg": .double(Double(regularization)),
-      "reg_bias": .double(Double(biasRegularization)), "init_std": .double(Double(initStd)),
+    // Floats written with their shortest decimal form (0.03, not 0.029999999329447746).
+    func d(_ x: Float) -> JSONValue { .double(Double("\(x)") ?? Double(x)) }
+    return [
+      "dim": .int(Int64(dim)), "epochs": .int(Int64(epochs)), "lr": d(learningRate),
+      "lr_decay": d(learningRateDecay), "reg": d(regularization),
+      "reg_bias": d(biasRegularization), "init_std": d(initStd),
       "seed": .int(Int64(bitPattern: seed)), "optimizer": .string("sgd"),
     ]
   }
@@ -143,7 +145,7 @@ public enum MFTrainer {
       let loss = (sse / Double(n)).squareRoot()
       if !loss.isFinite {
         throw TrainingError.invalidConfiguration(
-          "training diverged at epoch \(epoch) (loss is not finite); lower lr (now \(config.learningRate))"
+          "training diverged at epoch \(epoch) (loss is not finite); use a lower learning rate than \(config.learningRate)"
         )
       }
       if let progress {
@@ -177,6 +179,11 @@ public enum MFTrainer {
       }
     }
 
+    for values in [P, Q, bu, bi] where !values.allSatisfy({ $0.isFinite }) {
+      throw TrainingError.invalidConfiguration(
+        "training diverged (parameters are not finite); use a lower learning rate than \(config.learningRate)"
+      )
+    }
     let csr = SeenItems.build(users: data.users, items: data.items, userCount: U, itemCount: I)
     return MFModel(
       kind: "mf", dim: D, userIds: data.userIds, itemIds: data.itemIds,
