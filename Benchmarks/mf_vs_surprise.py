@@ -8,7 +8,7 @@ Makes ONE seeded random split in Python, writes train/test CSVs to a temp dir, t
 and prints RMSE, MAE and training seconds side by side.
 
 Usage: python3 Benchmarks/mf_vs_surprise.py [RATINGS_CSV] [--seed S] [--binary PATH]
-                                            [--test-fraction F] [--json]
+                                            [--test-fraction F] [--recserve-args ARGS] [--json]
 The default ratings file is <repo>/../shared/data/ml-latest-small/ratings.csv.
 """
 
@@ -112,7 +112,7 @@ def main():
     ap.add_argument("--test-fraction", type=float, default=0.1)
     ap.add_argument("--binary", default=os.path.join(REPO, ".build", "release", "recserve"))
     ap.add_argument("--json", action="store_true", help="print the results as JSON too")
-    ap.add_argument("recserve_args", nargs="*", help="extra `recserve train` options after --")
+    ap.add_argument("--recserve-args", default="", help="extra `recserve train` options, e.g. '--threads 2'")
     args = ap.parse_args()
 
     if not os.path.exists(args.ratings):
@@ -131,7 +131,7 @@ def main():
         test_csv = os.path.join(tmp, "test.csv")
         write_csv(train_csv, train)
         write_csv(test_csv, test)
-        rec = run_recserve(binary, train_csv, test_csv, tmp, args.seed, args.recserve_args)
+        rec = run_recserve(binary, train_csv, test_csv, tmp, args.seed, args.recserve_args.split())
         rating_scale = (min(r for _, _, r, _ in train), max(r for _, _, r, _ in train))
         sup = run_surprise(train_csv, test, args.seed, rating_scale)
 

@@ -54,6 +54,9 @@ struct TrainCommand: ParsableCommand {
     name: .customLong("init-std"), help: "Standard deviation of initial factors (default 0.01).")
   var initStd: Float?
 
+  @Option(help: "Training threads (deterministic for a seed at any count; default 1).")
+  var threads: Int?
+
   @OptionGroup var dataOptions: DataFileOptions
 
   @Flag(help: "Print one JSON object instead of text.")
@@ -91,6 +94,7 @@ struct TrainCommand: ParsableCommand {
     if let regBias { config.biasRegularization = regBias }
     if let lrDecay { config.learningRateDecay = lrDecay }
     if let initStd { config.initStd = initStd }
+    if let threads { config.threads = threads }
     config.seed = seed
     try config.validate()
     try ModelStore.validateName(name)

@@ -70,6 +70,24 @@ import Testing
         != Array(UnsafeBufferPointer(start: c.itemFactors, count: n)))
   }
 
+  @Test func twoThreadsAreDeterministicAndStillLearn() throws {
+    let data = smallSynthetic()
+    let (train, test) = data.randomSplit(holdout: 0.1, seed: 4)
+    var config = quickConfig(seed: 3)
+    config.threads = 2
+    let a = try MFTrainer.train(train, config: config)
+    let b = try MFTrainer.train(train, config: config)
+    let n = a.itemCount * a.dim
+    #expect(
+      Array(UnsafeBufferPointer(start: a.itemFactors, count: n))
+        == Array(UnsafeBufferPointer(start: b.itemFactors, count: n)))
+    config.threads = 1
+    let single = try MFTrainer.train(train, config: config)
+    let rmse2 = RatingMetrics.evaluate(model: a, on: test).rmse
+    let rmse1 = RatingMetrics.evaluate(model: single, on: test).rmse
+    #expect(abs(rmse2 - rmse1) < 0.05, "2 threads \(rmse2) vs 1 thread \(rmse1)")
+  }
+
   @Test func progressReportsEveryEpochAndCanCancel() throws {
     let data = smallSynthetic()
     let (train, test) = data.randomSplit(holdout: 0.1, seed: 1)

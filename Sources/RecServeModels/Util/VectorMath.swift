@@ -24,7 +24,11 @@ public enum VectorMath {
         * rb.loadUnaligned(fromByteOffset: k * 4, as: SIMD8<Float>.self)
       k += 8
     }
-    var s = (acc0 + acc1).sum()
+    // Horizontal sum by halving (fewer dependent scalar adds than SIMD8.sum()).
+    let v = acc0 + acc1
+    let h = v.lowHalf + v.highHalf
+    let q = h.lowHalf + h.highHalf
+    var s = q[0] + q[1]
     while k < n {
       s += a[k] * b[k]
       k += 1

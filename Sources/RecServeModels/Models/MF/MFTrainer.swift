@@ -1,3 +1,5 @@
+import Dispatch
+
 /// Hyperparameters of explicit matrix factorisation trained by SGD.
 public struct MFConfig: Sendable, Equatable {
   /// Latent dimension.
@@ -13,11 +15,15 @@ public struct MFConfig: Sendable, Equatable {
   /// Standard deviation of the initial factors.
   public var initStd: Float
   public var seed: UInt64
+  /// Worker threads. With more than one, the rating matrix is cut into blocks and blocks that
+  /// share no user and no item are trained at the same time (DSGD strata), so the result is still
+  /// deterministic for a seed (but differs from the single-threaded one).
+  public var threads: Int
 
   public init(
     dim: Int = 64, epochs: Int = 20, learningRate: Float = 0.03, learningRateDecay: Float = 0.97,
     regularization: Float = 0.05, biasRegularization: Float = 0.05, initStd: Float = 0.01,
-    seed: UInt64 = 42
+    seed: UInt64 = 42, threads: Int = 1
   ) {
     self.dim = dim
     self.epochs = epochs
@@ -27,6 +33,7 @@ public struct MFConfig: Sendable, Equatable {
     self.biasRegularization = biasRegularization
     self.initStd = initStd
     self.seed = seed
+    self.threads = threads
   }
 
   public func validate() throws {
@@ -46,6 +53,7 @@ public struct MFConfig: Sendable, Equatable {
       throw bad("bias reg must be a finite number >= 0 (got \(biasRegularization))")
     }
     if !(initStd >= 0) || !initStd.isFinite { throw bad("init std must be >= 0 (got \(initStd))") }
+    if threads < 1 || threads > 256 { throw bad("threads must be in 1...256 (got \(threads))") }
   }
 
   /// For model.json.
@@ -57,6 +65,7 @@ public struct MFConfig: Sendable, Equatable {
       "lr_decay": d(learningRateDecay), "reg": d(regularization),
       "reg_bias": d(biasRegularization), "init_std": d(initStd),
       "seed": .int(Int64(bitPattern: seed)), "optimizer": .string("sgd"),
+      "threads": .int(Int64(threads)),
     ]
   }
 }
@@ -126,17 +135,21 @@ public enum MFTrainer {
     var lr = config.learningRate
     let reg = config.regularization
     let regB = config.biasRegularization
+    let plan = BlockPlan(
+      ratings: ratings, users: U, items: I, dim: D, threads: config.threads, rng: &rng)
     for epoch in 1...config.epochs {
-      ratings.withUnsafeMutableBufferPointer { rng.shuffle($0) }
       let sse = P.withUnsafeMutableBufferPointer { pBuf in
         Q.withUnsafeMutableBufferPointer { qBuf in
           bu.withUnsafeMutableBufferPointer { buBuf in
             bi.withUnsafeMutableBufferPointer { biBuf in
-              ratings.withUnsafeBufferPointer { rs in
-                sgdEpoch(
-                  rs, P: pBuf.baseAddress!, Q: qBuf.baseAddress!, bu: buBuf.baseAddress!,
-                  bi: biBuf.baseAddress!, dim: D, mu: mu, lr: lr, reg: reg, regBias: regB)
+              let params = Parameters(
+                P: pBuf.baseAddress!, Q: qBuf.baseAddress!, bu: buBuf.baseAddress!,
+                bi: biBuf.baseAddress!, dim: D, mu: mu, lr: lr, reg: reg, regBias: regB)
+              if let plan {
+                return plan.runEpoch(epoch: epoch, seed: config.seed, params: params)
               }
+              ratings.withUnsafeMutableBufferPointer { rng.shuffle($0) }
+              return ratings.withUnsafeBufferPointer { sgdEpoch($0, params) }
             }
           }
         }
@@ -191,12 +204,30 @@ public enum MFTrainer {
       ratingRange: range, userFactors: P, itemFactors: Q, userBias: bu, itemBias: bi, csr: csr)
   }
 
-  /// One pass of SGD; returns the sum of squared errors seen before each update.
-  static func sgdEpoch(
-    _ rs: UnsafeBufferPointer<Rating>, P: UnsafeMutablePointer<Float>,
-    Q: UnsafeMutablePointer<Float>, bu: UnsafeMutablePointer<Float>,
-    bi: UnsafeMutablePointer<Float>, dim D: Int, mu: Float, lr: Float, reg: Float, regBias: Float
-  ) -> Double {
+  /// Raw parameter pointers and step settings for one epoch.
+  struct Parameters: @unchecked Sendable {
+    var P: UnsafeMutablePointer<Float>
+    var Q: UnsafeMutablePointer<Float>
+    var bu: UnsafeMutablePointer<Float>
+    var bi: UnsafeMutablePointer<Float>
+    var dim: Int
+    var mu: Float
+    var lr: Float
+    var reg: Float
+    var regBias: Float
+  }
+
+  /// One pass of SGD over `rs`; returns the sum of squared errors seen before each update.
+  static func sgdEpoch(_ rs: UnsafeBufferPointer<Rating>, _ p: Parameters) -> Double {
+    let P = p.P
+    let Q = p.Q
+    let bu = p.bu
+    let bi = p.bi
+    let D = p.dim
+    let mu = p.mu
+    let lr = p.lr
+    let reg = p.reg
+    let regBias = p.regBias
     var sse = 0.0
     for r in rs {
       let u = Int(r.user)
@@ -211,5 +242,90 @@ public enum MFTrainer {
       VectorMath.sgdStep(pu, qi, D, error: e, lr: lr, reg: reg)
     }
     return sse
+  }
+}
+
+/// Cuts the rating matrix into B x B blocks by random user and item groups. Used when the factor
+/// rows do not fit in cache (each block's rows then do) or when training on several threads: an
+/// epoch walks B strata in random order, stratum s holding blocks (g, (g + s) mod B), which share
+/// no user and no item and so can be trained in parallel without locks or races. Shuffles use
+/// per-block random streams, so results do not depend on thread timing.
+final class BlockPlan: @unchecked Sendable {
+  let blocks: Int
+  let threads: Int
+  private let ratings: UnsafeMutablePointer<MFTrainer.Rating>
+  private let offsets: [Int]
+
+  /// nil when one shuffled pass over everything is best (small data, one thread).
+  init?(
+    ratings source: [MFTrainer.Rating], users U: Int, items I: Int, dim D: Int, threads: Int,
+    rng: inout Xoshiro256
+  ) {
+    let factorBytes = (U + I) * D * MemoryLayout<Float>.size
+    let cacheBlocks =
+      factorBytes <= (4 << 20) ? 1 : min(64, (factorBytes + (2 << 20) - 1) / (2 << 20))
+    let threadBlocks = threads > 1 ? 2 * threads : 1
+    let B = max(cacheBlocks, threadBlocks)
+    if B == 1 { return nil }
+    blocks = B
+    self.threads = threads
+    func groups(_ n: Int) -> [Int32] {
+      var perm = (0..<n).map { Int32($0) }
+      perm.withUnsafeMutableBufferPointer { rng.shuffle($0) }
+      var g = [Int32](repeating: 0, count: n)
+      for (k, x) in perm.enumerated() { g[Int(x)] = Int32(k % B) }
+      return g
+    }
+    let ug = groups(U)
+    let ig = groups(I)
+    var counts = [Int](repeating: 0, count: B * B + 1)
+    for r in source { counts[Int(ug[Int(r.user)]) * B + Int(ig[Int(r.item)]) + 1] += 1 }
+    for b in 0..<(B * B) { counts[b + 1] += counts[b] }
+    offsets = counts
+    ratings = .allocate(capacity: max(source.count, 1))
+    var fill = counts
+    for r in source {
+      let b = Int(ug[Int(r.user)]) * B + Int(ig[Int(r.item)])
+      (ratings + fill[b]).initialize(to: r)
+      fill[b] += 1
+    }
+  }
+
+  deinit { ratings.deallocate() }
+
+  func runEpoch(epoch: Int, seed: UInt64, params: MFTrainer.Parameters) -> Double {
+    let B = blocks
+    var order = Array(0..<B)
+    var rng = Xoshiro256(seed: seed &+ UInt64(epoch), stream: 0xB10C)
+    order.withUnsafeMutableBufferPointer { rng.shuffle($0) }
+    let T = min(threads, B)
+    let partial = UnsafeMutableBufferPointer<Double>.allocate(capacity: T)
+    defer { partial.deallocate() }
+    partial.initialize(repeating: 0)
+    for s in order {
+      let work = { (t: Int) in
+        var g = t
+        while g < B {
+          let b = g * B + (g + s) % B
+          let start = self.offsets[b]
+          let end = self.offsets[b + 1]
+          if end > start {
+            let segment = UnsafeMutableBufferPointer(
+              start: self.ratings + start, count: end - start)
+            var local = Xoshiro256(
+              seed: seed, stream: UInt64(epoch) &* 0x1_0000_0000 &+ UInt64(b) &+ 0x5EED)
+            local.shuffle(segment)
+            partial[t] += MFTrainer.sgdEpoch(UnsafeBufferPointer(segment), params)
+          }
+          g += T
+        }
+      }
+      if T == 1 {
+        work(0)
+      } else {
+        DispatchQueue.concurrentPerform(iterations: T, execute: work)
+      }
+    }
+    return partial.reduce(0, +)
   }
 }
