@@ -294,26 +294,40 @@ public enum ModelStore {
   static func readIds(_ map: MappedFile, file: String) throws -> IdList {
     let bytes = map.bytes
     if bytes.isEmpty { throw ModelLoadError("\(file): empty (expected one id a line)") }
-    guard let text = String(validating: bytes, as: UTF8.self) else {
-      throw ModelLoadError("\(file): not valid UTF-8")
+    let base = bytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
+    let n = bytes.count
+    switch ByteParsing.firstTextProblem(base, n) {
+    case .nul(let offset)?:
+      throw ModelLoadError(
+        "\(file): line \(ByteParsing.lineNumber(base, offset: offset)) contains a NUL byte")
+    case .invalidUTF8(let offset)?:
+      throw ModelLoadError(
+        "\(file): line \(ByteParsing.lineNumber(base, offset: offset)) is not valid UTF-8")
+    case nil: break
     }
     var ids: [String] = []
     var lookup: [String: Int32] = [:]
+    ids.reserveCapacity(n / 4)
+    lookup.reserveCapacity(n / 4)
+    var pos = 0
     var line = 0
-    var parts = text.split(separator: "\n", omittingEmptySubsequences: false)
-    if parts.last == "" { parts.removeLast() }
-    ids.reserveCapacity(parts.count)
-    lookup.reserveCapacity(parts.count)
-    for part in parts {
+    while pos < n {
       line += 1
-      var id = String(part)
-      if id.hasSuffix("\r") { id.removeLast() }
-      if id.isEmpty { throw ModelLoadError("\(file): line \(line) is empty") }
+      var end = n
+      if let hit = memchr(base + pos, 10, n - pos) {
+        end = UnsafeRawPointer(hit).assumingMemoryBound(to: UInt8.self) - base
+      }
+      let next = end + 1
+      if end > pos && base[end - 1] == 13 { end -= 1 }
+      if end == pos { throw ModelLoadError("\(file): line \(line) is empty") }
+      let id = String(
+        decoding: UnsafeBufferPointer(start: base + pos, count: end - pos), as: UTF8.self)
       if let first = lookup.updateValue(Int32(ids.count), forKey: id) {
         throw ModelLoadError(
           "\(file): line \(line) repeats id '\(id)' (first on line \(first + 1))")
       }
       ids.append(id)
+      pos = next
     }
     return IdList(ids: ids, lookup: lookup)
   }
