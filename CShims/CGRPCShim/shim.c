@@ -189,12 +189,13 @@ void cgrpc_server_call_destroy(cgrpc_server_call *call) {
 }
 
 int cgrpc_server_call_request(cgrpc_server_call *call, cgrpc_server *server, void *method,
-                              grpc_completion_queue *cq) {
+                              int payload_with_call, grpc_completion_queue *cq) {
   if (method != NULL) {
     call->registered = 1;
-    return grpc_server_request_registered_call(server->server, method, &call->call,
-                                               &call->deadline, &call->metadata, &call->payload,
-                                               cq, cq, &call->accept_tag);
+    // Core insists: a payload pointer exactly when the method reads its payload with the call.
+    return grpc_server_request_registered_call(
+        server->server, method, &call->call, &call->deadline, &call->metadata,
+        payload_with_call ? &call->payload : NULL, cq, cq, &call->accept_tag);
   }
   call->registered = 0;
   return grpc_server_request_call(server->server, &call->call, &call->details, &call->metadata,

@@ -97,9 +97,10 @@ void cgrpc_server_call_set_user(cgrpc_server_call *call, void *user);
 void cgrpc_server_call_destroy(cgrpc_server_call *call);
 
 /// Asks for the next call of a registered method (method != NULL) or of any unregistered method
-/// (method == NULL), bound to `cq`. An ACCEPT tag arrives on `cq`. Returns a grpc_call_error.
+/// (method == NULL), bound to `cq`. `payload_with_call` must match the method's registration.
+/// An ACCEPT tag arrives on `cq`. Returns a grpc_call_error.
 int cgrpc_server_call_request(cgrpc_server_call *call, cgrpc_server *server, void *method,
-                              grpc_completion_queue *cq);
+                              int payload_with_call, grpc_completion_queue *cq);
 
 /// Method path of an unregistered call (valid while the call lives); NULL for registered calls.
 const char *cgrpc_server_call_method(cgrpc_server_call *call, size_t *length);
