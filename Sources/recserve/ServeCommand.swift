@@ -26,28 +26,35 @@ struct ServeCommand: ParsableCommand {
   @Option(help: "Port to listen on (0 picks a free one).")
   var port: Int = 50051
 
-  @Option(name: .customLong("data-root"), help: "Folder that Train requests may read data files from.")
+  @Option(
+    name: .customLong("data-root"), help: "Folder that Train requests may read data files from.")
   var dataRoot: String?
 
   @Option(
     name: .customLong("admin-token-file"),
-    help: "File holding the token that ModelAdmin and Train calls must send as 'authorization: Bearer <token>'.")
+    help:
+      "File holding the token that ModelAdmin and Train calls must send as 'authorization: Bearer <token>'."
+  )
   var adminTokenFile: String?
 
   @Option(help: "Request threads (one completion queue each); default: the number of cores.")
   var threads: Int?
 
-  @Option(name: .customLong("metrics-port"), help: "Serve Prometheus metrics at http://HOST:P/metrics.")
+  @Option(
+    name: .customLong("metrics-port"), help: "Serve Prometheus metrics at http://HOST:P/metrics.")
   var metricsPort: Int?
 
-  @Option(name: .customLong("grace-period"), help: "Seconds calls in flight get to finish at shutdown.")
+  @Option(
+    name: .customLong("grace-period"), help: "Seconds calls in flight get to finish at shutdown.")
   var gracePeriod: Double = 10
 
   @Option(name: .customLong("max-message-bytes"), help: "Largest request accepted, in bytes.")
   var maxMessageBytes: Int = 16 << 20
 
   func validate() throws {
-    if !(0...65535).contains(port) { throw ValidationError("--port must be in 0...65535, got \(port)") }
+    if !(0...65535).contains(port) {
+      throw ValidationError("--port must be in 0...65535, got \(port)")
+    }
     if let threads, !(1...256).contains(threads) {
       throw ValidationError("--threads must be in 1...256, got \(threads)")
     }
@@ -62,6 +69,9 @@ struct ServeCommand: ParsableCommand {
 
   func run() throws {
     setvbuf(stdout, nil, _IOLBF, 0)
+    // Requests run on the server's own threads: one BLAS thread each keeps OpenBLAS's idle
+    // workers from spinning against them.
+    BLASThreads.set(1)
     do {
       try FileManager.default.createDirectory(atPath: models, withIntermediateDirectories: true)
     } catch {
@@ -74,7 +84,9 @@ struct ServeCommand: ParsableCommand {
     configuration.maxReceiveMessageBytes = maxMessageBytes
     if let dataRoot {
       var isDirectory: ObjCBool = false
-      guard FileManager.default.fileExists(atPath: dataRoot, isDirectory: &isDirectory), isDirectory.boolValue else {
+      guard FileManager.default.fileExists(atPath: dataRoot, isDirectory: &isDirectory),
+        isDirectory.boolValue
+      else {
         throw CLIError("--data-root \(dataRoot) is not a folder")
       }
       configuration.dataRoot = dataRoot
@@ -83,7 +95,8 @@ struct ServeCommand: ParsableCommand {
       guard let data = FileManager.default.contents(atPath: adminTokenFile) else {
         throw CLIError("cannot read --admin-token-file \(adminTokenFile)")
       }
-      let token = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+      let token = String(decoding: data, as: UTF8.self).trimmingCharacters(
+        in: .whitespacesAndNewlines)
       if token.isEmpty { throw CLIError("--admin-token-file \(adminTokenFile) is empty") }
       configuration.adminToken = token
     }
@@ -102,7 +115,9 @@ struct ServeCommand: ParsableCommand {
     let snapshot = server.registry.snapshot
     for name in snapshot.models.keys.sorted() {
       if let serving = snapshot.models[name]?.serving {
-        log("serving model '\(name)' version \(serving.version) (\(serving.model.kind), \(serving.model.userCount) users, \(serving.model.itemCount) items)")
+        log(
+          "serving model '\(name)' version \(serving.version) (\(serving.model.kind), \(serving.model.userCount) users, \(serving.model.itemCount) items)"
+        )
       } else {
         log("warning: model '\(name)' has no version that can serve")
       }

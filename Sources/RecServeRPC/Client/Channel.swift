@@ -14,14 +14,9 @@ public final class Channel: @unchecked Sendable {
   let raw: OpaquePointer
   private let handles = Mutex<[String: UnsafeMutableRawPointer]>([:])
 
-  private static let initialized: Bool = {
-    cgrpc_init()
-    return true
-  }()
-
   /// `target` is `host:port`.
   public init(target: String, maxReceiveMessageBytes: Int = 64 << 20) {
-    _ = Self.initialized
+    GRPCLibrary.ensureInitialized()
     raw = cgrpc_channel_create_insecure(target, Int32(clamping: maxReceiveMessageBytes))
   }
 
@@ -65,6 +60,7 @@ public final class CompletionQueue: @unchecked Sendable {
   let raw: OpaquePointer
 
   public init() {
+    GRPCLibrary.ensureInitialized()
     raw = cgrpc_cq_create()
   }
 

@@ -48,14 +48,9 @@ public final class RPCServer: @unchecked Sendable {
   /// The port bound by `start()`.
   public private(set) var port: Int = 0
 
-  private static let initialized: Bool = {
-    cgrpc_init()
-    return true
-  }()
-
   public init(configuration: Configuration) {
     self.configuration = configuration
-    _ = Self.initialized
+    GRPCLibrary.ensureInitialized()
   }
 
   /// Serves `path` (e.g. `/recserve.v1.Recommender/Rank`) with `handler`. Before `start()`.

@@ -37,11 +37,13 @@ final class ServerWorker: @unchecked Sendable {
   func request(_ method: RegisteredMethod?) {
     let call = ServerCall(worker: self, method: method)
     let status = cgrpc_server_call_request(
-      call.raw, server.core, method?.handle, (method?.handler.receivesPayloadWithCall ?? false) ? 1 : 0, queue)
+      call.raw, server.core, method?.handle,
+      (method?.handler.receivesPayloadWithCall ?? false) ? 1 : 0, queue)
     if status != 0 {
       if !server.isShuttingDown {
         let path = method?.path ?? "unregistered methods"
-        FileHandle.standardError.write(Data("rpc: cannot request calls for \(path) (grpc_call_error \(status))\n".utf8))
+        FileHandle.standardError.write(
+          Data("rpc: cannot request calls for \(path) (grpc_call_error \(status))\n".utf8))
       }
       call.abandon()
     }

@@ -72,7 +72,8 @@ public final class ModelRegistry: @unchecked Sendable {
       for name in names {
         let versions = (try? ModelStore.versions(directory, name: name)) ?? []
         if versions.isEmpty { continue }
-        let labels = LabelStore.read(modelDirectory: ModelStore.modelDirectory(directory, name: name))
+        let labels = LabelStore.read(
+          modelDirectory: ModelStore.modelDirectory(directory, name: name))
         var records: [Int64: VersionRecord] = [:]
         var wanted = Set(labels.values)
         var loadedNewest = false
@@ -83,7 +84,8 @@ public final class ModelRegistry: @unchecked Sendable {
             continue
           }
           if loadedNewest && !wanted.contains(version) {
-            records[version] = VersionRecord(version: version, state: .unloaded, reason: "", served: nil)
+            records[version] = VersionRecord(
+              version: version, state: .unloaded, reason: "", served: nil)
             continue
           }
           let path = ModelStore.versionDirectory(directory, name: name, version: version)
@@ -95,7 +97,8 @@ public final class ModelRegistry: @unchecked Sendable {
             loadedNewest = true
           } catch {
             let reason = "\(error)"
-            records[version] = VersionRecord(version: version, state: .failed, reason: reason, served: nil)
+            records[version] = VersionRecord(
+              version: version, state: .failed, reason: reason, served: nil)
             failures.append("\(name) version \(version): \(reason)")
           }
           wanted.remove(version)
@@ -118,7 +121,8 @@ public final class ModelRegistry: @unchecked Sendable {
       let known = snapshot.models.keys.sorted()
       throw RPCError.notFound(
         "model '\(name)' not found"
-          + (known.isEmpty ? " (no models are served)" : " (served models: \(known.joined(separator: ", ")))"))
+          + (known.isEmpty
+            ? " (no models are served)" : " (served models: \(known.joined(separator: ", ")))"))
     }
     if let version {
       guard version > 0 else {
@@ -129,7 +133,8 @@ public final class ModelRegistry: @unchecked Sendable {
           "model '\(name)' has no version \(version) (versions: \(Self.describe(entry)))")
       }
       guard let served = record.served else {
-        let why = record.state == .failed ? "it failed verification: \(record.reason)" : "it is not loaded"
+        let why =
+          record.state == .failed ? "it failed verification: \(record.reason)" : "it is not loaded"
         throw RPCError.notFound("model '\(name)' version \(version) cannot serve: \(why)")
       }
       return served
@@ -139,15 +144,18 @@ public final class ModelRegistry: @unchecked Sendable {
         let labels = entry.labels.keys.sorted()
         throw RPCError.notFound(
           "model '\(name)' has no label '\(label)'"
-            + (labels.isEmpty ? " (it has no labels)" : " (labels: \(labels.joined(separator: ", ")))"))
+            + (labels.isEmpty
+              ? " (it has no labels)" : " (labels: \(labels.joined(separator: ", ")))"))
       }
       guard let served = entry.versions[target]?.served else {
-        throw RPCError.notFound("model '\(name)' label '\(label)' points to version \(target), which is not loaded")
+        throw RPCError.notFound(
+          "model '\(name)' label '\(label)' points to version \(target), which is not loaded")
       }
       return served
     }
     guard let served = entry.serving else {
-      throw RPCError.notFound("model '\(name)' has no version that can serve (versions: \(Self.describe(entry)))")
+      throw RPCError.notFound(
+        "model '\(name)' has no version that can serve (versions: \(Self.describe(entry)))")
     }
     return served
   }

@@ -67,28 +67,37 @@ public final class RecServeServer: @unchecked Sendable {
     let reflection = self.reflection
     let authorize = self.authorize
 
-    rpc.register("/recserve.v1.Recommender/Predict", Self.unary { (request: Recserve_V1_PredictRequest, _) in
-      try recommender.predict(request)
-    })
-    rpc.register("/recserve.v1.Recommender/Rank", Self.unary { (request: Recserve_V1_RankRequest, _) in
-      try recommender.rank(request)
-    })
-    rpc.register("/recserve.v1.Recommender/SimilarItems", Self.unary { (request: Recserve_V1_SimilarItemsRequest, _) in
-      try recommender.similarItems(request)
-    })
+    rpc.register(
+      "/recserve.v1.Recommender/Predict",
+      Self.unary { (request: Recserve_V1_PredictRequest, _) in
+        try recommender.predict(request)
+      })
+    rpc.register(
+      "/recserve.v1.Recommender/Rank",
+      Self.unary { (request: Recserve_V1_RankRequest, _) in
+        try recommender.rank(request)
+      })
+    rpc.register(
+      "/recserve.v1.Recommender/SimilarItems",
+      Self.unary { (request: Recserve_V1_SimilarItemsRequest, _) in
+        try recommender.similarItems(request)
+      })
     rpc.register(
       "/recserve.v1.Recommender/Train",
       .serverStreaming { context, bytes, _ in
         try authorize(context)
         _ = try Self.decode(Recserve_V1_TrainRequest.self, bytes)
         throw RPCError.unimplemented(
-          "Train over gRPC is not available yet; train with `recserve train --models DIR` and the server serves the new version")
+          "Train over gRPC is not available yet; train with `recserve train --models DIR` and the server serves the new version"
+        )
       })
 
-    rpc.register("/recserve.v1.ModelAdmin/ListModels", Self.unary { (request: Recserve_V1_ListModelsRequest, context) in
-      try authorize(context)
-      return try admin.listModels(request)
-    })
+    rpc.register(
+      "/recserve.v1.ModelAdmin/ListModels",
+      Self.unary { (request: Recserve_V1_ListModelsRequest, context) in
+        try authorize(context)
+        return try admin.listModels(request)
+      })
     rpc.register(
       "/recserve.v1.ModelAdmin/GetModelStatus",
       Self.unary { (request: Recserve_V1_GetModelStatusRequest, context) in
@@ -100,13 +109,16 @@ public final class RecServeServer: @unchecked Sendable {
         "/recserve.v1.ModelAdmin/\(method)",
         .unary { context, _ in
           try authorize(context)
-          throw RPCError.unimplemented("ModelAdmin.\(method) is not available yet in this version of RecServe")
+          throw RPCError.unimplemented(
+            "ModelAdmin.\(method) is not available yet in this version of RecServe")
         })
     }
 
-    rpc.register("/grpc.health.v1.Health/Check", Self.unary { (request: Grpc_Health_V1_HealthCheckRequest, _) in
-      try health.check(request)
-    })
+    rpc.register(
+      "/grpc.health.v1.Health/Check",
+      Self.unary { (request: Grpc_Health_V1_HealthCheckRequest, _) in
+        try health.check(request)
+      })
     rpc.register(
       "/grpc.health.v1.Health/Watch",
       .serverStreaming { _, bytes, writer in
@@ -118,7 +130,8 @@ public final class RecServeServer: @unchecked Sendable {
       do {
         return [Array(try reflection.respond(toSerializedRequest: Data(bytes)))]
       } catch {
-        throw RPCError.invalidArgument("request body is not a valid ServerReflectionRequest: \(error)")
+        throw RPCError.invalidArgument(
+          "request body is not a valid ServerReflectionRequest: \(error)")
       }
     }
     rpc.register("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", reflect)
@@ -131,11 +144,13 @@ public final class RecServeServer: @unchecked Sendable {
     let expected = Array(token.utf8)
     return { context in
       guard let header = context.metadata("authorization") else {
-        throw RPCError(.unauthenticated, "this method needs metadata 'authorization: Bearer <admin token>'")
+        throw RPCError(
+          .unauthenticated, "this method needs metadata 'authorization: Bearer <admin token>'")
       }
       let prefix = "Bearer "
       guard header.hasPrefix(prefix) else {
-        throw RPCError(.unauthenticated, "the authorization metadata must read 'Bearer <admin token>'")
+        throw RPCError(
+          .unauthenticated, "the authorization metadata must read 'Bearer <admin token>'")
       }
       let given = Array(header.utf8.dropFirst(prefix.utf8.count))
       guard ConstantTime.equal(given, expected) else {
@@ -144,7 +159,9 @@ public final class RecServeServer: @unchecked Sendable {
     }
   }
 
-  static func decode<Request: SwiftProtobuf.Message>(_ type: Request.Type, _ bytes: some SwiftProtobufContiguousBytes)
+  static func decode<Request: SwiftProtobuf.Message>(
+    _ type: Request.Type, _ bytes: some SwiftProtobufContiguousBytes
+  )
     throws -> Request
   {
     do {

@@ -12,7 +12,9 @@ public final class AdminService: @unchecked Sendable {
     self.registry = registry
   }
 
-  public func listModels(_ request: Recserve_V1_ListModelsRequest) throws -> Recserve_V1_ListModelsResponse {
+  public func listModels(_ request: Recserve_V1_ListModelsRequest) throws
+    -> Recserve_V1_ListModelsResponse
+  {
     var response = Recserve_V1_ListModelsResponse()
     let snapshot = registry.snapshot
     response.models = snapshot.models.keys.sorted().map { Self.status(of: snapshot.models[$0]!) }
@@ -26,7 +28,8 @@ public final class AdminService: @unchecked Sendable {
     let snapshot = registry.snapshot
     guard let entry = snapshot.models[request.name] else {
       throw RPCError.notFound(
-        "model '\(request.name)' not found (served models: \(snapshot.models.keys.sorted().joined(separator: ", ")))")
+        "model '\(request.name)' not found (served models: \(snapshot.models.keys.sorted().joined(separator: ", ")))"
+      )
     }
     var response = Recserve_V1_GetModelStatusResponse()
     response.status = Self.status(of: entry)

@@ -9,7 +9,9 @@ enum FoldIn {
   /// Regularization of the solve, per recent item.
   static let lambda: Float = 0.1
 
-  static func scoreAll(model: MFModel, recentItems: [Int32], into scores: UnsafeMutablePointer<Float>) {
+  static func scoreAll(
+    model: MFModel, recentItems: [Int32], into scores: UnsafeMutablePointer<Float>
+  ) {
     let dim = model.dim
     let items = Array(Set(recentItems))
     // Each recent item counts as liked: the target is how far a top rating lies above the
@@ -74,7 +76,9 @@ enum Cholesky {
 enum Diversity {
   /// Picks `k` of `pool` greedily by (1 - λ)·relevance − λ·(highest cosine similarity to an item
   /// already picked), relevance scaled to 0...1 within the pool. Scores returned are the original ones.
-  static func rerank(pool: [TopK.Entry], k: Int, lambda: Float, served: ServedVersion) -> [TopK.Entry] {
+  static func rerank(pool: [TopK.Entry], k: Int, lambda: Float, served: ServedVersion) -> [TopK
+    .Entry]
+  {
     let model = served.model
     let dim = model.dim
     let factors = model.itemFactors

@@ -33,7 +33,9 @@ public final class HealthService: @unchecked Sendable {
     }
   }
 
-  public func check(_ request: Grpc_Health_V1_HealthCheckRequest) throws -> Grpc_Health_V1_HealthCheckResponse {
+  public func check(_ request: Grpc_Health_V1_HealthCheckRequest) throws
+    -> Grpc_Health_V1_HealthCheckResponse
+  {
     guard let status = status(of: request.service) else {
       throw RPCError.notFound("unknown service '\(request.service)'")
     }
@@ -43,7 +45,8 @@ public final class HealthService: @unchecked Sendable {
   }
 
   /// Sends the status now and again whenever it changes, until the client goes away.
-  public func watch(_ request: Grpc_Health_V1_HealthCheckRequest, writer: ServerStreamWriter) throws {
+  public func watch(_ request: Grpc_Health_V1_HealthCheckRequest, writer: ServerStreamWriter) throws
+  {
     var last: Status?
     while !writer.isCancelled {
       let status = self.status(of: request.service) ?? .serviceUnknown

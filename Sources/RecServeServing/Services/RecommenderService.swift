@@ -26,7 +26,8 @@ public final class RecommenderService: @unchecked Sendable {
       throw RPCError.invalidArgument("pairs is empty: give at least one (user_id, item_id) pair")
     }
     if pairs.count > Self.maxPairs {
-      throw RPCError.invalidArgument("pairs has \(pairs.count) entries; at most \(Self.maxPairs) per call")
+      throw RPCError.invalidArgument(
+        "pairs has \(pairs.count) entries; at most \(Self.maxPairs) per call")
     }
     let model = served.model
     var response = Recserve_V1_PredictResponse()
@@ -61,9 +62,11 @@ public final class RecommenderService: @unchecked Sendable {
       throw RPCError.invalidArgument("min_score is NaN")
     }
     for (field, list) in [
-      ("recent_items", request.recentItems), ("candidates", request.candidates), ("exclude", request.exclude),
+      ("recent_items", request.recentItems), ("candidates", request.candidates),
+      ("exclude", request.exclude),
     ] where list.count > Self.maxListEntries {
-      throw RPCError.invalidArgument("\(field) has \(list.count) entries; at most \(Self.maxListEntries)")
+      throw RPCError.invalidArgument(
+        "\(field) has \(list.count) entries; at most \(Self.maxListEntries)")
     }
     let model = served.model
     let itemCount = model.itemCount
@@ -83,11 +86,13 @@ public final class RecommenderService: @unchecked Sendable {
       let recent = request.recentItems.compactMap { model.itemIndex($0) }
       if recent.isEmpty {
         throw RPCError.notFound(
-          "none of the \(request.recentItems.count) recent_items is known to model '\(served.name)' version \(served.version)")
+          "none of the \(request.recentItems.count) recent_items is known to model '\(served.name)' version \(served.version)"
+        )
       }
       FoldIn.scoreAll(model: mf, recentItems: recent, into: scores)
     } else if request.userID.isEmpty {
-      throw RPCError.invalidArgument("user_id is empty: give user_id, or recent_items for a new user")
+      throw RPCError.invalidArgument(
+        "user_id is empty: give user_id, or recent_items for a new user")
     } else {
       throw RPCError.notFound(
         "user_id '\(request.userID)' is not known to model '\(served.name)' version \(served.version); "
@@ -134,7 +139,8 @@ public final class RecommenderService: @unchecked Sendable {
         }
       }
       top = TopK.select(
-        scores: scores, count: itemCount, candidates: UnsafeBufferPointer(start: candidateIndices, count: count),
+        scores: scores, count: itemCount,
+        candidates: UnsafeBufferPointer(start: candidateIndices, count: count),
         k: poolSize, skip: skip)
     }
     if request.diversity > 0 && top.count > 1 {
@@ -166,7 +172,8 @@ public final class RecommenderService: @unchecked Sendable {
     let model = served.model
     guard let query = model.itemIndex(request.itemID) else {
       throw RPCError.notFound(
-        "item_id '\(request.itemID)' is not known to model '\(served.name)' version \(served.version)")
+        "item_id '\(request.itemID)' is not known to model '\(served.name)' version \(served.version)"
+      )
     }
     let itemCount = model.itemCount
     let dim = model.dim
