@@ -45,7 +45,7 @@ def binary() -> str:
     path = os.environ.get("RECSERVE_BIN")
     if path:
         return path
-    for candidate in [REPO / ".build" / "release" / "recserve", REPO / ".build" / "debug" / "recserve"]:
+    for candidate in [REPO / ".build" / "debug" / "recserve", REPO / ".build" / "release" / "recserve"]:
         if candidate.exists():
             return str(candidate)
     raise RuntimeError("recserve is not built: run `swift build -c release` or set RECSERVE_BIN")

@@ -20,6 +20,9 @@ public final class RPCServer: @unchecked Sendable {
     public var maxReceiveMessageBytes: Int
     /// Calls requested ahead per method and queue (more absorbs bursts of new calls).
     public var callsRequestedAhead: Int
+    /// Seconds at the start of a shutdown during which new calls get UNAVAILABLE before the
+    /// listener closes.
+    public var drainPeriod: Double = 0.3
 
     public init(
       host: String = "127.0.0.1", port: Int = 50051,
@@ -39,6 +42,7 @@ public final class RPCServer: @unchecked Sendable {
   private(set) var core: OpaquePointer!
   private var workers: [ServerWorker] = []
   private let shuttingDown = Atomic<Bool>(false)
+  private let stopping = Atomic<Bool>(false)
   private let stopped = Atomic<Bool>(false)
   private let shutdownTag = DispatchSemaphore(value: 0)
   private let stoppedSignal = DispatchSemaphore(value: 0)
@@ -64,6 +68,9 @@ public final class RPCServer: @unchecked Sendable {
 
   /// True once shutdown began: new calls are refused.
   public var isShuttingDown: Bool { shuttingDown.load(ordering: .relaxed) }
+
+  /// True once core was told to shut down: no more calls are requested.
+  var isStopping: Bool { stopping.load(ordering: .relaxed) }
 
   /// Binds, starts the threads and returns the port.
   @discardableResult
@@ -115,8 +122,8 @@ public final class RPCServer: @unchecked Sendable {
     return port
   }
 
-  /// Stops gracefully: new calls are refused at once, calls in flight get `gracePeriod` seconds to
-  /// finish, then whatever remains is cancelled. Blocks until every thread exited. Idempotent.
+  /// Stops gracefully: new calls get UNAVAILABLE at once, calls in flight get `gracePeriod` seconds
+  /// to finish, then whatever remains is cancelled. Blocks until every thread exited. Idempotent.
   public func shutdown(gracePeriod: Double = 10) {
     let first = stopLock.withLock { started -> Bool in
       if started { return false }
@@ -132,7 +139,12 @@ public final class RPCServer: @unchecked Sendable {
       stoppedSignal.signal()
       return
     }
+    // Drain: new calls are still accepted, and answered UNAVAILABLE, while clients and load
+    // balancers notice (health reports NOT_SERVING); then core stops listening and sends GOAWAY.
     shuttingDown.store(true, ordering: .releasing)
+    let drain = min(configuration.drainPeriod, max(0, gracePeriod))
+    if drain > 0 { usleep(UInt32(drain * 1e6)) }
+    stopping.store(true, ordering: .releasing)
     cgrpc_server_shutdown_and_notify(core, first.queue, Unmanaged.passUnretained(self).toOpaque())
     if shutdownTag.wait(timeout: .now() + max(0, gracePeriod)) == .timedOut {
       cgrpc_server_cancel_all_calls(core)

@@ -40,7 +40,7 @@ final class ServerWorker: @unchecked Sendable {
       call.raw, server.core, method?.handle,
       (method?.handler.receivesPayloadWithCall ?? false) ? 1 : 0, queue)
     if status != 0 {
-      if !server.isShuttingDown {
+      if !server.isStopping {
         let path = method?.path ?? "unregistered methods"
         FileHandle.standardError.write(
           Data("rpc: cannot request calls for \(path) (grpc_call_error \(status))\n".utf8))
@@ -87,8 +87,14 @@ final class ServerWorker: @unchecked Sendable {
       call.abandon()
       return
     }
-    if !server.isShuttingDown { request(call.method) }
+    if !server.isStopping { request(call.method) }
     call.startRecvClose()
+    if server.isShuttingDown {
+      call.finish(
+        message: nil, code: .unavailable,
+        details: "the server is shutting down; retry on another replica")
+      return
+    }
     guard let method = call.method else {
       let path = call.unregisteredMethodPath()
       call.finish(

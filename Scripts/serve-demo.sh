@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# One command from a fresh clone to a serving RecServe: installs what is missing, builds the
+# release binary and serves the models in ./models (training the demo model there on first run).
+# Extra arguments go to `recserve serve` (e.g. --port 50052 --host 0.0.0.0).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+Scripts/install-deps.sh
+swift build -c release --product recserve
+exec .build/release/recserve serve --models "${RECSERVE_MODELS:-models}" "$@"
