@@ -28,6 +28,7 @@ public final class RecServeServer: @unchecked Sendable {
   let admin: AdminService
   let health: HealthService
   let reflection: ReflectionResponder
+  let trainer: TrainService
 
   public init(configuration: Configuration) {
     self.configuration = configuration
@@ -41,6 +42,7 @@ public final class RecServeServer: @unchecked Sendable {
     let rpc = self.rpc
     health = HealthService(registry: registry, isShuttingDown: { rpc.isShuttingDown })
     reflection = ReflectionResponder()
+    trainer = TrainService(registry: registry, dataRoot: configuration.dataRoot)
     registerMethods()
   }
 
@@ -82,14 +84,13 @@ public final class RecServeServer: @unchecked Sendable {
       Self.unary { (request: Recserve_V1_SimilarItemsRequest, _) in
         try recommender.similarItems(request)
       })
+    let trainer = self.trainer
     rpc.register(
       "/recserve.v1.Recommender/Train",
-      .serverStreaming { context, bytes, _ in
+      .serverStreaming { context, bytes, writer in
         try authorize(context)
-        _ = try Self.decode(Recserve_V1_TrainRequest.self, bytes)
-        throw RPCError.unimplemented(
-          "Train over gRPC is not available yet; train with `recserve train --models DIR` and the server serves the new version"
-        )
+        let request = try Self.decode(Recserve_V1_TrainRequest.self, bytes)
+        try trainer.train(request, writer: writer)
       })
 
     rpc.register(

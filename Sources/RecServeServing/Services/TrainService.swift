@@ -1,0 +1,178 @@
+import Foundation
+import RecServeModels
+import RecServeProto
+import RecServeRPC
+import Synchronization
+
+/// `Recommender.Train`: trains a new version from a file under the data root or from inline
+/// interactions, streams progress per epoch, publishes the version and makes it serve.
+public final class TrainService: @unchecked Sendable {
+  let registry: ModelRegistry
+  let dataRoot: String?
+  /// Models with a training running (one at a time per model).
+  private let running = Mutex<Set<String>>([])
+
+  public init(registry: ModelRegistry, dataRoot: String?) {
+    self.registry = registry
+    self.dataRoot = dataRoot.map {
+      (($0 as NSString).resolvingSymlinksInPath as NSString).standardizingPath
+    }
+  }
+
+  public func train(_ request: Recserve_V1_TrainRequest, writer: ServerStreamWriter) throws {
+    do {
+      try ModelStore.validateName(request.name)
+    } catch {
+      throw RPCError.invalidArgument("name: \(error)")
+    }
+    switch request.kind {
+    case "", "mf": break
+    case "bpr", "als", "sasrec":
+      throw RPCError.unimplemented("kind '\(request.kind)' is not built yet; kind 'mf' is")
+    default:
+      throw RPCError.invalidArgument(
+        "kind must be one of mf, bpr, als, sasrec; got '\(request.kind)'")
+    }
+    if request.holdout.isNaN || request.holdout < 0 || request.holdout >= 1 {
+      throw RPCError.invalidArgument("holdout must be in [0, 1), got \(request.holdout)")
+    }
+    var config = MFConfig()
+    if request.dim != 0 { config.dim = Int(request.dim) }
+    if request.epochs != 0 { config.epochs = Int(request.epochs) }
+    if request.seed != 0 { config.seed = UInt64(bitPattern: request.seed) }
+    if request.learningRate != 0 { config.learningRate = request.learningRate }
+    if request.regularization != 0 { config.regularization = request.regularization }
+    do {
+      try config.validate()
+    } catch {
+      throw RPCError.invalidArgument("\(error)")
+    }
+    let holdout = request.hasHoldout ? Double(request.holdout) : 0.1
+
+    let acquired = running.withLock { names in names.insert(request.name).inserted }
+    guard acquired else {
+      throw RPCError(
+        .resourceExhausted,
+        "a training of model '\(request.name)' is already running; try again when it ends")
+    }
+    defer { _ = running.withLock { names in names.remove(request.name) } }
+
+    let data = try loadData(request)
+    try send(
+      writer,
+      message:
+        "training \(request.name) (mf, dim \(config.dim), \(config.epochs) epochs) on \(data.count) interactions"
+    )
+
+    var sendFailed = false
+    let result: TrainResult
+    do {
+      result = try trainAndPublishMF(
+        data: data, config: config, holdout: holdout, modelsDirectory: registry.directory,
+        name: request.name
+      ) { progress in
+        if writer.isCancelled { return false }
+        var message = Recserve_V1_TrainProgress()
+        message.epoch = Int32(progress.epoch)
+        message.totalEpochs = Int32(progress.epochs)
+        message.loss = progress.loss
+        message.metrics = progress.validation
+        message.etaSeconds = progress.etaSeconds
+        do {
+          try writer.send(try message.serializedBytes())
+        } catch {
+          sendFailed = true
+          return false
+        }
+        return true
+      }
+    } catch TrainingError.cancelled {
+      _ = sendFailed
+      throw RPCError(
+        .cancelled, "training of '\(request.name)' was cancelled; nothing was published")
+    } catch let error as TrainingError {
+      throw RPCError.invalidArgument("\(error)")
+    } catch {
+      throw RPCError.internal("training failed: \(error)")
+    }
+    registry.loadAll()
+    var final = Recserve_V1_TrainProgress()
+    final.epoch = Int32(config.epochs)
+    final.totalEpochs = Int32(config.epochs)
+    final.metrics = result.metrics
+    final.done = true
+    final.version = result.version
+    final.promoted = false
+    var text = "published \(request.name) version \(result.version)"
+    if let rmse = result.metrics["rmse"] { text += String(format: " (held-out RMSE %.4f)", rmse) }
+    if request.promote {
+      text += "; promotion by metric is not available yet, labels are unchanged"
+    }
+    final.message = text
+    try writer.send(try final.serializedBytes())
+  }
+
+  private func send(_ writer: ServerStreamWriter, message: String) throws {
+    var progress = Recserve_V1_TrainProgress()
+    progress.message = message
+    try writer.send(try progress.serializedBytes())
+  }
+
+  private func loadData(_ request: Recserve_V1_TrainRequest) throws -> Interactions {
+    let hasPath = !request.dataPath.isEmpty
+    let hasRows = !request.interactions.isEmpty
+    if hasPath && hasRows {
+      throw RPCError.invalidArgument("give either data_path or interactions, not both")
+    }
+    if hasRows {
+      let rows = request.interactions.map {
+        InteractionRow(user: $0.userID, item: $0.itemID, rating: $0.rating, timestamp: $0.timestamp)
+      }
+      do {
+        return try Interactions(rows: rows, source: "interactions")
+      } catch {
+        throw RPCError.invalidArgument("\(error)")
+      }
+    }
+    guard hasPath else {
+      throw RPCError.invalidArgument(
+        "give data_path (a file under the server's --data-root) or interactions")
+    }
+    guard let root = dataRoot else {
+      throw RPCError.failedPrecondition(
+        "data_path needs a server started with --data-root; send the interactions inline instead")
+    }
+    let path = try resolve(request.dataPath, under: root)
+    do {
+      return try Interactions.load(path: path)
+    } catch let error as DataError {
+      throw RPCError.invalidArgument(Self.relative("\(error)", root: root))
+    } catch {
+      throw RPCError.invalidArgument(Self.relative("\(error)", root: root))
+    }
+  }
+
+  /// The file `path` names under `root`, refusing anything that leaves it (`..`, absolute paths
+  /// elsewhere, symbolic links pointing out).
+  func resolve(_ path: String, under root: String) throws -> String {
+    if path.utf8.contains(0) { throw RPCError.invalidArgument("data_path contains a NUL byte") }
+    let joined = path.hasPrefix("/") ? path : (root as NSString).appendingPathComponent(path)
+    let resolved = ((joined as NSString).resolvingSymlinksInPath as NSString).standardizingPath
+    guard resolved == root || resolved.hasPrefix(root.hasSuffix("/") ? root : root + "/") else {
+      throw RPCError(.permissionDenied, "data_path '\(path)' lies outside the server's data root")
+    }
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: resolved, isDirectory: &isDirectory) else {
+      throw RPCError.notFound("data_path '\(path)' does not exist under the data root")
+    }
+    if isDirectory.boolValue {
+      throw RPCError.invalidArgument("data_path '\(path)' is a folder, not a file")
+    }
+    return resolved
+  }
+
+  /// Error messages name files relative to the data root, not by the server's own paths.
+  static func relative(_ message: String, root: String) -> String {
+    message.replacingOccurrences(of: root.hasSuffix("/") ? root : root + "/", with: "")
+  }
+}

@@ -1,0 +1,120 @@
+"""The Train RPC: progress streams, the new version serves, bad data is refused clearly."""
+
+import shutil
+
+import grpc
+import pytest
+
+from conftest import Server
+from recserve.v1 import recserve_pb2 as pb
+from recserve.v1 import recserve_pb2_grpc as rpc
+
+
+@pytest.fixture(scope="module")
+def trainer(dataset, tmp_path_factory):
+    root = tmp_path_factory.mktemp("data-root")
+    shutil.copy(dataset["data"], root / "ratings.csv")
+    (root / "empty.csv").write_text("")
+    (root / "bad.csv").write_text("user_id,item_id,rating,timestamp\nu1,i1,4,1\nu2,i2,abc,2\n")
+    (root / "nan.csv").write_text("user_id,item_id,rating,timestamp\nu1,i1,4,1\nu1,i2,nan,2\n")
+    (root / "binary.bin").write_bytes(bytes(range(256)) * 8)
+    (root / "sub").mkdir()
+    (root.parent / "secret.csv").write_text("user_id,item_id,rating\nu1,i1,5\n")
+    models = tmp_path_factory.mktemp("train-models")
+    server = Server(models, "--data-root", str(root))
+    channel = grpc.insecure_channel(server.target)
+    yield rpc.RecommenderStub(channel), models, server
+    channel.close()
+    assert server.stop() == 0
+
+
+def test_train_streams_progress_and_the_version_serves(trainer):
+    stub, models, _ = trainer
+    messages = list(stub.Train(pb.TrainRequest(name="fresh", kind="mf", data_path="ratings.csv", dim=8, epochs=5,
+                                               seed=9), timeout=120))
+    epochs = [m for m in messages if m.epoch and not m.done]
+    assert [m.epoch for m in epochs] == [1, 2, 3, 4, 5]
+    assert all(m.total_epochs == 5 and m.loss > 0 and "rmse" in m.metrics for m in epochs)
+    final = messages[-1]
+    assert final.done and final.version == 1 and final.metrics["rmse"] > 0
+    assert "published fresh version 1" in final.message
+    assert (models / "fresh" / "1" / "weights.safetensors").exists()
+    users = (models / "fresh" / "1" / "users.txt").read_text().splitlines()
+    response = stub.Rank(pb.RankRequest(model=pb.ModelSpec(name="fresh"), user_id=users[0], k=3), timeout=10)
+    assert response.model_version == 1 and len(response.items) == 3
+
+
+def test_train_inline_interactions_publishes_the_next_version(trainer):
+    stub, models, _ = trainer
+    rows = [pb.Interaction(user_id=f"u{u}", item_id=f"i{(u * 7 + j) % 40}", rating=float(1 + (u + j) % 5))
+            for u in range(60) for j in range(8)]
+    final = list(stub.Train(pb.TrainRequest(name="inline", interactions=rows, epochs=3, dim=4), timeout=60))[-1]
+    assert final.done and final.version == 1
+    again = list(stub.Train(pb.TrainRequest(name="inline", interactions=rows, epochs=3, dim=4), timeout=60))[-1]
+    assert again.version == 2
+    response = stub.Predict(pb.PredictRequest(model=pb.ModelSpec(name="inline"),
+                                              pairs=[pb.UserItem(user_id="u1", item_id="i7")]), timeout=10)
+    assert response.model_version == 2 and response.known[0]
+
+
+def test_cancelled_training_publishes_nothing(trainer):
+    stub, models, _ = trainer
+    stream = stub.Train(pb.TrainRequest(name="cancelled", data_path="ratings.csv", dim=64, epochs=5000), timeout=120)
+    first = next(stream)
+    assert first.message.startswith("training cancelled")
+    next(stream)  # an epoch finished
+    stream.cancel()
+    with pytest.raises(grpc.RpcError) as error:
+        list(stream)
+    assert error.value.code() == grpc.StatusCode.CANCELLED
+    # The server noticed, stopped, and left no version behind (only, at most, an empty folder).
+    import time
+    time.sleep(1.0)
+    published = [p for p in (models / "cancelled").glob("*") if not p.name.startswith(".")] \
+        if (models / "cancelled").exists() else []
+    assert published == []
+
+
+@pytest.mark.parametrize("path,code,words", [
+    ("empty.csv", grpc.StatusCode.INVALID_ARGUMENT, ["empty.csv"]),
+    ("bad.csv", grpc.StatusCode.INVALID_ARGUMENT, ["bad.csv:3", "abc"]),
+    ("nan.csv", grpc.StatusCode.INVALID_ARGUMENT, ["nan.csv:3"]),
+    ("binary.bin", grpc.StatusCode.INVALID_ARGUMENT, ["binary.bin"]),
+    ("../secret.csv", grpc.StatusCode.PERMISSION_DENIED, ["outside"]),
+    ("/etc/passwd", grpc.StatusCode.PERMISSION_DENIED, ["outside"]),
+    ("sub/../../secret.csv", grpc.StatusCode.PERMISSION_DENIED, ["outside"]),
+    ("missing.csv", grpc.StatusCode.NOT_FOUND, ["missing.csv"]),
+    ("sub", grpc.StatusCode.INVALID_ARGUMENT, ["folder"]),
+])
+def test_bad_training_data_is_refused(trainer, path, code, words):
+    stub, _, server = trainer
+    with pytest.raises(grpc.RpcError) as error:
+        list(stub.Train(pb.TrainRequest(name="bad", data_path=path, epochs=2), timeout=30))
+    assert error.value.code() == code, error.value.details()
+    for word in words:
+        assert word in error.value.details(), error.value.details()
+    assert "/tmp" not in error.value.details() or "outside" in error.value.details()
+    assert server.alive()
+
+
+@pytest.mark.parametrize("request_fields,word", [
+    ({"name": "", "data_path": "ratings.csv"}, "name"),
+    ({"name": "../evil", "data_path": "ratings.csv"}, "name"),
+    ({"name": "x", "kind": "magic", "data_path": "ratings.csv"}, "kind"),
+    ({"name": "x"}, "data_path"),
+    ({"name": "x", "data_path": "ratings.csv", "dim": -4}, "dim"),
+    ({"name": "x", "data_path": "ratings.csv", "holdout": 1.5}, "holdout"),
+])
+def test_bad_train_requests(trainer, request_fields, word):
+    stub, _, _ = trainer
+    with pytest.raises(grpc.RpcError) as error:
+        list(stub.Train(pb.TrainRequest(**request_fields), timeout=30))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value.details()
+    assert word in error.value.details()
+
+
+def test_unbuilt_kind_is_unimplemented(trainer):
+    stub, _, _ = trainer
+    with pytest.raises(grpc.RpcError) as error:
+        list(stub.Train(pb.TrainRequest(name="x", kind="sasrec", data_path="ratings.csv"), timeout=30))
+    assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
