@@ -35,7 +35,7 @@ let package = Package(
     // Safe Swift server and client over the shim; knows nothing about recommenders.
     .target(
       name: "RecServeRPC",
-      dependencies: ["CGRPCShim"]
+      dependencies: ["CGRPCShim", .product(name: "Atomics", package: "swift-atomics")]
     ),
     // swift-protobuf output for Protos/ (committed; see Scripts/gen-protos.sh).
     .target(

@@ -100,9 +100,6 @@ struct ServeCommand: ParsableCommand {
       if token.isEmpty { throw CLIError("--admin-token-file \(adminTokenFile) is empty") }
       configuration.adminToken = token
     }
-    if metricsPort != nil {
-      log("note: --metrics-port is accepted but metrics are not served yet in this version")
-    }
 
     if (try? ModelStore.modelNames(models))?.isEmpty ?? true {
       try trainDemoModel()
@@ -129,6 +126,18 @@ struct ServeCommand: ParsableCommand {
     } catch {
       throw CLIError("\(error)")
     }
+    var metrics: MetricsServer?
+    if let metricsPort {
+      let exporter = MetricsServer(server: server)
+      do {
+        let port = try exporter.start(host: host, port: metricsPort)
+        log("metrics at http://\(host):\(port)/metrics")
+      } catch {
+        server.shutdown(gracePeriod: 0)
+        throw CLIError("\(error)")
+      }
+      metrics = exporter
+    }
     let printableHost = host.contains(":") ? "[\(host)]" : host
     print("listening on \(printableHost):\(bound)")
 
@@ -148,6 +157,7 @@ struct ServeCommand: ParsableCommand {
       sources.append(source)
     }
     server.wait()
+    metrics?.stop()
     _ = sources
     log("stopped")
   }

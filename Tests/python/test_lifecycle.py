@@ -76,3 +76,28 @@ def test_signal_stops_gracefully_under_load(dataset, sig):
             rpc.RecommenderStub(channel).Rank(pb.RankRequest(model=pb.ModelSpec(name="movies"), user_id=user, k=3),
                                               timeout=2)
         assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_metrics_endpoint_counts_calls_by_method_and_code(dataset):
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        metrics_port = probe.getsockname()[1]
+    server = Server(dataset["models"], "--metrics-port", str(metrics_port))
+    try:
+        user = (dataset["models"] / "movies" / "1" / "users.txt").read_text().splitlines()[0]
+        with grpc.insecure_channel(server.target) as channel:
+            stub = rpc.RecommenderStub(channel)
+            for _ in range(5):
+                stub.Rank(pb.RankRequest(model=pb.ModelSpec(name="movies"), user_id=user, k=3), timeout=10)
+            with pytest.raises(grpc.RpcError):
+                stub.Rank(pb.RankRequest(model=pb.ModelSpec(name="movies"), user_id=user, k=0), timeout=10)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+        assert 'recserve_rpc_calls_total{method="/recserve.v1.Recommender/Rank",code="OK"} 5' in text
+        assert 'recserve_rpc_calls_total{method="/recserve.v1.Recommender/Rank",code="INVALID_ARGUMENT"} 1' in text
+        assert 'recserve_rpc_latency_seconds_count{method="/recserve.v1.Recommender/Rank"} 6' in text
+        assert 'recserve_model_serving_version{model="movies"} 1' in text
+    finally:
+        assert server.stop() == 0

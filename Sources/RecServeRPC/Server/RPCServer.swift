@@ -5,6 +5,10 @@ import Synchronization
 /// Errors starting or running the server.
 public struct RPCServerError: Error, CustomStringConvertible {
   public let description: String
+
+  public init(description: String) {
+    self.description = description
+  }
 }
 
 /// A gRPC server over gRPC core: a fixed pool of threads, one completion queue each, handlers
@@ -65,6 +69,12 @@ public final class RPCServer: @unchecked Sendable {
 
   /// The registered method paths.
   public var registeredPaths: [String] { methods.keys.sorted() }
+
+  /// Counters of every registered method, by path, and of calls to unknown methods.
+  public var methodStats: [MethodStats] {
+    methods.keys.sorted().map { methods[$0]!.stats } + [unknownMethodStats]
+  }
+  let unknownMethodStats = MethodStats(path: "unknown")
 
   /// True once shutdown began: new calls are refused.
   public var isShuttingDown: Bool { shuttingDown.load(ordering: .relaxed) }

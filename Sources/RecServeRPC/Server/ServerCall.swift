@@ -29,6 +29,10 @@ final class ServerCall: @unchecked Sendable {
   var context: ServerContext?
   /// The final status of a bidirectional stream was posted (queue thread only).
   var isFinishing = false
+  /// When the call was accepted (`DispatchTime` nanoseconds).
+  var arrival: UInt64 = 0
+  /// Where the call's outcome is counted.
+  var stats: MethodStats?
 
   init(worker: ServerWorker, method: RegisteredMethod?) {
     self.worker = worker
@@ -66,6 +70,9 @@ final class ServerCall: @unchecked Sendable {
   }
 
   private func release() {
+    // A bidirectional stream's context refers back to this call: drop it, or the two keep each
+    // other alive and the call (with its grpc_call) leaks once per stream.
+    context = nil
     Unmanaged.passUnretained(self).release()
   }
 
@@ -101,6 +108,7 @@ final class ServerCall: @unchecked Sendable {
 
   /// Posts the final batch: an optional message, then the status. Finishes the call.
   func finish(message: [UInt8]?, code: StatusCode, details: String) {
+    stats?.record(code, nanoseconds: DispatchTime.now().uptimeNanoseconds &- arrival)
     // The finished bit and the send's count go up together, so a completing operation on
     // another thread never sees "nothing in flight, finished" before this send is counted.
     state.add(3, ordering: .acquiringAndReleasing)
@@ -196,11 +204,13 @@ final class ServerCall: @unchecked Sendable {
 final class RegisteredMethod: @unchecked Sendable {
   let path: String
   let handler: MethodHandler
+  let stats: MethodStats
   /// The core's handle, set at start.
   var handle: UnsafeMutableRawPointer?
 
   init(path: String, handler: MethodHandler) {
     self.path = path
     self.handler = handler
+    self.stats = MethodStats(path: path)
   }
 }

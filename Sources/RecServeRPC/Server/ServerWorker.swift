@@ -31,6 +31,9 @@ final class ServerWorker: @unchecked Sendable {
 
   func join() {
     exited.wait()
+    // The thread's closure holds this worker: forget the thread, or the two keep each other
+    // (and, through the unowned reference, the server's memory) alive after shutdown.
+    thread = nil
   }
 
   /// Asks core for the next call of `method` (nil: any unregistered method) on this queue.
@@ -88,6 +91,8 @@ final class ServerWorker: @unchecked Sendable {
       return
     }
     if !server.isStopping { request(call.method) }
+    call.arrival = DispatchTime.now().uptimeNanoseconds
+    call.stats = call.method?.stats ?? server.unknownMethodStats
     call.startRecvClose()
     if server.isShuttingDown {
       call.finish(
@@ -110,8 +115,7 @@ final class ServerWorker: @unchecked Sendable {
       return
     }
     let context = ServerContext(
-      method: method.path, deadlineRemaining: deadline,
-      arrival: DispatchTime.now().uptimeNanoseconds,
+      method: method.path, deadlineRemaining: deadline, arrival: call.arrival,
       call: call, copiedMetadata: nil)
     switch method.handler {
     case .unary(let handler):
