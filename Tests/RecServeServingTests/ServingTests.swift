@@ -1,0 +1,200 @@
+import Foundation
+import RecServeModels
+import RecServeProto
+import RecServeRPC
+import Testing
+
+@testable import RecServeServing
+
+/// A model folder with one trained MF model `m` (version 1), removed at the end.
+final class ModelFolder {
+  let path: String
+  let data: Interactions
+
+  init() throws {
+    path =
+      FileManager.default.temporaryDirectory.path + "/recserve-serving-tests-" + UUID().uuidString
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    data = try SyntheticData.generate(
+      SyntheticData.Config(users: 200, items: 120, seed: 5, dim: 4, density: 0.15, noise: 0.2))
+    _ = try trainAndPublishMF(
+      data: data, config: MFConfig(dim: 8, epochs: 10, seed: 2), holdout: 0.1,
+      modelsDirectory: path, name: "m")
+  }
+
+  deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+func rpcError(_ body: () throws -> Void) -> RPCError? {
+  do {
+    try body()
+    return nil
+  } catch let error as RPCError {
+    return error
+  } catch {
+    return RPCError(.unknown, "\(error)")
+  }
+}
+
+@Suite struct RegistryTests {
+  @Test func resolvesAndExplainsWhatIsMissing() throws {
+    let folder = try ModelFolder()
+    let registry = ModelRegistry(directory: folder.path)
+    #expect(registry.loadAll().isEmpty)
+    #expect(try registry.resolve(name: "m", version: nil, label: nil).version == 1)
+    #expect(try registry.resolve(name: "m", version: 1, label: nil).version == 1)
+
+    let empty = rpcError { _ = try registry.resolve(name: "", version: nil, label: nil) }
+    #expect(empty?.code == .invalidArgument)
+    #expect(empty?.message.contains("model.name") == true)
+    let unknown = rpcError { _ = try registry.resolve(name: "x", version: nil, label: nil) }
+    #expect(unknown?.code == .notFound)
+    #expect(unknown?.message.contains("served models: m") == true)
+    let version = rpcError { _ = try registry.resolve(name: "m", version: 7, label: nil) }
+    #expect(version?.code == .notFound)
+    #expect(version?.message.contains("no version 7") == true)
+    let negative = rpcError { _ = try registry.resolve(name: "m", version: -1, label: nil) }
+    #expect(negative?.code == .invalidArgument)
+    let label = rpcError { _ = try registry.resolve(name: "m", version: nil, label: "canary") }
+    #expect(label?.code == .notFound)
+    #expect(label?.message.contains("canary") == true)
+  }
+
+  @Test func aCorruptVersionIsFailedAndNeverServes() throws {
+    let folder = try ModelFolder()
+    let v1 = ModelStore.versionDirectory(folder.path, name: "m", version: 1)
+    let v2 = ModelStore.versionDirectory(folder.path, name: "m", version: 2)
+    try FileManager.default.copyItem(atPath: v1, toPath: v2)
+    // Flip one byte of the weights: the checksum no longer matches.
+    let weights = v2 + "/weights.safetensors"
+    var bytes = [UInt8](FileManager.default.contents(atPath: weights)!)
+    bytes[bytes.count - 3] ^= 0xFF
+    try Data(bytes).write(to: URL(fileURLWithPath: weights))
+
+    let registry = ModelRegistry(directory: folder.path)
+    let failures = registry.loadAll()
+    #expect(failures.count == 1)
+    #expect(failures.first?.contains("version 2") == true)
+    #expect(failures.first?.contains("checksum") == true)
+    #expect(try registry.resolve(name: "m", version: nil, label: nil).version == 1)
+    let status = AdminService.status(of: registry.snapshot.models["m"]!)
+    #expect(status.servingVersion == 1)
+    #expect(status.versions.map(\.state) == [.available, .failed])
+    #expect(status.versions[1].reason.contains("checksum"))
+    let pinned = rpcError { _ = try registry.resolve(name: "m", version: 2, label: nil) }
+    #expect(pinned?.code == .notFound)
+    #expect(pinned?.message.contains("failed verification") == true)
+  }
+}
+
+@Suite struct RecommenderServiceTests {
+  func rank(_ service: RecommenderService, _ configure: (inout Recserve_V1_RankRequest) -> Void)
+    throws
+    -> Recserve_V1_RankResponse
+  {
+    var request = Recserve_V1_RankRequest()
+    request.model.name = "m"
+    request.k = 10
+    configure(&request)
+    return try service.rank(request)
+  }
+
+  @Test func rankIsTheExactTopKWithoutSeenItems() throws {
+    let folder = try ModelFolder()
+    let registry = ModelRegistry(directory: folder.path)
+    registry.loadAll()
+    let service = RecommenderService(registry: registry)
+    let served = try registry.resolve(name: "m", version: nil, label: nil)
+    let model = served.model
+    let user = model.userIds[3]
+    let response = try rank(service) {
+      $0.userID = user
+      $0.excludeSeen = true
+    }
+    var scores = [Float](repeating: 0, count: model.itemCount)
+    scores.withUnsafeMutableBufferPointer { model.scoreAll(user: 3, into: $0.baseAddress!) }
+    let seen = Set(model.seenItems(user: 3))
+    var candidates: [Int] = []
+    for item in 0..<model.itemCount where !seen.contains(Int32(item)) { candidates.append(item) }
+    candidates.sort { (a: Int, b: Int) -> Bool in
+      scores[a] != scores[b] ? scores[a] > scores[b] : a < b
+    }
+    let expected: [String] = candidates.prefix(10).map { model.itemIds[$0] }
+    #expect(response.items.map(\.itemID) == Array(expected))
+    #expect(response.modelName == "m" && response.modelVersion == 1)
+  }
+
+  @Test func badFieldsAreNamed() throws {
+    let folder = try ModelFolder()
+    let registry = ModelRegistry(directory: folder.path)
+    registry.loadAll()
+    let service = RecommenderService(registry: registry)
+    let user = try registry.resolve(name: "m", version: nil, label: nil).model.userIds[0]
+    for (k, word) in [
+      (Int32(0), "at least 1"), (-5, "at least 1"), (10_001, "at most"), (Int32.max, "at most"),
+    ] {
+      let error = rpcError {
+        _ = try rank(service) {
+          $0.userID = user
+          $0.k = k
+        }
+      }
+      #expect(error?.code == .invalidArgument)
+      #expect(error?.message.contains(word) == true, "\(String(describing: error))")
+    }
+    let noUser = rpcError { _ = try rank(service) { _ in } }
+    #expect(noUser?.code == .invalidArgument)
+    #expect(noUser?.message.contains("user_id") == true)
+    let unknownUser = rpcError { _ = try rank(service) { $0.userID = "ghost" } }
+    #expect(unknownUser?.code == .notFound)
+    let diversity = rpcError {
+      _ = try rank(service) {
+        $0.userID = user
+        $0.diversity = 2
+      }
+    }
+    #expect(diversity?.message.contains("diversity") == true)
+
+    var predict = Recserve_V1_PredictRequest()
+    predict.model.name = "m"
+    let empty = rpcError { _ = try service.predict(predict) }
+    #expect(empty?.code == .invalidArgument)
+    #expect(empty?.message.contains("pairs") == true)
+    var pair = Recserve_V1_UserItem()
+    pair.userID = user
+    predict.pairs = [pair]
+    let emptyItem = rpcError { _ = try service.predict(predict) }
+    #expect(emptyItem?.message.contains("pairs[0].item_id") == true)
+  }
+}
+
+@Suite struct MathTests {
+  @Test func choleskySolvesASymmetricPositiveDefiniteSystem() {
+    // A = Bᵀ B + I for a fixed B; check A x = b.
+    let n = 6
+    var a = [Float](repeating: 0, count: n * n)
+    for i in 0..<n {
+      for j in 0..<n {
+        var sum: Float = i == j ? 1 : 0
+        for k in 0..<n { sum += Float((i + 2 * k) % 5 - 2) * Float((j + 2 * k) % 5 - 2) }
+        a[i * n + j] = sum
+      }
+    }
+    let b: [Float] = [1, -2, 3, 0.5, 4, -1]
+    var upper = a
+    let x = Cholesky.solve(upper: &upper, rhs: b, dim: n)
+    for i in 0..<n {
+      var sum: Float = 0
+      for j in 0..<n { sum += a[i * n + j] * x[j] }
+      #expect(abs(sum - b[i]) < 1e-3, "row \(i): \(sum) vs \(b[i])")
+    }
+  }
+
+  @Test func constantTimeComparison() {
+    #expect(ConstantTime.equal(Array("secret".utf8), Array("secret".utf8)))
+    #expect(!ConstantTime.equal(Array("secret".utf8), Array("secreT".utf8)))
+    #expect(!ConstantTime.equal(Array("secret".utf8), Array("secret2".utf8)))
+    #expect(!ConstantTime.equal([], Array("x".utf8)))
+    #expect(ConstantTime.equal([], []))
+  }
+}
