@@ -63,6 +63,9 @@ public final class MetricsServer: @unchecked Sendable {
     guard listener >= 0 else { return }
     shutdown(listener, Int32(SHUT_RDWR))
     stopped.wait()
+    // The thread's closure holds this exporter (and through it the server): forget the thread,
+    // or the two keep each other alive after stop.
+    thread = nil
     close(listener)
     listener = -1
   }
