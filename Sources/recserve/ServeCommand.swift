@@ -48,6 +48,16 @@ struct ServeCommand: ParsableCommand {
     name: .customLong("grace-period"), help: "Seconds calls in flight get to finish at shutdown.")
   var gracePeriod: Double = 10
 
+  @Option(
+    name: .customLong("poll-interval"),
+    help: "Seconds between scans of the model folder for new versions (0: never).")
+  var pollInterval: Double = 1
+
+  @Option(
+    name: .customLong("keep-versions"),
+    help: "Available versions kept loaded per model, besides labelled ones.")
+  var keepVersions: Int = 2
+
   @Option(name: .customLong("max-message-bytes"), help: "Largest request accepted, in bytes.")
   var maxMessageBytes: Int = 16 << 20
 
@@ -64,6 +74,10 @@ struct ServeCommand: ParsableCommand {
     if gracePeriod < 0 || !gracePeriod.isFinite {
       throw ValidationError("--grace-period must be a number of seconds >= 0")
     }
+    if pollInterval < 0 || !pollInterval.isFinite {
+      throw ValidationError("--poll-interval must be >= 0 seconds")
+    }
+    if keepVersions < 1 { throw ValidationError("--keep-versions must be at least 1") }
     if maxMessageBytes < 1024 { throw ValidationError("--max-message-bytes must be at least 1024") }
   }
 
@@ -82,6 +96,8 @@ struct ServeCommand: ParsableCommand {
     configuration.port = port
     configuration.threads = threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount)
     configuration.maxReceiveMessageBytes = maxMessageBytes
+    configuration.pollInterval = pollInterval
+    configuration.keepVersions = keepVersions
     if let dataRoot {
       var isDirectory: ObjCBool = false
       guard FileManager.default.fileExists(atPath: dataRoot, isDirectory: &isDirectory),
@@ -106,6 +122,7 @@ struct ServeCommand: ParsableCommand {
     }
 
     let server = RecServeServer(configuration: configuration)
+    server.registry.log = { log($0) }
     for failure in server.registry.loadAll() {
       log("warning: \(failure)")
     }

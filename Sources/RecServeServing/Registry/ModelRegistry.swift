@@ -11,27 +11,38 @@ public struct VersionRecord: Sendable {
   }
   public var version: Int64
   public var state: State
-  /// Why the version failed, in words.
+  /// Why the version failed or is not loaded, in words.
   public var reason: String
   public var served: ServedVersion?
 }
 
-/// One model: its versions and which one serves.
+/// One model: its versions, labels, and which version serves.
 public final class ModelEntry: @unchecked Sendable {
   public let name: String
   public let versions: [Int64: VersionRecord]
   public let labels: [String: Int64]
-  /// What a request naming neither version nor label gets.
+  public let canaryFraction: Float
+  /// What a request naming neither version nor label gets (outside the canary slice).
   public let serving: ServedVersion?
+  /// The version the canary slice of users gets, when a canary is set.
+  public let canary: ServedVersion?
 
-  init(name: String, versions: [Int64: VersionRecord], labels: [String: Int64]) {
+  init(name: String, versions: [Int64: VersionRecord], labels: ModelLabels) {
     self.name = name
     self.versions = versions
-    self.labels = labels
-    if let stable = labels["stable"], let served = versions[stable]?.served {
+    self.labels = labels.labels
+    self.canaryFraction = labels.canaryFraction
+    if let stable = labels.labels[LabelStore.stableLabel], let served = versions[stable]?.served {
       serving = served
     } else {
       serving = versions.keys.sorted(by: >).lazy.compactMap { versions[$0]?.served }.first
+    }
+    if labels.canaryFraction > 0, let version = labels.labels[LabelStore.canaryLabel],
+      let served = versions[version]?.served
+    {
+      canary = served
+    } else {
+      canary = nil
     }
   }
 }
@@ -44,75 +55,305 @@ public final class RegistrySnapshot: AtomicReference, @unchecked Sendable {
 
 /// The versioned model registry over `DIR/<name>/<version>/`.
 ///
-/// Readers take the current snapshot with one atomic load; writers build a new snapshot off the
-/// request path and publish it with one atomic store. A version that fails verification is
-/// recorded FAILED with its reason and never replaces one that serves.
+/// Requests take the current snapshot with one atomic load and keep the version they resolved
+/// until they finish; the registry builds new snapshots off the request path (polling the folder,
+/// admin calls, training) and publishes each with one atomic store. A version that fails
+/// verification is FAILED with its reason and never replaces one that serves; it is retried only
+/// by `reload()`. The latest `keepVersions` available versions and every labelled one stay
+/// loaded; older ones are UNLOADED, and their memory goes when their last request ends.
 public final class ModelRegistry: @unchecked Sendable {
   public let directory: String
+  public let keepVersions: Int
   private let current: ManagedAtomic<RegistrySnapshot>
-  private let writer = Mutex<Void>(())
 
-  public init(directory: String) {
+  /// State only the writer (under `writer`) touches.
+  private struct WriterState {
+    var records: [String: [Int64: VersionRecord]] = [:]
+    /// Versions an admin unloaded: not loaded again until `reload()`.
+    var unloaded: [String: Set<Int64>] = [:]
+    var labelErrors: Set<String> = []
+  }
+  private let writer = Mutex<WriterState>(WriterState())
+  private let pollStop = Atomic<Bool>(false)
+  private let pollDone = DispatchSemaphore(value: 0)
+  private var pollThread: Thread?
+  /// Receives one line per event worth telling an operator (a new version serving, a failure).
+  public var log: @Sendable (String) -> Void = { _ in }
+
+  public init(directory: String, keepVersions: Int = 2) {
     self.directory = directory
+    self.keepVersions = max(1, keepVersions)
     self.current = ManagedAtomic(RegistrySnapshot(models: [:]))
   }
 
   /// The current snapshot.
   public var snapshot: RegistrySnapshot { current.load(ordering: .acquiring) }
 
-  /// Scans the folder and loads the highest verifiable version of every model (plus labelled
-  /// ones). Returns one line per version that failed.
+  // MARK: refreshing
+
+  /// Scans the folder once and publishes what changed. Returns one line per version that failed
+  /// verification during this call.
   @discardableResult
   public func loadAll() -> [String] {
-    writer.withLock { _ in
-      var failures: [String] = []
-      var models: [String: ModelEntry] = [:]
-      let names = (try? ModelStore.modelNames(directory)) ?? []
-      let previous = current.load(ordering: .acquiring)
-      for name in names {
-        let versions = (try? ModelStore.versions(directory, name: name)) ?? []
-        if versions.isEmpty { continue }
-        let labels = LabelStore.read(
-          modelDirectory: ModelStore.modelDirectory(directory, name: name))
-        var records: [Int64: VersionRecord] = [:]
-        var wanted = Set(labels.values)
-        var loadedNewest = false
-        for version in versions.sorted(by: >) {
-          if let known = previous.models[name]?.versions[version], known.state == .available {
-            records[version] = known
-            if !loadedNewest { loadedNewest = true }
-            continue
-          }
-          if loadedNewest && !wanted.contains(version) {
-            records[version] = VersionRecord(
-              version: version, state: .unloaded, reason: "", served: nil)
-            continue
-          }
-          let path = ModelStore.versionDirectory(directory, name: name, version: version)
-          do {
-            let loaded = try ModelStore.load(versionDirectory: path)
-            records[version] = VersionRecord(
-              version: version, state: .available, reason: "",
-              served: ServedVersion(name: name, version: version, loaded: loaded))
-            loadedNewest = true
-          } catch {
-            let reason = "\(error)"
-            records[version] = VersionRecord(
-              version: version, state: .failed, reason: reason, served: nil)
-            failures.append("\(name) version \(version): \(reason)")
-          }
-          wanted.remove(version)
+    refresh(retry: false)
+  }
+
+  /// Scans the folder, retrying FAILED and admin-unloaded versions.
+  @discardableResult
+  public func reload() -> [String] {
+    refresh(retry: true)
+  }
+
+  /// Polls the folder every `interval` seconds on a thread of its own until `stopPolling()`.
+  public func startPolling(interval: Double) {
+    guard interval > 0, pollThread == nil else { return }
+    let thread = Thread { [self] in
+      while !pollStop.load(ordering: .relaxed) {
+        let deadline = Date().addingTimeInterval(interval)
+        while Date() < deadline && !pollStop.load(ordering: .relaxed) {
+          usleep(UInt32(min(0.05, max(0.001, interval / 10)) * 1e6))
         }
-        models[name] = ModelEntry(name: name, versions: records, labels: labels)
+        if pollStop.load(ordering: .relaxed) { break }
+        refresh(retry: false)
       }
-      current.store(RegistrySnapshot(models: models), ordering: .releasing)
+      pollDone.signal()
+    }
+    thread.name = "recserve-registry"
+    pollThread = thread
+    thread.start()
+  }
+
+  public func stopPolling() {
+    guard pollThread != nil else { return }
+    pollStop.store(true, ordering: .relaxed)
+    pollDone.wait()
+    pollThread = nil
+  }
+
+  private func refresh(retry: Bool) -> [String] {
+    writer.withLock { state in
+      var failures: [String] = []
+      if retry { state.unloaded.removeAll() }
+      let names = (try? ModelStore.modelNames(directory)) ?? []
+      for name in Set(state.records.keys).subtracting(names) { state.records[name] = nil }
+      for name in names {
+        failures += refreshModel(name, state: &state, retry: retry)
+      }
       return failures
     }
   }
 
-  /// The version a request names: its version, its label, or (neither) the serving one.
+  /// Brings one model's records in line with the disk and the policy, and publishes.
+  private func refreshModel(_ name: String, state: inout WriterState, retry: Bool) -> [String] {
+    var failures: [String] = []
+    let modelDirectory = ModelStore.modelDirectory(directory, name: name)
+    let onDisk = ((try? ModelStore.versions(directory, name: name)) ?? []).sorted(by: >)
+    let (labels, labelError) = LabelStore.read(modelDirectory: modelDirectory)
+    if let labelError, !state.labelErrors.contains(modelDirectory) {
+      state.labelErrors.insert(modelDirectory)
+      log("warning: \(labelError)")
+    } else if labelError == nil {
+      state.labelErrors.remove(modelDirectory)
+    }
+    var records = state.records[name] ?? [:]
+    for version in Set(records.keys).subtracting(onDisk) { records[version] = nil }
+    let labelled = Set(labels.labels.values)
+    let adminUnloaded = state.unloaded[name] ?? []
+    let before = ModelEntry(name: name, versions: records, labels: labels).serving?.version
+
+    var kept = 0
+    for version in onDisk {
+      let record = records[version]
+      if record?.state == .failed && !retry { continue }
+      let wanted =
+        (kept < keepVersions || labelled.contains(version)) && !adminUnloaded.contains(version)
+      if !wanted {
+        if record?.served != nil || record == nil || record?.state == .failed {
+          let reason =
+            adminUnloaded.contains(version)
+            ? "unloaded by an admin"
+            : "not among the latest \(keepVersions) versions and not labelled"
+          records[version] = VersionRecord(
+            version: version, state: .unloaded, reason: reason, served: nil)
+        }
+        continue
+      }
+      if record?.state == .available {
+        kept += 1
+        continue
+      }
+      // Load and verify off the request path; show LOADING meanwhile.
+      records[version] = VersionRecord(version: version, state: .loading, reason: "", served: nil)
+      publish(name: name, records: records, labels: labels, state: &state)
+      let path = ModelStore.versionDirectory(directory, name: name, version: version)
+      do {
+        let loaded = try ModelStore.load(versionDirectory: path)
+        let served = ServedVersion(name: name, version: version, loaded: loaded)
+        served.warm()
+        records[version] = VersionRecord(
+          version: version, state: .available, reason: "", served: served)
+        kept += 1
+      } catch {
+        let reason = "\(error)"
+        records[version] = VersionRecord(
+          version: version, state: .failed, reason: reason, served: nil)
+        failures.append("\(name) version \(version): \(reason)")
+        log("version \(version) of '\(name)' FAILED verification and will not serve: \(reason)")
+      }
+    }
+    publish(name: name, records: records, labels: labels, state: &state)
+    let after = snapshot.models[name]?.serving?.version
+    if after != before, let after {
+      log("model '\(name)' now serves version \(after)")
+    }
+    return failures
+  }
+
+  private func publish(
+    name: String, records: [Int64: VersionRecord], labels: ModelLabels, state: inout WriterState
+  ) {
+    state.records[name] = records
+    var models: [String: ModelEntry] = [:]
+    let previous = current.load(ordering: .acquiring)
+    for (other, entry) in previous.models where other != name && state.records[other] != nil {
+      models[other] = entry
+    }
+    if !records.isEmpty {
+      models[name] = ModelEntry(name: name, versions: records, labels: labels)
+    }
+    current.store(RegistrySnapshot(models: models), ordering: .releasing)
+  }
+
+  // MARK: admin
+
+  /// Points `label` at `version` (0 removes the label); with the label `canary`, also sets the
+  /// fraction of users it serves. A version not loaded is loaded and verified first.
+  public func setLabel(name: String, label: String, version: Int64, canaryFraction: Float?) throws
+    -> ModelEntry
+  {
+    if name.isEmpty { throw RPCError.invalidArgument("name is empty: name the model") }
+    guard LabelStore.isValidLabel(label) else {
+      throw RPCError.invalidArgument(
+        "label '\(label)' is not valid: use 1-64 letters, digits, '.', '_' or '-'")
+    }
+    if version < 0 {
+      throw RPCError.invalidArgument(
+        "version must be positive (or 0 to remove the label), got \(version)")
+    }
+    if let canaryFraction {
+      guard label == LabelStore.canaryLabel else {
+        throw RPCError.invalidArgument("canary_fraction applies to the label 'canary' only")
+      }
+      guard canaryFraction.isFinite, (0...1).contains(canaryFraction) else {
+        throw RPCError.invalidArgument(
+          "canary_fraction must be between 0 and 1, got \(canaryFraction)")
+      }
+    }
+    return try writer.withLock { state -> ModelEntry in
+      let modelDirectory = ModelStore.modelDirectory(directory, name: name)
+      let onDisk = (try? ModelStore.versions(directory, name: name)) ?? []
+      guard state.records[name] != nil || !onDisk.isEmpty else {
+        throw RPCError.notFound("model '\(name)' not found")
+      }
+      var (labels, _) = LabelStore.read(modelDirectory: modelDirectory)
+      if version == 0 {
+        guard labels.labels.removeValue(forKey: label) != nil else {
+          throw RPCError.notFound("model '\(name)' has no label '\(label)'")
+        }
+        if label == LabelStore.canaryLabel { labels.canaryFraction = 0 }
+      } else {
+        guard onDisk.contains(version) else {
+          throw RPCError.notFound(
+            "model '\(name)' has no version \(version) (versions: \(onDisk.map(String.init).joined(separator: ", ")))"
+          )
+        }
+        var records = state.records[name] ?? [:]
+        if records[version]?.state == .failed {
+          throw RPCError.failedPrecondition(
+            "version \(version) of '\(name)' failed verification and cannot serve: \(records[version]!.reason)"
+          )
+        }
+        if records[version]?.served == nil {
+          let path = ModelStore.versionDirectory(directory, name: name, version: version)
+          do {
+            let loaded = try ModelStore.load(versionDirectory: path)
+            let served = ServedVersion(name: name, version: version, loaded: loaded)
+            served.warm()
+            records[version] = VersionRecord(
+              version: version, state: .available, reason: "", served: served)
+            state.records[name] = records
+          } catch {
+            records[version] = VersionRecord(
+              version: version, state: .failed, reason: "\(error)", served: nil)
+            state.records[name] = records
+            throw RPCError.failedPrecondition(
+              "version \(version) of '\(name)' failed verification: \(error)")
+          }
+        }
+        labels.labels[label] = version
+        state.unloaded[name]?.remove(version)
+        if label == LabelStore.canaryLabel {
+          if let canaryFraction { labels.canaryFraction = canaryFraction }
+        }
+      }
+      do {
+        try LabelStore.write(labels, modelDirectory: modelDirectory)
+      } catch {
+        throw RPCError.internal("\(error)")
+      }
+      _ = refreshModel(name, state: &state, retry: false)
+      log(
+        "label '\(label)' of '\(name)' \(version == 0 ? "removed" : "now points to version \(version)")"
+      )
+      guard let entry = snapshot.models[name] else {
+        throw RPCError.notFound("model '\(name)' not found")
+      }
+      return entry
+    }
+  }
+
+  /// Unloads a version until `reload()`. Refused for a labelled version and for the last one
+  /// that can serve.
+  public func unload(name: String, version: Int64) throws -> ModelEntry {
+    if name.isEmpty { throw RPCError.invalidArgument("name is empty: name the model") }
+    return try writer.withLock { state -> ModelEntry in
+      guard let records = state.records[name] else {
+        throw RPCError.notFound("model '\(name)' not found")
+      }
+      guard let record = records[version] else {
+        throw RPCError.notFound("model '\(name)' has no version \(version)")
+      }
+      let (labels, _) = LabelStore.read(
+        modelDirectory: ModelStore.modelDirectory(directory, name: name))
+      if let label = labels.labels.first(where: { $0.value == version })?.key {
+        throw RPCError.failedPrecondition(
+          "version \(version) of '\(name)' is labelled '\(label)': move or remove the label first")
+      }
+      if record.served != nil
+        && !records.values.contains(where: { $0.version != version && $0.served != nil })
+      {
+        throw RPCError.failedPrecondition(
+          "version \(version) is the only version of '\(name)' that can serve; publish or load another first"
+        )
+      }
+      state.unloaded[name, default: []].insert(version)
+      _ = refreshModel(name, state: &state, retry: false)
+      log("version \(version) of '\(name)' unloaded by an admin")
+      guard let entry = snapshot.models[name] else {
+        throw RPCError.notFound("model '\(name)' not found")
+      }
+      return entry
+    }
+  }
+
+  // MARK: requests
+
+  /// The version a request names: its version, its label, or (neither) the canary for users in
+  /// the canary slice, else the serving one. `userKey` is the id the canary split hashes.
   @inline(__always)
-  public func resolve(name: String, version: Int64?, label: String?) throws -> ServedVersion {
+  public func resolve(name: String, version: Int64?, label: String?, userKey: String = "") throws
+    -> ServedVersion
+  {
     if name.isEmpty {
       throw RPCError.invalidArgument("model.name is empty: name the model to use")
     }
@@ -133,8 +374,12 @@ public final class ModelRegistry: @unchecked Sendable {
           "model '\(name)' has no version \(version) (versions: \(Self.describe(entry)))")
       }
       guard let served = record.served else {
-        let why =
-          record.state == .failed ? "it failed verification: \(record.reason)" : "it is not loaded"
+        let why: String
+        switch record.state {
+        case .failed: why = "it failed verification: \(record.reason)"
+        case .loading: why = "it is still loading"
+        default: why = "it is not loaded (\(record.reason))"
+        }
         throw RPCError.notFound("model '\(name)' version \(version) cannot serve: \(why)")
       }
       return served
@@ -153,11 +398,28 @@ public final class ModelRegistry: @unchecked Sendable {
       }
       return served
     }
+    if let canary = entry.canary, !userKey.isEmpty, Self.bucket(userKey) < entry.canaryFraction {
+      return canary
+    }
     guard let served = entry.serving else {
       throw RPCError.notFound(
         "model '\(name)' has no version that can serve (versions: \(Self.describe(entry)))")
     }
     return served
+  }
+
+  /// A stable position in [0, 1) for a user id: FNV-1a, then a 64-bit finalizer.
+  @inline(__always)
+  static func bucket(_ key: String) -> Float {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in key.utf8 {
+      hash ^= UInt64(byte)
+      hash = hash &* 0x0000_0100_0000_01B3
+    }
+    hash ^= hash >> 33
+    hash = hash &* 0xff51_afd7_ed55_8ccd
+    hash ^= hash >> 33
+    return Float(hash >> 40) / Float(1 << 24)
   }
 
   static func describe(_ entry: ModelEntry) -> String {

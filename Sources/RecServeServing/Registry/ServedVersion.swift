@@ -34,4 +34,14 @@ public final class ServedVersion: @unchecked Sendable {
     self.itemNorms = norms
     self.logPopularity = logPopularity
   }
+
+  /// Runs one request's worth of scoring so the first real request finds code and memory hot.
+  func warm() {
+    let model = self.model
+    guard model.userCount > 0, model.itemCount > 0 else { return }
+    let scores = UnsafeMutablePointer<Float>.allocate(capacity: model.itemCount)
+    defer { scores.deallocate() }
+    model.scoreAll(user: 0, into: scores)
+    _ = model.predict(user: 0, item: 0)
+  }
 }

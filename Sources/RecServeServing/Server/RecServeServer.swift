@@ -15,6 +15,10 @@ public final class RecServeServer: @unchecked Sendable {
     /// When set, ModelAdmin and Train need `authorization: Bearer <token>`.
     public var adminToken: String?
     public var maxReceiveMessageBytes = 16 << 20
+    /// Seconds between scans of the model folder for new versions (0: no polling).
+    public var pollInterval = 1.0
+    /// Available versions kept loaded per model, besides labelled ones.
+    public var keepVersions = 2
 
     public init(modelsDirectory: String) {
       self.modelsDirectory = modelsDirectory
@@ -32,7 +36,8 @@ public final class RecServeServer: @unchecked Sendable {
 
   public init(configuration: Configuration) {
     self.configuration = configuration
-    registry = ModelRegistry(directory: configuration.modelsDirectory)
+    registry = ModelRegistry(
+      directory: configuration.modelsDirectory, keepVersions: configuration.keepVersions)
     rpc = RPCServer(
       configuration: .init(
         host: configuration.host, port: configuration.port, threads: configuration.threads,
@@ -49,10 +54,13 @@ public final class RecServeServer: @unchecked Sendable {
   /// Loads the models and starts listening; returns the bound port.
   @discardableResult
   public func start() throws -> Int {
-    try rpc.start()
+    let port = try rpc.start()
+    registry.startPolling(interval: configuration.pollInterval)
+    return port
   }
 
   public func shutdown(gracePeriod: Double = 10) {
+    registry.stopPolling()
     rpc.shutdown(gracePeriod: gracePeriod)
   }
 
@@ -95,25 +103,29 @@ public final class RecServeServer: @unchecked Sendable {
 
     rpc.register(
       "/recserve.v1.ModelAdmin/ListModels",
-      Self.unary { (request: Recserve_V1_ListModelsRequest, context) in
-        try authorize(context)
-        return try admin.listModels(request)
+      Self.unary(authorize: authorize) { (request: Recserve_V1_ListModelsRequest, _) in
+        try admin.listModels(request)
       })
     rpc.register(
       "/recserve.v1.ModelAdmin/GetModelStatus",
-      Self.unary { (request: Recserve_V1_GetModelStatusRequest, context) in
-        try authorize(context)
-        return try admin.getModelStatus(request)
+      Self.unary(authorize: authorize) { (request: Recserve_V1_GetModelStatusRequest, _) in
+        try admin.getModelStatus(request)
       })
-    for method in ["SetLabel", "UnloadVersion", "ReloadRepository"] {
-      rpc.register(
-        "/recserve.v1.ModelAdmin/\(method)",
-        .unary { context, _ in
-          try authorize(context)
-          throw RPCError.unimplemented(
-            "ModelAdmin.\(method) is not available yet in this version of RecServe")
-        })
-    }
+    rpc.register(
+      "/recserve.v1.ModelAdmin/SetLabel",
+      Self.unary(authorize: authorize) { (request: Recserve_V1_SetLabelRequest, _) in
+        try admin.setLabel(request)
+      })
+    rpc.register(
+      "/recserve.v1.ModelAdmin/UnloadVersion",
+      Self.unary(authorize: authorize) { (request: Recserve_V1_UnloadVersionRequest, _) in
+        try admin.unloadVersion(request)
+      })
+    rpc.register(
+      "/recserve.v1.ModelAdmin/ReloadRepository",
+      Self.unary(authorize: authorize) { (request: Recserve_V1_ReloadRepositoryRequest, _) in
+        try admin.reloadRepository(request)
+      })
 
     rpc.register(
       "/grpc.health.v1.Health/Check",
@@ -174,9 +186,11 @@ public final class RecServeServer: @unchecked Sendable {
   }
 
   static func unary<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+    authorize: (@Sendable (ServerContext) throws -> Void)? = nil,
     _ body: @escaping @Sendable (Request, ServerContext) throws -> Response
   ) -> MethodHandler {
     .unary { context, bytes in
+      try authorize?(context)
       let request = try decode(Request.self, bytes)
       let response = try body(request, context)
       return try response.serializedBytes()

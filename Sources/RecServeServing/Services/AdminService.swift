@@ -3,8 +3,8 @@ import RecServeModels
 import RecServeProto
 import RecServeRPC
 
-/// `recserve.v1.ModelAdmin`: what the registry holds. Label changes, unloading and reloading
-/// arrive with hot swap (issue 3); until then they answer UNIMPLEMENTED.
+/// `recserve.v1.ModelAdmin`: inspect the registry, move labels (promote, roll back, canary),
+/// unload versions and re-scan the model folder.
 public final class AdminService: @unchecked Sendable {
   let registry: ModelRegistry
 
@@ -36,11 +36,48 @@ public final class AdminService: @unchecked Sendable {
     return response
   }
 
+  public func setLabel(_ request: Recserve_V1_SetLabelRequest) throws
+    -> Recserve_V1_SetLabelResponse
+  {
+    let entry = try registry.setLabel(
+      name: request.name, label: request.label, version: request.version,
+      canaryFraction: request.hasCanaryFraction ? request.canaryFraction : nil)
+    var response = Recserve_V1_SetLabelResponse()
+    response.status = Self.status(of: entry)
+    return response
+  }
+
+  public func unloadVersion(_ request: Recserve_V1_UnloadVersionRequest) throws
+    -> Recserve_V1_UnloadVersionResponse
+  {
+    if request.version <= 0 {
+      throw RPCError.invalidArgument("version must be a positive integer, got \(request.version)")
+    }
+    let entry = try registry.unload(name: request.name, version: request.version)
+    var response = Recserve_V1_UnloadVersionResponse()
+    response.status = Self.status(of: entry)
+    return response
+  }
+
+  public func reloadRepository(_ request: Recserve_V1_ReloadRepositoryRequest) throws
+    -> Recserve_V1_ReloadRepositoryResponse
+  {
+    registry.reload()
+    var response = Recserve_V1_ReloadRepositoryResponse()
+    let snapshot = registry.snapshot
+    response.models = snapshot.models.keys.sorted().map { Self.status(of: snapshot.models[$0]!) }
+    return response
+  }
+
   static func status(of entry: ModelEntry) -> Recserve_V1_ModelStatus {
     var status = Recserve_V1_ModelStatus()
     status.name = entry.name
     status.servingVersion = entry.serving?.version ?? 0
     status.labels = entry.labels
+    if entry.labels[LabelStore.canaryLabel] != nil {
+      status.canaryLabel = LabelStore.canaryLabel
+      status.canaryFraction = entry.canaryFraction
+    }
     for version in entry.versions.keys.sorted() {
       let record = entry.versions[version]!
       var item = Recserve_V1_VersionStatus()

@@ -20,7 +20,8 @@ public final class RecommenderService: @unchecked Sendable {
   // MARK: Predict
 
   public func predict(_ request: Recserve_V1_PredictRequest) throws -> Recserve_V1_PredictResponse {
-    let served = try resolve(request.model, hasModel: request.hasModel)
+    let served = try resolve(
+      request.model, hasModel: request.hasModel, userKey: request.pairs.first?.userID ?? "")
     let pairs = request.pairs
     if pairs.isEmpty {
       throw RPCError.invalidArgument("pairs is empty: give at least one (user_id, item_id) pair")
@@ -49,7 +50,7 @@ public final class RecommenderService: @unchecked Sendable {
   // MARK: Rank
 
   public func rank(_ request: Recserve_V1_RankRequest) throws -> Recserve_V1_RankResponse {
-    let served = try resolve(request.model, hasModel: request.hasModel)
+    let served = try resolve(request.model, hasModel: request.hasModel, userKey: request.userID)
     let k = try Self.validateK(request.k, field: "k")
     if request.diversity.isNaN || request.diversity < 0 || request.diversity > 1 {
       throw RPCError.invalidArgument("diversity must be between 0 and 1, got \(request.diversity)")
@@ -207,7 +208,9 @@ public final class RecommenderService: @unchecked Sendable {
   // MARK: helpers
 
   @inline(__always)
-  func resolve(_ spec: Recserve_V1_ModelSpec, hasModel: Bool) throws -> ServedVersion {
+  func resolve(_ spec: Recserve_V1_ModelSpec, hasModel: Bool, userKey: String = "") throws
+    -> ServedVersion
+  {
     if !hasModel || spec.name.isEmpty {
       throw RPCError.invalidArgument("model.name is empty: name the model to use")
     }
@@ -218,7 +221,7 @@ public final class RecommenderService: @unchecked Sendable {
       if label.isEmpty { throw RPCError.invalidArgument("model.label is empty") }
       return try registry.resolve(name: spec.name, version: nil, label: label)
     case nil:
-      return try registry.resolve(name: spec.name, version: nil, label: nil)
+      return try registry.resolve(name: spec.name, version: nil, label: nil, userKey: userKey)
     }
   }
 

@@ -48,6 +48,21 @@ public final class TrainService: @unchecked Sendable {
       throw RPCError.invalidArgument("\(error)")
     }
     let holdout = request.hasHoldout ? Double(request.holdout) : 0.1
+    let promoteMetric = request.promoteMetric.isEmpty ? "rmse" : request.promoteMetric.lowercased()
+    if request.promote {
+      guard ["rmse", "mae"].contains(promoteMetric) else {
+        throw RPCError.invalidArgument(
+          "promote_metric must be rmse or mae for kind mf, got '\(request.promoteMetric)'")
+      }
+      guard request.promoteTolerance.isFinite, request.promoteTolerance >= 0 else {
+        throw RPCError.invalidArgument(
+          "promote_tolerance must be a finite number >= 0, got \(request.promoteTolerance)")
+      }
+      guard holdout > 0 else {
+        throw RPCError.invalidArgument(
+          "promote compares versions on held-out data: holdout must be above 0")
+      }
+    }
 
     let acquired = running.withLock { names in names.insert(request.name).inserted }
     guard acquired else {
@@ -96,6 +111,15 @@ public final class TrainService: @unchecked Sendable {
       throw RPCError.internal("training failed: \(error)")
     }
     registry.loadAll()
+    var promoted = false
+    var decision = ""
+    if request.promote {
+      (promoted, decision) = try promote(
+        name: request.name, version: result.version, metric: promoteMetric,
+        tolerance: Double(request.promoteTolerance), data: data, holdout: holdout,
+        seed: config.seed,
+        newValue: result.metrics[promoteMetric] ?? .infinity)
+    }
     var final = Recserve_V1_TrainProgress()
     final.epoch = Int32(config.epochs)
     final.totalEpochs = Int32(config.epochs)
@@ -110,6 +134,45 @@ public final class TrainService: @unchecked Sendable {
     }
     final.message = text
     try writer.send(try final.serializedBytes())
+  }
+
+  /// Moves `stable` to the new version when it is not worse than the current stable one on the
+  /// same held-out rows (lower is better for rmse and mae).
+  private func promote(
+    name: String, version: Int64, metric: String, tolerance: Double, data: Interactions,
+    holdout: Double,
+    seed: UInt64, newValue: Double
+  ) throws -> (Bool, String) {
+    let (_, test) = data.randomSplit(holdout: holdout, seed: seed)
+    let entry = registry.snapshot.models[name]
+    guard let stableVersion = entry?.labels[LabelStore.stableLabel], stableVersion != version else {
+      _ = try registry.setLabel(
+        name: name, label: LabelStore.stableLabel, version: version, canaryFraction: nil)
+      return (true, "no stable version to compare with: version \(version) is now stable")
+    }
+    let stable: ServedVersion
+    do {
+      stable = try registry.resolve(name: name, version: stableVersion, label: nil)
+    } catch {
+      _ = try registry.setLabel(
+        name: name, label: LabelStore.stableLabel, version: version, canaryFraction: nil)
+      return (
+        true,
+        "stable version \(stableVersion) cannot serve (\(error)): version \(version) is now stable"
+      )
+    }
+    let evaluation = RatingMetrics.evaluate(model: stable.model, on: test)
+    let stableValue = metric == "mae" ? evaluation.mae : evaluation.rmse
+    let comparison = String(
+      format:
+        "compared %@ on %d held-out ratings: new version %lld %.4f vs stable version %lld %.4f (tolerance %.4f)",
+      metric, test.count, version, newValue, stableVersion, stableValue, tolerance)
+    if newValue <= stableValue + tolerance {
+      _ = try registry.setLabel(
+        name: name, label: LabelStore.stableLabel, version: version, canaryFraction: nil)
+      return (true, comparison + ": promoted, version \(version) is now stable")
+    }
+    return (false, comparison + ": not promoted, stable stays at version \(stableVersion)")
   }
 
   private func send(_ writer: ServerStreamWriter, message: String) throws {
