@@ -108,6 +108,7 @@ public final class ModelRegistry: @unchecked Sendable {
   public func startPolling(interval: Double) {
     guard interval > 0, pollThread == nil else { return }
     let thread = Thread { [self] in
+      BackgroundPriority.lowerCurrentThread()
       while !pollStop.load(ordering: .relaxed) {
         let deadline = Date().addingTimeInterval(interval)
         while Date() < deadline && !pollStop.load(ordering: .relaxed) {
@@ -432,5 +433,16 @@ public final class ModelRegistry: @unchecked Sendable {
       case .unloaded: return "\(version) UNLOADED"
       }
     }.joined(separator: ", ")
+  }
+}
+
+/// Lowers the calling thread's CPU priority (nice 10), so verifying, loading or training on it
+/// yields to the threads that answer requests.
+public enum BackgroundPriority {
+  public static func lowerCurrentThread() {
+    #if os(Linux)
+      // On Linux the nice value is per thread, and `who` 0 names the calling thread.
+      _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
+    #endif
   }
 }

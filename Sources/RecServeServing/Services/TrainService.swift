@@ -72,6 +72,7 @@ public final class TrainService: @unchecked Sendable {
     }
     defer { _ = running.withLock { names in names.remove(request.name) } }
 
+    BackgroundPriority.lowerCurrentThread()
     let data = try loadData(request)
     try send(
       writer,
