@@ -198,3 +198,86 @@ func rpcError(_ body: () throws -> Void) -> RPCError? {
     #expect(ConstantTime.equal([], []))
   }
 }
+
+@Suite struct RolloutTests {
+  /// Publishes `count` more versions of `m` (trained with different seeds).
+  func publish(_ folder: ModelFolder, count: Int) throws {
+    for seed in 0..<count {
+      _ = try trainAndPublishMF(
+        data: folder.data, config: MFConfig(dim: 8, epochs: 3, seed: UInt64(10 + seed)),
+        holdout: 0.1,
+        modelsDirectory: folder.path, name: "m")
+    }
+  }
+
+  @Test func keepsTheLatestNAndLabelledVersionsLoaded() throws {
+    let folder = try ModelFolder()
+    try publish(folder, count: 3)  // versions 1...4
+    let registry = ModelRegistry(directory: folder.path, keepVersions: 2)
+    registry.loadAll()
+    var entry = registry.snapshot.models["m"]!
+    #expect(entry.serving?.version == 4)
+    #expect(entry.versions[4]?.state == .available && entry.versions[3]?.state == .available)
+    #expect(entry.versions[2]?.state == .unloaded && entry.versions[1]?.state == .unloaded)
+
+    // Roll back to an unloaded version: it is loaded, labelled, and serves at once.
+    entry = try registry.setLabel(name: "m", label: "stable", version: 1, canaryFraction: nil)
+    #expect(entry.serving?.version == 1)
+    #expect(entry.versions[1]?.state == .available)
+    #expect(try registry.resolve(name: "m", version: nil, label: nil).version == 1)
+    // The label survives a new registry (a restart).
+    let restarted = ModelRegistry(directory: folder.path, keepVersions: 2)
+    restarted.loadAll()
+    #expect(try restarted.resolve(name: "m", version: nil, label: nil).version == 1)
+
+    // A labelled version cannot be unloaded; an unlabelled one can, until reload.
+    #expect(
+      rpcError { _ = try registry.unload(name: "m", version: 1) }?.code == .failedPrecondition)
+    entry = try registry.unload(name: "m", version: 3)
+    #expect(entry.versions[3]?.state == .unloaded)
+    registry.loadAll()
+    #expect(registry.snapshot.models["m"]!.versions[3]?.state == .unloaded)
+    registry.reload()
+    #expect(registry.snapshot.models["m"]!.versions[3]?.state == .available)
+
+    // Removing the label returns to the highest version.
+    entry = try registry.setLabel(name: "m", label: "stable", version: 0, canaryFraction: nil)
+    #expect(entry.serving?.version == 4)
+  }
+
+  @Test func canarySplitsUsersStickilyByFraction() throws {
+    let folder = try ModelFolder()
+    try publish(folder, count: 1)  // versions 1, 2
+    let registry = ModelRegistry(directory: folder.path)
+    registry.loadAll()
+    _ = try registry.setLabel(name: "m", label: "stable", version: 1, canaryFraction: nil)
+    _ = try registry.setLabel(name: "m", label: "canary", version: 2, canaryFraction: 0.1)
+    var canary = 0
+    for user in 0..<10_000 {
+      let first = try registry.resolve(name: "m", version: nil, label: nil, userKey: "user-\(user)")
+        .version
+      let second = try registry.resolve(
+        name: "m", version: nil, label: nil, userKey: "user-\(user)"
+      ).version
+      #expect(first == second)
+      if first == 2 { canary += 1 }
+    }
+    #expect((800...1200).contains(canary), "\(canary) of 10000 users on the canary")
+    let bad = rpcError {
+      _ = try registry.setLabel(name: "m", label: "canary", version: 2, canaryFraction: 1.5)
+    }
+    #expect(bad?.code == .invalidArgument)
+    let wrongLabel = rpcError {
+      _ = try registry.setLabel(name: "m", label: "stable", version: 2, canaryFraction: 0.5)
+    }
+    #expect(wrongLabel?.code == .invalidArgument)
+    let badName = rpcError {
+      _ = try registry.setLabel(name: "m", label: "no spaces", version: 2, canaryFraction: nil)
+    }
+    #expect(badName?.code == .invalidArgument)
+    let missing = rpcError {
+      _ = try registry.setLabel(name: "m", label: "x", version: 99, canaryFraction: nil)
+    }
+    #expect(missing?.code == .notFound)
+  }
+}
