@@ -95,6 +95,14 @@ struct LoadCommand: ParsableCommand {
   }
 
   func run() throws {
+    do {
+      try execute()
+    } catch let error as CLIError {
+      throw CLI.failure(error)
+    }
+  }
+
+  private func execute() throws {
     let userIds = try ids(file: usersFile, prefix: "u", count: users)
     let itemIds = try ids(file: itemsFile, prefix: "i", count: items)
     let requests = try makeRequests(userIds: userIds, itemIds: itemIds, count: 4096)
@@ -179,6 +187,7 @@ struct LoadCommand: ParsableCommand {
       }
     }
     if total == 0 { throw CLIError("no call completed: is a server listening on \(target)?") }
+    if ok == 0 { throw CLIError("no call to \(target) succeeded (see the status codes above)") }
   }
 
   private func ids(file: String?, prefix: String, count: Int) throws -> [String] {

@@ -82,6 +82,14 @@ struct ServeCommand: ParsableCommand {
   }
 
   func run() throws {
+    do {
+      try execute()
+    } catch let error as CLIError {
+      throw CLI.failure(error)
+    }
+  }
+
+  private func execute() throws {
     setvbuf(stdout, nil, _IOLBF, 0)
     // Requests run on the server's own threads: one BLAS thread each keeps OpenBLAS's idle
     // workers from spinning against them.
