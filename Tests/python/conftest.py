@@ -61,12 +61,20 @@ def run_cli(*args, check=True, timeout=300):
 class Server:
     """A `recserve serve` process on a free port."""
 
-    def __init__(self, models: pathlib.Path, *extra: str, threads: int = 2):
+    def __init__(self, models: pathlib.Path, *extra: str, threads: int = 2, log: pathlib.Path | None = None):
+        """`extra` goes to `recserve serve`. With `log`, the server's stderr is appended to that file
+        (read it with `log_text()`) instead of a pipe nobody drains while the server runs."""
         self.models = models
-        self.process = subprocess.Popen(
-            [binary(), "serve", "--models", str(models), "--port", "0", "--threads", str(threads), *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
+        self.log = log
+        stderr = open(log, "ab") if log is not None else subprocess.PIPE
+        try:
+            self.process = subprocess.Popen(
+                [binary(), "serve", "--models", str(models), "--port", "0", "--threads", str(threads), *extra],
+                stdout=subprocess.PIPE, stderr=stderr, text=True,
+            )
+        finally:
+            if log is not None:
+                stderr.close()
         self.port = self._wait_for_listening()
         self.target = f"127.0.0.1:{self.port}"
 
@@ -80,9 +88,15 @@ class Server:
                 if match:
                     return int(match.group(2))
             if self.process.poll() is not None:
-                raise RuntimeError(f"recserve serve exited with {self.process.returncode}:\n{self.process.stderr.read()}")
+                raise RuntimeError(f"recserve serve exited with {self.process.returncode}:\n{self.log_text()}")
         self.process.kill()
         raise RuntimeError("recserve serve did not print 'listening on' in time")
+
+    def log_text(self) -> str:
+        """The server's stderr: so far when it logs to a file, everything once stopped when piped."""
+        if self.log is not None:
+            return pathlib.Path(self.log).read_text(errors="replace")
+        return self.process.stderr.read() if self.process.poll() is not None else ""
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -117,3 +131,15 @@ def server(dataset):
     yield server
     code = server.stop()
     assert code == 0, f"server exited with {code}: {server.process.stderr.read()}"
+
+
+@pytest.fixture(scope="session")
+def versions(dataset, tmp_path_factory):
+    """Three versions of 'movies' trained on the session's data with different seeds and
+    `--holdout 0` (so every version knows the same users), in a staging folder no server watches.
+    Tests copy them into their own model folders."""
+    staging = tmp_path_factory.mktemp("staged-versions")
+    for seed in (101, 102, 103):
+        run_cli("train", "--data", dataset["data"], "--kind", "mf", "--name", "movies", "--models", staging,
+                "--dim", 8, "--epochs", 8, "--seed", seed, "--holdout", 0)
+    return [staging / "movies" / str(v) for v in (1, 2, 3)]

@@ -1,0 +1,442 @@
+import Dispatch
+
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
+/// What `RankingEvaluator.evaluate` computes and how.
+public struct RankingEvaluationConfig: Sendable, Equatable {
+  /// Cutoffs, each ≥ 1 (duplicates are ignored; reported in ascending order).
+  public var ks: [Int]
+  /// Full ranking: every item not in the user's training history is a candidate.
+  public var fullRanking: Bool
+  /// Sampled protocol (SASRec): each held-out item against `sampledNegatives` items the user
+  /// never interacted with, drawn uniformly without replacement (seeded).
+  public var sampled: Bool
+  public var sampledNegatives: Int
+  /// Seed for the negative samples; each user draws from its own stream, so results do not
+  /// depend on `threads`.
+  public var seed: UInt64
+  /// Worker threads over users (results are identical for any count).
+  public var threads: Int
+  /// Only test rows rated at least this count as relevant (nil: every test row).
+  public var relevanceThreshold: Float?
+
+  public init(
+    ks: [Int] = [10], fullRanking: Bool = true, sampled: Bool = false,
+    sampledNegatives: Int = 100, seed: UInt64 = 42, threads: Int = 2,
+    relevanceThreshold: Float? = nil
+  ) {
+    self.ks = ks
+    self.fullRanking = fullRanking
+    self.sampled = sampled
+    self.sampledNegatives = sampledNegatives
+    self.seed = seed
+    self.threads = threads
+    self.relevanceThreshold = relevanceThreshold
+  }
+}
+
+/// Sampled-protocol accuracy at one cutoff (the rank is that of the held-out item among itself
+/// and the sampled negatives).
+public struct SampledScores: Sendable, Equatable {
+  /// Fraction of held-out items ranked within K (per user mean, then mean over users).
+  public var hit: Double
+  /// 1 / log2(rank + 1) within K, else 0.
+  public var ndcg: Double
+}
+
+/// Ranking evaluation of a model on held-out data; metric values are means over evaluated users.
+public struct RankingEvaluation: Sendable, Equatable {
+  public var ks: [Int]
+  /// Full-ranking accuracy by cutoff (empty when full ranking was not asked for or no user
+  /// could be evaluated).
+  public var full: [Int: RankingScores]
+  /// Distinct items in all top-K lists / the model's catalogue size.
+  public var coverage: [Int: Double]
+  /// Mean over users of the mean self-information of their top-K items (bits; see
+  /// `RankingMetrics.selfInformation`).
+  public var novelty: [Int: Double]
+  /// Mean over users (with at least two recommended items) of the mean pairwise 1 − cosine of
+  /// the item embeddings in their top-K list.
+  public var diversity: [Int: Double]
+  /// Sampled-protocol accuracy by cutoff.
+  public var sampled: [Int: SampledScores]
+  /// Sampled-protocol mean reciprocal rank (no cutoff, as in the SASRec paper).
+  public var sampledMRR: Double?
+  /// Users evaluated (known to the model, with at least one relevant held-out item).
+  public var users: Int
+  /// Distinct test users the model has never seen (skipped).
+  public var unknownUsers: Int
+  /// Known test users left with no relevant item once unknown or already-seen items are
+  /// dropped (or none rated above the threshold); skipped.
+  public var usersWithoutTestItems: Int
+  /// Relevant test rows whose item the model does not know (dropped: it cannot be ranked).
+  public var unknownTestItems: Int
+  /// Relevant test rows whose item is already in the user's training history (dropped: full
+  /// ranking never recommends a seen item).
+  public var seenTestItems: Int
+  /// Held-out (user, item) pairs ranked in the sampled protocol.
+  public var sampledPairs: Int
+
+  /// Lowercase metric names with `@k`: hr, precision, recall, f1, ndcg, mrr, map, coverage,
+  /// novelty, ild (full ranking); sampled_hr, sampled_ndcg and sampled_mrr (sampled).
+  public var metrics: [String: Double] {
+    var m = [String: Double]()
+    for k in ks {
+      if let s = full[k] { m.merge(s.metrics(k: k)) { a, _ in a } }
+      if let c = coverage[k] { m["coverage@\(k)"] = c }
+      if let n = novelty[k] { m["novelty@\(k)"] = n }
+      if let d = diversity[k] { m["ild@\(k)"] = d }
+      if let s = sampled[k] {
+        m["sampled_hr@\(k)"] = s.hit
+        m["sampled_ndcg@\(k)"] = s.ndcg
+      }
+    }
+    if let r = sampledMRR { m["sampled_mrr"] = r }
+    return m
+  }
+
+  /// The counts behind the metrics, for reports.
+  public var counts: [String: Int] {
+    [
+      "users": users, "unknown_users": unknownUsers,
+      "users_without_test_items": usersWithoutTestItems,
+      "unknown_test_items": unknownTestItems, "seen_test_items": seenTestItems,
+      "sampled_pairs": sampledPairs,
+    ]
+  }
+}
+
+public enum RankingEvaluator {
+  /// Ranks items for every test user the model knows and scores the lists against the user's
+  /// held-out items.
+  ///
+  /// - Users and items are matched to the model by external id. A test user unknown to the
+  ///   model is skipped and counted; a relevant test item unknown to the model, or already in
+  ///   the user's training history, is dropped and counted; a user left with no relevant item
+  ///   is skipped and counted.
+  /// - The training history ("seen" items, never recommended in full ranking and never sampled
+  ///   as negatives) is `train`'s rows when given, else the model's own `seenItems`.
+  /// - Full ranking: `model.scoreAll` into a scratch buffer, then `TopK.select` of the largest
+  ///   K, skipping seen items (ties: lower item index first).
+  /// - Sampled: negatives are items the user has neither in the history nor anywhere in `test`.
+  public static func evaluate(
+    model: any RecommendationModel, train: Interactions?, test: Interactions,
+    config: RankingEvaluationConfig = RankingEvaluationConfig()
+  ) -> RankingEvaluation {
+    let ks = Array(Set(config.ks.filter { $0 >= 1 })).sorted()
+    let maxK = ks.last ?? 0
+    let I = model.itemCount
+    let U = model.userCount
+
+    // Training history per model user.
+    var seen: [[Int32]]? = nil
+    if let train {
+      let userMap = train.userIds.map { model.userIndex($0) ?? -1 }
+      let itemMap = train.itemIds.map { model.itemIndex($0) ?? -1 }
+      var s = [[Int32]](repeating: [], count: U)
+      for r in 0..<train.count {
+        let u = userMap[Int(train.users[r])]
+        let i = itemMap[Int(train.items[r])]
+        if u >= 0 && i >= 0 { s[Int(u)].append(i) }
+      }
+      for u in 0..<U where s[u].count > 1 { s[u] = sortedDistinct(s[u]) }
+      seen = s
+    }
+
+    // Held-out items per model user.
+    let testUserMap = test.userIds.map { model.userIndex($0) ?? -1 }
+    let testItemMap = test.itemIds.map { model.itemIndex($0) ?? -1 }
+    var unknownUsers = 0
+    for m in testUserMap where m < 0 { unknownUsers += 1 }
+    var relevant = [Int32: [Int32]]()
+    var anyTest = [Int32: [Int32]]()  // every known test item of the user, for sampling
+    var unknownTestItems = 0
+    for r in 0..<test.count {
+      let u = testUserMap[Int(test.users[r])]
+      if u < 0 { continue }
+      let i = testItemMap[Int(test.items[r])]
+      let isRelevant = config.relevanceThreshold.map { test.ratings[r] >= $0 } ?? true
+      if i < 0 {
+        if isRelevant { unknownTestItems += 1 }
+        continue
+      }
+      anyTest[u, default: []].append(i)
+      if isRelevant { relevant[u, default: []].append(i) }
+    }
+    var seenTestItems = 0
+    var usersWithoutTestItems = 0
+    var evalUsers = [Int32]()
+    var relevantLists = [[Int32]]()
+    for u in Set(testUserMap.filter { $0 >= 0 }).sorted() {
+      let rows = relevant[u] ?? []
+      let history = seen.map { $0[Int(u)] } ?? Array(model.seenItems(user: u))
+      var kept = [Int32]()
+      kept.reserveCapacity(rows.count)
+      for i in rows {
+        if binarySearch(history, i) { seenTestItems += 1 } else { kept.append(i) }
+      }
+      if kept.isEmpty {
+        usersWithoutTestItems += 1
+        continue
+      }
+      evalUsers.append(u)
+      relevantLists.append(sortedDistinct(kept))
+    }
+
+    // Work in fixed blocks of users so that sums are reduced in the same order at any thread
+    // count.
+    let blockSize = 64
+    let blockCount = (evalUsers.count + blockSize - 1) / blockSize
+    let nk = ks.count
+    let blocks = UnsafeMutableBufferPointer<BlockSums>.allocate(capacity: max(1, blockCount))
+    blocks.initialize(repeating: BlockSums(nk: nk))
+    defer { blocks.deallocate() }
+    let T = max(1, min(config.threads, blockCount))
+    let firstRank = UnsafeMutableBufferPointer<Int32>.allocate(capacity: max(1, T * I))
+    firstRank.initialize(repeating: Int32.max)
+    defer { firstRank.deallocate() }
+
+    // Item embedding norms for diversity.
+    let dim = model.dim
+    let factors = model.itemFactors
+    var norms = [Double](repeating: 0, count: config.fullRanking ? I : 0)
+    for i in 0..<norms.count {
+      norms[i] = Double(VectorMath.dot(factors + i * dim, factors + i * dim, dim)).squareRoot()
+    }
+    let popularity = model.itemPopularity
+    let trainUsers = U
+    let negatives = max(0, config.sampledNegatives)
+    let seenLists = seen
+    let anyTestLists = anyTest
+    let evalUsersList = evalUsers
+
+    let work: (Int) -> Void = { t in
+      let scores = UnsafeMutablePointer<Float>.allocate(capacity: max(1, I))
+      defer { scores.deallocate() }
+      let seenMark = UnsafeMutablePointer<Int32>.allocate(capacity: max(1, I))
+      seenMark.initialize(repeating: -1, count: max(1, I))
+      defer { seenMark.deallocate() }
+      let excluded = UnsafeMutablePointer<Int32>.allocate(capacity: max(1, I))
+      excluded.initialize(repeating: -1, count: max(1, I))
+      defer { excluded.deallocate() }
+      let myFirstRank = firstRank.baseAddress! + t * I
+      var flags = [Bool](repeating: false, count: maxK)
+      var negs = [Int32]()
+      var b = t
+      while b < blockCount {
+        var sums = BlockSums(nk: nk)
+        for e in (b * blockSize)..<min(evalUsersList.count, (b + 1) * blockSize) {
+          let u = evalUsersList[e]
+          let rel = relevantLists[e]
+          model.scoreAll(user: u, into: scores)
+          let history: [Int32] = seenLists?[Int(u)] ?? Array(model.seenItems(user: u))
+          for i in history { seenMark[Int(i)] = u }
+          sums.users += 1
+
+          if config.fullRanking && maxK > 0 {
+            let top = TopK.select(scores: scores, count: I, k: maxK) { seenMark[Int($0)] == u }
+            let ranked = top.map { $0.index }
+            for j in 0..<maxK { flags[j] = j < ranked.count && binarySearch(rel, ranked[j]) }
+            for (j, i) in ranked.enumerated() where Int32(j) < myFirstRank[Int(i)] {
+              myFirstRank[Int(i)] = Int32(j)
+            }
+            flags.withUnsafeBufferPointer { f in
+              for (x, k) in ks.enumerated() {
+                sums.full[x] =
+                  sums.full[x]
+                  + RankingMetrics.scores(hitFlags: f, relevantCount: rel.count, k: k)!
+              }
+            }
+            for (x, k) in ks.enumerated() {
+              let n = min(k, ranked.count)
+              if n > 0 {
+                var s = 0.0
+                for j in 0..<n {
+                  s += RankingMetrics.selfInformation(
+                    popularity: popularity[Int(ranked[j])], userCount: trainUsers)
+                }
+                sums.novelty[x] += s / Double(n)
+                sums.noveltyUsers[x] += 1
+              }
+              if n > 1 {
+                let list = Array(ranked.prefix(n))
+                sums.ild[x] += RankingMetrics.pairwiseDistance(
+                  list, norms: list.map { norms[Int($0)] }, embeddings: factors, dim: dim)
+                sums.ildUsers[x] += 1
+              }
+            }
+          }
+
+          if config.sampled {
+            for i in history { excluded[Int(i)] = u }
+            if let all = anyTestLists[u] { for i in all { excluded[Int(i)] = u } }
+            var rng = Xoshiro256(seed: config.seed, stream: 0x5A3D_0000_0000 &+ UInt64(u))
+            sampleNegatives(
+              count: negatives, itemCount: I, excluded: excluded, stamp: u, rng: &rng,
+              into: &negs)
+            var hr = [Double](repeating: 0, count: nk)
+            var nd = [Double](repeating: 0, count: nk)
+            var rr = 0.0
+            negs.withUnsafeBufferPointer { nb in
+              for p in rel {
+                let rank = RankingMetrics.sampledRank(
+                  positive: (p, scores[Int(p)]), negatives: nb, scores: scores)
+                rr += 1 / Double(rank)
+                for (x, k) in ks.enumerated() where rank <= k {
+                  hr[x] += 1
+                  nd[x] += 1 / log2(Double(rank + 1))
+                }
+              }
+            }
+            let c = Double(rel.count)
+            for x in 0..<nk {
+              sums.sampledHit[x] += hr[x] / c
+              sums.sampledNDCG[x] += nd[x] / c
+            }
+            sums.sampledMRR += rr / c
+            sums.sampledPairs += rel.count
+          }
+        }
+        blocks[b] = sums
+        b += T
+      }
+    }
+    if T == 1 {
+      work(0)
+    } else {
+      DispatchQueue.concurrentPerform(iterations: T, execute: work)
+    }
+
+    var total = BlockSums(nk: nk)
+    for b in 0..<blockCount { total.add(blocks[b]) }
+    var result = RankingEvaluation(
+      ks: ks, full: [:], coverage: [:], novelty: [:], diversity: [:], sampled: [:],
+      sampledMRR: nil, users: total.users, unknownUsers: unknownUsers,
+      usersWithoutTestItems: usersWithoutTestItems, unknownTestItems: unknownTestItems,
+      seenTestItems: seenTestItems, sampledPairs: total.sampledPairs)
+    let n = Double(total.users)
+    if total.users > 0 && config.fullRanking {
+      var best = [Int32](repeating: Int32.max, count: I)
+      for t in 0..<T {
+        for i in 0..<I { best[i] = min(best[i], firstRank[t * I + i]) }
+      }
+      for (x, k) in ks.enumerated() {
+        result.full[k] = total.full[x] / n
+        var covered = 0
+        for i in 0..<I where best[i] < Int32(k) { covered += 1 }
+        result.coverage[k] = I > 0 ? Double(covered) / Double(I) : 0
+        if total.noveltyUsers[x] > 0 {
+          result.novelty[k] = total.novelty[x] / Double(total.noveltyUsers[x])
+        }
+        if total.ildUsers[x] > 0 {
+          result.diversity[k] = total.ild[x] / Double(total.ildUsers[x])
+        }
+      }
+    }
+    if total.users > 0 && config.sampled {
+      for (x, k) in ks.enumerated() {
+        result.sampled[k] = SampledScores(
+          hit: total.sampledHit[x] / n, ndcg: total.sampledNDCG[x] / n)
+      }
+      result.sampledMRR = total.sampledMRR / n
+    }
+    return result
+  }
+
+  /// Draws up to `count` distinct items in 0..<itemCount with `excluded[i] != stamp`, uniformly
+  /// without replacement; fewer (all of them) when fewer are available. Marks the chosen ones.
+  static func sampleNegatives(
+    count: Int, itemCount: Int, excluded: UnsafeMutablePointer<Int32>, stamp: Int32,
+    rng: inout Xoshiro256, into out: inout [Int32]
+  ) {
+    out.removeAll(keepingCapacity: true)
+    if count <= 0 || itemCount == 0 { return }
+    var available = 0
+    for i in 0..<itemCount where excluded[i] != stamp { available += 1 }
+    if available <= 2 * count {
+      // Dense case: enumerate the candidates and take a partial Fisher-Yates sample.
+      var pool = [Int32]()
+      pool.reserveCapacity(available)
+      for i in 0..<itemCount where excluded[i] != stamp { pool.append(Int32(i)) }
+      let n = min(count, pool.count)
+      for j in 0..<n {
+        let r = j + rng.nextInt(below: pool.count - j)
+        pool.swapAt(j, r)
+        out.append(pool[j])
+      }
+    } else {
+      while out.count < count {
+        let i = rng.nextInt(below: itemCount)
+        if excluded[i] == stamp { continue }
+        excluded[i] = stamp
+        out.append(Int32(i))
+      }
+    }
+  }
+
+  static func sortedDistinct(_ a: [Int32]) -> [Int32] {
+    if a.count < 2 { return a }
+    var s = a.sorted()
+    var w = 1
+    for j in 1..<s.count where s[j] != s[w - 1] {
+      s[w] = s[j]
+      w += 1
+    }
+    s.removeLast(s.count - w)
+    return s
+  }
+
+  static func binarySearch<C: RandomAccessCollection>(_ sorted: C, _ x: Int32) -> Bool
+  where C.Element == Int32, C.Index == Int {
+    var lo = sorted.startIndex
+    var hi = sorted.endIndex
+    while lo < hi {
+      let mid = (lo + hi) >> 1
+      if sorted[mid] < x { lo = mid + 1 } else { hi = mid }
+    }
+    return lo < sorted.endIndex && sorted[lo] == x
+  }
+}
+
+/// Per-block sums, reduced in block order.
+struct BlockSums {
+  var users = 0
+  var full: [RankingScores]
+  var novelty: [Double]
+  var noveltyUsers: [Int]
+  var ild: [Double]
+  var ildUsers: [Int]
+  var sampledHit: [Double]
+  var sampledNDCG: [Double]
+  var sampledMRR = 0.0
+  var sampledPairs = 0
+
+  init(nk: Int) {
+    full = Array(repeating: .zero, count: nk)
+    novelty = Array(repeating: 0, count: nk)
+    noveltyUsers = Array(repeating: 0, count: nk)
+    ild = Array(repeating: 0, count: nk)
+    ildUsers = Array(repeating: 0, count: nk)
+    sampledHit = Array(repeating: 0, count: nk)
+    sampledNDCG = Array(repeating: 0, count: nk)
+  }
+
+  mutating func add(_ o: BlockSums) {
+    users += o.users
+    for x in 0..<full.count {
+      full[x] = full[x] + o.full[x]
+      novelty[x] += o.novelty[x]
+      noveltyUsers[x] += o.noveltyUsers[x]
+      ild[x] += o.ild[x]
+      ildUsers[x] += o.ildUsers[x]
+      sampledHit[x] += o.sampledHit[x]
+      sampledNDCG[x] += o.sampledNDCG[x]
+    }
+    sampledMRR += o.sampledMRR
+    sampledPairs += o.sampledPairs
+  }
+}
