@@ -127,12 +127,10 @@ public final class TrainService: @unchecked Sendable {
     final.metrics = result.metrics
     final.done = true
     final.version = result.version
-    final.promoted = false
+    final.promoted = promoted
     var text = "published \(request.name) version \(result.version)"
     if let rmse = result.metrics["rmse"] { text += String(format: " (held-out RMSE %.4f)", rmse) }
-    if request.promote {
-      text += "; promotion by metric is not available yet, labels are unchanged"
-    }
+    if request.promote { text += "; " + decision }
     final.message = text
     try writer.send(try final.serializedBytes())
   }
