@@ -17,7 +17,7 @@ struct TrainCommand: ParsableCommand {
   @Option(help: "Ratings file: MovieLens u.data, ratings.csv, or CSV/TSV.")
   var data: String
 
-  @Option(help: "Model kind: mf (bpr, als, sasrec are not implemented yet).")
+  @Option(help: "Model kind: mf, bpr or als (sasrec is not implemented yet).")
   var kind: String = "mf"
 
   @Option(help: "Model name (letters, digits, '.', '_', '-').")
@@ -26,10 +26,13 @@ struct TrainCommand: ParsableCommand {
   @Option(help: "Models directory.")
   var models: String
 
-  @Option(help: "Latent dimension (default 64).")
+  @Option(
+    name: [.customLong("dim"), .customLong("factors")], help: "Latent dimension (default 64).")
   var dim: Int?
 
-  @Option(help: "Training epochs (default 20).")
+  @Option(
+    name: [.customLong("epochs"), .customLong("iterations")],
+    help: "Training epochs (mf 20, bpr 100) or ALS iterations (15).")
   var epochs: Int?
 
   @Option(help: "Random seed for the split, initialisation and shuffling.")
@@ -38,10 +41,28 @@ struct TrainCommand: ParsableCommand {
   @Option(help: "Fraction of rows held out for the reported metrics; 0 trains on every row.")
   var holdout: Double = 0.1
 
-  @Option(help: "Initial learning rate (default 0.03).")
+  @Option(
+    help: """
+      Evaluation split: holdout (--holdout of the rows at random; mf's default), leave-last-out \
+      (each user's latest row; bpr/als default, ranking metrics), or none.
+      """)
+  var split: String?
+
+  @Option(help: "ALS confidence weight: c = 1 + alpha * r (default 40).")
+  var alpha: Float?
+
+  @Option(name: .customLong("cg-steps"), help: "ALS conjugate-gradient steps per row (default 3).")
+  var cgSteps: Int?
+
+  @Option(
+    name: .customLong("implicit-threshold"),
+    help: "bpr/als: only rows rated at least this are positive (default: every row).")
+  var implicitThreshold: Float?
+
+  @Option(help: "Initial learning rate (mf 0.03, bpr 0.01).")
   var lr: Float?
 
-  @Option(help: "L2 regularisation of the factors (default 0.05).")
+  @Option(help: "L2 regularisation of the factors (mf 0.05, bpr/als 0.01).")
   var reg: Float?
 
   @Option(name: .customLong("reg-bias"), help: "L2 regularisation of the biases (default 0.05).")
@@ -54,7 +75,8 @@ struct TrainCommand: ParsableCommand {
     name: .customLong("init-std"), help: "Standard deviation of initial factors (default 0.01).")
   var initStd: Float?
 
-  @Option(help: "Training threads (deterministic for a seed at any count; default 1).")
+  @Option(
+    help: "Training threads (mf: deterministic at any count, default 1; bpr/als default 2).")
   var threads: Int?
 
   @OptionGroup var dataOptions: DataFileOptions
@@ -82,10 +104,22 @@ struct TrainCommand: ParsableCommand {
     guard holdout.isFinite, holdout >= 0, holdout < 1 else {
       throw ValidationError("--holdout must be in [0, 1) (got \(holdout))")
     }
+    if let split, !["holdout", "leave-last-out", "none"].contains(split) {
+      throw ValidationError(
+        "unknown --split '\(split)' (expected holdout, leave-last-out or none)")
+    }
+    if kind == "bpr" || kind == "als" {
+      try executeImplicit()
+      return
+    }
     if kind != "mf" {
       throw TrainingError.notImplemented(
-        "model kind '\(kind)' is not implemented yet (available: mf)")
+        "model kind '\(kind)' is not implemented yet (available: mf, bpr, als)")
     }
+    if split == "leave-last-out" {
+      throw ValidationError("--split leave-last-out is for bpr and als; mf uses --holdout")
+    }
+    let effectiveHoldout = split == "none" ? 0 : holdout
     var config = MFConfig()
     if let dim { config.dim = dim }
     if let epochs { config.epochs = epochs }
@@ -108,7 +142,8 @@ struct TrainCommand: ParsableCommand {
     }
     let quiet = self.quiet
     let result = try trainAndPublishMF(
-      data: interactions, config: config, holdout: holdout, modelsDirectory: models, name: name,
+      data: interactions, config: config, holdout: effectiveHoldout, modelsDirectory: models,
+      name: name,
       progress: { p in
         if !quiet {
           var line = "epoch \(p.epoch)/\(p.epochs)  loss \(CLI.fmt(p.loss))"
@@ -219,5 +254,112 @@ enum CLI {
   static func fmt(_ x: Double, _ digits: Int = 4) -> String {
     guard x.isFinite else { return "n/a" }
     return String(format: "%.\(digits)f", x)
+  }
+}
+
+extension TrainCommand {
+  /// `--kind bpr|als`: implicit feedback, ranking metrics.
+  fileprivate func executeImplicit() throws {
+    let config: ImplicitModelConfig
+    if kind == "bpr" {
+      var c = BPRConfig()
+      if let dim { c.dim = dim }
+      if let epochs { c.epochs = epochs }
+      if let lr { c.learningRate = lr }
+      if let reg { c.regularization = reg }
+      if let initStd { c.initScale = initStd }
+      if let threads { c.threads = threads }
+      c.seed = seed
+      config = .bpr(c)
+    } else {
+      var c = ALSConfig()
+      if let dim { c.dim = dim }
+      if let epochs { c.iterations = epochs }
+      if let reg { c.regularization = reg }
+      if let alpha { c.alpha = alpha }
+      if let cgSteps { c.cgSteps = cgSteps }
+      if let initStd { c.initScale = initStd }
+      if let threads { c.threads = threads }
+      c.seed = seed
+      config = .als(c)
+    }
+    try config.validate()
+    try ModelStore.validateName(name)
+    let splitChoice: ImplicitSplit
+    switch split ?? "leave-last-out" {
+    case "holdout": splitChoice = .holdout(holdout)
+    case "none": splitChoice = .none
+    default: splitChoice = .leaveLastOut
+    }
+
+    let loadStart = Date()
+    let interactions = try Interactions.load(path: data, options: dataOptions.loadOptions)
+    let loadSeconds = Date().timeIntervalSince(loadStart)
+    if interactions.skippedLines > 0 && !quiet {
+      CLI.printErr("warning: skipped \(interactions.skippedLines) bad lines in \(data)")
+      for example in interactions.skippedExamples { CLI.printErr("  \(example)") }
+    }
+    let quiet = self.quiet
+    let result = try trainAndPublishImplicit(
+      data: interactions, config: config, split: splitChoice, threshold: implicitThreshold,
+      modelsDirectory: models, name: name,
+      progress: { p in
+        if !quiet {
+          var line = "epoch \(p.epoch)/\(p.epochs)  loss \(CLI.fmt(p.loss))"
+          if let c = p.validation["correct"] { line += "  correct \(CLI.fmt(c))" }
+          line += "  eta \(CLI.fmt(p.etaSeconds, 2))s"
+          CLI.printErr(line)
+        }
+        return true
+      })
+
+    if json {
+      var metrics: [String: JSONValue] = [
+        "ndcg@10": result.metrics["ndcg@10"].map(JSONValue.double) ?? .null,
+        "hr@10": result.metrics["hr@10"].map(JSONValue.double) ?? .null,
+      ]
+      for (k, v) in result.metrics where metrics[k] == nil { metrics[k] = .double(v) }
+      var counts: [String: JSONValue] = [:]
+      for (k, v) in result.evaluation?.counts ?? [:] { counts[k] = .int(Int64(v)) }
+      let out: JSONValue = .object([
+        "name": .string(result.name),
+        "version": .int(result.version),
+        "kind": .string(result.kind),
+        "directory": .string(result.directory),
+        "split": .string(splitChoice.name),
+        "metrics": .object(metrics),
+        "evaluation_counts": .object(counts),
+        "train_seconds": .double(result.trainSeconds),
+        "eval_seconds": .double(result.evalSeconds),
+        "load_seconds": .double(loadSeconds),
+        "rows": .int(Int64(interactions.count)),
+        "train_rows": .int(Int64(result.trainRows)),
+        "positive_pairs": .int(Int64(result.positivePairs)),
+        "test_rows": .int(Int64(result.testRows)),
+        "users": .int(Int64(result.model.userCount)),
+        "items": .int(Int64(result.model.itemCount)),
+        "skipped_lines": .int(Int64(interactions.skippedLines)),
+        "hyperparameters": .object(config.hyperparameters),
+      ])
+      print(out.serialized(pretty: false))
+    } else {
+      print(
+        "published \(result.kind) model '\(result.name)' version \(result.version) (\(result.directory))"
+      )
+      print(
+        "  data: \(interactions.count) rows (\(result.trainRows) train, \(result.testRows) held out by \(splitChoice.name)), \(result.positivePairs) positive pairs, \(result.model.userCount) users, \(result.model.itemCount) items"
+      )
+      if let e = result.evaluation {
+        let ks = e.ks.map { k in
+          "ndcg@\(k) \(CLI.fmt(result.metrics["ndcg@\(k)"] ?? .nan))  hr@\(k) \(CLI.fmt(result.metrics["hr@\(k)"] ?? .nan))"
+        }.joined(separator: "  ")
+        print("  full ranking: \(ks)  (\(e.users) users evaluated)")
+      } else {
+        print("  held out: none (--split none); evaluate with `recserve eval`")
+      }
+      print(
+        "  trained in \(CLI.fmt(result.trainSeconds, 3)) s (loaded in \(CLI.fmt(loadSeconds, 3)) s, evaluated in \(CLI.fmt(result.evalSeconds, 3)) s)"
+      )
+    }
   }
 }

@@ -239,7 +239,7 @@ import Testing
       .write(toFile: mpath, atomically: false, encoding: .utf8)
     #expect(
       reason(v)
-        == "model.json: model kind 'sasrec' is not supported by this build yet (supported: mf)")
+        == "model.json: model kind 'sasrec' is not supported by this build yet (supported: als, bpr, mf)")
     try "{not json".write(toFile: mpath, atomically: false, encoding: .utf8)
     #expect(reason(v).hasPrefix("model.json: not valid JSON"))
     try original.replacingOccurrences(of: "recserve-model", with: "other")

@@ -1,0 +1,273 @@
+import Dispatch
+
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
+/// Hyperparameters of BPR-MF (Rendle et al.) trained by SGD on sampled triples.
+public struct BPRConfig: Sendable, Equatable {
+  /// Latent dimension (factors).
+  public var dim: Int
+  /// Epochs; each draws as many triples as there are distinct positive pairs.
+  public var epochs: Int
+  public var learningRate: Float
+  /// L2 regularisation of the three vectors touched by a step.
+  public var regularization: Float
+  /// Initial factors are uniform in [−initScale/2, initScale/2); nil means 1/dim, i.e.
+  /// (rand − 0.5) / dim as `implicit` does.
+  public var initScale: Float?
+  public var seed: UInt64
+  /// Hogwild threads (lock-free, like `implicit`). Deterministic for a seed only with 1.
+  public var threads: Int
+
+  public init(
+    dim: Int = 64, epochs: Int = 100, learningRate: Float = 0.01, regularization: Float = 0.01,
+    initScale: Float? = nil, seed: UInt64 = 42, threads: Int = 2
+  ) {
+    self.dim = dim
+    self.epochs = epochs
+    self.learningRate = learningRate
+    self.regularization = regularization
+    self.initScale = initScale
+    self.seed = seed
+    self.threads = threads
+  }
+
+  public func validate() throws {
+    func bad(_ m: String) -> TrainingError { .invalidConfiguration(m) }
+    if dim < 1 || dim > 4096 { throw bad("dim must be in 1...4096 (got \(dim))") }
+    if epochs < 1 || epochs > 100_000 { throw bad("epochs must be in 1...100000 (got \(epochs))") }
+    if !(learningRate > 0) || !learningRate.isFinite || learningRate > 10 {
+      throw bad("lr must be a positive number up to 10 (got \(learningRate))")
+    }
+    if !(regularization >= 0) || !regularization.isFinite {
+      throw bad("reg must be a finite number >= 0 (got \(regularization))")
+    }
+    if let s = initScale, !(s >= 0) || !s.isFinite {
+      throw bad("init scale must be a finite number >= 0 (got \(s))")
+    }
+    if threads < 1 || threads > 256 { throw bad("threads must be in 1...256 (got \(threads))") }
+  }
+
+  var effectiveInitScale: Float { initScale ?? 1 / Float(dim) }
+
+  /// For model.json.
+  public var hyperparameters: [String: JSONValue] {
+    func d(_ x: Float) -> JSONValue { .double(Double("\(x)") ?? Double(x)) }
+    return [
+      "dim": .int(Int64(dim)), "epochs": .int(Int64(epochs)), "lr": d(learningRate),
+      "reg": d(regularization), "init_scale": d(effectiveInitScale),
+      "seed": .int(Int64(bitPattern: seed)), "optimizer": .string("sgd"),
+      "negative_sampling": .string("uniform over items the user has not interacted with"),
+      "threads": .int(Int64(threads)),
+    ]
+  }
+}
+
+/// Trains BPR-MF: score = p_u·q_i, maximising ln σ(x_ui − x_uj) over triples (u, i, j) with i
+/// a positive of u drawn uniformly from the distinct positive pairs and j drawn uniformly from
+/// the items u has not interacted with (rejection sampling). Each epoch draws nnz triples split
+/// over `threads` Hogwild workers, each with its own seeded random stream.
+///
+/// The progress loss is the epoch's mean −ln σ(x_uij) over the triples drawn, computed before
+/// each update; `validation["correct"]` carries the fraction of those triples already ordered
+/// correctly (what `implicit` reports as "correct").
+public enum BPRTrainer {
+  public static func train(
+    _ data: Interactions, config: BPRConfig, progress: TrainingProgressHandler? = nil
+  ) throws -> MFModel {
+    try config.validate()
+    if data.isEmpty {
+      throw TrainingError.invalidData("\(data.source): no interactions to train on")
+    }
+    let start = monotonicSeconds()
+    let m = ImplicitMatrix(data)
+    let U = data.userCount
+    let I = data.itemCount
+    let D = config.dim
+    if I < 2 { throw TrainingError.invalidData("\(data.source): BPR needs at least two items") }
+    var rng = Xoshiro256(seed: config.seed, stream: 0xB9B)
+    let scale = config.effectiveInitScale
+    var P = (0..<(U * D)).map { _ in (rng.nextFloat() - 0.5) * scale }
+    var Q = (0..<(I * D)).map { _ in (rng.nextFloat() - 0.5) * scale }
+    var rowOf = [Int32](repeating: 0, count: m.nnz)
+    for u in 0..<U {
+      for k in m.indptr[u]..<m.indptr[u + 1] { rowOf[k] = Int32(u) }
+    }
+    let T = max(1, min(config.threads, m.nnz))
+    var stats = [EpochStats](repeating: EpochStats(), count: T)
+
+    for epoch in 1...config.epochs {
+      P.withUnsafeMutableBufferPointer { p in
+        Q.withUnsafeMutableBufferPointer { q in
+          m.indptr.withUnsafeBufferPointer { ptr in
+            m.indices.withUnsafeBufferPointer { idx in
+              rowOf.withUnsafeBufferPointer { rows in
+                stats.withUnsafeMutableBufferPointer { out in
+                  let ctx = Context(
+                    P: p.baseAddress!, Q: q.baseAddress!, indptr: ptr.baseAddress!,
+                    indices: idx.baseAddress!, rowOf: rows.baseAddress!, nnz: m.nnz, items: I,
+                    dim: D, lr: config.learningRate, reg: config.regularization,
+                    stats: out.baseAddress!)
+                  let work = { (t: Int) in
+                    let samples = m.nnz / T + (t < m.nnz % T ? 1 : 0)
+                    var local = Xoshiro256(
+                      seed: config.seed, stream: UInt64(epoch) &* 0x1_0000 &+ UInt64(t) &+ 0xB9B0)
+                    ctx.stats[t] = sgd(ctx, samples: samples, rng: &local)
+                  }
+                  if T == 1 {
+                    work(0)
+                  } else {
+                    DispatchQueue.concurrentPerform(iterations: T, execute: work)
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+      var total = EpochStats()
+      for s in stats {
+        total.loss += s.loss
+        total.correct += s.correct
+        total.samples += s.samples
+      }
+      let loss = total.samples > 0 ? total.loss / Double(total.samples) : 0
+      if !loss.isFinite {
+        throw TrainingError.invalidConfiguration(
+          "training diverged at epoch \(epoch) (loss is not finite); use a lower learning rate than \(config.learningRate)"
+        )
+      }
+      if let progress {
+        let elapsed = monotonicSeconds() - start
+        let report = TrainingProgress(
+          epoch: epoch, epochs: config.epochs, loss: loss,
+          validation: [
+            "correct": total.samples > 0 ? Double(total.correct) / Double(total.samples) : 0
+          ],
+          elapsedSeconds: elapsed,
+          etaSeconds: elapsed / Double(epoch) * Double(config.epochs - epoch))
+        if !progress(report) { throw TrainingError.cancelled }
+      }
+    }
+    if !P.allSatisfy({ $0.isFinite }) || !Q.allSatisfy({ $0.isFinite }) {
+      throw TrainingError.invalidConfiguration(
+        "training diverged (factors are not finite); use a lower learning rate than \(config.learningRate)"
+      )
+    }
+    return MFModel.implicit(
+      kind: "bpr", dim: D, data: data, matrix: m, userFactors: P, itemFactors: Q)
+  }
+
+  struct EpochStats {
+    var loss = 0.0
+    var correct = 0
+    var samples = 0
+  }
+
+  struct Context: @unchecked Sendable {
+    let P: UnsafeMutablePointer<Float>
+    let Q: UnsafeMutablePointer<Float>
+    let indptr: UnsafePointer<Int>
+    let indices: UnsafePointer<Int32>
+    let rowOf: UnsafePointer<Int32>
+    let nnz: Int
+    let items: Int
+    let dim: Int
+    let lr: Float
+    let reg: Float
+    let stats: UnsafeMutablePointer<EpochStats>
+  }
+
+  /// `samples` SGD steps on freshly drawn triples.
+  static func sgd(_ c: Context, samples: Int, rng: inout Xoshiro256) -> EpochStats {
+    let D = c.dim
+    let lr = c.lr
+    let reg = c.reg
+    var stats = EpochStats()
+    var lossSum: Float = 0
+    var lossBlock = 0
+    for _ in 0..<samples {
+      let k = rng.nextInt(below: c.nnz)
+      let u = Int(c.rowOf[k])
+      let i = Int(c.indices[k])
+      let a = c.indptr[u]
+      let b = c.indptr[u + 1]
+      if b - a >= c.items { continue }
+      var j = 0
+      var attempts = 0
+      repeat {
+        j = rng.nextInt(below: c.items)
+        attempts += 1
+      } while contains(c.indices + a, b - a, Int32(j)) && attempts < 1000
+      if attempts >= 1000 { continue }
+      let pu = c.P + u * D
+      let qi = c.Q + i * D
+      let qj = c.Q + j * D
+      let x = VectorMath.dot(pu, qi, D) - VectorMath.dot(pu, qj, D)
+      if x > 0 { stats.correct += 1 }
+      // −ln σ(x) = ln(1 + e^(−x)), computed stably.
+      lossSum += x > 0 ? log1pf(expf(-x)) : -x + log1pf(expf(x))
+      lossBlock += 1
+      if lossBlock == 4096 {
+        stats.loss += Double(lossSum)
+        lossSum = 0
+        lossBlock = 0
+      }
+      stats.samples += 1
+      let z = 1 / (1 + expf(x))  // σ(−x): the gradient scale
+      step(pu, qi, qj, D, z: z, lr: lr, reg: reg)
+    }
+    stats.loss += Double(lossSum)
+    return stats
+  }
+
+  /// p += lr(z(q_i − q_j) − reg p); q_i += lr(z p − reg q_i); q_j += lr(−z p − reg q_j), all
+  /// from the old values.
+  @inline(__always)
+  static func step(
+    _ p: UnsafeMutablePointer<Float>, _ qi: UnsafeMutablePointer<Float>,
+    _ qj: UnsafeMutablePointer<Float>, _ n: Int, z: Float, lr: Float, reg: Float
+  ) {
+    var k = 0
+    let rp = UnsafeMutableRawPointer(p)
+    let ri = UnsafeMutableRawPointer(qi)
+    let rj = UnsafeMutableRawPointer(qj)
+    let vz = SIMD8<Float>(repeating: lr * z)
+    let shrink = SIMD8<Float>(repeating: 1 - lr * reg)
+    while k + 8 <= n {
+      let pv = rp.loadUnaligned(fromByteOffset: k * 4, as: SIMD8<Float>.self)
+      let iv = ri.loadUnaligned(fromByteOffset: k * 4, as: SIMD8<Float>.self)
+      let jv = rj.loadUnaligned(fromByteOffset: k * 4, as: SIMD8<Float>.self)
+      rp.storeBytes(of: pv * shrink + vz * (iv - jv), toByteOffset: k * 4, as: SIMD8<Float>.self)
+      ri.storeBytes(of: iv * shrink + vz * pv, toByteOffset: k * 4, as: SIMD8<Float>.self)
+      rj.storeBytes(of: jv * shrink - vz * pv, toByteOffset: k * 4, as: SIMD8<Float>.self)
+      k += 8
+    }
+    let s = 1 - lr * reg
+    let lz = lr * z
+    while k < n {
+      let pk = p[k]
+      let ik = qi[k]
+      let jk = qj[k]
+      p[k] = pk * s + lz * (ik - jk)
+      qi[k] = ik * s + lz * pk
+      qj[k] = jk * s - lz * pk
+      k += 1
+    }
+  }
+
+  /// Binary search in a sorted row.
+  @inline(__always)
+  static func contains(_ row: UnsafePointer<Int32>, _ n: Int, _ x: Int32) -> Bool {
+    var lo = 0
+    var hi = n
+    while lo < hi {
+      let mid = (lo + hi) >> 1
+      if row[mid] < x { lo = mid + 1 } else { hi = mid }
+    }
+    return lo < n && row[lo] == x
+  }
+}

@@ -1,0 +1,153 @@
+/// Implicit feedback: which (user, item) pairs are positive and how strongly, as a user → items
+/// CSR with summed strengths (and its item → users transpose for ALS).
+public struct ImplicitMatrix: Sendable {
+  public let rows: Int
+  public let cols: Int
+  /// Row r's entries are indices/values[indptr[r]..<indptr[r+1]], column indices ascending and
+  /// distinct.
+  public let indptr: [Int]
+  public let indices: [Int32]
+  /// Strength r of each entry: the number of interactions merged into it.
+  public let values: [Float]
+
+  public var nnz: Int { indices.count }
+
+  /// Builds the CSR from coordinate rows; duplicates are merged by summing their values.
+  init(rows: Int, cols: Int, rowIndex: [Int32], colIndex: [Int32], value: [Float]) {
+    var ptr = [Int](repeating: 0, count: rows + 1)
+    for r in rowIndex { ptr[Int(r) + 1] += 1 }
+    for r in 0..<rows { ptr[r + 1] += ptr[r] }
+    var fill = ptr
+    var pairs = [(Int32, Float)](repeating: (0, 0), count: rowIndex.count)
+    for k in 0..<rowIndex.count {
+      let r = Int(rowIndex[k])
+      pairs[fill[r]] = (colIndex[k], value[k])
+      fill[r] += 1
+    }
+    var outPtr = [Int](repeating: 0, count: rows + 1)
+    var idx = [Int32]()
+    var val = [Float]()
+    idx.reserveCapacity(pairs.count)
+    val.reserveCapacity(pairs.count)
+    pairs.withUnsafeMutableBufferPointer { buf in
+      for r in 0..<rows {
+        var row = UnsafeMutableBufferPointer(rebasing: buf[ptr[r]..<ptr[r + 1]])
+        row.sort { $0.0 < $1.0 }
+        for (c, v) in row {
+          if let last = idx.last, idx.count > outPtr[r], last == c {
+            val[val.count - 1] += v
+          } else {
+            idx.append(c)
+            val.append(v)
+          }
+        }
+        outPtr[r + 1] = idx.count
+      }
+    }
+    self.rows = rows
+    self.cols = cols
+    indptr = outPtr
+    indices = idx
+    values = val
+  }
+
+  private init(rows: Int, cols: Int, indptr: [Int], indices: [Int32], values: [Float]) {
+    self.rows = rows
+    self.cols = cols
+    self.indptr = indptr
+    self.indices = indices
+    self.values = values
+  }
+
+  /// Every row of `data` is one unit of strength on its (user, item) pair; duplicates add up.
+  public init(_ data: Interactions) {
+    self.init(
+      rows: data.userCount, cols: data.itemCount, rowIndex: data.users, colIndex: data.items,
+      value: [Float](repeating: 1, count: data.count))
+  }
+
+  /// The item → users matrix (columns ascending within each row).
+  public func transposed() -> ImplicitMatrix {
+    var ptr = [Int](repeating: 0, count: cols + 1)
+    for c in indices { ptr[Int(c) + 1] += 1 }
+    for c in 0..<cols { ptr[c + 1] += ptr[c] }
+    var fill = ptr
+    var idx = [Int32](repeating: 0, count: nnz)
+    var val = [Float](repeating: 0, count: nnz)
+    for r in 0..<rows {
+      for k in indptr[r]..<indptr[r + 1] {
+        let c = Int(indices[k])
+        idx[fill[c]] = Int32(r)
+        val[fill[c]] = values[k]
+        fill[c] += 1
+      }
+    }
+    return ImplicitMatrix(rows: cols, cols: rows, indptr: ptr, indices: idx, values: val)
+  }
+
+  /// The training history CSR a served model carries (for exclude_seen and popularity).
+  var seenItems: SeenItems {
+    var popularity = [Int32](repeating: 0, count: cols)
+    for c in indices { popularity[Int(c)] += 1 }
+    return SeenItems(indptr: indptr.map { Int64($0) }, indices: indices, popularity: popularity)
+  }
+}
+
+extension Interactions {
+  /// The rows that count as positive implicit feedback: every row when `threshold` is nil, else
+  /// the rows rated at least `threshold`. Id maps are compacted to the users and items that
+  /// remain; duplicate pairs are kept here and merged by `ImplicitMatrix`.
+  public func implicitPositives(threshold: Float?) -> Interactions {
+    guard let threshold else { return self }
+    return subset(rows: (0..<count).filter { ratings[$0] >= threshold })
+  }
+}
+
+extension MFModel {
+  /// A dot-product model (score = p_u·q_i, no biases, no clipping) for the implicit kinds, so
+  /// that serving, fold-in and the model file treat it like MF.
+  static func implicit(
+    kind: String, dim: Int, data: Interactions, matrix: ImplicitMatrix, userFactors: [Float],
+    itemFactors: [Float]
+  ) -> MFModel {
+    MFModel(
+      kind: kind, dim: dim, userIds: data.userIds, itemIds: data.itemIds,
+      userLookup: data.userLookup, itemLookup: data.itemLookup, globalMean: 0, ratingRange: nil,
+      userFactors: userFactors, itemFactors: itemFactors,
+      userBias: [Float](repeating: 0, count: data.userCount),
+      itemBias: [Float](repeating: 0, count: data.itemCount), csr: matrix.seenItems)
+  }
+}
+
+/// Small SIMD kernels for the implicit trainers.
+enum ImplicitKernels {
+  /// y += a·x
+  @inline(__always)
+  static func axpy(
+    _ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int
+  ) {
+    var k = 0
+    let rx = UnsafeRawPointer(x)
+    let ry = UnsafeMutableRawPointer(y)
+    let va = SIMD8<Float>(repeating: a)
+    while k + 8 <= n {
+      let xv = rx.loadUnaligned(fromByteOffset: k * 4, as: SIMD8<Float>.self)
+      let yv = ry.loadUnaligned(fromByteOffset: k * 4, as: SIMD8<Float>.self)
+      ry.storeBytes(of: yv + va * xv, toByteOffset: k * 4, as: SIMD8<Float>.self)
+      k += 8
+    }
+    while k < n {
+      y[k] += a * x[k]
+      k += 1
+    }
+  }
+
+  /// out = A·v for a dense row-major n×n matrix.
+  @inline(__always)
+  static func matvec(
+    _ A: UnsafePointer<Float>, _ v: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>,
+    _ n: Int
+  ) {
+    for r in 0..<n { out[r] = VectorMath.dot(A + r * n, v, n) }
+  }
+}

@@ -1,0 +1,177 @@
+/// Hyperparameters of one of the implicit-feedback kinds.
+public enum ImplicitModelConfig: Sendable, Equatable {
+  case bpr(BPRConfig)
+  case als(ALSConfig)
+
+  /// "bpr" or "als".
+  public var kind: String {
+    switch self {
+    case .bpr: return "bpr"
+    case .als: return "als"
+    }
+  }
+
+  public var seed: UInt64 {
+    switch self {
+    case .bpr(let c): return c.seed
+    case .als(let c): return c.seed
+    }
+  }
+
+  public var threads: Int {
+    switch self {
+    case .bpr(let c): return c.threads
+    case .als(let c): return c.threads
+    }
+  }
+
+  public func validate() throws {
+    switch self {
+    case .bpr(let c): try c.validate()
+    case .als(let c): try c.validate()
+    }
+  }
+
+  public var hyperparameters: [String: JSONValue] {
+    switch self {
+    case .bpr(let c): return c.hyperparameters
+    case .als(let c): return c.hyperparameters
+    }
+  }
+}
+
+/// How the data is split for the reported ranking metrics.
+public enum ImplicitSplit: Sendable, Equatable {
+  /// Each user's latest interaction (by timestamp) is held out (seeded tie-break).
+  case leaveLastOut
+  /// A seeded random fraction of the rows is held out.
+  case holdout(Double)
+  /// Train on every row; no metrics.
+  case none
+
+  public var name: String {
+    switch self {
+    case .leaveLastOut: return "leave-last-out"
+    case .holdout: return "holdout"
+    case .none: return "none"
+    }
+  }
+}
+
+/// The outcome of training and publishing an implicit-feedback model version.
+public struct ImplicitTrainResult: Sendable {
+  public var name: String
+  public var kind: String
+  public var version: Int64
+  public var directory: String
+  /// Full-ranking metrics on the held-out rows ("ndcg@10", "hr@10", "precision@10", ...;
+  /// absent with split none).
+  public var metrics: [String: Double]
+  public var evaluation: RankingEvaluation?
+  public var trainSeconds: Double
+  public var evalSeconds: Double
+  /// Rows of the training split (before the threshold) and distinct positive pairs trained on.
+  public var trainRows: Int
+  public var positivePairs: Int
+  public var testRows: Int
+  public var model: MFModel
+}
+
+/// Trains a BPR or ALS model directly (no split, no publishing): every row of `data` is
+/// positive feedback, or only rows rated at least `threshold` when given; duplicate pairs are
+/// merged (their count is the strength r).
+public func trainImplicit(
+  data: Interactions, config: ImplicitModelConfig, threshold: Float? = nil,
+  progress: TrainingProgressHandler? = nil
+) throws -> MFModel {
+  try config.validate()
+  let positives = data.implicitPositives(threshold: threshold)
+  if positives.isEmpty {
+    throw TrainingError.invalidData(
+      threshold.map { "\(data.source): no interactions rated at least \($0) to train on" }
+        ?? "\(data.source): no interactions to train on")
+  }
+  switch config {
+  case .bpr(let c): return try BPRTrainer.train(positives, config: c, progress: progress)
+  case .als(let c): return try ALSTrainer.train(positives, config: c, progress: progress)
+  }
+}
+
+/// Splits `data` (leave-last-out by default, seeded by the config's seed), converts the
+/// training rows to implicit feedback (`threshold`: see `trainImplicit`), trains, evaluates by
+/// full ranking over every item not in the user's training history (`ks`, default 10; with a
+/// threshold, only held-out rows rated at least it are relevant) and publishes the model as the
+/// next version of `name`. Throws `TrainingError`, `ModelLoadError` or `DataError`.
+public func trainAndPublishImplicit(
+  data: Interactions, config: ImplicitModelConfig, split: ImplicitSplit = .leaveLastOut,
+  threshold: Float? = nil, ks: [Int] = [10], modelsDirectory: String, name: String,
+  progress: TrainingProgressHandler? = nil
+) throws -> ImplicitTrainResult {
+  try ModelStore.validateName(name)
+  try config.validate()
+  if let threshold, !threshold.isFinite {
+    throw TrainingError.invalidConfiguration("implicit threshold must be finite (got \(threshold))")
+  }
+  let seed = config.seed
+  let train: Interactions
+  let test: Interactions
+  switch split {
+  case .leaveLastOut:
+    (train, test) = data.leaveLastOutSplit(seed: seed)
+  case .holdout(let h):
+    guard h.isFinite, h >= 0, h < 1 else {
+      throw TrainingError.invalidConfiguration("holdout must be in [0, 1) (got \(h))")
+    }
+    (train, test) = data.randomSplit(holdout: h, seed: seed)
+  case .none:
+    (train, test) = (data, data.subset(rows: EmptyCollection<Int>()))
+  }
+  let start = monotonicSeconds()
+  let model = try trainImplicit(
+    data: train, config: config, threshold: threshold, progress: progress)
+  let trainSeconds = monotonicSeconds() - start
+
+  var metrics: [String: Double] = [:]
+  var evaluation: RankingEvaluation? = nil
+  let evalStart = monotonicSeconds()
+  if !test.isEmpty {
+    let e = RankingEvaluator.evaluate(
+      model: model, train: train, test: test,
+      config: RankingEvaluationConfig(
+        ks: ks, fullRanking: true, sampled: false, seed: seed, threads: max(1, config.threads),
+        relevanceThreshold: threshold))
+    metrics = e.metrics
+    evaluation = e
+  }
+  let evalSeconds = monotonicSeconds() - evalStart
+
+  var trainingData = data.summary.jsonObject
+  trainingData["split"] = .string(split.name)
+  if case .holdout(let h) = split { trainingData["holdout"] = .double(h) }
+  trainingData["split_seed"] = .int(Int64(bitPattern: seed))
+  trainingData["train_rows"] = .int(Int64(train.count))
+  trainingData["test_rows"] = .int(Int64(test.count))
+  trainingData["implicit"] = .string(
+    threshold.map { "rating >= \($0)" } ?? "every interaction positive")
+  if let evaluation {
+    for (k, v) in evaluation.counts { trainingData["eval_\(k)"] = .int(Int64(v)) }
+  }
+  var hyper = config.hyperparameters
+  if let threshold {
+    hyper["implicit_threshold"] = .double(Double("\(threshold)") ?? Double(threshold))
+  }
+  var manifest = ModelManifest(
+    kind: config.kind, name: name, hyperparameters: hyper,
+    counts: [
+      "train_interactions": .int(Int64(train.count)),
+      "test_interactions": .int(Int64(test.count)),
+      "positive_pairs": .int(Int64(model.seenCount)),
+    ], trainingData: trainingData, metrics: metrics, trainSeconds: trainSeconds)
+  manifest.ratingRange = nil
+  let (version, directory) = try ModelStore.publish(
+    model, manifest: manifest, modelsDirectory: modelsDirectory, name: name)
+  return ImplicitTrainResult(
+    name: name, kind: config.kind, version: version, directory: directory, metrics: metrics,
+    evaluation: evaluation, trainSeconds: trainSeconds, evalSeconds: evalSeconds,
+    trainRows: train.count, positivePairs: model.seenCount, testRows: test.count, model: model)
+}
