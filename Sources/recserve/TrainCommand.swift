@@ -51,6 +51,16 @@ struct TrainCommand: ParsableCommand {
   @Option(help: "ALS confidence weight: c = 1 + alpha * r (default 40).")
   var alpha: Float?
 
+  @Option(
+    name: .customLong("negative-sampling"),
+    help: "BPR negatives: uniform (default) or popularity (as the implicit library).")
+  var negativeSampling: String?
+
+  @Flag(
+    name: .customLong("no-item-bias"),
+    help: "BPR: no item-bias column (by default one extra factor column holds it, as implicit).")
+  var noItemBias = false
+
   @Option(name: .customLong("cg-steps"), help: "ALS conjugate-gradient steps per row (default 3).")
   var cgSteps: Int?
 
@@ -269,6 +279,14 @@ extension TrainCommand {
       if let reg { c.regularization = reg }
       if let initStd { c.initScale = initStd }
       if let threads { c.threads = threads }
+      if let negativeSampling {
+        guard let n = BPRConfig.NegativeSampling(rawValue: negativeSampling) else {
+          throw ValidationError(
+            "unknown --negative-sampling '\(negativeSampling)' (expected uniform or popularity)")
+        }
+        c.negativeSampling = n
+      }
+      c.itemBias = !noItemBias
       c.seed = seed
       config = .bpr(c)
     } else {

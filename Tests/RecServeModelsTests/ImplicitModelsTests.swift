@@ -108,6 +108,23 @@ import Testing
     #expect(score > 1.5 * popular, "\(kind): ndcg@10 \(score) vs popularity \(popular)")
   }
 
+  @Test func bprWithPopularityNegativesAndNoBiasColumnLearns() throws {
+    let (train, test) = try Self.plantedClusters().leaveLastOutSplit(seed: 1)
+    var c = Self.bpr()
+    c.negativeSampling = .popularity
+    let withBias = try BPRTrainer.train(train, config: c)
+    #expect(withBias.dim == 17)
+    #expect(withBias.userVector(4).last == 1)
+    c.itemBias = false
+    let plain = try BPRTrainer.train(train, config: c)
+    #expect(plain.dim == 16)
+    let random = Self.ndcg(try Self.baseline(plain, popularity: false), train: train, test: test)
+    for m in [withBias, plain] {
+      let score = Self.ndcg(m, train: train, test: test)
+      #expect(score > 2 * random, "ndcg@10 \(score) vs random \(random)")
+    }
+  }
+
   @Test func implicitScoresAreDotProducts() throws {
     let model = try ALSTrainer.train(Self.data(), config: Self.als(iterations: 2))
     let u: Int32 = 5

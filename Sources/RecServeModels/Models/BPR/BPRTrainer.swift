@@ -21,10 +21,24 @@ public struct BPRConfig: Sendable, Equatable {
   public var seed: UInt64
   /// Hogwild threads (lock-free, like `implicit`). Deterministic for a seed only with 1.
   public var threads: Int
+  /// Learn an item bias as one extra factor column (users' entry fixed at 1), as `implicit`
+  /// does; the served model then has dim + 1 columns and is still a pure dot product.
+  public var itemBias: Bool
+  /// How negatives j are drawn (always among the items the user has not interacted with).
+  public var negativeSampling: NegativeSampling
+
+  public enum NegativeSampling: String, Sendable, Equatable, CaseIterable {
+    /// Every item equally likely.
+    case uniform
+    /// Proportional to the item's number of positives, and a draw that is one of the user's
+    /// items skips the triple instead of redrawing (both as `implicit` does).
+    case popularity
+  }
 
   public init(
     dim: Int = 64, epochs: Int = 100, learningRate: Float = 0.01, regularization: Float = 0.01,
-    initScale: Float? = nil, seed: UInt64 = 42, threads: Int = 2
+    initScale: Float? = nil, seed: UInt64 = 42, threads: Int = 2, itemBias: Bool = true,
+    negativeSampling: NegativeSampling = .uniform
   ) {
     self.dim = dim
     self.epochs = epochs
@@ -33,6 +47,8 @@ public struct BPRConfig: Sendable, Equatable {
     self.initScale = initScale
     self.seed = seed
     self.threads = threads
+    self.itemBias = itemBias
+    self.negativeSampling = negativeSampling
   }
 
   public func validate() throws {
@@ -60,15 +76,17 @@ public struct BPRConfig: Sendable, Equatable {
       "dim": .int(Int64(dim)), "epochs": .int(Int64(epochs)), "lr": d(learningRate),
       "reg": d(regularization), "init_scale": d(effectiveInitScale),
       "seed": .int(Int64(bitPattern: seed)), "optimizer": .string("sgd"),
-      "negative_sampling": .string("uniform over items the user has not interacted with"),
+      "negative_sampling": .string(negativeSampling.rawValue),
+      "item_bias": .bool(itemBias),
       "threads": .int(Int64(threads)),
     ]
   }
 }
 
 /// Trains BPR-MF: score = p_u·q_i, maximising ln σ(x_ui − x_uj) over triples (u, i, j) with i
-/// a positive of u drawn uniformly from the distinct positive pairs and j drawn uniformly from
-/// the items u has not interacted with (rejection sampling). Each epoch draws nnz triples split
+/// a positive of u drawn uniformly from the distinct positive pairs and j drawn from the items
+/// u has not interacted with (rejection sampling; uniformly, or by popularity as `implicit`).
+/// With `itemBias`, a last factor column holds the item bias (the user's entry is 1). Each epoch draws nnz triples split
 /// over `threads` Hogwild workers, each with its own seeded random stream.
 ///
 /// The progress loss is the epoch's mean −ln σ(x_uij) over the triples drawn, computed before
@@ -86,12 +104,15 @@ public enum BPRTrainer {
     let m = ImplicitMatrix(data)
     let U = data.userCount
     let I = data.itemCount
-    let D = config.dim
+    let D = config.dim + (config.itemBias ? 1 : 0)
     if I < 2 { throw TrainingError.invalidData("\(data.source): BPR needs at least two items") }
     var rng = Xoshiro256(seed: config.seed, stream: 0xB9B)
     let scale = config.effectiveInitScale
     var P = (0..<(U * D)).map { _ in (rng.nextFloat() - 0.5) * scale }
     var Q = (0..<(I * D)).map { _ in (rng.nextFloat() - 0.5) * scale }
+    if config.itemBias {
+      for u in 0..<U { P[u * D + D - 1] = 1 }
+    }
     var rowOf = [Int32](repeating: 0, count: m.nnz)
     for u in 0..<U {
       for k in m.indptr[u]..<m.indptr[u + 1] { rowOf[k] = Int32(u) }
@@ -110,6 +131,8 @@ public enum BPRTrainer {
                     P: p.baseAddress!, Q: q.baseAddress!, indptr: ptr.baseAddress!,
                     indices: idx.baseAddress!, rowOf: rows.baseAddress!, nnz: m.nnz, items: I,
                     dim: D, lr: config.learningRate, reg: config.regularization,
+                    itemBias: config.itemBias,
+                    popularityNegatives: config.negativeSampling == .popularity,
                     stats: out.baseAddress!)
                   let work = { (t: Int) in
                     let samples = m.nnz / T + (t < m.nnz % T ? 1 : 0)
@@ -178,6 +201,8 @@ public enum BPRTrainer {
     let dim: Int
     let lr: Float
     let reg: Float
+    let itemBias: Bool
+    let popularityNegatives: Bool
     let stats: UnsafeMutablePointer<EpochStats>
   }
 
@@ -196,13 +221,21 @@ public enum BPRTrainer {
       let a = c.indptr[u]
       let b = c.indptr[u + 1]
       if b - a >= c.items { continue }
-      var j = 0
-      var attempts = 0
-      repeat {
-        j = rng.nextInt(below: c.items)
-        attempts += 1
-      } while contains(c.indices + a, b - a, Int32(j)) && attempts < 1000
-      if attempts >= 1000 { continue }
+      // Uniform: redraw until the item is not one of the user's. Popularity: as `implicit`, a
+      // draw that hits one of the user's items skips the triple (so heavy users, who hit more
+      // often, get proportionally fewer steps).
+      let maxAttempts = c.popularityNegatives ? 1 : 1000
+      var j = -1
+      for _ in 0..<maxAttempts {
+        let candidate =
+          c.popularityNegatives
+          ? Int(c.indices[rng.nextInt(below: c.nnz)]) : rng.nextInt(below: c.items)
+        if !contains(c.indices + a, b - a, Int32(candidate)) {
+          j = candidate
+          break
+        }
+      }
+      if j < 0 { continue }
       let pu = c.P + u * D
       let qi = c.Q + i * D
       let qj = c.Q + j * D
@@ -219,6 +252,7 @@ public enum BPRTrainer {
       stats.samples += 1
       let z = 1 / (1 + expf(x))  // σ(−x): the gradient scale
       step(pu, qi, qj, D, z: z, lr: lr, reg: reg)
+      if c.itemBias { pu[D - 1] = 1 }
     }
     stats.loss += Double(lossSum)
     return stats

@@ -1,0 +1,266 @@
+#!/usr/bin/env python3
+"""RecServe BPR and ALS vs the `implicit` library's BPR and ALS, leave-last-out, full ranking.
+
+Makes ONE leave-last-out split in Python (each user's row with the latest timestamp is held out;
+ties go to the last such row in file order; users with one row keep it in train), writes
+train.csv, and then for each repeat (seed) and model:
+  - RecServe: `recserve train --kind bpr|als --split none --data train.csv --json` with the release
+    binary (`swift build -c release --product recserve` if missing); the published factors are
+    read back from weights.safetensors;
+  - implicit: `implicit.cpu.bpr.BayesianPersonalizedRanking` / `implicit.cpu.als.
+    AlternatingLeastSquares` fitted on the same training matrix (binary, one per distinct pair);
+and evaluates both sets of factors with the SAME Python code: for every test user whose held-out
+item occurs in train, rank all items not in the user's training history by p_u·q_i; HR@10 is
+whether the held-out item is in the top 10, NDCG@10 = 1/log2(rank + 2) (rank 0-based; ties count
+against the held-out item). Both use the same factors, iterations, regularisation, learning rate
+(BPR) and confidence (ALS), and 2 threads. Time is the training call only (implicit's `fit`;
+RecServe's reported train_seconds, which excludes reading the CSV, evaluation and publishing);
+the RecServe process wall time (load + train + eval + publish) is shown too.
+
+ALS confidence: RecServe uses c = 1 + alpha*r (Hu et al.); implicit uses c = alpha*r as given.
+On binary data implicit alpha=A is RecServe alpha=A-1, so both configurations below train the same
+objective: "c=1" (implicit's default alpha=1.0) and "c=40" (Hu et al.'s alpha 40).
+
+BPR: both learn an item bias as an extra factor column (65 columns for 64 factors, as implicit).
+implicit draws negatives in proportion to item popularity; RecServe's default is uniform, so BPR
+runs twice: "pop-neg" (RecServe --negative-sampling popularity: the same sampler as implicit) and
+"uniform" (RecServe's default; implicit is the same in both rows).
+
+Usage: python3 Benchmarks/implicit_vs_recserve.py [RATINGS_CSV] [--repeats N] [--factors 64]
+          [--threads 2] [--bpr-iterations 100] [--als-iterations 15] [--binary PATH] [--json]
+Needs numpy, scipy and implicit (`pip install implicit`).
+"""
+
+import argparse
+import csv
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import scipy.sparse as sp
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_DATA = os.path.join(os.path.dirname(REPO), "shared", "data", "ml-latest-small", "ratings.csv")
+
+
+def read_ratings(path):
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if rows and not rows[0][0].strip().lstrip("-").isdigit():
+        rows = rows[1:]
+    return [(r[0], r[1], float(r[2]), int(float(r[3]))) for r in rows if len(r) >= 4]
+
+
+def leave_last_out(rows):
+    last = {}
+    count = {}
+    for k, (u, _, _, t) in enumerate(rows):
+        count[u] = count.get(u, 0) + 1
+        if u not in last or t >= rows[last[u]][3]:
+            last[u] = k
+    test_rows = {k for u, k in last.items() if count[u] >= 2}
+    train = [r for k, r in enumerate(rows) if k not in test_rows]
+    test = [rows[k] for k in sorted(test_rows)]
+    return train, test
+
+
+class Split:
+    def __init__(self, train, test):
+        self.users = sorted({r[0] for r in train})
+        self.items = sorted({r[1] for r in train})
+        self.uidx = {u: j for j, u in enumerate(self.users)}
+        self.iidx = {i: j for j, i in enumerate(self.items)}
+        pairs = {(self.uidx[r[0]], self.iidx[r[1]]) for r in train}
+        ui = np.array(sorted(pairs), dtype=np.int64)
+        self.matrix = sp.csr_matrix(
+            (np.ones(len(ui), dtype=np.float32), (ui[:, 0], ui[:, 1])),
+            shape=(len(self.users), len(self.items)))
+        self.test = [(self.uidx[u], self.iidx[i]) for u, i, _, _ in test
+                     if u in self.uidx and i in self.iidx]
+        self.skipped = len(test) - len(self.test)
+
+    def evaluate(self, user_ids, user_factors, item_ids, item_factors, k=10):
+        """Full-ranking HR@k and NDCG@k; factors are aligned to this split's ids by id."""
+        U = np.zeros((len(self.users), user_factors.shape[1]), dtype=np.float32)
+        I = np.zeros((len(self.items), item_factors.shape[1]), dtype=np.float32)
+        for j, u in enumerate(user_ids):
+            if u in self.uidx:
+                U[self.uidx[u]] = user_factors[j]
+        for j, i in enumerate(item_ids):
+            if i in self.iidx:
+                I[self.iidx[i]] = item_factors[j]
+        scores = U @ I.T
+        scores[self.matrix.nonzero()] = -np.inf
+        hr = ndcg = 0.0
+        for u, i in self.test:
+            s = scores[u]
+            rank = int((s >= s[i]).sum()) - 1  # ties count against the held-out item
+            if rank < k:
+                hr += 1
+                ndcg += 1 / np.log2(rank + 2)
+        n = max(1, len(self.test))
+        return ndcg / n, hr / n
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = meta["data_offsets"]
+        dtype = {"F32": np.float32, "I32": np.int32, "I64": np.int64}[meta["dtype"]]
+        out[name] = np.frombuffer(data[a:b], dtype=dtype).reshape(meta["shape"])
+    return out
+
+
+def ensure_binary(path):
+    if os.path.exists(path):
+        return path
+    print("building the release binary ...", file=sys.stderr)
+    subprocess.run(["swift", "build", "-c", "release", "--product", "recserve"], cwd=REPO, check=True)
+    return path
+
+
+def run_recserve(binary, train_csv, models, name, kind, args, seed):
+    cmd = [binary, "train", "--data", train_csv, "--kind", kind, "--split", "none",
+           "--models", models, "--name", name, "--seed", str(seed), "--json", "--quiet"] + args
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if out.returncode != 0:
+        sys.exit(f"recserve failed: {' '.join(cmd)}\n{out.stderr}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    d = result["directory"]
+    w = read_safetensors(os.path.join(d, "weights.safetensors"))
+    users = open(os.path.join(d, "users.txt")).read().split("\n")[:-1]
+    items = open(os.path.join(d, "items.txt")).read().split("\n")[:-1]
+    return users, w["user_factors"], items, w["item_factors"], result["train_seconds"], wall
+
+
+def run_implicit(model, split):
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(1, "blas"):  # implicit's advice: its own threads, single-threaded BLAS
+        t0 = time.perf_counter()
+        model.fit(split.matrix, show_progress=False)
+        seconds = time.perf_counter() - t0
+    uf = np.asarray(model.user_factors)
+    itf = np.asarray(model.item_factors)
+    return split.users, uf, split.items, itf, seconds
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data", nargs="?", default=DEFAULT_DATA)
+    p.add_argument("--repeats", type=int, default=5, help="seeds per model (means are reported)")
+    p.add_argument("--factors", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--bpr-iterations", type=int, default=100)
+    p.add_argument("--bpr-lr", type=float, default=0.01)
+    p.add_argument("--bpr-reg", type=float, default=0.01)
+    p.add_argument("--als-iterations", type=int, default=15)
+    p.add_argument("--als-reg", type=float, default=0.01)
+    p.add_argument("--recserve-bpr-args", default="", help="extra `recserve train` args for BPR")
+    p.add_argument("--only", choices=["bpr", "als"], help="run one model family")
+    p.add_argument("--binary", default=os.path.join(REPO, ".build", "release", "recserve"))
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args()
+
+    import implicit
+    from implicit.cpu.als import AlternatingLeastSquares
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+    binary = ensure_binary(a.binary)
+    rows = read_ratings(a.data)
+    train, test = leave_last_out(rows)
+    split = Split(train, test)
+    tmp = tempfile.mkdtemp(prefix="implicit-vs-recserve-")
+    train_csv = os.path.join(tmp, "train.csv")
+    with open(train_csv, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["userId", "movieId", "rating", "timestamp"])
+        w.writerows(train)
+    models = os.path.join(tmp, "models")
+    F, T = a.factors, a.threads
+
+    def bpr_config(label, extra):
+        return (label, "bpr",
+                ["--factors", str(F), "--epochs", str(a.bpr_iterations), "--lr", str(a.bpr_lr),
+                 "--reg", str(a.bpr_reg), "--threads", str(T)] + extra + a.recserve_bpr_args.split(),
+                lambda seed: BayesianPersonalizedRanking(
+                    factors=F, learning_rate=a.bpr_lr, regularization=a.bpr_reg,
+                    iterations=a.bpr_iterations, num_threads=T, random_state=seed))
+
+    # implicit draws negatives in proportion to popularity; RecServe's default is uniform.
+    configs = [bpr_config("BPR pop-neg", ["--negative-sampling", "popularity"]),
+               bpr_config("BPR uniform", ["--negative-sampling", "uniform"])]
+    for c in (1.0, 40.0):
+        configs.append((
+            f"ALS c={c:g}", "als",
+            ["--factors", str(F), "--iterations", str(a.als_iterations), "--reg", str(a.als_reg),
+             "--alpha", str(c - 1), "--threads", str(T)],
+            lambda seed, c=c: AlternatingLeastSquares(
+                factors=F, regularization=a.als_reg, alpha=c, iterations=a.als_iterations,
+                num_threads=T, random_state=seed)))
+
+    if a.only:
+        configs = [c for c in configs if c[1] == a.only]
+    results = []
+    for label, kind, rargs, make in configs:
+        acc = {"rs": [], "im": []}
+        for rep in range(a.repeats):
+            seed = 42 + rep
+            u, uf, i, itf, secs, wall = run_recserve(binary, train_csv, models, f"{kind}{rep}{len(results)}", kind, rargs, seed)
+            nd, hr = split.evaluate(u, uf, i, itf)
+            acc["rs"].append((nd, hr, secs, wall))
+            u, uf, i, itf, secs = run_implicit(make(seed), split)
+            nd, hr = split.evaluate(u, uf, i, itf)
+            acc["im"].append((nd, hr, secs, secs))
+        mean = {k: [float(np.mean([x[j] for x in v])) for j in range(4)] for k, v in acc.items()}
+        results.append({
+            "model": label,
+            "recserve": {"ndcg@10": mean["rs"][0], "hr@10": mean["rs"][1],
+                         "train_seconds": mean["rs"][2], "process_seconds": mean["rs"][3]},
+            "implicit": {"ndcg@10": mean["im"][0], "hr@10": mean["im"][1],
+                         "train_seconds": mean["im"][2]},
+            "runs": acc,
+        })
+
+    info = {
+        "data": a.data, "rows": len(rows), "train_rows": len(train), "test_users": len(split.test),
+        "test_users_skipped_item_not_in_train": split.skipped, "users": len(split.users),
+        "items": len(split.items), "factors": F, "threads": T, "repeats": a.repeats,
+        "implicit_version": implicit.__version__,
+    }
+    if a.json:
+        print(json.dumps({"setup": info, "results": results}, indent=1))
+        return
+    print(f"data {a.data}: {len(rows)} rows, leave-last-out: {len(train)} train rows, "
+          f"{len(split.test)} test users ({split.skipped} skipped: held-out item not in train); "
+          f"factors {F}, threads {T}, mean of {a.repeats} seeds; implicit {implicit.__version__}")
+    print(f"BPR: {a.bpr_iterations} epochs, lr {a.bpr_lr}, reg {a.bpr_reg}; "
+          f"ALS: {a.als_iterations} iterations, reg {a.als_reg}, 3 CG steps")
+    hdr = (f"{'model':<12} {'RecServe NDCG@10':>16} {'implicit NDCG@10':>16} {'ratio':>6} "
+           f"{'RecServe HR@10':>14} {'implicit HR@10':>14} {'ratio':>6} "
+           f"{'RecServe s':>10} {'implicit s':>10} {'ratio':>6} {'RecServe process s':>18}")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in results:
+        rs, im = r["recserve"], r["implicit"]
+        print(f"{r['model']:<12} {rs['ndcg@10']:>16.4f} {im['ndcg@10']:>16.4f} "
+              f"{rs['ndcg@10'] / max(im['ndcg@10'], 1e-12):>6.2f} "
+              f"{rs['hr@10']:>14.4f} {im['hr@10']:>14.4f} {rs['hr@10'] / max(im['hr@10'], 1e-12):>6.2f} "
+              f"{rs['train_seconds']:>10.3f} {im['train_seconds']:>10.3f} "
+              f"{rs['train_seconds'] / max(im['train_seconds'], 1e-12):>6.2f} {rs['process_seconds']:>18.3f}")
+
+
+if __name__ == "__main__":
+    main()
