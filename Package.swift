@@ -32,6 +32,8 @@ let package = Package(
       path: "CShims/CCrypto",
       providers: [.apt(["libssl-dev"])]
     ),
+    // glibc extras (malloc_trim).
+    .systemLibrary(name: "CSystem", path: "CShims/CSystem"),
     // Safe Swift server and client over the shim; knows nothing about recommenders.
     .target(
       name: "RecServeRPC",
@@ -52,7 +54,7 @@ let package = Package(
     .target(
       name: "RecServeServing",
       dependencies: [
-        "RecServeRPC", "RecServeProto", "RecServeModels",
+        "RecServeRPC", "RecServeProto", "RecServeModels", "CSystem",
         .product(name: "Atomics", package: "swift-atomics"),
       ]
     ),

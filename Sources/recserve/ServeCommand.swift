@@ -134,16 +134,7 @@ struct ServeCommand: ParsableCommand {
     for failure in server.registry.loadAll() {
       log("warning: \(failure)")
     }
-    let snapshot = server.registry.snapshot
-    for name in snapshot.models.keys.sorted() {
-      if let serving = snapshot.models[name]?.serving {
-        log(
-          "serving model '\(name)' version \(serving.version) (\(serving.model.kind), \(serving.model.userCount) users, \(serving.model.itemCount) items)"
-        )
-      } else {
-        log("warning: model '\(name)' has no version that can serve")
-      }
-    }
+    logServing(server.registry)
 
     let bound: Int
     do {
@@ -185,6 +176,21 @@ struct ServeCommand: ParsableCommand {
     metrics?.stop()
     _ = sources
     log("stopped")
+  }
+
+  /// One line per model. A function of its own, so the snapshot it reads (and the versions in it)
+  /// is not kept alive for the life of the server.
+  private func logServing(_ registry: ModelRegistry) {
+    let snapshot = registry.snapshot
+    for name in snapshot.models.keys.sorted() {
+      if let serving = snapshot.models[name]?.serving {
+        log(
+          "serving model '\(name)' version \(serving.version) (\(serving.model.kind), "
+            + "\(serving.model.userCount) users, \(serving.model.itemCount) items)")
+      } else {
+        log("warning: model '\(name)' has no version that can serve")
+      }
+    }
   }
 
   private func trainDemoModel() throws {

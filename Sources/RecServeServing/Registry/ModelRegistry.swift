@@ -1,4 +1,5 @@
 import Atomics
+import CSystem
 import Foundation
 import RecServeModels
 import RecServeRPC
@@ -202,7 +203,14 @@ public final class ModelRegistry: @unchecked Sendable {
         log("version \(version) of '\(name)' FAILED verification and will not serve: \(reason)")
       }
     }
+    let unloadedNow = (state.records[name] ?? [:]).values.contains { old in
+      old.served != nil && records[old.version]?.served == nil
+    }
     publish(name: name, records: records, labels: labels, state: &state)
+    if unloadedNow {
+      // Freed tensors and id maps go back to the system rather than staying in malloc's arenas.
+      releaseFreedMemory()
+    }
     let after = snapshot.models[name]?.serving?.version
     if after != before, let after {
       log("model '\(name)' now serves version \(after)")
@@ -445,4 +453,11 @@ public enum BackgroundPriority {
       _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
     #endif
   }
+}
+
+/// Returns memory freed inside malloc's arenas to the system (glibc's malloc_trim).
+func releaseFreedMemory() {
+  #if canImport(Glibc)
+    _ = malloc_trim(0)
+  #endif
 }
