@@ -105,7 +105,7 @@ extension Interactions {
 
 extension MFModel {
   /// A dot-product model (score = p_u·q_i, no biases, no clipping) for the implicit kinds, so
-  /// that serving, fold-in and the model file treat it like MF.
+  /// that serving (Rank, SimilarItems, exclude_seen) and the model file treat it like MF.
   static func implicit(
     kind: String, dim: Int, data: Interactions, matrix: ImplicitMatrix, userFactors: [Float],
     itemFactors: [Float]
