@@ -187,20 +187,15 @@ public final class ModelRegistry: @unchecked Sendable {
       // Load and verify off the request path; show LOADING meanwhile.
       records[version] = VersionRecord(version: version, state: .loading, reason: "", served: nil)
       publish(name: name, records: records, labels: labels, state: &state)
-      let path = ModelStore.versionDirectory(directory, name: name, version: version)
-      do {
-        let loaded = try ModelStore.load(versionDirectory: path)
-        let served = ServedVersion(name: name, version: version, loaded: loaded)
-        served.warm()
-        records[version] = VersionRecord(
-          version: version, state: .available, reason: "", served: served)
+      let loaded = loadVersion(name: name, version: version)
+      records[version] = loaded
+      if loaded.state == .available {
         kept += 1
-      } catch {
-        let reason = "\(error)"
-        records[version] = VersionRecord(
-          version: version, state: .failed, reason: reason, served: nil)
-        failures.append("\(name) version \(version): \(reason)")
-        log("version \(version) of '\(name)' FAILED verification and will not serve: \(reason)")
+      } else {
+        failures.append("\(name) version \(version): \(loaded.reason)")
+        log(
+          "version \(version) of '\(name)' FAILED verification and will not serve: \(loaded.reason)"
+        )
       }
     }
     let unloadedNow = (state.records[name] ?? [:]).values.contains { old in
@@ -216,6 +211,19 @@ public final class ModelRegistry: @unchecked Sendable {
       log("model '\(name)' now serves version \(after)")
     }
     return failures
+  }
+
+  /// Reads, verifies and warms one version: AVAILABLE with it, or FAILED with the reason.
+  private func loadVersion(name: String, version: Int64) -> VersionRecord {
+    let path = ModelStore.versionDirectory(directory, name: name, version: version)
+    do {
+      let loaded = try ModelStore.load(versionDirectory: path)
+      let served = ServedVersion(name: name, version: version, loaded: loaded)
+      served.warm()
+      return VersionRecord(version: version, state: .available, reason: "", served: served)
+    } catch {
+      return VersionRecord(version: version, state: .failed, reason: "\(error)", served: nil)
+    }
   }
 
   private func publish(
@@ -283,20 +291,12 @@ public final class ModelRegistry: @unchecked Sendable {
           )
         }
         if records[version]?.served == nil {
-          let path = ModelStore.versionDirectory(directory, name: name, version: version)
-          do {
-            let loaded = try ModelStore.load(versionDirectory: path)
-            let served = ServedVersion(name: name, version: version, loaded: loaded)
-            served.warm()
-            records[version] = VersionRecord(
-              version: version, state: .available, reason: "", served: served)
-            state.records[name] = records
-          } catch {
-            records[version] = VersionRecord(
-              version: version, state: .failed, reason: "\(error)", served: nil)
-            state.records[name] = records
+          let loaded = loadVersion(name: name, version: version)
+          records[version] = loaded
+          state.records[name] = records
+          if loaded.state != .available {
             throw RPCError.failedPrecondition(
-              "version \(version) of '\(name)' failed verification: \(error)")
+              "version \(version) of '\(name)' failed verification: \(loaded.reason)")
           }
         }
         labels.labels[label] = version
