@@ -113,8 +113,24 @@ def test_bad_train_requests(trainer, request_fields, word):
     assert word in error.value.details()
 
 
-def test_unbuilt_kind_is_unimplemented(trainer):
+def test_unbuilt_kind_is_unimplemented(trainer):  # sasrec comes later
     stub, _, _ = trainer
     with pytest.raises(grpc.RpcError) as error:
         list(stub.Train(pb.TrainRequest(name="x", kind="sasrec", data_path="ratings.csv"), timeout=30))
     assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+@pytest.mark.parametrize("kind", ["bpr", "als"])
+def test_train_implicit_kinds_stream_and_serve(trainer, kind):
+    stub, models, _ = trainer
+    messages = list(stub.Train(pb.TrainRequest(name=f"implicit-{kind}", kind=kind, data_path="ratings.csv", dim=8,
+                                               epochs=4, seed=3), timeout=120))
+    epochs = [m for m in messages if m.epoch and not m.done]
+    assert [m.epoch for m in epochs] == [1, 2, 3, 4]
+    final = messages[-1]
+    assert final.done and final.version == 1
+    assert 0 <= final.metrics["ndcg@10"] <= 1 and "hr@10" in final.metrics
+    users = (models / f"implicit-{kind}" / "1" / "users.txt").read_text().splitlines()
+    response = stub.Rank(pb.RankRequest(model=pb.ModelSpec(name=f"implicit-{kind}"), user_id=users[0], k=5,
+                                        exclude_seen=True), timeout=10)
+    assert response.model_version == 1 and len(response.items) == 5

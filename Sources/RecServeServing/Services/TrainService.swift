@@ -27,8 +27,11 @@ public final class TrainService: @unchecked Sendable {
     }
     switch request.kind {
     case "", "mf": break
-    case "bpr", "als", "sasrec":
-      throw RPCError.unimplemented("kind '\(request.kind)' is not built yet; kind 'mf' is")
+    case "bpr", "als":
+      try trainImplicit(request, writer: writer)
+      return
+    case "sasrec":
+      throw RPCError.unimplemented("kind 'sasrec' is not built yet; kinds mf, bpr and als are")
     default:
       throw RPCError.invalidArgument(
         "kind must be one of mf, bpr, als, sasrec; got '\(request.kind)'")
@@ -80,30 +83,12 @@ public final class TrainService: @unchecked Sendable {
         "training \(request.name) (mf, dim \(config.dim), \(config.epochs) epochs) on \(data.count) interactions"
     )
 
-    var sendFailed = false
     let result: TrainResult
     do {
       result = try trainAndPublishMF(
         data: data, config: config, holdout: holdout, modelsDirectory: registry.directory,
-        name: request.name
-      ) { progress in
-        if writer.isCancelled { return false }
-        var message = Recserve_V1_TrainProgress()
-        message.epoch = Int32(progress.epoch)
-        message.totalEpochs = Int32(progress.epochs)
-        message.loss = progress.loss
-        message.metrics = progress.validation
-        message.etaSeconds = progress.etaSeconds
-        do {
-          try writer.send(try message.serializedBytes())
-        } catch {
-          sendFailed = true
-          return false
-        }
-        return true
-      }
+        name: request.name, progress: progressSender(writer))
     } catch TrainingError.cancelled {
-      _ = sendFailed
       throw RPCError(
         .cancelled, "training of '\(request.name)' was cancelled; nothing was published")
     } catch let error as TrainingError {
@@ -133,6 +118,96 @@ public final class TrainService: @unchecked Sendable {
     if request.promote { text += "; " + decision }
     final.message = text
     try writer.send(try final.serializedBytes())
+  }
+
+  /// BPR or ALS on implicit feedback (every interaction positive), evaluated by full ranking
+  /// with leave-last-out (or a random holdout when `holdout` is set; 0 trains on everything).
+  private func trainImplicit(_ request: Recserve_V1_TrainRequest, writer: ServerStreamWriter) throws
+  {
+    if request.promote {
+      throw RPCError.unimplemented("promotion by metric is available for kind mf only so far")
+    }
+    if request.holdout.isNaN || request.holdout < 0 || request.holdout >= 1 {
+      throw RPCError.invalidArgument("holdout must be in [0, 1), got \(request.holdout)")
+    }
+    let seed = request.seed != 0 ? UInt64(bitPattern: request.seed) : 42
+    let config: ImplicitModelConfig
+    if request.kind == "bpr" {
+      var bpr = BPRConfig(seed: seed)
+      if request.dim != 0 { bpr.dim = Int(request.dim) }
+      if request.epochs != 0 { bpr.epochs = Int(request.epochs) }
+      if request.learningRate != 0 { bpr.learningRate = request.learningRate }
+      if request.regularization != 0 { bpr.regularization = request.regularization }
+      config = .bpr(bpr)
+    } else {
+      var als = ALSConfig(seed: seed)
+      if request.dim != 0 { als.dim = Int(request.dim) }
+      if request.epochs != 0 { als.iterations = Int(request.epochs) }
+      if request.regularization != 0 { als.regularization = request.regularization }
+      config = .als(als)
+    }
+    do {
+      try config.validate()
+    } catch {
+      throw RPCError.invalidArgument("\(error)")
+    }
+    let split: ImplicitSplit =
+      request.hasHoldout
+      ? (request.holdout == 0 ? .none : .holdout(Double(request.holdout))) : .leaveLastOut
+    guard running.withLock({ names in names.insert(request.name).inserted }) else {
+      throw RPCError(
+        .resourceExhausted,
+        "a training of model '\(request.name)' is already running; try again when it ends")
+    }
+    defer { _ = running.withLock { names in names.remove(request.name) } }
+    BackgroundPriority.lowerCurrentThread()
+    let data = try loadData(request)
+    try send(
+      writer, message: "training \(request.name) (\(request.kind)) on \(data.count) interactions")
+    let result: ImplicitTrainResult
+    do {
+      result = try trainAndPublishImplicit(
+        data: data, config: config, split: split, modelsDirectory: registry.directory,
+        name: request.name,
+        progress: progressSender(writer))
+    } catch TrainingError.cancelled {
+      throw RPCError(
+        .cancelled, "training of '\(request.name)' was cancelled; nothing was published")
+    } catch let error as TrainingError {
+      throw RPCError.invalidArgument("\(error)")
+    } catch {
+      throw RPCError.internal("training failed: \(error)")
+    }
+    registry.loadAll()
+    var final = Recserve_V1_TrainProgress()
+    final.metrics = result.metrics
+    final.done = true
+    final.version = result.version
+    var text = "published \(request.name) version \(result.version)"
+    if let ndcg = result.metrics["ndcg@10"] {
+      text += String(format: " (NDCG@10 %.4f, %@)", ndcg, split.name)
+    }
+    final.message = text
+    try writer.send(try final.serializedBytes())
+  }
+
+  /// Streams one progress message per epoch; stops training when the client is gone.
+  private func progressSender(_ writer: ServerStreamWriter) -> TrainingProgressHandler {
+    { progress in
+      if writer.isCancelled { return false }
+      var message = Recserve_V1_TrainProgress()
+      message.epoch = Int32(progress.epoch)
+      message.totalEpochs = Int32(progress.epochs)
+      message.loss = progress.loss
+      message.metrics = progress.validation
+      message.etaSeconds = progress.etaSeconds
+      do {
+        try writer.send(try message.serializedBytes())
+      } catch {
+        return false
+      }
+      return true
+    }
   }
 
   /// Moves `stable` to the new version when it is not worse than the current stable one on the
