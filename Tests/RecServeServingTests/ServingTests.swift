@@ -281,3 +281,56 @@ func rpcError(_ body: () throws -> Void) -> RPCError? {
     #expect(missing?.code == .notFound)
   }
 }
+
+@Suite struct FoldInTests {
+  /// Users in 4 clusters, each interacting only with items of its own cluster (30 items each).
+  func clusteredInteractions() throws -> Interactions {
+    var rows: [InteractionRow] = []
+    var state: UInt64 = 0x1234_5678
+    func next() -> Int {
+      state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+      return Int(truncatingIfNeeded: state >> 33)
+    }
+    for user in 0..<400 {
+      let cluster = user % 4
+      for step in 0..<12 {
+        let item = cluster * 30 + next() % 30
+        rows.append(
+          InteractionRow(
+            user: "u\(user)", item: "c\(cluster)-i\(item)", rating: 1, timestamp: Int64(step)))
+      }
+    }
+    return try Interactions(rows: rows, source: "clusters")
+  }
+
+  @Test(arguments: ["als", "bpr"])
+  func recentItemsOfOneClusterRankThatCluster(kind: String) throws {
+    let path = FileManager.default.temporaryDirectory.path + "/recserve-foldin-" + UUID().uuidString
+    defer { try? FileManager.default.removeItem(atPath: path) }
+    let data = try clusteredInteractions()
+    let config: ImplicitModelConfig =
+      kind == "als"
+      ? .als(ALSConfig(dim: 16, iterations: 10, seed: 3, threads: 1))
+      : .bpr(BPRConfig(dim: 16, epochs: 40, learningRate: 0.05, seed: 3, threads: 1))
+    _ = try trainAndPublishImplicit(
+      data: data, config: config, split: .none, modelsDirectory: path, name: "c")
+    let registry = ModelRegistry(directory: path)
+    registry.loadAll()
+    let service = RecommenderService(registry: registry)
+    for cluster in 0..<4 {
+      var request = Recserve_V1_RankRequest()
+      request.model.name = "c"
+      request.userID = "someone-new"
+      request.recentItems = (0..<3).map { "c\(cluster)-i\(cluster * 30 + $0 * 7)" }
+      request.k = 10
+      request.excludeSeen = true
+      let response = try service.rank(request)
+      #expect(response.items.count == 10)
+      let same = response.items.filter { $0.itemID.hasPrefix("c\(cluster)-") }.count
+      #expect(
+        same >= 8, "\(kind): \(same) of 10 from cluster \(cluster): \(response.items.map(\.itemID))"
+      )
+      #expect(Set(response.items.map(\.itemID)).isDisjoint(with: request.recentItems))
+    }
+  }
+}
