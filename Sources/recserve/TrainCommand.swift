@@ -69,7 +69,30 @@ struct TrainCommand: ParsableCommand {
     help: "bpr/als: only rows rated at least this are positive (default: every row).")
   var implicitThreshold: Float?
 
-  @Option(help: "Initial learning rate (mf 0.03, bpr 0.01).")
+  @Option(help: "mf optimizer: sgd (default) or adam (sparse Adam, per-row bias correction).")
+  var optimizer: String?
+
+  @Option(name: .customLong("beta1"), help: "mf Adam: first-moment decay (default 0.9).")
+  var beta1: Float?
+
+  @Option(name: .customLong("beta2"), help: "mf Adam: second-moment decay (default 0.999).")
+  var beta2: Float?
+
+  @Option(
+    name: .customLong("early-stopping"),
+    help: """
+      mf: stop after N epochs without a lower validation RMSE and publish the best epoch's \
+      model. The validation rows are --validation-fraction of the training rows, never the \
+      held-out ones.
+      """)
+  var earlyStopping: Int?
+
+  @Option(
+    name: .customLong("validation-fraction"),
+    help: "mf with --early-stopping: fraction of the training rows used for validation (0.1).")
+  var validationFraction: Double?
+
+  @Option(help: "Initial learning rate (mf sgd 0.03, mf adam 0.005, bpr 0.01).")
   var lr: Float?
 
   @Option(help: "L2 regularisation of the factors (mf 0.05, bpr/als 0.01).")
@@ -131,6 +154,17 @@ struct TrainCommand: ParsableCommand {
     }
     let effectiveHoldout = split == "none" ? 0 : holdout
     var config = MFConfig()
+    if let optimizer {
+      guard let o = MFConfig.Optimizer(rawValue: optimizer) else {
+        throw ValidationError("unknown --optimizer '\(optimizer)' (expected sgd or adam)")
+      }
+      config.optimizer = o
+      if o == .adam { config.learningRate = MFConfig.defaultAdamLearningRate }
+    }
+    if let beta1 { config.beta1 = beta1 }
+    if let beta2 { config.beta2 = beta2 }
+    if let earlyStopping { config.earlyStoppingPatience = earlyStopping }
+    if let validationFraction { config.validationFraction = validationFraction }
     if let dim { config.dim = dim }
     if let epochs { config.epochs = epochs }
     if let lr { config.learningRate = lr }
@@ -151,13 +185,16 @@ struct TrainCommand: ParsableCommand {
       for example in interactions.skippedExamples { CLI.printErr("  \(example)") }
     }
     let quiet = self.quiet
+    let earlyStopping = config.earlyStoppingPatience != nil
     let result = try trainAndPublishMF(
       data: interactions, config: config, holdout: effectiveHoldout, modelsDirectory: models,
       name: name,
       progress: { p in
         if !quiet {
           var line = "epoch \(p.epoch)/\(p.epochs)  loss \(CLI.fmt(p.loss))"
-          if let v = p.validationRMSE { line += "  holdout rmse \(CLI.fmt(v))" }
+          if let v = p.validationRMSE {
+            line += "  \(earlyStopping ? "validation" : "holdout") rmse \(CLI.fmt(v))"
+          }
           line += "  eta \(CLI.fmt(p.etaSeconds, 2))s"
           CLI.printErr(line)
         }
@@ -205,6 +242,11 @@ struct TrainCommand: ParsableCommand {
       print(
         "  train: rmse \(CLI.fmt(result.metrics["train_rmse"] ?? .nan))  mae \(CLI.fmt(result.metrics["train_mae"] ?? .nan))"
       )
+      if let stopped = result.metrics["stopped_epoch"], let best = result.metrics["best_epoch"] {
+        print(
+          "  early stopping: ran \(Int(stopped))/\(config.epochs) epochs, kept epoch \(Int(best)) (validation rmse \(CLI.fmt(result.metrics["validation_rmse"] ?? .nan)))"
+        )
+      }
       print(
         "  trained in \(CLI.fmt(result.trainSeconds, 3)) s (loaded in \(CLI.fmt(loadSeconds, 3)) s)"
       )

@@ -236,3 +236,124 @@ import Testing
     }
   }
 }
+
+@Suite struct MFAdamAndEarlyStoppingTests {
+  func adamConfig(seed: UInt64 = 5) -> MFConfig {
+    var c = quickConfig(seed: seed)
+    c.optimizer = .adam
+    c.learningRate = 0.01
+    c.epochs = 20
+    return c
+  }
+
+  @Test func adamLearnsThePlantedStructure() throws {
+    let data = smallSynthetic()
+    let (train, test) = data.randomSplit(holdout: 0.1, seed: 4)
+    let model = try MFTrainer.train(train, config: adamConfig())
+    let mf = RatingMetrics.evaluate(model: model, on: test)
+    let mean = train.ratings.reduce(0.0) { $0 + Double($1) } / Double(train.count)
+    var acc = ErrorAccumulator()
+    for r in test.ratings { acc.add(predicted: Float(mean), actual: r) }
+    #expect(mf.rmse < 0.6 * acc.rmse, "Adam rmse \(mf.rmse) vs global mean \(acc.rmse)")
+  }
+
+  @Test func adamIsDeterministicForASeedAlsoOnTwoThreads() throws {
+    let data = smallSynthetic()
+    for threads in [1, 2] {
+      var config = adamConfig(seed: 1)
+      config.threads = threads
+      config.epochs = 5
+      let a = try MFTrainer.train(data, config: config)
+      let b = try MFTrainer.train(data, config: config)
+      config.seed = 2
+      let c = try MFTrainer.train(data, config: config)
+      let n = a.itemCount * a.dim
+      let fa = Array(UnsafeBufferPointer(start: a.itemFactors, count: n))
+      #expect(fa == Array(UnsafeBufferPointer(start: b.itemFactors, count: n)))
+      #expect(fa != Array(UnsafeBufferPointer(start: c.itemFactors, count: n)))
+      #expect(
+        Array(UnsafeBufferPointer(start: a.userBias, count: a.userCount))
+          == Array(UnsafeBufferPointer(start: b.userBias, count: b.userCount)))
+    }
+  }
+
+  @Test func earlyStoppingStopsAndReturnsTheBestEpoch() throws {
+    let data = smallSynthetic()
+    let (train, validation) = data.randomSplit(holdout: 0.2, seed: 8)
+    // Over-fits: many factors, no regularisation, a high constant learning rate.
+    var config = quickConfig(seed: 6)
+    config.dim = 32
+    config.regularization = 0
+    config.biasRegularization = 0
+    config.learningRate = 0.05
+    config.learningRateDecay = 1
+    config.initStd = 0.1
+    config.epochs = 200
+    config.earlyStoppingPatience = 3
+    var seen: [TrainingProgress] = []
+    let (model, summary) = try MFTrainer.trainWithSummary(
+      train, config: config, validation: validation
+    ) { p in
+      seen.append(p)
+      return true
+    }
+    #expect(summary.stoppedEarly && summary.epochsRun < config.epochs)
+    #expect(seen.count == summary.epochsRun)
+    let rmses = seen.map { $0.validationRMSE! }
+    let bestSeen = rmses.min()!
+    #expect(summary.bestEpoch == rmses.firstIndex(of: bestSeen)! + 1)
+    #expect(summary.epochsRun == summary.bestEpoch! + 3)
+    #expect(summary.bestValidationRMSE == bestSeen)
+    // The returned model is the best epoch's: its validation RMSE is the best seen, not the last.
+    let got = RatingMetrics.evaluate(model: model, on: validation).rmse
+    #expect(abs(got - bestSeen) < 1e-6, "returned \(got), best \(bestSeen), last \(rmses.last!)")
+    #expect(rmses.last! > bestSeen)
+    // Deterministic for a seed.
+    let (again, summary2) = try MFTrainer.trainWithSummary(
+      train, config: config, validation: validation)
+    #expect(summary2 == summary)
+    let n = model.itemCount * model.dim
+    #expect(
+      Array(UnsafeBufferPointer(start: model.itemFactors, count: n))
+        == Array(UnsafeBufferPointer(start: again.itemFactors, count: n)))
+  }
+
+  @Test func earlyStoppingNeedsValidationAndValidConfig() {
+    let data = smallSynthetic()
+    var config = quickConfig()
+    config.earlyStoppingPatience = 2
+    #expect(
+      "\(errorOf { try MFTrainer.train(data, config: config) }!)"
+        == "early stopping needs validation rows (none were given)")
+    config.earlyStoppingPatience = 0
+    #expect(errorOf { try MFTrainer.train(data, config: config) } is TrainingError)
+    config = quickConfig()
+    config.beta2 = 1
+    #expect(
+      "\(errorOf { try MFTrainer.train(data, config: config) }!)"
+        == "beta2 must be in [0, 1) (got 1.0)")
+  }
+
+  @Test func publishCarvesValidationFromTrainingAndRecordsTheStop() throws {
+    let dir = TempDir()
+    var config = adamConfig(seed: 3)
+    config.epochs = 60
+    config.earlyStoppingPatience = 2
+    let result = try trainAndPublishMF(
+      data: smallSynthetic(), config: config, holdout: 0.1, modelsDirectory: dir.path,
+      name: "es")
+    let total = smallSynthetic().count
+    let test = Int(Double(total) * 0.1)
+    let validation = Int(Double(total - test) * 0.1)
+    #expect(result.testRows == test)
+    #expect(result.trainRows == total - test - validation)
+    let stopped = try #require(result.metrics["stopped_epoch"])
+    let best = try #require(result.metrics["best_epoch"])
+    #expect(stopped <= 60 && best <= stopped && result.metrics["validation_rmse"] != nil)
+    let manifest = try String(
+      contentsOfFile: result.directory + "/model.json", encoding: .utf8)
+    #expect(manifest.contains("\"optimizer\"") && manifest.contains("\"adam\""))
+    #expect(manifest.contains("\"early_stopping_patience\""))
+    #expect(manifest.contains("\"stopped_epoch\"") && manifest.contains("\"validation_rows\""))
+  }
+}

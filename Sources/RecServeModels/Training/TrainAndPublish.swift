@@ -6,7 +6,9 @@ public struct TrainResult: Sendable {
   /// The published version folder.
   public var directory: String
   /// "rmse" and "mae" on the held-out rows (absent with holdout 0), "train_rmse" and
-  /// "train_mae" on the training rows.
+  /// "train_mae" on the rows the model was fitted on, "epochs_run"; with early stopping also
+  /// "stopped_epoch", "best_epoch" (the one returned) and "validation_rmse" (its RMSE on the
+  /// validation slice).
   public var metrics: [String: Double]
   /// The held-out evaluation, when there was a holdout.
   public var evaluation: RatingEvaluation?
@@ -17,7 +19,10 @@ public struct TrainResult: Sendable {
 }
 
 /// Splits `data` (seeded by `config.seed`; `holdout` 0 trains on every row), trains an MF model,
-/// evaluates it on the held-out rows and publishes it as the next version of `name` under
+/// evaluates it on the held-out rows. With `config.earlyStoppingPatience`, a seeded
+/// `config.validationFraction` of the training split is set aside as the validation rows that
+/// pick the epoch (the held-out test rows never influence the model), and the model is fitted on
+/// the rest. It and publishes it as the next version of `name` under
 /// `modelsDirectory`. The server calls this to train the demo model, and the Train RPC with
 /// inline or file data. Throws `TrainingError`, `ModelLoadError` (bad name, I/O) or
 /// `DataError`.
@@ -34,13 +39,31 @@ public func trainAndPublishMF(
   if train.isEmpty {
     throw TrainingError.invalidData("\(data.source): no training rows left after the holdout")
   }
+  var fit = train
+  var validation: Interactions? = test.isEmpty ? nil : test
+  if config.earlyStoppingPatience != nil {
+    let (f, v) = train.randomSplit(
+      holdout: config.validationFraction, seed: config.seed &+ 0x5EED_0FF5E7)
+    if f.isEmpty || v.isEmpty {
+      throw TrainingError.invalidData(
+        "\(data.source): too few training rows (\(train.count)) to set aside a validation slice for early stopping"
+      )
+    }
+    fit = f
+    validation = v
+  }
   let start = monotonicSeconds()
-  let model = try MFTrainer.train(
-    train, config: config, validation: test.isEmpty ? nil : test, progress: progress)
+  let (model, summary) = try MFTrainer.trainWithSummary(
+    fit, config: config, validation: validation, progress: progress)
   let trainSeconds = monotonicSeconds() - start
 
-  var metrics: [String: Double] = [:]
-  let trainEval = RatingMetrics.evaluate(model: model, on: train)
+  var metrics: [String: Double] = ["epochs_run": Double(summary.epochsRun)]
+  if config.earlyStoppingPatience != nil {
+    if let e = summary.bestEpoch { metrics["best_epoch"] = Double(e) }
+    metrics["stopped_epoch"] = Double(summary.epochsRun)
+    if let r = summary.bestValidationRMSE { metrics["validation_rmse"] = r }
+  }
+  let trainEval = RatingMetrics.evaluate(model: model, on: fit)
   metrics["train_rmse"] = trainEval.rmse
   metrics["train_mae"] = trainEval.mae
   var evaluation: RatingEvaluation? = nil
@@ -54,21 +77,24 @@ public func trainAndPublishMF(
   var trainingData = data.summary.jsonObject
   trainingData["holdout"] = .double(holdout)
   trainingData["split_seed"] = .int(Int64(bitPattern: config.seed))
-  trainingData["train_rows"] = .int(Int64(train.count))
+  trainingData["train_rows"] = .int(Int64(fit.count))
+  if config.earlyStoppingPatience != nil, let validation {
+    trainingData["validation_rows"] = .int(Int64(validation.count))
+  }
   trainingData["test_rows"] = .int(Int64(test.count))
   if let evaluation {
     trainingData["test_unknown_pairs"] = .int(Int64(evaluation.unknownPairs))
   }
   var manifest = ModelManifest(
     kind: "mf", name: name, hyperparameters: config.hyperparameters,
-    counts: ["train_interactions": .int(Int64(train.count))], trainingData: trainingData,
+    counts: ["train_interactions": .int(Int64(fit.count))], trainingData: trainingData,
     metrics: metrics, trainSeconds: trainSeconds, ratingRange: model.ratingRange)
   manifest.counts["test_interactions"] = .int(Int64(test.count))
   let (version, directory) = try ModelStore.publish(
     model, manifest: manifest, modelsDirectory: modelsDirectory, name: name)
   return TrainResult(
     name: name, kind: "mf", version: version, directory: directory, metrics: metrics,
-    evaluation: evaluation, trainSeconds: trainSeconds, trainRows: train.count,
+    evaluation: evaluation, trainSeconds: trainSeconds, trainRows: fit.count,
     testRows: test.count, model: model)
 }
 
