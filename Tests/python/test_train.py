@@ -134,3 +134,30 @@ def test_train_implicit_kinds_stream_and_serve(trainer, kind):
     response = stub.Rank(pb.RankRequest(model=pb.ModelSpec(name=f"implicit-{kind}"), user_id=users[0], k=5,
                                         exclude_seen=True), timeout=10)
     assert response.model_version == 1 and len(response.items) == 5
+
+
+def test_one_training_per_model_with_a_bounded_queue(trainer):
+    stub, _, _ = trainer
+    long = pb.TrainRequest(name="queue", data_path="ratings.csv", dim=32, epochs=100000)
+    first = stub.Train(long, timeout=120)
+    assert next(first).message.startswith("training")
+    second = stub.Train(long, timeout=120)
+    assert next(second).message.startswith("queued: waiting for 1")
+    third = stub.Train(long, timeout=120)
+    assert next(third).message.startswith("queued: waiting for 2")
+    with pytest.raises(grpc.RpcError) as error:
+        list(stub.Train(long, timeout=30))
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "queue" in error.value.details() and "waiting" in error.value.details()
+    # Another model trains at once.
+    other = list(stub.Train(pb.TrainRequest(name="queue-other", data_path="ratings.csv", dim=4, epochs=2),
+                            timeout=60))
+    assert other[-1].done
+    # When the running one ends (cancelled), the next in line starts.
+    first.cancel()
+    started = next(second)
+    while not started.message.startswith("training"):
+        started = next(second)
+    assert started.message.startswith("training queue")
+    second.cancel()
+    third.cancel()

@@ -9,11 +9,20 @@ import Synchronization
 public final class TrainService: @unchecked Sendable {
   let registry: ModelRegistry
   let dataRoot: String?
-  /// Models with a training running (one at a time per model).
-  private let running = Mutex<Set<String>>([])
+  /// Per model: whether a training runs, and how many wait for it (one at a time per model).
+  private struct Slot {
+    var running = false
+    /// Tickets of the trainings waiting, first in line first.
+    var waiting: [Int] = []
+    var nextTicket = 0
+  }
+  private let slots = Mutex<[String: Slot]>([:])
+  /// Trainings that may wait per model behind the one running; more get RESOURCE_EXHAUSTED.
+  public let maxQueued: Int
 
-  public init(registry: ModelRegistry, dataRoot: String?) {
+  public init(registry: ModelRegistry, dataRoot: String?, maxQueued: Int = 2) {
     self.registry = registry
+    self.maxQueued = max(0, maxQueued)
     self.dataRoot = dataRoot.map {
       (($0 as NSString).resolvingSymlinksInPath as NSString).standardizingPath
     }
@@ -67,13 +76,8 @@ public final class TrainService: @unchecked Sendable {
       }
     }
 
-    let acquired = running.withLock { names in names.insert(request.name).inserted }
-    guard acquired else {
-      throw RPCError(
-        .resourceExhausted,
-        "a training of model '\(request.name)' is already running; try again when it ends")
-    }
-    defer { _ = running.withLock { names in names.remove(request.name) } }
+    try acquireSlot(request.name, writer: writer)
+    defer { releaseSlot(request.name) }
 
     BackgroundPriority.lowerCurrentThread()
     let data = try loadData(request)
@@ -154,12 +158,8 @@ public final class TrainService: @unchecked Sendable {
     let split: ImplicitSplit =
       request.hasHoldout
       ? (request.holdout == 0 ? .none : .holdout(Double(request.holdout))) : .leaveLastOut
-    guard running.withLock({ names in names.insert(request.name).inserted }) else {
-      throw RPCError(
-        .resourceExhausted,
-        "a training of model '\(request.name)' is already running; try again when it ends")
-    }
-    defer { _ = running.withLock { names in names.remove(request.name) } }
+    try acquireSlot(request.name, writer: writer)
+    defer { releaseSlot(request.name) }
     BackgroundPriority.lowerCurrentThread()
     let data = try loadData(request)
     try send(
@@ -189,6 +189,69 @@ public final class TrainService: @unchecked Sendable {
     }
     final.message = text
     try writer.send(try final.serializedBytes())
+  }
+
+  /// Waits for the model's training slot (telling the client it is queued), or refuses when the
+  /// queue is full or the client goes away meanwhile.
+  private func acquireSlot(_ name: String, writer: ServerStreamWriter) throws {
+    enum Outcome {
+      case run
+      case wait(ticket: Int, position: Int)
+      case full
+    }
+    let outcome = slots.withLock { slots -> Outcome in
+      var slot = slots[name, default: Slot()]
+      defer { slots[name] = slot }
+      if !slot.running {
+        slot.running = true
+        return .run
+      }
+      guard slot.waiting.count < maxQueued else { return .full }
+      let ticket = slot.nextTicket
+      slot.nextTicket += 1
+      slot.waiting.append(ticket)
+      return .wait(ticket: ticket, position: slot.waiting.count)
+    }
+    switch outcome {
+    case .run:
+      return
+    case .full:
+      throw RPCError(
+        .resourceExhausted,
+        "model '\(name)' has a training running and \(maxQueued) waiting in its queue; try again when one ends"
+      )
+    case .wait(let ticket, let position):
+      var cancelled = false
+      do {
+        try send(writer, message: "queued: waiting for \(position) training(s) of '\(name)' to end")
+      } catch {
+        cancelled = true
+      }
+      while !cancelled {
+        // First in line, and the slot is free: run.
+        let started = slots.withLock { slots -> Bool in
+          guard var slot = slots[name], !slot.running, slot.waiting.first == ticket else {
+            return false
+          }
+          slot.running = true
+          slot.waiting.removeFirst()
+          slots[name] = slot
+          return true
+        }
+        if started { return }
+        if writer.isCancelled { cancelled = true }
+        usleep(50_000)
+      }
+      slots.withLock { slots in slots[name]?.waiting.removeAll { $0 == ticket } }
+      throw RPCError(.cancelled, "the client went away while the training was queued")
+    }
+  }
+
+  private func releaseSlot(_ name: String) {
+    slots.withLock { slots in
+      slots[name]?.running = false
+      if slots[name]?.waiting.isEmpty == true { slots[name] = nil }
+    }
   }
 
   /// Streams one progress message per epoch; stops training when the client is gone.
