@@ -4,11 +4,15 @@
 Makes ONE seeded random split in Python, writes train/test CSVs to a temp dir, then
   - fits surprise.SVD() (default parameters, fixed random_state) on train and tests on test;
   - runs `recserve train --holdout 0 --data train.csv` and `recserve eval --data test.csv --json`
-    with the release binary (built with `swift build -c release` if missing);
+    with the release binary (built with `swift build -c release` if missing), once per RecServe
+    variant: SGD (the default), Adam (`--optimizer adam`, lr 0.002), and Adam with early stopping
+    (`--epochs 40 --early-stopping 3`: 10% of train.csv, seeded, becomes the validation slice
+    that picks the epoch; test.csv is never seen during training);
 and prints RMSE, MAE and training seconds side by side.
 
 Usage: python3 Benchmarks/mf_vs_surprise.py [RATINGS_CSV] [--seed S] [--binary PATH]
                                             [--test-fraction F] [--recserve-args ARGS] [--json]
+                                            [--only-default]
 The default ratings file is <repo>/../shared/data/ml-latest-small/ratings.csv.
 """
 
@@ -95,6 +99,8 @@ def run_recserve(binary, train_csv, test_csv, workdir, seed, extra):
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     evaluated = json.loads(out.stdout)
     return {
+        "epochs_run": trained["metrics"].get("epochs_run"),
+        "best_epoch": trained["metrics"].get("best_epoch"),
         "rmse": evaluated["metrics"]["rmse"],
         "mae": evaluated["metrics"]["mae"],
         "train_seconds": trained["train_seconds"],
@@ -112,7 +118,9 @@ def main():
     ap.add_argument("--test-fraction", type=float, default=0.1)
     ap.add_argument("--binary", default=os.path.join(REPO, ".build", "release", "recserve"))
     ap.add_argument("--json", action="store_true", help="print the results as JSON too")
-    ap.add_argument("--recserve-args", default="", help="extra `recserve train` options, e.g. '--threads 2'")
+    ap.add_argument("--recserve-args", default="",
+                    help="extra `recserve train` options for every variant, e.g. '--threads 2'")
+    ap.add_argument("--only-default", action="store_true", help="run only the default (SGD) variant")
     args = ap.parse_args()
 
     if not os.path.exists(args.ratings):
@@ -131,7 +139,17 @@ def main():
         test_csv = os.path.join(tmp, "test.csv")
         write_csv(train_csv, train)
         write_csv(test_csv, test)
-        rec = run_recserve(binary, train_csv, test_csv, tmp, args.seed, args.recserve_args.split())
+        extra = args.recserve_args.split()
+        variants = [("recserve mf sgd (release)", [])]
+        if not args.only_default:
+            variants += [
+                ("recserve mf (adam)", ["--optimizer", "adam"]),
+                ("recserve mf (adam, early stop)",
+                 ["--optimizer", "adam", "--epochs", "40", "--early-stopping", "3"]),
+            ]
+        recs = [(label, run_recserve(binary, train_csv, test_csv, tmp, args.seed, opts + extra))
+                for label, opts in variants]
+        rec = recs[0][1]
         rating_scale = (min(r for _, _, r, _ in train), max(r for _, _, r, _ in train))
         sup = run_surprise(train_csv, test, args.seed, rating_scale)
 
@@ -139,19 +157,25 @@ def main():
     print(f"split: {len(train)} train / {len(test)} test rows (seed {args.seed}); "
           f"{rec['unknown_pairs']} test pairs with an unknown user or item")
     print()
-    header = f"{'model':<28}{'RMSE':>8}{'MAE':>8}{'train s':>10}"
+    header = f"{'model':<34}{'RMSE':>8}{'MAE':>8}{'train s':>10}{'epochs':>15}"
     print(header)
     print("-" * len(header))
-    print(f"{'surprise SVD() defaults':<28}{sup['rmse']:>8.4f}{sup['mae']:>8.4f}{sup['train_seconds']:>10.3f}")
-    print(f"{'recserve mf (release)':<28}{rec['rmse']:>8.4f}{rec['mae']:>8.4f}{rec['train_seconds']:>10.3f}")
+    print(f"{'surprise SVD() defaults':<34}{sup['rmse']:>8.4f}{sup['mae']:>8.4f}{sup['train_seconds']:>10.3f}"
+          f"{20:>15}")
+    for label, r in recs:
+        epochs = f"{r['epochs_run']:.0f}" if r["epochs_run"] is not None else "?"
+        if r["best_epoch"] is not None:
+            epochs += f" (kept {r['best_epoch']:.0f})"
+        print(f"{label:<34}{r['rmse']:>8.4f}{r['mae']:>8.4f}{r['train_seconds']:>10.3f}{epochs:>15}")
     print()
-    print(f"RMSE ratio recserve/surprise: {rec['rmse'] / sup['rmse']:.4f}  "
-          f"(difference {rec['rmse'] - sup['rmse']:+.4f})")
-    print(f"MAE ratio recserve/surprise:  {rec['mae'] / sup['mae']:.4f}")
-    print(f"train time: recserve is {sup['train_seconds'] / rec['train_seconds']:.1f}x faster "
-          f"(whole `recserve train` process incl. load and publish: {rec['train_wall_seconds']:.3f} s)")
+    for label, r in recs:
+        print(f"{label}: RMSE {r['rmse'] - sup['rmse']:+.4f} vs surprise "
+              f"(ratio {r['rmse'] / sup['rmse']:.4f}), MAE ratio {r['mae'] / sup['mae']:.4f}, "
+              f"train time {sup['train_seconds'] / r['train_seconds']:.1f}x faster "
+              f"(whole `recserve train` process: {r['train_wall_seconds']:.3f} s)")
     if args.json:
-        print(json.dumps({"surprise": sup, "recserve": rec}))
+        print(json.dumps({"surprise": sup, "recserve": rec,
+                          "recserve_variants": {label: r for label, r in recs}}))
 
 
 if __name__ == "__main__":

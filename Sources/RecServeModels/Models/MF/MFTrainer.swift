@@ -15,7 +15,7 @@ public struct MFConfig: Sendable, Equatable {
   }
 
   /// The learning rate `recserve train --optimizer adam` uses when --lr is not given.
-  public static let defaultAdamLearningRate: Float = 0.005
+  public static let defaultAdamLearningRate: Float = 0.002
 
   /// Latent dimension.
   public var dim: Int
@@ -39,7 +39,8 @@ public struct MFConfig: Sendable, Equatable {
   public var beta1: Float
   /// Adam's decay of the second-moment (uncentred variance) estimate.
   public var beta2: Float
-  /// Adam's denominator guard: step = lr * m̂ / (√v̂ + epsilon).
+  /// Adam's denominator guard, applied inside the root: step = lr_t · m / √(v + epsilon²) with
+  /// lr_t = lr · √(1 − β2^t) / (1 − β1^t) (Kingma and Ba's efficient form).
   public var epsilon: Float
   /// Stop after this many epochs without a lower validation RMSE and return the best epoch's
   /// factors. nil trains every epoch and returns the last. Needs validation rows:
@@ -500,8 +501,7 @@ public enum MFTrainer {
       SIMD8<UInt32>(repeating: 0x5F37_5A86) &- (bits &>> 1), to: SIMD8<Float>.self)
     let half = 0.5 * x
     y = y * (1.5 - half * y * y)
-    y = y * (1.5 - half * y * y)
-    return y
+    return y * (1.5 - half * y * y)
   }
 
   /// Adam on the factor rows p (moments mp, vp) and q (mq, vq) for one rating with error e,
