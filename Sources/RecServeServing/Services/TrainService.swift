@@ -137,14 +137,14 @@ public final class TrainService: @unchecked Sendable {
     let seed = request.seed != 0 ? UInt64(bitPattern: request.seed) : 42
     let config: ImplicitModelConfig
     if request.kind == "bpr" {
-      var bpr = BPRConfig(seed: seed)
+      var bpr = BPRConfig(seed: seed, threads: Self.trainingThreads)
       if request.dim != 0 { bpr.dim = Int(request.dim) }
       if request.epochs != 0 { bpr.epochs = Int(request.epochs) }
       if request.learningRate != 0 { bpr.learningRate = request.learningRate }
       if request.regularization != 0 { bpr.regularization = request.regularization }
       config = .bpr(bpr)
     } else {
-      var als = ALSConfig(seed: seed)
+      var als = ALSConfig(seed: seed, threads: Self.trainingThreads)
       if request.dim != 0 { als.dim = Int(request.dim) }
       if request.epochs != 0 { als.iterations = Int(request.epochs) }
       if request.regularization != 0 { als.regularization = request.regularization }
@@ -190,6 +190,9 @@ public final class TrainService: @unchecked Sendable {
     final.message = text
     try writer.send(try final.serializedBytes())
   }
+
+  /// Training inside the server leaves a core to the request threads.
+  static let trainingThreads = max(1, ProcessInfo.processInfo.activeProcessorCount - 1)
 
   /// Waits for the model's training slot (telling the client it is queued), or refuses when the
   /// queue is full or the client goes away meanwhile.
