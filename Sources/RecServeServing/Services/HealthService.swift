@@ -21,9 +21,8 @@ public final class HealthService: @unchecked Sendable {
   func status(of service: String) -> Status? {
     if isShuttingDown() { return .notServing }
     switch service {
-    case "", "recserve.v1.Recommender", "recserve.v1.ModelAdmin", "grpc.health.v1.Health",
-      "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection":
-      return .serving
+    case "": return .serving
+    case _ where ServiceDescriptors.serviceNames.contains(service): return .serving
     default:
       let prefix = "recserve.v1.Recommender/"
       guard service.hasPrefix(prefix) else { return nil }

@@ -35,10 +35,7 @@ public final class TrainService: @unchecked Sendable {
       throw RPCError.invalidArgument("name: \(error)")
     }
     switch request.kind {
-    case "", "mf": break
-    case "bpr", "als":
-      try trainImplicit(request, writer: writer)
-      return
+    case "", "mf", "bpr", "als": break
     case "sasrec":
       throw RPCError.unimplemented("kind 'sasrec' is not built yet; kinds mf, bpr and als are")
     default:
@@ -47,6 +44,10 @@ public final class TrainService: @unchecked Sendable {
     }
     if request.holdout.isNaN || request.holdout < 0 || request.holdout >= 1 {
       throw RPCError.invalidArgument("holdout must be in [0, 1), got \(request.holdout)")
+    }
+    if request.kind == "bpr" || request.kind == "als" {
+      try trainImplicit(request, writer: writer)
+      return
     }
     var config = MFConfig()
     if request.dim != 0 { config.dim = Int(request.dim) }
@@ -87,18 +88,10 @@ public final class TrainService: @unchecked Sendable {
         "training \(request.name) (mf, dim \(config.dim), \(config.epochs) epochs) on \(data.count) interactions"
     )
 
-    let result: TrainResult
-    do {
-      result = try trainAndPublishMF(
+    let result = try statusOfTraining(request.name) {
+      try trainAndPublishMF(
         data: data, config: config, holdout: holdout, modelsDirectory: registry.directory,
         name: request.name, progress: progressSender(writer))
-    } catch TrainingError.cancelled {
-      throw RPCError(
-        .cancelled, "training of '\(request.name)' was cancelled; nothing was published")
-    } catch let error as TrainingError {
-      throw RPCError.invalidArgument("\(error)")
-    } catch {
-      throw RPCError.internal("training failed: \(error)")
     }
     registry.loadAll()
     var promoted = false
@@ -131,9 +124,6 @@ public final class TrainService: @unchecked Sendable {
     if request.promote {
       throw RPCError.unimplemented("promotion by metric is available for kind mf only so far")
     }
-    if request.holdout.isNaN || request.holdout < 0 || request.holdout >= 1 {
-      throw RPCError.invalidArgument("holdout must be in [0, 1), got \(request.holdout)")
-    }
     let seed = request.seed != 0 ? UInt64(bitPattern: request.seed) : 42
     let config: ImplicitModelConfig
     if request.kind == "bpr" {
@@ -164,19 +154,10 @@ public final class TrainService: @unchecked Sendable {
     let data = try loadData(request)
     try send(
       writer, message: "training \(request.name) (\(request.kind)) on \(data.count) interactions")
-    let result: ImplicitTrainResult
-    do {
-      result = try trainAndPublishImplicit(
+    let result = try statusOfTraining(request.name) {
+      try trainAndPublishImplicit(
         data: data, config: config, split: split, modelsDirectory: registry.directory,
-        name: request.name,
-        progress: progressSender(writer))
-    } catch TrainingError.cancelled {
-      throw RPCError(
-        .cancelled, "training of '\(request.name)' was cancelled; nothing was published")
-    } catch let error as TrainingError {
-      throw RPCError.invalidArgument("\(error)")
-    } catch {
-      throw RPCError.internal("training failed: \(error)")
+        name: request.name, progress: progressSender(writer))
     }
     registry.loadAll()
     var final = Recserve_V1_TrainProgress()
@@ -254,6 +235,22 @@ public final class TrainService: @unchecked Sendable {
     slots.withLock { slots in
       slots[name]?.running = false
       if slots[name]?.waiting.isEmpty == true { slots[name] = nil }
+    }
+  }
+
+  /// Runs a training, turning its errors into statuses: a cancel (nothing was published), a bad
+  /// configuration or data, or anything else.
+  private func statusOfTraining<Result>(_ name: String, _ body: () throws -> Result) throws
+    -> Result
+  {
+    do {
+      return try body()
+    } catch TrainingError.cancelled {
+      throw RPCError(.cancelled, "training of '\(name)' was cancelled; nothing was published")
+    } catch let error as TrainingError {
+      throw RPCError.invalidArgument("\(error)")
+    } catch {
+      throw RPCError.internal("training failed: \(error)")
     }
   }
 
