@@ -67,6 +67,7 @@ let package = Package(
     ),
     .testTarget(name: "RecServeRPCTests", dependencies: ["RecServeRPC"]),
     .testTarget(name: "RecServeModelsTests", dependencies: ["RecServeModels"]),
+    .testTarget(name: "RecServeCLITests", dependencies: ["recserve"]),
     .testTarget(
       name: "RecServeProtoTests",
       dependencies: ["RecServeProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]

@@ -117,8 +117,15 @@ struct TrainCommand: ParsableCommand {
   @Flag(help: "Print one JSON object instead of text.")
   var json = false
 
-  @Flag(help: "No per-epoch progress on stderr.")
+  @Flag(help: "No per-epoch progress on stderr (--progress none).")
   var quiet = false
+
+  @Option(
+    help: """
+      Per-epoch progress on stderr: auto (a bar redrawn in place when stderr is a terminal, \
+      else one line per epoch), bar, plain or none.
+      """)
+  var progress: ProgressReporter.Mode = .auto
 
   func run() throws {
     do {
@@ -184,22 +191,14 @@ struct TrainCommand: ParsableCommand {
       CLI.printErr("warning: skipped \(interactions.skippedLines) bad lines in \(data)")
       for example in interactions.skippedExamples { CLI.printErr("  \(example)") }
     }
-    let quiet = self.quiet
-    let earlyStopping = config.earlyStoppingPatience != nil
+    let reporter = progressReporter(metrics: [
+      ("rmse", config.earlyStoppingPatience != nil ? "validation rmse" : "holdout rmse")
+    ])
+    defer { reporter.finish() }
     let result = try trainAndPublishMF(
       data: interactions, config: config, holdout: effectiveHoldout, modelsDirectory: models,
-      name: name,
-      progress: { p in
-        if !quiet {
-          var line = "epoch \(p.epoch)/\(p.epochs)  loss \(CLI.fmt(p.loss))"
-          if let v = p.validationRMSE {
-            line += "  \(earlyStopping ? "validation" : "holdout") rmse \(CLI.fmt(v))"
-          }
-          line += "  eta \(CLI.fmt(p.etaSeconds, 2))s"
-          CLI.printErr(line)
-        }
-        return true
-      })
+      name: name, progress: reporter.report)
+    reporter.finish()  // before the results on stdout; the defer covers errors
 
     if json {
       var metrics: [String: JSONValue] = [
@@ -310,6 +309,10 @@ enum CLI {
 }
 
 extension TrainCommand {
+  fileprivate func progressReporter(metrics: [(key: String, label: String)]) -> ProgressReporter {
+    ProgressReporter(mode: ProgressReporter.resolve(progress, quiet: quiet), metrics: metrics)
+  }
+
   /// `--kind bpr|als`: implicit feedback, ranking metrics.
   fileprivate func executeImplicit() throws {
     let config: ImplicitModelConfig
@@ -359,19 +362,12 @@ extension TrainCommand {
       CLI.printErr("warning: skipped \(interactions.skippedLines) bad lines in \(data)")
       for example in interactions.skippedExamples { CLI.printErr("  \(example)") }
     }
-    let quiet = self.quiet
+    let reporter = progressReporter(metrics: [("correct", "correct")])
+    defer { reporter.finish() }
     let result = try trainAndPublishImplicit(
       data: interactions, config: config, split: splitChoice, threshold: implicitThreshold,
-      modelsDirectory: models, name: name,
-      progress: { p in
-        if !quiet {
-          var line = "epoch \(p.epoch)/\(p.epochs)  loss \(CLI.fmt(p.loss))"
-          if let c = p.validation["correct"] { line += "  correct \(CLI.fmt(c))" }
-          line += "  eta \(CLI.fmt(p.etaSeconds, 2))s"
-          CLI.printErr(line)
-        }
-        return true
-      })
+      modelsDirectory: models, name: name, progress: reporter.report)
+    reporter.finish()  // before the results on stdout; the defer covers errors
 
     if json {
       var metrics: [String: JSONValue] = [

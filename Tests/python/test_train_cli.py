@@ -1,0 +1,114 @@
+"""`recserve train` progress on stderr: a bar redrawn in place on a terminal, plain lines on a pipe."""
+
+import fcntl
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import termios
+import time
+
+import pytest
+
+from conftest import binary, run_cli
+
+BARE_CR = re.compile(r"\r(?!\n)")  # a terminal turns "\n" into "\r\n"; a redraw is "\r" alone
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train-cli")
+    data = root / "ratings.csv"
+    run_cli("gen-data", "--users", 100, "--items", 60, "--out", data, "--seed", 5)
+    return data
+
+
+def train_args(data, models, kind, *extra):
+    return ["train", "--data", data, "--kind", kind, "--name", "m", "--models", models,
+            "--dim", 4, "--epochs", 30, *extra]
+
+
+def run_on_pipe(args):
+    """Runs recserve with stderr on a pipe; returns its stderr with every "\r" kept (run_cli's
+    text mode would turn them into newlines)."""
+    result = subprocess.run([binary(), *map(str, args)], capture_output=True, timeout=120)
+    return result.returncode, result.stderr.decode()
+
+
+def run_on_terminal(args, columns=100, term="xterm", timeout=120):
+    """Runs recserve with stderr on a pseudo-terminal `columns` wide; returns (code, stdout, stderr)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    env["TERM"] = term
+    try:
+        process = subprocess.Popen([binary(), *map(str, args)], stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=slave, env=env)
+    finally:
+        os.close(slave)
+    chunks, deadline = [], time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([master], [], [], 0.5)[0]:
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: every writer of the terminal has closed it
+                break
+            if not data:
+                break
+            chunks.append(data)
+        else:
+            process.kill()
+            raise AssertionError("recserve train did not finish in time")
+    finally:
+        os.close(master)
+    stdout = process.communicate(timeout=30)[0]
+    return process.returncode, stdout.decode(), b"".join(chunks).decode()
+
+
+@pytest.mark.parametrize("kind", ["mf", "bpr"])
+def test_train_draws_a_bar_on_a_terminal_and_lines_on_a_pipe(small_data, tmp_path, kind):
+    code, stdout, stderr = run_on_terminal(train_args(small_data, tmp_path / "tty", kind))
+    assert code == 0, stderr
+    assert "published" in stdout
+    assert BARE_CR.search(stderr) and "%" in stderr and "\x1b[K" in stderr, repr(stderr)
+    draws = [d.split("\x1b[K")[0] for d in BARE_CR.split(stderr)[1:]]
+    assert draws[-1].startswith("epoch 30/30 [") and "100%" in draws[-1], draws
+    assert all(len(d) <= 99 for d in draws), draws  # fits the 100 columns
+    assert stderr.endswith("\r\n")  # the bar ends its line
+
+    code, piped = run_on_pipe(train_args(small_data, tmp_path / "pipe", kind))
+    assert code == 0, piped
+    assert "\r" not in piped and "%" not in piped
+    lines = piped.splitlines()
+    assert len(lines) == 30 and lines[0].startswith("epoch 1/30  loss ") and lines[-1].endswith("s")
+
+
+def test_progress_flag_and_dumb_terminals(small_data, tmp_path):
+    code, forced = run_on_pipe(train_args(small_data, tmp_path / "a", "als", "--progress", "bar"))
+    assert code == 0 and forced.startswith("\repoch  1/30 [") and forced.endswith("\x1b[K\n")
+    assert "%" in forced
+
+    code, _, dumb = run_on_terminal(train_args(small_data, tmp_path / "e", "mf"), term="dumb")
+    assert code == 0 and not BARE_CR.search(dumb) and len(dumb.splitlines()) == 30
+
+    code, _, plain = run_on_terminal(train_args(small_data, tmp_path / "b", "mf", "--progress", "plain"))
+    assert code == 0 and not BARE_CR.search(plain) and len(plain.splitlines()) == 30
+
+    for flags in (["--progress", "none"], ["--quiet"], ["--quiet", "--progress", "bar"]):
+        code, _, silent = run_on_terminal(train_args(small_data, tmp_path / "c", "mf", *flags))
+        assert code == 0 and silent == "", (flags, silent)
+
+    bad = run_cli(*train_args(small_data, tmp_path / "d", "mf", "--progress", "fancy"), check=False)
+    assert bad.returncode != 0 and "--progress" in bad.stderr
+
+
+def test_a_failure_starts_on_a_fresh_line_after_the_bar(small_data, tmp_path):
+    # This learning rate diverges after an epoch or more has been drawn.
+    code, stderr = run_on_pipe(train_args(small_data, tmp_path, "mf", "--lr", 1, "--lr-decay", 1,
+                                          "--progress", "bar"))
+    assert code == 1 and stderr.startswith("\repoch  1/30 ["), stderr
+    assert "\x1b[K\nerror: training diverged" in stderr, repr(stderr)
