@@ -22,13 +22,21 @@ On binary data implicit alpha=A is RecServe alpha=A-1, so both configurations be
 objective: "c=1" (implicit's default alpha=1.0) and "c=40" (Hu et al.'s alpha 40).
 
 BPR: both learn an item bias as an extra factor column (65 columns for 64 factors, as implicit).
-implicit draws negatives in proportion to item popularity; RecServe's default is uniform, so BPR
-runs twice: "pop-neg" (RecServe --negative-sampling popularity: the same sampler as implicit) and
-"uniform" (RecServe's default; implicit is the same in both rows).
+The "BPR" row is RecServe's default sampler: uniform negatives, the highest-scored of 3 draws per
+step (dynamic negative sampling, Zhang et al. 2013). implicit draws one negative per step in
+proportion to popularity and skips the step when it is one of the user's items; `--variants` adds
+a row "BPR implicit-sampler" where RecServe does exactly that (`--negative-sampling popularity
+--negative-candidates 1`), i.e. the same algorithm as implicit.
+
+Explicit MF: the same script then runs `Benchmarks/mf_vs_surprise.py`'s comparison on one seeded
+random 90/10 split of the same file: RecServe MF with Adam (`--optimizer adam`) against
+scikit-surprise `SVD()` with its defaults, RMSE/MAE on the 10% and training time (skip with
+--no-mf).
 
 Usage: python3 Benchmarks/implicit_vs_recserve.py [RATINGS_CSV] [--repeats N] [--factors 64]
           [--threads 2] [--bpr-iterations 100] [--als-iterations 15] [--binary PATH] [--json]
-Needs numpy, scipy and implicit (`pip install implicit`).
+          [--variants] [--no-mf] [--only bpr|als]
+Needs numpy, scipy, implicit and scikit-surprise (`pip install implicit scikit-surprise`).
 """
 
 import argparse
@@ -169,9 +177,13 @@ def main():
     p.add_argument("--als-iterations", type=int, default=15)
     p.add_argument("--als-reg", type=float, default=0.01)
     p.add_argument("--recserve-bpr-args", default="", help="extra `recserve train` args for BPR")
+    p.add_argument("--recserve-als-args", default="", help="extra `recserve train` args for ALS")
     p.add_argument("--only", choices=["bpr", "als"], help="run one model family")
     p.add_argument("--binary", default=os.path.join(REPO, ".build", "release", "recserve"))
     p.add_argument("--json", action="store_true")
+    p.add_argument("--variants", action="store_true",
+                   help="also run BPR with implicit's sampler (popularity negatives, 1 draw)")
+    p.add_argument("--no-mf", action="store_true", help="skip the explicit MF vs surprise part")
     a = p.parse_args()
 
     import implicit
@@ -199,14 +211,15 @@ def main():
                     factors=F, learning_rate=a.bpr_lr, regularization=a.bpr_reg,
                     iterations=a.bpr_iterations, num_threads=T, random_state=seed))
 
-    # implicit draws negatives in proportion to popularity; RecServe's default is uniform.
-    configs = [bpr_config("BPR pop-neg", ["--negative-sampling", "popularity"]),
-               bpr_config("BPR uniform", ["--negative-sampling", "uniform"])]
+    configs = [bpr_config("BPR", [])]
+    if a.variants:
+        configs.append(bpr_config("BPR implicit-sampler",
+                                  ["--negative-sampling", "popularity", "--negative-candidates", "1"]))
     for c in (1.0, 40.0):
         configs.append((
             f"ALS c={c:g}", "als",
             ["--factors", str(F), "--iterations", str(a.als_iterations), "--reg", str(a.als_reg),
-             "--alpha", str(c - 1), "--threads", str(T)],
+             "--alpha", str(c - 1), "--threads", str(T)] + a.recserve_als_args.split(),
             lambda seed, c=c: AlternatingLeastSquares(
                 factors=F, regularization=a.als_reg, alpha=c, iterations=a.als_iterations,
                 num_threads=T, random_state=seed)))
@@ -234,6 +247,8 @@ def main():
             "runs": acc,
         })
 
+    mf = None if a.no_mf else run_mf_vs_surprise(binary, a.data, a.repeats)
+
     info = {
         "data": a.data, "rows": len(rows), "train_rows": len(train), "test_users": len(split.test),
         "test_users_skipped_item_not_in_train": split.skipped, "users": len(split.users),
@@ -241,26 +256,86 @@ def main():
         "implicit_version": implicit.__version__,
     }
     if a.json:
-        print(json.dumps({"setup": info, "results": results}, indent=1))
+        print(json.dumps({"setup": info, "results": results, "mf_vs_surprise": mf}, indent=1))
         return
     print(f"data {a.data}: {len(rows)} rows, leave-last-out: {len(train)} train rows, "
           f"{len(split.test)} test users ({split.skipped} skipped: held-out item not in train); "
           f"factors {F}, threads {T}, mean of {a.repeats} seeds; implicit {implicit.__version__}")
     print(f"BPR: {a.bpr_iterations} epochs, lr {a.bpr_lr}, reg {a.bpr_reg}; "
           f"ALS: {a.als_iterations} iterations, reg {a.als_reg}, 3 CG steps")
-    hdr = (f"{'model':<12} {'RecServe NDCG@10':>16} {'implicit NDCG@10':>16} {'ratio':>6} "
+    hdr = (f"{'model':<20} {'RecServe NDCG@10':>16} {'implicit NDCG@10':>16} {'ratio':>6} "
            f"{'RecServe HR@10':>14} {'implicit HR@10':>14} {'ratio':>6} "
            f"{'RecServe s':>10} {'implicit s':>10} {'ratio':>6} {'RecServe process s':>18}")
     print(hdr)
     print("-" * len(hdr))
     for r in results:
         rs, im = r["recserve"], r["implicit"]
-        print(f"{r['model']:<12} {rs['ndcg@10']:>16.4f} {im['ndcg@10']:>16.4f} "
+        print(f"{r['model']:<20} {rs['ndcg@10']:>16.4f} {im['ndcg@10']:>16.4f} "
               f"{rs['ndcg@10'] / max(im['ndcg@10'], 1e-12):>6.2f} "
               f"{rs['hr@10']:>14.4f} {im['hr@10']:>14.4f} {rs['hr@10'] / max(im['hr@10'], 1e-12):>6.2f} "
               f"{rs['train_seconds']:>10.3f} {im['train_seconds']:>10.3f} "
               f"{rs['train_seconds'] / max(im['train_seconds'], 1e-12):>6.2f} {rs['process_seconds']:>18.3f}")
+    print()
+    print("per seed, NDCG@10 RecServe - implicit (paired on the same split and seed):")
+    for r in results:
+        diffs = [x[0] - y[0] for x, y in zip(r["runs"]["rs"], r["runs"]["im"])]
+        sd = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else float("nan")
+        print(f"  {r['model']:<20} " + " ".join(f"{d:+.4f}" for d in diffs)
+              + f"   mean {np.mean(diffs):+.4f}, sd {sd:.4f}")
+    if mf:
+        print()
+        print(f"explicit MF on a random 90/10 split of the same file (mean of {a.repeats} split seeds):")
+        h = f"{'model':<28}{'RMSE':>8}{'MAE':>8}{'train s':>10}"
+        print(h)
+        print("-" * len(h))
+        for label, m in (("surprise SVD() defaults", mf["surprise"]), ("RecServe mf --optimizer adam", mf["recserve"])):
+            print(f"{label:<28}{m['rmse']:>8.4f}{m['mae']:>8.4f}{m['train_seconds']:>10.3f}")
+        rs, su = mf["recserve"], mf["surprise"]
+        print(f"RMSE ratio {rs['rmse'] / su['rmse']:.3f}, time ratio {rs['train_seconds'] / su['train_seconds']:.2f}; "
+              f"RecServe RMSE lower in {mf['wins']} of {a.repeats} splits")
+    print()
+    print("checks (issue 4):")
+    for r in results:
+        rs, im = r["recserve"], r["implicit"]
+        ok_q = rs["ndcg@10"] >= im["ndcg@10"]
+        ok_t = rs["train_seconds"] <= 1.5 * im["train_seconds"]
+        print(f"  {r['model']:<20} NDCG@10 >= implicit: {'yes' if ok_q else 'NO'}; "
+              f"time <= 1.5x implicit: {'yes' if ok_t else 'NO'}")
+    if mf:
+        rs, su = mf["recserve"], mf["surprise"]
+        print(f"  {'MF adam vs SVD()':<20} RMSE lower: {'yes' if rs['rmse'] < su['rmse'] else 'NO'}; "
+              f"less time: {'yes' if rs['train_seconds'] < su['train_seconds'] else 'NO'}")
 
+
+def run_mf_vs_surprise(binary, data, repeats):
+    """RecServe MF (Adam) and surprise SVD() on `repeats` seeded random 90/10 splits; the means."""
+    import random
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import mf_vs_surprise as mfs
+
+    rows = mfs.read_ratings(data)
+    runs = {"recserve": [], "surprise": []}
+    for rep in range(repeats):
+        seed = 42 + rep
+        order = list(range(len(rows)))
+        random.Random(seed).shuffle(order)
+        n_test = len(rows) // 10
+        test = [rows[k] for k in sorted(order[:n_test])]
+        train = [rows[k] for k in sorted(order[n_test:])]
+        with tempfile.TemporaryDirectory(prefix="mf-vs-surprise-") as tmp:
+            train_csv = os.path.join(tmp, "train.csv")
+            test_csv = os.path.join(tmp, "test.csv")
+            mfs.write_csv(train_csv, train)
+            mfs.write_csv(test_csv, test)
+            runs["recserve"].append(mfs.run_recserve(binary, train_csv, test_csv, tmp, seed, ["--optimizer", "adam"]))
+            scale = (min(r for _, _, r, _ in train), max(r for _, _, r, _ in train))
+            runs["surprise"].append(mfs.run_surprise(train_csv, test, seed, scale))
+    keys = ("rmse", "mae", "train_seconds")
+    mean = {k: {m: float(np.mean([r[m] for r in v])) for m in keys} for k, v in runs.items()}
+    mean["wins"] = sum(a["rmse"] < b["rmse"] for a, b in zip(runs["recserve"], runs["surprise"]))
+    mean["runs"] = {k: [{m: r[m] for m in keys} for r in v] for k, v in runs.items()}
+    return mean
 
 if __name__ == "__main__":
     main()

@@ -56,6 +56,14 @@ struct TrainCommand: ParsableCommand {
     help: "BPR negatives: uniform (default) or popularity (as the implicit library).")
   var negativeSampling: String?
 
+  @Option(
+    name: .customLong("negative-candidates"),
+    help: """
+      BPR: draw this many negatives per step and use the one scored highest (dynamic negative \
+      sampling; default 3, 1 is plain BPR as the implicit library).
+      """)
+  var negativeCandidates: Int?
+
   @Flag(
     name: .customLong("no-item-bias"),
     help: "BPR: no item-bias column (by default one extra factor column holds it, as implicit).")
@@ -331,6 +339,7 @@ extension TrainCommand {
         }
         c.negativeSampling = n
       }
+      if let negativeCandidates { c.negativeCandidates = negativeCandidates }
       c.itemBias = !noItemBias
       c.seed = seed
       config = .bpr(c)

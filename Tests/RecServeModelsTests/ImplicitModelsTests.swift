@@ -125,6 +125,32 @@ import Testing
     }
   }
 
+  /// Dynamic negative sampling steps on the highest-scored of several draws, so the triples it
+  /// trains on are harder: fewer of them are already ordered correctly than with one draw, and
+  /// the model still finds the planted clusters.
+  @Test func bprDynamicNegativesTrainOnHarderTriples() throws {
+    let (train, test) = try Self.plantedClusters().leaveLastOutSplit(seed: 1)
+    func correct(_ candidates: Int) throws -> (Double, MFModel) {
+      var c = Self.bpr()
+      c.negativeCandidates = candidates
+      var last = 0.0
+      let model = try BPRTrainer.train(train, config: c) { p in
+        last = p.validation["correct"] ?? -1
+        return true
+      }
+      return (last, model)
+    }
+    let (plain, _) = try correct(1)
+    let (dynamic, model) = try correct(4)
+    #expect(dynamic < plain - 0.05, "correct: 4 candidates \(dynamic), 1 candidate \(plain)")
+    let random = Self.ndcg(try Self.baseline(model, popularity: false), train: train, test: test)
+    #expect(Self.ndcg(model, train: train, test: test) > 2 * random)
+
+    var bad = Self.bpr()
+    bad.negativeCandidates = 0
+    #expect(throws: TrainingError.self) { try BPRTrainer.train(train, config: bad) }
+  }
+
   @Test func implicitScoresAreDotProducts() throws {
     let model = try ALSTrainer.train(Self.data(), config: Self.als(iterations: 2))
     let u: Int32 = 5

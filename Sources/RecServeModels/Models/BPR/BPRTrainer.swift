@@ -26,6 +26,11 @@ public struct BPRConfig: Sendable, Equatable {
   public var itemBias: Bool
   /// How negatives j are drawn (always among the items the user has not interacted with).
   public var negativeSampling: NegativeSampling
+  /// Dynamic negative sampling (Zhang et al., SIGIR 2013): draw this many negative candidates
+  /// and step on the one the model currently scores highest, i.e. the one ranked most wrongly.
+  /// 1 is plain BPR (as `implicit`). The default 3 ranks better for the same epochs
+  /// (Benchmarks/implicit_vs_recserve.py) at about 1.3x the time per epoch.
+  public var negativeCandidates: Int
 
   public enum NegativeSampling: String, Sendable, Equatable, CaseIterable {
     /// Every item equally likely.
@@ -38,7 +43,7 @@ public struct BPRConfig: Sendable, Equatable {
   public init(
     dim: Int = 64, epochs: Int = 100, learningRate: Float = 0.01, regularization: Float = 0.01,
     initScale: Float? = nil, seed: UInt64 = 42, threads: Int = 2, itemBias: Bool = true,
-    negativeSampling: NegativeSampling = .uniform
+    negativeSampling: NegativeSampling = .uniform, negativeCandidates: Int = 3
   ) {
     self.dim = dim
     self.epochs = epochs
@@ -49,6 +54,7 @@ public struct BPRConfig: Sendable, Equatable {
     self.threads = threads
     self.itemBias = itemBias
     self.negativeSampling = negativeSampling
+    self.negativeCandidates = negativeCandidates
   }
 
   public func validate() throws {
@@ -65,6 +71,9 @@ public struct BPRConfig: Sendable, Equatable {
       throw bad("init scale must be a finite number >= 0 (got \(s))")
     }
     if threads < 1 || threads > 256 { throw bad("threads must be in 1...256 (got \(threads))") }
+    if negativeCandidates < 1 || negativeCandidates > 64 {
+      throw bad("negative candidates must be in 1...64 (got \(negativeCandidates))")
+    }
   }
 
   var effectiveInitScale: Float { initScale ?? 1 / Float(dim) }
@@ -77,6 +86,7 @@ public struct BPRConfig: Sendable, Equatable {
       "reg": d(regularization), "init_scale": d(effectiveInitScale),
       "seed": .int(Int64(bitPattern: seed)), "optimizer": .string("sgd"),
       "negative_sampling": .string(negativeSampling.rawValue),
+      "negative_candidates": .int(Int64(negativeCandidates)),
       "item_bias": .bool(itemBias),
       "threads": .int(Int64(threads)),
     ]
@@ -85,7 +95,8 @@ public struct BPRConfig: Sendable, Equatable {
 
 /// Trains BPR-MF: score = p_u·q_i, maximising ln σ(x_ui − x_uj) over triples (u, i, j) with i
 /// a positive of u drawn uniformly from the distinct positive pairs and j drawn from the items
-/// u has not interacted with (rejection sampling; uniformly, or by popularity as `implicit`).
+/// u has not interacted with (rejection sampling; uniformly, or by popularity as `implicit`;
+/// with `negativeCandidates` > 1 the highest-scored of that many draws).
 /// With `itemBias`, a last factor column holds the item bias (the user's entry is 1). Each epoch draws nnz triples split
 /// over `threads` Hogwild workers, each with its own seeded random stream.
 ///
@@ -133,6 +144,7 @@ public enum BPRTrainer {
                     dim: D, lr: config.learningRate, reg: config.regularization,
                     itemBias: config.itemBias,
                     popularityNegatives: config.negativeSampling == .popularity,
+                    candidates: config.negativeCandidates,
                     stats: out.baseAddress!)
                   let work = { (t: Int) in
                     let samples = m.nnz / T + (t < m.nnz % T ? 1 : 0)
@@ -203,6 +215,7 @@ public enum BPRTrainer {
     let reg: Float
     let itemBias: Bool
     let popularityNegatives: Bool
+    let candidates: Int
     let stats: UnsafeMutablePointer<EpochStats>
   }
 
@@ -224,19 +237,30 @@ public enum BPRTrainer {
       // Uniform: redraw until the item is not one of the user's. Popularity: as `implicit`, a
       // draw that hits one of the user's items skips the triple (so heavy users, who hit more
       // often, get proportionally fewer steps).
+      // With several candidates, a skipped draw just drops out of the comparison.
       let maxAttempts = c.popularityNegatives ? 1 : 1000
+      let pu = c.P + u * D
       var j = -1
-      for _ in 0..<maxAttempts {
-        let candidate =
-          c.popularityNegatives
-          ? Int(c.indices[rng.nextInt(below: c.nnz)]) : rng.nextInt(below: c.items)
-        if !contains(c.indices + a, b - a, Int32(candidate)) {
-          j = candidate
+      var best = -Float.infinity
+      for _ in 0..<c.candidates {
+        for _ in 0..<maxAttempts {
+          let candidate =
+            c.popularityNegatives
+            ? Int(c.indices[rng.nextInt(below: c.nnz)]) : rng.nextInt(below: c.items)
+          if contains(c.indices + a, b - a, Int32(candidate)) { continue }
+          if c.candidates == 1 {
+            j = candidate
+          } else {
+            let score = VectorMath.dot(pu, c.Q + candidate * D, D)
+            if score > best {
+              best = score
+              j = candidate
+            }
+          }
           break
         }
       }
       if j < 0 { continue }
-      let pu = c.P + u * D
       let qi = c.Q + i * D
       let qj = c.Q + j * D
       let x = VectorMath.dot(pu, qi, D) - VectorMath.dot(pu, qj, D)
