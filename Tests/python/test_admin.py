@@ -396,3 +396,53 @@ def test_the_token_never_appears_in_the_logs(env):
     assert env.token not in stderr, "the admin token appears in the server's stderr"
     assert env.token not in stdout, "the admin token appears in the server's stdout"
     assert env.token[: len(env.token) // 2] not in stderr + stdout, "part of the admin token was logged"
+
+
+def test_train_promotes_implicit_models_by_a_ranking_metric(env):
+    """bpr/als promotion compares NDCG@10 (or another ranking metric) of the new version and of
+    the stable one on the new run's leave-last-out rows; higher is better."""
+    def train(**fields):
+        return _train_kind(env, name="promo-bpr", kind="bpr", **fields)
+
+    bad = dict(dim=1, epochs=1, learning_rate=1e-5)
+    first = train(seed=1, promote=True, **bad)
+    assert first.version == 1 and first.promoted, first.message  # nothing to compare with
+    good = train(seed=2, dim=16, epochs=30, learning_rate=0.05, promote=True, promote_metric="ndcg@10")
+    print(f"\ngood bpr: promoted={good.promoted}: {good.message}")
+    assert good.promoted, good.message
+    assert "ndcg@10" in good.message and len(NUMBER.findall(good.message)) >= 2, good.message
+    assert "version 1" in good.message and "leave-last-out" in good.message, good.message
+    worse = train(seed=3, promote=True, promote_metric="hr@5", **bad)
+    print(f"worse bpr: promoted={worse.promoted}: {worse.message}")
+    assert not worse.promoted, worse.message
+    assert "hr@5" in worse.message and "stays at version 2" in worse.message, worse.message
+    assert "hr@5" in worse.metrics  # computed for the comparison
+    assert status_of(env, "promo-bpr").labels["stable"] == 2
+
+    # An ALS version is compared with the BPR stable version the same way (both rank items).
+    als = _train_kind(env, name="promo-bpr", kind="als", dim=16, epochs=10, promote=True,
+                      promote_tolerance=1.0)
+    assert als.promoted and "tolerance 1.0000" in als.message, als.message
+    assert status_of(env, "promo-bpr").labels["stable"] == als.version
+
+
+@pytest.mark.parametrize("fields, needle", [
+    (dict(promote_metric="rmse"), "promote_metric"),
+    (dict(promote_metric="ndcg@0"), "promote_metric"),
+    (dict(promote_metric="ndcg"), "promote_metric"),
+    (dict(promote_tolerance=-1.0), "promote_tolerance"),
+    (dict(holdout=0.0), "holdout"),
+])
+def test_implicit_promotion_rejects_bad_fields(env, fields, needle):
+    with pytest.raises(grpc.RpcError) as error:
+        _train_kind(env, name="promo-bad", kind="als", promote=True, **fields)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value
+    assert needle in error.value.details(), error.value.details()
+
+
+def _train_kind(env, name, kind, **fields):
+    messages = list(env.stub.Train(pb.TrainRequest(name=name, kind=kind, data_path="ratings.csv", **fields),
+                                   metadata=env.auth, timeout=300))
+    final = messages[-1]
+    assert final.done, messages
+    return final

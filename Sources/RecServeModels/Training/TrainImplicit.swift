@@ -49,6 +49,22 @@ public enum ImplicitSplit: Sendable, Equatable {
   /// Train on every row; no metrics.
   case none
 
+  /// The (train, test) rows of `data` under this split; `seed` breaks timestamp ties and picks
+  /// the random holdout, so the same seed gives the same split.
+  public func apply(to data: Interactions, seed: UInt64) throws -> (Interactions, Interactions) {
+    switch self {
+    case .leaveLastOut:
+      return data.leaveLastOutSplit(seed: seed)
+    case .holdout(let h):
+      guard h.isFinite, h >= 0, h < 1 else {
+        throw TrainingError.invalidConfiguration("holdout must be in [0, 1) (got \(h))")
+      }
+      return data.randomSplit(holdout: h, seed: seed)
+    case .none:
+      return (data, data.subset(rows: EmptyCollection<Int>()))
+    }
+  }
+
   public var name: String {
     switch self {
     case .leaveLastOut: return "leave-last-out"
@@ -113,19 +129,7 @@ public func trainAndPublishImplicit(
     throw TrainingError.invalidConfiguration("implicit threshold must be finite (got \(threshold))")
   }
   let seed = config.seed
-  let train: Interactions
-  let test: Interactions
-  switch split {
-  case .leaveLastOut:
-    (train, test) = data.leaveLastOutSplit(seed: seed)
-  case .holdout(let h):
-    guard h.isFinite, h >= 0, h < 1 else {
-      throw TrainingError.invalidConfiguration("holdout must be in [0, 1) (got \(h))")
-    }
-    (train, test) = data.randomSplit(holdout: h, seed: seed)
-  case .none:
-    (train, test) = (data, data.subset(rows: EmptyCollection<Int>()))
-  }
+  let (train, test) = try split.apply(to: data, seed: seed)
   let start = monotonicSeconds()
   let model = try trainImplicit(
     data: train, config: config, threshold: threshold, progress: progress)

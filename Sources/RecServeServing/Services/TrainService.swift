@@ -67,10 +67,7 @@ public final class TrainService: @unchecked Sendable {
         throw RPCError.invalidArgument(
           "promote_metric must be rmse or mae for kind mf, got '\(request.promoteMetric)'")
       }
-      guard request.promoteTolerance.isFinite, request.promoteTolerance >= 0 else {
-        throw RPCError.invalidArgument(
-          "promote_tolerance must be a finite number >= 0, got \(request.promoteTolerance)")
-      }
+      try Self.validateTolerance(request.promoteTolerance)
       guard holdout > 0 else {
         throw RPCError.invalidArgument(
           "promote compares versions on held-out data: holdout must be above 0")
@@ -97,11 +94,16 @@ public final class TrainService: @unchecked Sendable {
     var promoted = false
     var decision = ""
     if request.promote {
+      let (_, test) = data.randomSplit(holdout: holdout, seed: config.seed)
       (promoted, decision) = try promote(
         name: request.name, version: result.version, metric: promoteMetric,
-        tolerance: Double(request.promoteTolerance), data: data, holdout: holdout,
-        seed: config.seed,
-        newValue: result.metrics[promoteMetric] ?? .infinity)
+        tolerance: Double(request.promoteTolerance), higherIsBetter: false,
+        newValue: result.metrics[promoteMetric] ?? .infinity,
+        comparedOn: "\(test.count) held-out ratings"
+      ) { stable in
+        let evaluation = RatingMetrics.evaluate(model: stable, on: test)
+        return promoteMetric == "mae" ? evaluation.mae : evaluation.rmse
+      }
     }
     var final = Recserve_V1_TrainProgress()
     final.epoch = Int32(config.epochs)
@@ -121,8 +123,22 @@ public final class TrainService: @unchecked Sendable {
   /// with leave-last-out (or a random holdout when `holdout` is set; 0 trains on everything).
   private func trainImplicit(_ request: Recserve_V1_TrainRequest, writer: ServerStreamWriter) throws
   {
+    let promoteMetric =
+      request.promoteMetric.isEmpty ? "ndcg@10" : request.promoteMetric.lowercased()
+    var ks = [10]
     if request.promote {
-      throw RPCError.unimplemented("promotion by metric is available for kind mf only so far")
+      guard let k = Self.rankingMetricK(promoteMetric) else {
+        throw RPCError.invalidArgument(
+          "promote_metric must be a ranking metric at K (hr, precision, recall, f1, ndcg, mrr or map, e.g. ndcg@10) for kind \(request.kind), got '\(request.promoteMetric)'"
+        )
+      }
+      try Self.validateTolerance(request.promoteTolerance)
+      if request.hasHoldout && request.holdout == 0 {
+        throw RPCError.invalidArgument(
+          "promote compares versions on held-out data: holdout must be above 0 (or unset for leave-last-out)"
+        )
+      }
+      if k != 10 { ks.append(k) }
     }
     let seed = request.seed != 0 ? UInt64(bitPattern: request.seed) : 42
     let config: ImplicitModelConfig
@@ -156,18 +172,38 @@ public final class TrainService: @unchecked Sendable {
       writer, message: "training \(request.name) (\(request.kind)) on \(data.count) interactions")
     let result = try statusOfTraining(request.name) {
       try trainAndPublishImplicit(
-        data: data, config: config, split: split, modelsDirectory: registry.directory,
+        data: data, config: config, split: split, ks: ks, modelsDirectory: registry.directory,
         name: request.name, progress: progressSender(writer))
     }
     registry.loadAll()
+    var promoted = false
+    var decision = ""
+    if request.promote {
+      let (train, test) = try split.apply(to: data, seed: seed)
+      let k = Self.rankingMetricK(promoteMetric) ?? 10
+      (promoted, decision) = try promote(
+        name: request.name, version: result.version, metric: promoteMetric,
+        tolerance: Double(request.promoteTolerance), higherIsBetter: true,
+        newValue: result.metrics[promoteMetric] ?? -.infinity,
+        comparedOn: "\(test.count) held-out interactions (\(split.name))"
+      ) { stable in
+        RankingEvaluator.evaluate(
+          model: stable, train: train, test: test,
+          config: RankingEvaluationConfig(
+            ks: [k], fullRanking: true, sampled: false, seed: seed, threads: Self.trainingThreads)
+        ).metrics[promoteMetric] ?? -.infinity
+      }
+    }
     var final = Recserve_V1_TrainProgress()
     final.metrics = result.metrics
     final.done = true
     final.version = result.version
+    final.promoted = promoted
     var text = "published \(request.name) version \(result.version)"
     if let ndcg = result.metrics["ndcg@10"] {
       text += String(format: " (NDCG@10 %.4f, %@)", ndcg, split.name)
     }
+    if request.promote { text += "; " + decision }
     final.message = text
     try writer.send(try final.serializedBytes())
   }
@@ -275,12 +311,15 @@ public final class TrainService: @unchecked Sendable {
 
   /// Moves `stable` to the new version when it is not worse than the current stable one on the
   /// same held-out rows (lower is better for rmse and mae).
+  /// Moves `stable` to `version` when it is not worse than the current stable version by more
+  /// than `tolerance` on `metric`, as scored by `stableValue` on the same held-out rows the new
+  /// version's `newValue` came from. With no stable version, or one that cannot serve, the new
+  /// version becomes stable. Returns whether it did and a sentence saying why.
   private func promote(
-    name: String, version: Int64, metric: String, tolerance: Double, data: Interactions,
-    holdout: Double,
-    seed: UInt64, newValue: Double
+    name: String, version: Int64, metric: String, tolerance: Double, higherIsBetter: Bool,
+    newValue: Double, comparedOn: String,
+    stableValue: (any RecommendationModel) -> Double
   ) throws -> (Bool, String) {
-    let (_, test) = data.randomSplit(holdout: holdout, seed: seed)
     let entry = registry.snapshot.models[name]
     guard let stableVersion = entry?.labels[LabelStore.stableLabel], stableVersion != version else {
       _ = try registry.setLabel(
@@ -298,18 +337,36 @@ public final class TrainService: @unchecked Sendable {
         "stable version \(stableVersion) cannot serve (\(error)): version \(version) is now stable"
       )
     }
-    let evaluation = RatingMetrics.evaluate(model: stable.model, on: test)
-    let stableValue = metric == "mae" ? evaluation.mae : evaluation.rmse
+    let old = stableValue(stable.model)
     let comparison = String(
       format:
-        "compared %@ on %d held-out ratings: new version %lld %.4f vs stable version %lld %.4f (tolerance %.4f)",
-      metric, test.count, version, newValue, stableVersion, stableValue, tolerance)
-    if newValue <= stableValue + tolerance {
+        "compared %@ on %@: new version %lld %.4f vs stable version %lld %.4f (%@ is better, tolerance %.4f)",
+      metric, comparedOn, version, newValue, stableVersion, old,
+      higherIsBetter ? "higher" : "lower", tolerance)
+    let notWorse = higherIsBetter ? newValue >= old - tolerance : newValue <= old + tolerance
+    if notWorse {
       _ = try registry.setLabel(
         name: name, label: LabelStore.stableLabel, version: version, canaryFraction: nil)
       return (true, comparison + ": promoted, version \(version) is now stable")
     }
     return (false, comparison + ": not promoted, stable stays at version \(stableVersion)")
+  }
+
+  static func validateTolerance(_ tolerance: Float) throws {
+    guard tolerance.isFinite, tolerance >= 0 else {
+      throw RPCError.invalidArgument(
+        "promote_tolerance must be a finite number >= 0, got \(tolerance)")
+    }
+  }
+
+  /// K of a ranking metric name such as "ndcg@10" (K in 1...1000), else nil.
+  static func rankingMetricK(_ metric: String) -> Int? {
+    let parts = metric.split(separator: "@", omittingEmptySubsequences: false)
+    guard parts.count == 2,
+      ["hr", "precision", "recall", "f1", "ndcg", "mrr", "map"].contains(String(parts[0])),
+      let k = Int(parts[1]), (1...1000).contains(k)
+    else { return nil }
+    return k
   }
 
   private func send(_ writer: ServerStreamWriter, message: String) throws {
