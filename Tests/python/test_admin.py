@@ -382,22 +382,6 @@ def test_train_promotes_only_a_version_that_is_not_worse(env):
 # The token is never logged (last: it stops the server to read everything it wrote)
 
 
-def test_the_token_never_appears_in_the_logs(env):
-    # Right and wrong tokens once more, so that this test means something when run alone.
-    env.admin.ListModels(pb.ListModelsRequest(), metadata=env.auth, timeout=10)
-    for metadata in [bearer(env.token + "x"), bearer("Bearer " + env.token), None]:
-        with pytest.raises(grpc.RpcError):
-            env.admin.ListModels(pb.ListModelsRequest(), metadata=metadata, timeout=10)
-    env.channel.close()
-    assert env.server.stop() == 0
-    stdout = env.server.process.stdout.read()
-    stderr = env.server.log_text()
-    assert stderr, "expected the server to log something"
-    assert env.token not in stderr, "the admin token appears in the server's stderr"
-    assert env.token not in stdout, "the admin token appears in the server's stdout"
-    assert env.token[: len(env.token) // 2] not in stderr + stdout, "part of the admin token was logged"
-
-
 def test_train_promotes_implicit_models_by_a_ranking_metric(env):
     """bpr/als promotion compares NDCG@10 (or another ranking metric) of the new version and of
     the stable one on the new run's leave-last-out rows; higher is better."""
@@ -446,3 +430,19 @@ def _train_kind(env, name, kind, **fields):
     final = messages[-1]
     assert final.done, messages
     return final
+
+
+def test_the_token_never_appears_in_the_logs(env):
+    # Right and wrong tokens once more, so that this test means something when run alone.
+    env.admin.ListModels(pb.ListModelsRequest(), metadata=env.auth, timeout=10)
+    for metadata in [bearer(env.token + "x"), bearer("Bearer " + env.token), None]:
+        with pytest.raises(grpc.RpcError):
+            env.admin.ListModels(pb.ListModelsRequest(), metadata=metadata, timeout=10)
+    env.channel.close()
+    assert env.server.stop() == 0
+    stdout = env.server.process.stdout.read()
+    stderr = env.server.log_text()
+    assert stderr, "expected the server to log something"
+    assert env.token not in stderr, "the admin token appears in the server's stderr"
+    assert env.token not in stdout, "the admin token appears in the server's stdout"
+    assert env.token[: len(env.token) // 2] not in stderr + stdout, "part of the admin token was logged"

@@ -104,6 +104,15 @@ def test_bad_training_data_is_refused(trainer, path, code, words):
     ({"name": "x"}, "data_path"),
     ({"name": "x", "data_path": "ratings.csv", "dim": -4}, "dim"),
     ({"name": "x", "data_path": "ratings.csv", "holdout": 1.5}, "holdout"),
+    ({"name": "x", "data_path": "ratings.csv", "optimizer": "rmsprop"}, "optimizer"),
+    ({"name": "x", "data_path": "ratings.csv", "early_stopping": -1}, "early_stopping"),
+    ({"name": "x", "data_path": "ratings.csv", "alpha": 2.0}, "alpha"),
+    ({"name": "x", "kind": "bpr", "data_path": "ratings.csv", "alpha": 2.0}, "alpha"),
+    ({"name": "x", "kind": "bpr", "data_path": "ratings.csv", "optimizer": "adam"}, "optimizer"),
+    ({"name": "x", "kind": "bpr", "data_path": "ratings.csv", "negative_candidates": 100}, "candidates"),
+    ({"name": "x", "kind": "als", "data_path": "ratings.csv", "negative_candidates": 2}, "negative_candidates"),
+    ({"name": "x", "kind": "als", "data_path": "ratings.csv", "alpha": -1.0}, "alpha"),
+    ({"name": "x", "kind": "als", "data_path": "ratings.csv", "early_stopping": 3}, "early_stopping"),
 ])
 def test_bad_train_requests(trainer, request_fields, word):
     stub, _, _ = trainer
@@ -161,3 +170,29 @@ def test_one_training_per_model_with_a_bounded_queue(trainer):
     assert started.message.startswith("training queue")
     second.cancel()
     third.cancel()
+
+
+def _model_json(models, name, version):
+    import json
+    return json.loads((models / name / str(version) / "model.json").read_text())
+
+
+def test_train_rpc_takes_each_kinds_own_options(trainer):
+    """optimizer/early_stopping (mf), alpha (als) and negative_candidates (bpr) reach the
+    trainer: the published model.json records them, and early stopping stops early."""
+    stub, models, _ = trainer
+    final = list(stub.Train(pb.TrainRequest(name="opt-mf", kind="mf", data_path="ratings.csv", dim=8, epochs=200,
+                                            optimizer="adam", learning_rate=0.05, early_stopping=2, seed=5), timeout=300))[-1]
+    assert final.done, final
+    hyper = _model_json(models, "opt-mf", final.version)["hyperparameters"]
+    assert hyper["optimizer"] == "adam", hyper
+    assert final.metrics["epochs_run"] < 200 and final.metrics["best_epoch"] <= final.metrics["epochs_run"], \
+        dict(final.metrics)
+
+    final = list(stub.Train(pb.TrainRequest(name="opt-als", kind="als", data_path="ratings.csv", dim=8, epochs=2,
+                                            alpha=0.0), timeout=120))[-1]
+    assert _model_json(models, "opt-als", final.version)["hyperparameters"]["alpha"] == 0.0
+
+    final = list(stub.Train(pb.TrainRequest(name="opt-bpr", kind="bpr", data_path="ratings.csv", dim=8, epochs=2,
+                                            negative_candidates=5), timeout=120))[-1]
+    assert _model_json(models, "opt-bpr", final.version)["hyperparameters"]["negative_candidates"] == 5

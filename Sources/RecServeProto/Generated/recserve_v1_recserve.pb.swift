@@ -312,56 +312,121 @@ public nonisolated struct Recserve_V1_Interaction: Sendable {
   public init() {}
 }
 
-public nonisolated struct Recserve_V1_TrainRequest: Sendable {
+public nonisolated struct Recserve_V1_TrainRequest: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// The model to train a new version of (created when it does not exist yet).
-  public var name: String = String()
+  public var name: String {
+    get {_storage._name}
+    set {_uniqueStorage()._name = newValue}
+  }
 
   /// mf | bpr | als | sasrec
-  public var kind: String = String()
+  public var kind: String {
+    get {_storage._kind}
+    set {_uniqueStorage()._kind = newValue}
+  }
 
   /// A data file, relative to the server's --data-root.
-  public var dataPath: String = String()
+  public var dataPath: String {
+    get {_storage._dataPath}
+    set {_uniqueStorage()._dataPath = newValue}
+  }
 
   /// Or the interactions themselves.
-  public var interactions: [Recserve_V1_Interaction] = []
+  public var interactions: [Recserve_V1_Interaction] {
+    get {_storage._interactions}
+    set {_uniqueStorage()._interactions = newValue}
+  }
 
-  public var dim: Int32 = 0
+  public var dim: Int32 {
+    get {_storage._dim}
+    set {_uniqueStorage()._dim = newValue}
+  }
 
-  public var epochs: Int32 = 0
+  public var epochs: Int32 {
+    get {_storage._epochs}
+    set {_uniqueStorage()._epochs = newValue}
+  }
 
-  public var seed: Int64 = 0
+  public var seed: Int64 {
+    get {_storage._seed}
+    set {_uniqueStorage()._seed = newValue}
+  }
 
   /// Fraction held out for validation (0 trains on everything); unset means 0.1.
   public var holdout: Float {
-    get {_holdout ?? 0}
-    set {_holdout = newValue}
+    get {_storage._holdout ?? 0}
+    set {_uniqueStorage()._holdout = newValue}
   }
   /// Returns true if `holdout` has been explicitly set.
-  public var hasHoldout: Bool {self._holdout != nil}
+  public var hasHoldout: Bool {_storage._holdout != nil}
   /// Clears the value of `holdout`. Subsequent reads from it will return its default value.
-  public mutating func clearHoldout() {self._holdout = nil}
+  public mutating func clearHoldout() {_uniqueStorage()._holdout = nil}
 
-  public var learningRate: Float = 0
+  public var learningRate: Float {
+    get {_storage._learningRate}
+    set {_uniqueStorage()._learningRate = newValue}
+  }
 
-  public var regularization: Float = 0
+  public var regularization: Float {
+    get {_storage._regularization}
+    set {_uniqueStorage()._regularization = newValue}
+  }
 
   /// Move the `stable` label to the new version when it is not worse than the current one.
-  public var promote: Bool = false
+  public var promote: Bool {
+    get {_storage._promote}
+    set {_uniqueStorage()._promote = newValue}
+  }
 
   /// The metric compared for promotion (e.g. "rmse", "ndcg@10").
-  public var promoteMetric: String = String()
+  public var promoteMetric: String {
+    get {_storage._promoteMetric}
+    set {_uniqueStorage()._promoteMetric = newValue}
+  }
 
-  public var promoteTolerance: Float = 0
+  public var promoteTolerance: Float {
+    get {_storage._promoteTolerance}
+    set {_uniqueStorage()._promoteTolerance = newValue}
+  }
+
+  /// mf: "sgd" (default) or "adam".
+  public var optimizer: String {
+    get {_storage._optimizer}
+    set {_uniqueStorage()._optimizer = newValue}
+  }
+
+  /// mf: stop when the validation RMSE (a seeded 10% slice of the training rows) has not improved
+  /// for this many epochs, and keep the best epoch's factors; 0 (default) runs every epoch.
+  public var earlyStopping: Int32 {
+    get {_storage._earlyStopping}
+    set {_uniqueStorage()._earlyStopping = newValue}
+  }
+
+  /// als: confidence c = 1 + alpha * r; unset means 40.
+  public var alpha: Float {
+    get {_storage._alpha ?? 0}
+    set {_uniqueStorage()._alpha = newValue}
+  }
+  /// Returns true if `alpha` has been explicitly set.
+  public var hasAlpha: Bool {_storage._alpha != nil}
+  /// Clears the value of `alpha`. Subsequent reads from it will return its default value.
+  public mutating func clearAlpha() {_uniqueStorage()._alpha = nil}
+
+  /// bpr: negatives drawn per step, the highest-scored one is used (default 3; 1 is plain BPR).
+  public var negativeCandidates: Int32 {
+    get {_storage._negativeCandidates}
+    set {_uniqueStorage()._negativeCandidates = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _holdout: Float? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Recserve_V1_TrainProgress: Sendable {
@@ -1084,93 +1149,181 @@ nonisolated extension Recserve_V1_Interaction: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}kind\0\u{3}data_path\0\u{1}interactions\0\u{1}dim\0\u{1}epochs\0\u{1}seed\0\u{1}holdout\0\u{3}learning_rate\0\u{1}regularization\0\u{1}promote\0\u{3}promote_metric\0\u{3}promote_tolerance\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}kind\0\u{3}data_path\0\u{1}interactions\0\u{1}dim\0\u{1}epochs\0\u{1}seed\0\u{1}holdout\0\u{3}learning_rate\0\u{1}regularization\0\u{1}promote\0\u{3}promote_metric\0\u{3}promote_tolerance\0\u{1}optimizer\0\u{3}early_stopping\0\u{1}alpha\0\u{3}negative_candidates\0")
+
+  fileprivate class _StorageClass {
+    var _name: String = String()
+    var _kind: String = String()
+    var _dataPath: String = String()
+    var _interactions: [Recserve_V1_Interaction] = []
+    var _dim: Int32 = 0
+    var _epochs: Int32 = 0
+    var _seed: Int64 = 0
+    var _holdout: Float? = nil
+    var _learningRate: Float = 0
+    var _regularization: Float = 0
+    var _promote: Bool = false
+    var _promoteMetric: String = String()
+    var _promoteTolerance: Float = 0
+    var _optimizer: String = String()
+    var _earlyStopping: Int32 = 0
+    var _alpha: Float? = nil
+    var _negativeCandidates: Int32 = 0
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _name = source._name
+      _kind = source._kind
+      _dataPath = source._dataPath
+      _interactions = source._interactions
+      _dim = source._dim
+      _epochs = source._epochs
+      _seed = source._seed
+      _holdout = source._holdout
+      _learningRate = source._learningRate
+      _regularization = source._regularization
+      _promote = source._promote
+      _promoteMetric = source._promoteMetric
+      _promoteTolerance = source._promoteTolerance
+      _optimizer = source._optimizer
+      _earlyStopping = source._earlyStopping
+      _alpha = source._alpha
+      _negativeCandidates = source._negativeCandidates
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.kind) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.dataPath) }()
-      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.interactions) }()
-      case 5: try { try decoder.decodeSingularInt32Field(value: &self.dim) }()
-      case 6: try { try decoder.decodeSingularInt32Field(value: &self.epochs) }()
-      case 7: try { try decoder.decodeSingularInt64Field(value: &self.seed) }()
-      case 8: try { try decoder.decodeSingularFloatField(value: &self._holdout) }()
-      case 9: try { try decoder.decodeSingularFloatField(value: &self.learningRate) }()
-      case 10: try { try decoder.decodeSingularFloatField(value: &self.regularization) }()
-      case 11: try { try decoder.decodeSingularBoolField(value: &self.promote) }()
-      case 12: try { try decoder.decodeSingularStringField(value: &self.promoteMetric) }()
-      case 13: try { try decoder.decodeSingularFloatField(value: &self.promoteTolerance) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._name) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._kind) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._dataPath) }()
+        case 4: try { try decoder.decodeRepeatedMessageField(value: &_storage._interactions) }()
+        case 5: try { try decoder.decodeSingularInt32Field(value: &_storage._dim) }()
+        case 6: try { try decoder.decodeSingularInt32Field(value: &_storage._epochs) }()
+        case 7: try { try decoder.decodeSingularInt64Field(value: &_storage._seed) }()
+        case 8: try { try decoder.decodeSingularFloatField(value: &_storage._holdout) }()
+        case 9: try { try decoder.decodeSingularFloatField(value: &_storage._learningRate) }()
+        case 10: try { try decoder.decodeSingularFloatField(value: &_storage._regularization) }()
+        case 11: try { try decoder.decodeSingularBoolField(value: &_storage._promote) }()
+        case 12: try { try decoder.decodeSingularStringField(value: &_storage._promoteMetric) }()
+        case 13: try { try decoder.decodeSingularFloatField(value: &_storage._promoteTolerance) }()
+        case 14: try { try decoder.decodeSingularStringField(value: &_storage._optimizer) }()
+        case 15: try { try decoder.decodeSingularInt32Field(value: &_storage._earlyStopping) }()
+        case 16: try { try decoder.decodeSingularFloatField(value: &_storage._alpha) }()
+        case 17: try { try decoder.decodeSingularInt32Field(value: &_storage._negativeCandidates) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.name.isEmpty {
-      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
-    }
-    if !self.kind.isEmpty {
-      try visitor.visitSingularStringField(value: self.kind, fieldNumber: 2)
-    }
-    if !self.dataPath.isEmpty {
-      try visitor.visitSingularStringField(value: self.dataPath, fieldNumber: 3)
-    }
-    if !self.interactions.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.interactions, fieldNumber: 4)
-    }
-    if self.dim != 0 {
-      try visitor.visitSingularInt32Field(value: self.dim, fieldNumber: 5)
-    }
-    if self.epochs != 0 {
-      try visitor.visitSingularInt32Field(value: self.epochs, fieldNumber: 6)
-    }
-    if self.seed != 0 {
-      try visitor.visitSingularInt64Field(value: self.seed, fieldNumber: 7)
-    }
-    try { if let v = self._holdout {
-      try visitor.visitSingularFloatField(value: v, fieldNumber: 8)
-    } }()
-    if self.learningRate.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.learningRate, fieldNumber: 9)
-    }
-    if self.regularization.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.regularization, fieldNumber: 10)
-    }
-    if self.promote != false {
-      try visitor.visitSingularBoolField(value: self.promote, fieldNumber: 11)
-    }
-    if !self.promoteMetric.isEmpty {
-      try visitor.visitSingularStringField(value: self.promoteMetric, fieldNumber: 12)
-    }
-    if self.promoteTolerance.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.promoteTolerance, fieldNumber: 13)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._name.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._name, fieldNumber: 1)
+      }
+      if !_storage._kind.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._kind, fieldNumber: 2)
+      }
+      if !_storage._dataPath.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._dataPath, fieldNumber: 3)
+      }
+      if !_storage._interactions.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._interactions, fieldNumber: 4)
+      }
+      if _storage._dim != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._dim, fieldNumber: 5)
+      }
+      if _storage._epochs != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._epochs, fieldNumber: 6)
+      }
+      if _storage._seed != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._seed, fieldNumber: 7)
+      }
+      try { if let v = _storage._holdout {
+        try visitor.visitSingularFloatField(value: v, fieldNumber: 8)
+      } }()
+      if _storage._learningRate.bitPattern != 0 {
+        try visitor.visitSingularFloatField(value: _storage._learningRate, fieldNumber: 9)
+      }
+      if _storage._regularization.bitPattern != 0 {
+        try visitor.visitSingularFloatField(value: _storage._regularization, fieldNumber: 10)
+      }
+      if _storage._promote != false {
+        try visitor.visitSingularBoolField(value: _storage._promote, fieldNumber: 11)
+      }
+      if !_storage._promoteMetric.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._promoteMetric, fieldNumber: 12)
+      }
+      if _storage._promoteTolerance.bitPattern != 0 {
+        try visitor.visitSingularFloatField(value: _storage._promoteTolerance, fieldNumber: 13)
+      }
+      if !_storage._optimizer.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._optimizer, fieldNumber: 14)
+      }
+      if _storage._earlyStopping != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._earlyStopping, fieldNumber: 15)
+      }
+      try { if let v = _storage._alpha {
+        try visitor.visitSingularFloatField(value: v, fieldNumber: 16)
+      } }()
+      if _storage._negativeCandidates != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._negativeCandidates, fieldNumber: 17)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Recserve_V1_TrainRequest, rhs: Recserve_V1_TrainRequest) -> Bool {
-    if lhs.name != rhs.name {return false}
-    if lhs.kind != rhs.kind {return false}
-    if lhs.dataPath != rhs.dataPath {return false}
-    if lhs.interactions != rhs.interactions {return false}
-    if lhs.dim != rhs.dim {return false}
-    if lhs.epochs != rhs.epochs {return false}
-    if lhs.seed != rhs.seed {return false}
-    if lhs._holdout != rhs._holdout {return false}
-    if lhs.learningRate != rhs.learningRate {return false}
-    if lhs.regularization != rhs.regularization {return false}
-    if lhs.promote != rhs.promote {return false}
-    if lhs.promoteMetric != rhs.promoteMetric {return false}
-    if lhs.promoteTolerance != rhs.promoteTolerance {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._name != rhs_storage._name {return false}
+        if _storage._kind != rhs_storage._kind {return false}
+        if _storage._dataPath != rhs_storage._dataPath {return false}
+        if _storage._interactions != rhs_storage._interactions {return false}
+        if _storage._dim != rhs_storage._dim {return false}
+        if _storage._epochs != rhs_storage._epochs {return false}
+        if _storage._seed != rhs_storage._seed {return false}
+        if _storage._holdout != rhs_storage._holdout {return false}
+        if _storage._learningRate != rhs_storage._learningRate {return false}
+        if _storage._regularization != rhs_storage._regularization {return false}
+        if _storage._promote != rhs_storage._promote {return false}
+        if _storage._promoteMetric != rhs_storage._promoteMetric {return false}
+        if _storage._promoteTolerance != rhs_storage._promoteTolerance {return false}
+        if _storage._optimizer != rhs_storage._optimizer {return false}
+        if _storage._earlyStopping != rhs_storage._earlyStopping {return false}
+        if _storage._alpha != rhs_storage._alpha {return false}
+        if _storage._negativeCandidates != rhs_storage._negativeCandidates {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

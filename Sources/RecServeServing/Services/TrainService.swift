@@ -49,7 +49,23 @@ public final class TrainService: @unchecked Sendable {
       try trainImplicit(request, writer: writer)
       return
     }
+    try Self.rejectFields(
+      notFor: "mf",
+      ["alpha": request.hasAlpha, "negative_candidates": request.negativeCandidates != 0])
     var config = MFConfig()
+    switch request.optimizer.lowercased() {
+    case "", "sgd": break
+    case "adam":
+      config.optimizer = .adam
+      config.learningRate = MFConfig.defaultAdamLearningRate
+    default:
+      throw RPCError.invalidArgument("optimizer must be sgd or adam, got '\(request.optimizer)'")
+    }
+    if request.earlyStopping < 0 {
+      throw RPCError.invalidArgument(
+        "early_stopping must be 0 (off) or a number of epochs, got \(request.earlyStopping)")
+    }
+    if request.earlyStopping > 0 { config.earlyStoppingPatience = Int(request.earlyStopping) }
     if request.dim != 0 { config.dim = Int(request.dim) }
     if request.epochs != 0 { config.epochs = Int(request.epochs) }
     if request.seed != 0 { config.seed = UInt64(bitPattern: request.seed) }
@@ -141,6 +157,12 @@ public final class TrainService: @unchecked Sendable {
       if k != 10 { ks.append(k) }
     }
     let seed = request.seed != 0 ? UInt64(bitPattern: request.seed) : 42
+    var notForKind = [
+      "optimizer": !request.optimizer.isEmpty, "early_stopping": request.earlyStopping != 0,
+    ]
+    notForKind[request.kind == "bpr" ? "alpha" : "negative_candidates"] =
+      request.kind == "bpr" ? request.hasAlpha : request.negativeCandidates != 0
+    try Self.rejectFields(notFor: request.kind, notForKind)
     let config: ImplicitModelConfig
     if request.kind == "bpr" {
       var bpr = BPRConfig(seed: seed, threads: Self.trainingThreads)
@@ -148,12 +170,16 @@ public final class TrainService: @unchecked Sendable {
       if request.epochs != 0 { bpr.epochs = Int(request.epochs) }
       if request.learningRate != 0 { bpr.learningRate = request.learningRate }
       if request.regularization != 0 { bpr.regularization = request.regularization }
+      if request.negativeCandidates != 0 {
+        bpr.negativeCandidates = Int(request.negativeCandidates)
+      }
       config = .bpr(bpr)
     } else {
       var als = ALSConfig(seed: seed, threads: Self.trainingThreads)
       if request.dim != 0 { als.dim = Int(request.dim) }
       if request.epochs != 0 { als.iterations = Int(request.epochs) }
       if request.regularization != 0 { als.regularization = request.regularization }
+      if request.hasAlpha { als.alpha = request.alpha }
       config = .als(als)
     }
     do {
@@ -350,6 +376,14 @@ public final class TrainService: @unchecked Sendable {
       return (true, comparison + ": promoted, version \(version) is now stable")
     }
     return (false, comparison + ": not promoted, stable stays at version \(stableVersion)")
+  }
+
+  /// INVALID_ARGUMENT naming the first field that is set but means nothing for `kind` (so a
+  /// typo'd kind or a misplaced option is not silently ignored).
+  static func rejectFields(notFor kind: String, _ set: [String: Bool]) throws {
+    if let field = set.filter(\.value).keys.sorted().first {
+      throw RPCError.invalidArgument("\(field) does not apply to kind \(kind)")
+    }
   }
 
   static func validateTolerance(_ tolerance: Float) throws {
