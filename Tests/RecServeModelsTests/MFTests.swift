@@ -355,5 +355,30 @@ import Testing
     #expect(manifest.contains("\"optimizer\"") && manifest.contains("\"adam\""))
     #expect(manifest.contains("\"early_stopping_patience\""))
     #expect(manifest.contains("\"stopped_epoch\"") && manifest.contains("\"validation_rows\""))
+
+    // The served history holds every training-split row, the validation slice included (the
+    // user did rate those items), but none of the held-out test rows.
+    let data = smallSynthetic()
+    let (train, _) = data.randomSplit(holdout: 0.1, seed: config.seed)
+    let served = try #require(
+      try ModelStore.load(modelsDirectory: dir.path, name: "es").model as? MFModel)
+    func pairs(_ d: Interactions) -> Set<String> {
+      Set((0..<d.count).map { "\(d.userIds[Int(d.users[$0])])|\(d.itemIds[Int(d.items[$0])])" })
+    }
+    var seen = Set<String>()
+    for u in 0..<served.userCount {
+      for i in served.seenItems(user: Int32(u)) {
+        seen.insert("\(served.userIds[u])|\(served.itemIds[Int(i)])")
+      }
+    }
+    let known = pairs(train).filter { p in
+      let parts = p.split(separator: "|").map(String.init)
+      return served.userIndex(parts[0]) != nil && served.itemIndex(parts[1]) != nil
+    }
+    #expect(known.count > result.trainRows)
+    let missing = known.subtracting(seen).count
+    let extra = seen.subtracting(pairs(train)).count
+    #expect(missing == 0, "\(missing) training-split pairs missing from the served history")
+    #expect(extra == 0, "\(extra) served-history pairs not in the training split")
   }
 }

@@ -53,9 +53,11 @@ public func trainAndPublishMF(
     validation = v
   }
   let start = monotonicSeconds()
-  let (model, summary) = try MFTrainer.trainWithSummary(
+  let (fitted, summary) = try MFTrainer.trainWithSummary(
     fit, config: config, validation: validation, progress: progress)
   let trainSeconds = monotonicSeconds() - start
+  // The validation slice is still part of the users' history (exclude_seen, popularity).
+  let model = fit.count == train.count ? fitted : fitted.withHistory(from: train)
 
   var metrics: [String: Double] = ["epochs_run": Double(summary.epochsRun)]
   if config.earlyStoppingPatience != nil {

@@ -304,3 +304,36 @@ struct SeenItems {
     return SeenItems(indptr: out, indices: raw, popularity: popularity)
   }
 }
+
+extension MFModel {
+  /// The same factors and biases with the training history (what `exclude_seen` drops and
+  /// popularity counts) rebuilt from `data`: every row whose user and item this model knows.
+  /// Early stopping fits on the training split minus a validation slice; the served history
+  /// must still hold those validation rows, which the user did interact with.
+  public func withHistory(from data: Interactions) -> MFModel {
+    let userMap = data.userIds.map { userIndex($0) ?? -1 }
+    let itemMap = data.itemIds.map { itemIndex($0) ?? -1 }
+    var users = [Int32]()
+    var items = [Int32]()
+    users.reserveCapacity(data.count)
+    items.reserveCapacity(data.count)
+    for r in 0..<data.count {
+      let u = userMap[Int(data.users[r])]
+      let i = itemMap[Int(data.items[r])]
+      if u >= 0 && i >= 0 {
+        users.append(u)
+        items.append(i)
+      }
+    }
+    func array(_ p: UnsafePointer<Float>, _ n: Int) -> [Float] {
+      Array(UnsafeBufferPointer(start: p, count: n))
+    }
+    return MFModel(
+      kind: kind, dim: dim, userIds: userIds, itemIds: itemIds, userLookup: userLookup,
+      itemLookup: itemLookup, globalMean: globalMean, ratingRange: ratingRange,
+      userFactors: array(userFactors, userCount * dim),
+      itemFactors: array(itemFactors, itemCount * dim),
+      userBias: array(userBias, userCount), itemBias: array(itemBias, itemCount),
+      csr: SeenItems.build(users: users, items: items, userCount: userCount, itemCount: itemCount))
+  }
+}
