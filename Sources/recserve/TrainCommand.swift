@@ -52,6 +52,14 @@ struct TrainCommand: ParsableCommand {
   var alpha: Float?
 
   @Option(
+    name: .customLong("popularity-exponent"),
+    help: """
+      ALS: weigh a missing (user, item) pair by the item's popularity to this power, scaled to \
+      mean 1 (eALS, He et al. 2016); 0 weighs every missing pair 1 as implicit does.
+      """)
+  var popularityExponent: Float?
+
+  @Option(
     name: .customLong("negative-sampling"),
     help: "BPR negatives: uniform (default) or popularity (as the implicit library).")
   var negativeSampling: String?
@@ -350,6 +358,7 @@ extension TrainCommand {
       if let reg { c.regularization = reg }
       if let alpha { c.alpha = alpha }
       if let cgSteps { c.cgSteps = cgSteps }
+      if let popularityExponent { c.popularityExponent = popularityExponent }
       if let initStd { c.initScale = initStd }
       if let threads { c.threads = threads }
       c.seed = seed

@@ -151,6 +151,34 @@ import Testing
     #expect(throws: TrainingError.self) { try BPRTrainer.train(train, config: bad) }
   }
 
+  /// Popularity-weighted missing data: the weights have mean 1 and grow with popularity, the
+  /// loss still falls, and the model still finds the planted clusters.
+  @Test func alsWithPopularityWeightedMissingDataLearns() throws {
+    let (train, test) = try Self.plantedClusters().leaveLastOutSplit(seed: 1)
+    let weights = ALSTrainer.missingWeights(ImplicitMatrix(train).transposed(), exponent: 0.5)
+    #expect(abs(weights.reduce(0, +) / Float(weights.count) - 1) < 1e-4)
+    let indptr = ImplicitMatrix(train).transposed().indptr
+    let counts: [Int] = (0..<weights.count).map { indptr[$0 + 1] - indptr[$0] }
+    let popular = counts.indices.max { counts[$0] < counts[$1] }!
+    let rare = counts.indices.min { counts[$0] < counts[$1] }!
+    #expect(weights[popular] > 1 && weights[rare] < 1)
+
+    var c = Self.als(threads: 2)
+    c.popularityExponent = 0.5
+    var losses: [Double] = []
+    let model = try ALSTrainer.train(train, config: c) { p in
+      losses.append(p.loss)
+      return true
+    }
+    #expect(losses.allSatisfy(\.isFinite) && losses.last! < losses.first!)
+    let plain = try ALSTrainer.train(train, config: Self.als(threads: 2))
+    #expect(Array(model.itemVector(3)) != Array(plain.itemVector(3)))
+    let random = Self.ndcg(try Self.baseline(model, popularity: false), train: train, test: test)
+    #expect(Self.ndcg(model, train: train, test: test) > 2 * random)
+    c.popularityExponent = -1
+    #expect(throws: TrainingError.self) { try ALSTrainer.train(train, config: c) }
+  }
+
   @Test func implicitScoresAreDotProducts() throws {
     let model = try ALSTrainer.train(Self.data(), config: Self.als(iterations: 2))
     let u: Int32 = 5
@@ -259,7 +287,8 @@ import Testing
     #expect(pm.transposed().transposed().indices == pm.indices)
   }
 
-  /// CG on (YᵀY + λI + Σ w y yᵀ) x = Σ (1 + w) y with enough steps matches a direct solve.
+  /// CG on (s·(YᵀY + λI) + ridge·I + Σ w y yᵀ) x = Σ c y with enough steps matches a direct
+  /// solve (c = 1 + w as in plain WRMF; s and ridge as the item side of popularity weighting).
   @Test func conjugateGradientMatchesDirectSolve() {
     let D = 6
     let I = 20
@@ -274,14 +303,18 @@ import Testing
     }
     let items: [Int32] = [1, 4, 9, 13, 19]
     let weights: [Float] = [3, 10, 1, 40, 0.5]
-    // Direct: A = G + Σ w y yᵀ, b = Σ (1 + w) y, Gaussian elimination in Double.
-    var A = G.map { Double($0) }
+    let confidence = weights.map { 1 + $0 }
+    let gramScale: Float = 1.7
+    let ridge: Float = 0.3
+    // Direct: A = s·G + ridge·I + Σ w y yᵀ, b = Σ c y, Gaussian elimination in Double.
+    var A = G.map { Double(gramScale) * Double($0) }
+    for r in 0..<D { A[r * D + r] += Double(ridge) }
     var b = [Double](repeating: 0, count: D)
     for (k, i) in items.enumerated() {
       let y = Array(Y[(Int(i) * D)..<(Int(i) * D + D)]).map { Double($0) }
       let w = Double(weights[k])
       for r in 0..<D {
-        b[r] += (1 + w) * y[r]
+        b[r] += Double(confidence[k]) * y[r]
         for c in 0..<D { A[r * D + c] += w * y[r] * y[c] }
       }
     }
@@ -311,11 +344,14 @@ import Testing
         G.withUnsafeBufferPointer { g in
           items.withUnsafeBufferPointer { idx in
             weights.withUnsafeBufferPointer { w in
-              x.withUnsafeMutableBufferPointer { xb in
-                ALSTrainer.solveRow(
-                  x: xb.baseAddress!, fixed: y.baseAddress!, gram: g.baseAddress!, dim: D,
-                  indices: idx.baseAddress!, weights: w.baseAddress!, count: items.count,
-                  cgSteps: steps, scratch: scratch)
+              confidence.withUnsafeBufferPointer { c in
+                x.withUnsafeMutableBufferPointer { xb in
+                  ALSTrainer.solveRow(
+                    x: xb.baseAddress!, fixed: y.baseAddress!, gram: g.baseAddress!,
+                    gramScale: gramScale, ridge: ridge, dim: D, indices: idx.baseAddress!,
+                    confidence: c.baseAddress!, weights: w.baseAddress!, count: items.count,
+                    cgSteps: steps, scratch: scratch)
+                }
               }
             }
           }

@@ -26,10 +26,16 @@ public struct ALSConfig: Sendable, Equatable {
   public var seed: UInt64
   /// Worker threads over rows. Results do not depend on the count (rows are independent).
   public var threads: Int
+  /// Popularity-weighted missing data (He et al., SIGIR 2016, "eALS"): an unobserved pair
+  /// (u, i) weighs c_i ∝ f_i^ω, f_i the item's number of users, scaled so the mean over items is
+  /// 1. A popular item the user has not interacted with is then stronger evidence against it.
+  /// 0 weighs every missing pair 1 (Hu et al., and `implicit`).
+  public var popularityExponent: Float
 
   public init(
     dim: Int = 64, iterations: Int = 15, regularization: Float = 0.01, alpha: Float = 40,
-    cgSteps: Int = 3, initScale: Float = 0.01, seed: UInt64 = 42, threads: Int = 2
+    cgSteps: Int = 3, initScale: Float = 0.01, seed: UInt64 = 42, threads: Int = 2,
+    popularityExponent: Float = 0
   ) {
     self.dim = dim
     self.iterations = iterations
@@ -39,6 +45,7 @@ public struct ALSConfig: Sendable, Equatable {
     self.initScale = initScale
     self.seed = seed
     self.threads = threads
+    self.popularityExponent = popularityExponent
   }
 
   public func validate() throws {
@@ -58,6 +65,9 @@ public struct ALSConfig: Sendable, Equatable {
       throw bad("init scale must be a finite number >= 0 (got \(initScale))")
     }
     if threads < 1 || threads > 256 { throw bad("threads must be in 1...256 (got \(threads))") }
+    if !(popularityExponent >= 0) || !(popularityExponent <= 2) {
+      throw bad("popularity exponent must be in [0, 2] (got \(popularityExponent))")
+    }
   }
 
   /// For model.json.
@@ -68,6 +78,7 @@ public struct ALSConfig: Sendable, Equatable {
       "alpha": d(alpha), "confidence": .string("1 + alpha * r"), "cg_steps": .int(Int64(cgSteps)),
       "init_scale": d(initScale), "seed": .int(Int64(bitPattern: seed)),
       "solver": .string("conjugate_gradient"), "threads": .int(Int64(threads)),
+      "popularity_exponent": d(popularityExponent),
     ]
   }
 }
@@ -98,32 +109,62 @@ public enum ALSTrainer {
     var rng = Xoshiro256(seed: config.seed, stream: 0xA15)
     var X = (0..<(U * D)).map { _ in rng.nextFloat() * config.initScale }
     var Y = (0..<(I * D)).map { _ in rng.nextFloat() * config.initScale }
-    // Confidence minus one (= alpha·r) per entry, in both orientations.
-    let wUI = userItems.values.map { config.alpha * $0 }
-    let wIU = itemUsers.values.map { config.alpha * $0 }
+    // Weight of a missing pair, per item (mean 1; all 1 without popularity weighting).
+    let missing = missingWeights(itemUsers, exponent: config.popularityExponent)
+    let uniform = config.popularityExponent == 0
+    // Confidence c = 1 + alpha·r per entry, and c minus the missing weight it replaces, in both
+    // orientations.
+    let cUI = userItems.values.map { 1 + config.alpha * $0 }
+    let cIU = itemUsers.values.map { 1 + config.alpha * $0 }
+    var wUI = cUI
+    for u in 0..<U {
+      for k in userItems.indptr[u]..<userItems.indptr[u + 1] {
+        wUI[k] -= missing[Int(userItems.indices[k])]
+      }
+    }
+    var wIU = cIU
+    for i in 0..<I {
+      for k in itemUsers.indptr[i]..<itemUsers.indptr[i + 1] { wIU[k] -= missing[i] }
+    }
     var gram = [Float](repeating: 0, count: D * D)
+    var scaled = uniform ? [] : [Float](repeating: 0, count: I * D)
 
     for iteration in 1...config.iterations {
       X.withUnsafeMutableBufferPointer { x in
         Y.withUnsafeMutableBufferPointer { y in
           gram.withUnsafeMutableBufferPointer { g in
-            computeGram(
-              y.baseAddress!, rows: I, dim: D, reg: config.regularization, into: g.baseAddress!)
+            // Users: Σ_i m_i y_i y_iᵀ + λI, the same for every user.
+            if uniform {
+              computeGram(
+                y.baseAddress!, rows: I, dim: D, reg: config.regularization, into: g.baseAddress!)
+            } else {
+              scaleRows(y.baseAddress!, by: missing, dim: D, into: &scaled)
+              scaled.withUnsafeBufferPointer { ys in
+                computeGram(
+                  ys.baseAddress!, rows: I, dim: D, reg: config.regularization,
+                  into: g.baseAddress!)
+              }
+            }
             solveRows(
-              userItems, weights: wUI, target: x.baseAddress!, fixed: y.baseAddress!,
-              gram: g.baseAddress!, dim: D, cgSteps: config.cgSteps, threads: config.threads)
+              userItems, confidence: cUI, weights: wUI, target: x.baseAddress!,
+              fixed: y.baseAddress!, gram: g.baseAddress!, gramScale: nil, ridge: 0, dim: D,
+              cgSteps: config.cgSteps, threads: config.threads)
+            // Items: m_i XᵀX + λI, so XᵀX is scaled per item when the weights differ.
             computeGram(
-              x.baseAddress!, rows: U, dim: D, reg: config.regularization, into: g.baseAddress!)
+              x.baseAddress!, rows: U, dim: D, reg: uniform ? config.regularization : 0,
+              into: g.baseAddress!)
             solveRows(
-              itemUsers, weights: wIU, target: y.baseAddress!, fixed: x.baseAddress!,
-              gram: g.baseAddress!, dim: D, cgSteps: config.cgSteps, threads: config.threads)
+              itemUsers, confidence: cIU, weights: wIU, target: y.baseAddress!,
+              fixed: x.baseAddress!, gram: g.baseAddress!, gramScale: uniform ? nil : missing,
+              ridge: uniform ? 0 : config.regularization, dim: D, cgSteps: config.cgSteps,
+              threads: config.threads)
           }
         }
       }
       if let progress {
         let loss = self.loss(
-          userItems, weights: wUI, X: X, Y: Y, dim: D, reg: config.regularization,
-          threads: config.threads)
+          userItems, confidence: cUI, weights: wUI, missing: missing, X: X, Y: Y, dim: D,
+          reg: config.regularization, threads: config.threads)
         if !loss.isFinite {
           throw TrainingError.invalidConfiguration(
             "training diverged at iteration \(iteration) (loss is not finite); use a larger reg than \(config.regularization)"
@@ -145,6 +186,29 @@ public enum ALSTrainer {
       kind: "als", dim: D, data: data, matrix: userItems, userFactors: X, itemFactors: Y)
   }
 
+  /// Per-item weights of missing pairs: f_i^exponent scaled to mean 1 (f_i = the item's number
+  /// of users); all 1 for exponent 0.
+  static func missingWeights(_ itemUsers: ImplicitMatrix, exponent: Float) -> [Float] {
+    let I = itemUsers.rows
+    if exponent == 0 || I == 0 { return [Float](repeating: 1, count: I) }
+    var w = (0..<I).map { i in
+      powf(Float(max(1, itemUsers.indptr[i + 1] - itemUsers.indptr[i])), exponent)
+    }
+    let mean = w.reduce(0, +) / Float(I)
+    for i in 0..<I { w[i] /= mean }
+    return w
+  }
+
+  /// out[r] = sqrt(weights[r]) · A[r] for a row-major [rows, D] matrix A.
+  static func scaleRows(
+    _ A: UnsafePointer<Float>, by weights: [Float], dim D: Int, into out: inout [Float]
+  ) {
+    for r in 0..<weights.count {
+      let s = weights[r].squareRoot()
+      for k in 0..<D { out[r * D + k] = s * A[r * D + k] }
+    }
+  }
+
   /// G = AᵀA + reg·I (full symmetric, row-major D×D) for a row-major [rows, D] matrix A.
   static func computeGram(
     _ A: UnsafePointer<Float>, rows: Int, dim D: Int, reg: Float,
@@ -159,10 +223,12 @@ public enum ALSTrainer {
   }
 
   /// Updates every row of `target` by CG against the fixed side, rows split over threads.
+  /// Row r's system is (s_r·G + ridge·I + Σ w_k y_k y_kᵀ) x = Σ c_k y_k with s_r =
+  /// gramScale[r] (1 when nil).
   static func solveRows(
-    _ m: ImplicitMatrix, weights: [Float], target: UnsafeMutablePointer<Float>,
-    fixed: UnsafePointer<Float>, gram: UnsafePointer<Float>, dim D: Int, cgSteps: Int,
-    threads: Int
+    _ m: ImplicitMatrix, confidence: [Float], weights: [Float],
+    target: UnsafeMutablePointer<Float>, fixed: UnsafePointer<Float>, gram: UnsafePointer<Float>,
+    gramScale: [Float]?, ridge: Float, dim D: Int, cgSteps: Int, threads: Int
   ) {
     let rows = m.rows
     let T = max(1, min(threads, rows / 16 + 1))
@@ -171,29 +237,32 @@ public enum ALSTrainer {
     m.indptr.withUnsafeBufferPointer { ptr in
       m.indices.withUnsafeBufferPointer { idx in
         weights.withUnsafeBufferPointer { w in
-          let ctx = SolveContext(
-            indptr: ptr.baseAddress!, indices: idx.baseAddress!, weights: w.baseAddress!,
-            target: target, fixed: fixed, gram: gram)
-          let work = { (t: Int) in
-            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 3 * D)
-            defer { scratch.deallocate() }
-            var c = t
-            while c < chunks {
-              for row in (c * chunk)..<min(rows, (c + 1) * chunk) {
-                let a = ctx.indptr[row]
-                let b = ctx.indptr[row + 1]
-                solveRow(
-                  x: ctx.target + row * D, fixed: ctx.fixed, gram: ctx.gram, dim: D,
-                  indices: ctx.indices + a, weights: ctx.weights + a, count: b - a,
-                  cgSteps: cgSteps, scratch: scratch)
+          confidence.withUnsafeBufferPointer { cb in
+            let ctx = SolveContext(
+              indptr: ptr.baseAddress!, indices: idx.baseAddress!, weights: w.baseAddress!,
+              confidence: cb.baseAddress!, target: target, fixed: fixed, gram: gram)
+            let work = { (t: Int) in
+              let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 3 * D)
+              defer { scratch.deallocate() }
+              var c = t
+              while c < chunks {
+                for row in (c * chunk)..<min(rows, (c + 1) * chunk) {
+                  let a = ctx.indptr[row]
+                  let b = ctx.indptr[row + 1]
+                  solveRow(
+                    x: ctx.target + row * D, fixed: ctx.fixed, gram: ctx.gram,
+                    gramScale: gramScale?[row] ?? 1, ridge: ridge, dim: D,
+                    indices: ctx.indices + a, confidence: ctx.confidence + a,
+                    weights: ctx.weights + a, count: b - a, cgSteps: cgSteps, scratch: scratch)
+                }
+                c += T
               }
-              c += T
             }
-          }
-          if T == 1 {
-            work(0)
-          } else {
-            DispatchQueue.concurrentPerform(iterations: T, execute: work)
+            if T == 1 {
+              work(0)
+            } else {
+              DispatchQueue.concurrentPerform(iterations: T, execute: work)
+            }
           }
         }
       }
@@ -204,17 +273,20 @@ public enum ALSTrainer {
     let indptr: UnsafePointer<Int>
     let indices: UnsafePointer<Int32>
     let weights: UnsafePointer<Float>
+    let confidence: UnsafePointer<Float>
     let target: UnsafeMutablePointer<Float>
     let fixed: UnsafePointer<Float>
     let gram: UnsafePointer<Float>
   }
 
-  /// A few CG steps on (G + Σ w_k y_k y_kᵀ) x = Σ (1 + w_k) y_k from the current x, where G =
-  /// YᵀY + λI and the sums run over the row's positives k (item k's fixed vector y_k, weight
-  /// w_k = c_k − 1). A row with no positives is set to zero. `scratch` holds 3·dim floats.
+  /// A few CG steps on (s·G + ridge·I + Σ w_k y_k y_kᵀ) x = Σ c_k y_k from the current x,
+  /// where G is the (weighted) Gram matrix of the fixed side and the sums run over the row's
+  /// positives k (fixed vector y_k, confidence c_k, w_k = c_k minus the missing weight it
+  /// replaces). A row with no positives is set to zero. `scratch` holds 3·dim floats.
   static func solveRow(
     x: UnsafeMutablePointer<Float>, fixed Y: UnsafePointer<Float>, gram G: UnsafePointer<Float>,
-    dim D: Int, indices: UnsafePointer<Int32>, weights: UnsafePointer<Float>, count: Int,
+    gramScale: Float, ridge: Float, dim D: Int, indices: UnsafePointer<Int32>,
+    confidence: UnsafePointer<Float>, weights: UnsafePointer<Float>, count: Int,
     cgSteps: Int, scratch: UnsafeMutablePointer<Float>
   ) {
     if count == 0 {
@@ -226,11 +298,11 @@ public enum ALSTrainer {
     let ap = scratch + 2 * D
     // r = b − A x
     ImplicitKernels.matvec(G, x, r, D)
-    for k in 0..<D { r[k] = -r[k] }
+    for k in 0..<D { r[k] = -gramScale * r[k] - ridge * x[k] }
     for j in 0..<count {
       let y = Y + Int(indices[j]) * D
       let w = weights[j]
-      let coef = (1 + w) - w * VectorMath.dot(y, x, D)
+      let coef = confidence[j] - w * VectorMath.dot(y, x, D)
       ImplicitKernels.axpy(coef, y, r, D)
     }
     p.update(from: r, count: D)
@@ -238,6 +310,9 @@ public enum ALSTrainer {
     if rsOld < 1e-20 { return }
     for _ in 0..<cgSteps {
       ImplicitKernels.matvec(G, p, ap, D)
+      if gramScale != 1 || ridge != 0 {
+        for k in 0..<D { ap[k] = gramScale * ap[k] + ridge * p[k] }
+      }
       for j in 0..<count {
         let y = Y + Int(indices[j]) * D
         let w = weights[j]
@@ -256,13 +331,18 @@ public enum ALSTrainer {
     }
   }
 
-  /// Σ_u,i c_ui (p_ui − x_u·y_i)² + λ(‖X‖² + ‖Y‖²), over U·I − nnz + Σc.
+  /// Σ_u,i c_ui (p_ui − x_u·y_i)² + λ(‖X‖² + ‖Y‖²) over the total weight Σ_u,i c_ui, where a
+  /// missing pair weighs its item's `missing` weight.
   static func loss(
-    _ m: ImplicitMatrix, weights: [Float], X: [Float], Y: [Float], dim D: Int, reg: Float,
-    threads: Int
+    _ m: ImplicitMatrix, confidence: [Float], weights: [Float], missing: [Float], X: [Float],
+    Y: [Float], dim D: Int, reg: Float, threads: Int
   ) -> Double {
     var gram = [Float](repeating: 0, count: D * D)
+    var scaled = [Float](repeating: 0, count: Y.count)
     Y.withUnsafeBufferPointer { y in
+      scaleRows(y.baseAddress!, by: missing, dim: D, into: &scaled)
+    }
+    scaled.withUnsafeBufferPointer { y in
       gram.withUnsafeMutableBufferPointer { g in
         computeGram(y.baseAddress!, rows: m.cols, dim: D, reg: 0, into: g.baseAddress!)
       }
@@ -286,7 +366,7 @@ public enum ALSTrainer {
                 s += Double(VectorMath.dot(xu, tmp, D))
                 for k in m.indptr[u]..<m.indptr[u + 1] {
                   let w = weights[k]
-                  let c = 1 + w
+                  let c = confidence[k]
                   let pred = VectorMath.dot(xu, ctx.y + Int(m.indices[k]) * D, D)
                   s += Double(w * pred * pred - 2 * c * pred + c)
                 }
@@ -304,7 +384,8 @@ public enum ALSTrainer {
       total += Double(reg * VectorMath.dot(y.baseAddress!, y.baseAddress!, y.count))
     }
     let weightSum = weights.reduce(0.0) { $0 + Double($1) }
-    let denominator = Double(m.rows) * Double(m.cols) + weightSum
+    let missingSum = missing.reduce(0.0) { $0 + Double($1) }
+    let denominator = Double(m.rows) * missingSum + weightSum
     return total / max(1, denominator)
   }
 
