@@ -62,6 +62,21 @@ public final class MappedFile: @unchecked Sendable {
   public func adviseSequential() {
     if let base { _ = madvise(base, count, Int32(MADV_SEQUENTIAL)) }
   }
+
+  /// Drops the whole pages inside bytes[from..<upTo] (`from` rounded down, `upTo` rounded down
+  /// to a page boundary) from this process's resident set, so that one pass over a large file
+  /// keeps a few pages resident instead of all of them. The bytes stay readable: touching them
+  /// again reads them back from the page cache or the file (the mapping is private and read-only,
+  /// so nothing is lost).
+  public func releasePages(from: Int = 0, upTo: Int) {
+    guard let base else { return }
+    let page = MappedFile.pageSize
+    let start = max(0, from) / page * page
+    let end = min(upTo, count) / page * page
+    if end > start { _ = madvise(base + start, end - start, Int32(MADV_DONTNEED)) }
+  }
+
+  static let pageSize = max(4096, Int(sysconf(Int32(_SC_PAGESIZE))))
 }
 
 enum FileIO {
