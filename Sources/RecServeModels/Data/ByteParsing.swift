@@ -198,18 +198,25 @@ enum ByteParsing {
 }
 
 /// Maps byte strings to dense indices without creating a `String` per row: a String is made only
-/// once per distinct id at the end.
+/// once per distinct id at the end. Ids of up to 7 bytes (MovieLens' numeric ids, most others)
+/// are compared and hashed as one packed 64-bit key, without touching the byte arena.
 struct IdInterner {
   private var arena: [UInt8] = []
   private var starts: [Int] = []
   private var lengths: [Int32] = []
   private var hashes: [UInt64] = []
+  /// The packed key of a short id (bytes in the low 56 bits, length in the top 8); `longKey`
+  /// for ids of 8 bytes or more.
+  private var keys: [UInt64] = []
   private var table: [Int32]
   private var mask: Int
 
   /// Remember the last id: rating files are usually grouped by user, so most rows repeat it.
   private let cacheLast: Bool
   private var last: Int32 = -1
+
+  /// Never the key of a short id, whose top byte is its length (0...7).
+  private static let longKey = UInt64.max
 
   init(capacity: Int = 1024, cacheLast: Bool = false) {
     self.cacheLast = cacheLast
@@ -222,23 +229,63 @@ struct IdInterner {
 
   var count: Int { starts.count }
 
+  /// The packed key of p[0..<n] for n <= 7.
+  @inline(__always)
+  private static func shortKey(_ p: UnsafePointer<UInt8>, _ n: Int) -> UInt64 {
+    var k = UInt64(n) << 56
+    var i = 0
+    while i < n {
+      k |= UInt64(p[i]) << (8 * UInt64(i))
+      i += 1
+    }
+    return k
+  }
+
+  @inline(__always)
+  private static func hashKey(_ k: UInt64) -> UInt64 {
+    var h = k &* 0x9E37_79B9_7F4A_7C15
+    h ^= h >> 29
+    h = h &* 0xBF58_476D_1CE4_E5B9
+    h ^= h >> 32
+    return h
+  }
+
   mutating func intern(_ p: UnsafePointer<UInt8>, _ n: Int) -> Int32 {
+    if n <= 7 {
+      let k = IdInterner.shortKey(p, n)
+      if cacheLast && last >= 0 && keys[Int(last)] == k { return last }
+      let found = lookupShort(k, p, n)
+      if cacheLast { last = found }
+      return found
+    }
     if cacheLast {
       let l = last
       if l >= 0 && Int(lengths[Int(l)]) == n {
         let start = starts[Int(l)]
         let same = arena.withUnsafeBufferPointer { a in
-          n == 0 || memcmp(a.baseAddress! + start, p, n) == 0
+          memcmp(a.baseAddress! + start, p, n) == 0
         }
         if same { return l }
       }
-      last = lookup(p, n)
+      last = lookupLong(p, n)
       return last
     }
-    return lookup(p, n)
+    return lookupLong(p, n)
   }
 
-  private mutating func lookup(_ p: UnsafePointer<UInt8>, _ n: Int) -> Int32 {
+  private mutating func lookupShort(_ k: UInt64, _ p: UnsafePointer<UInt8>, _ n: Int) -> Int32 {
+    let h = IdInterner.hashKey(k)
+    var slot = Int(truncatingIfNeeded: h) & mask
+    while true {
+      let e = table[slot]
+      if e < 0 { break }
+      if keys[Int(e)] == k { return e }
+      slot = (slot + 1) & mask
+    }
+    return insert(p, n, hash: h, key: k, slot: slot)
+  }
+
+  private mutating func lookupLong(_ p: UnsafePointer<UInt8>, _ n: Int) -> Int32 {
     let h = ByteParsing.hashBytes(p, n)
     var slot = Int(truncatingIfNeeded: h) & mask
     while true {
@@ -248,16 +295,23 @@ struct IdInterner {
       if hashes[idx] == h && Int(lengths[idx]) == n {
         let start = starts[idx]
         let equal = arena.withUnsafeBufferPointer { a in
-          n == 0 || memcmp(a.baseAddress! + start, p, n) == 0
+          memcmp(a.baseAddress! + start, p, n) == 0
         }
         if equal { return e }
       }
       slot = (slot + 1) & mask
     }
+    return insert(p, n, hash: h, key: IdInterner.longKey, slot: slot)
+  }
+
+  private mutating func insert(
+    _ p: UnsafePointer<UInt8>, _ n: Int, hash h: UInt64, key: UInt64, slot: Int
+  ) -> Int32 {
     let index = Int32(starts.count)
     starts.append(arena.count)
     lengths.append(Int32(n))
     hashes.append(h)
+    keys.append(key)
     arena.append(contentsOf: UnsafeBufferPointer(start: p, count: n))
     table[slot] = index
     if starts.count * 2 > table.count { grow() }
