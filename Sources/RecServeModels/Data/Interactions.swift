@@ -150,7 +150,12 @@ public struct Interactions: Sendable {
   /// The rows at `rows` (in that order), with id maps reduced to the users and items that occur
   /// in them (keeping their relative order).
   public func subset<C: Collection>(rows: C) -> Interactions where C.Element == Int {
-    let n = rows.count
+    subset(rows: rows, count: rows.count)
+  }
+
+  /// `subset(rows:)` for a sequence of `n` row indices that can be walked twice (e.g. a lazy
+  /// filter over the row range, so that no list of row indices is built).
+  func subset<S: Sequence>(rows: S, count n: Int) -> Interactions where S.Element == Int {
     var userMap = [Int32](repeating: -1, count: userIds.count)
     var itemMap = [Int32](repeating: -1, count: itemIds.count)
     for r in rows {

@@ -12,38 +12,45 @@ public struct ImplicitMatrix: Sendable {
 
   public var nnz: Int { indices.count }
 
-  /// Builds the CSR from coordinate rows; duplicates are merged by summing their values.
-  init(rows: Int, cols: Int, rowIndex: [Int32], colIndex: [Int32], value: [Float]) {
+  /// Builds the CSR from coordinate rows, each one unit of strength; duplicate pairs are merged
+  /// into one entry whose value is their count. Works in place on one Int32 per row (no
+  /// (index, value) pairs, no array of ones), so 20M rows need 80 MB besides the result.
+  init(rows: Int, cols: Int, rowIndex: [Int32], colIndex: [Int32]) {
     var ptr = [Int](repeating: 0, count: rows + 1)
     for r in rowIndex { ptr[Int(r) + 1] += 1 }
     for r in 0..<rows { ptr[r + 1] += ptr[r] }
     var fill = ptr
-    var pairs = [(Int32, Float)](repeating: (0, 0), count: rowIndex.count)
+    var idx = [Int32](repeating: 0, count: rowIndex.count)
     for k in 0..<rowIndex.count {
       let r = Int(rowIndex[k])
-      pairs[fill[r]] = (colIndex[k], value[k])
+      idx[fill[r]] = colIndex[k]
       fill[r] += 1
     }
+    fill = []
+    // Sort each row, then write its distinct columns (and how often each occurred) compacted
+    // to the front: the write position never passes the read position.
     var outPtr = [Int](repeating: 0, count: rows + 1)
-    var idx = [Int32]()
     var val = [Float]()
-    idx.reserveCapacity(pairs.count)
-    val.reserveCapacity(pairs.count)
-    pairs.withUnsafeMutableBufferPointer { buf in
+    val.reserveCapacity(idx.count)
+    var w = 0
+    idx.withUnsafeMutableBufferPointer { buf in
       for r in 0..<rows {
         var row = UnsafeMutableBufferPointer(rebasing: buf[ptr[r]..<ptr[r + 1]])
-        row.sort { $0.0 < $1.0 }
-        for (c, v) in row {
-          if let last = idx.last, idx.count > outPtr[r], last == c {
-            val[val.count - 1] += v
-          } else {
-            idx.append(c)
-            val.append(v)
-          }
+        row.sort()
+        var k = 0
+        while k < row.count {
+          let c = row[k]
+          var run = 1
+          while k + run < row.count && row[k + run] == c { run += 1 }
+          buf[w] = c
+          val.append(Float(run))
+          w += 1
+          k += run
         }
-        outPtr[r + 1] = idx.count
+        outPtr[r + 1] = w
       }
     }
+    if w < idx.count { idx = Array(idx[0..<w]) }
     self.rows = rows
     self.cols = cols
     indptr = outPtr
@@ -62,8 +69,7 @@ public struct ImplicitMatrix: Sendable {
   /// Every row of `data` is one unit of strength on its (user, item) pair; duplicates add up.
   public init(_ data: Interactions) {
     self.init(
-      rows: data.userCount, cols: data.itemCount, rowIndex: data.users, colIndex: data.items,
-      value: [Float](repeating: 1, count: data.count))
+      rows: data.userCount, cols: data.itemCount, rowIndex: data.users, colIndex: data.items)
   }
 
   /// The item → users matrix (columns ascending within each row).
@@ -99,7 +105,9 @@ extension Interactions {
   /// remain; duplicate pairs are kept here and merged by `ImplicitMatrix`.
   public func implicitPositives(threshold: Float?) -> Interactions {
     guard let threshold else { return self }
-    return subset(rows: (0..<count).filter { ratings[$0] >= threshold })
+    var n = 0
+    for r in ratings where r >= threshold { n += 1 }
+    return subset(rows: (0..<count).lazy.filter { ratings[$0] >= threshold }, count: n)
   }
 }
 
