@@ -160,33 +160,34 @@ public enum ModelStore {
     throw ModelLoadError("\(modelDir): could not find a free version number")
   }
 
+  /// The weights file; tensors are read straight from the model (it is alive throughout).
   static func serializeWeights(_ model: MFModel) -> [UInt8] {
     let U = model.userCount
     let I = model.itemCount
     let D = model.dim
     var w = SafeTensors.Writer()
-    w.add(
+    w.addBorrowed(
       "user_factors", dtype: .F32, shape: [U, D],
       values: UnsafeBufferPointer(start: model.userFactors, count: U * D))
-    w.add(
+    w.addBorrowed(
       "item_factors", dtype: .F32, shape: [I, D],
       values: UnsafeBufferPointer(start: model.itemFactors, count: I * D))
-    w.add(
+    w.addBorrowed(
       "user_bias", dtype: .F32, shape: [U],
       values: UnsafeBufferPointer(start: model.userBias, count: U))
-    w.add(
+    w.addBorrowed(
       "item_bias", dtype: .F32, shape: [I],
       values: UnsafeBufferPointer(start: model.itemBias, count: I))
     w.add("global_mean", shape: [1], [model.globalMean])
-    w.add(
+    w.addBorrowed(
       "seen_indptr", dtype: .I64, shape: [U + 1],
       values: UnsafeBufferPointer(start: model.seenIndptr, count: U + 1))
-    w.add(
+    w.addBorrowed(
       "seen_indices", dtype: .I32, shape: [model.seenCount],
       values: UnsafeBufferPointer(start: model.seenIndices, count: model.seenCount))
-    w.add("item_popularity", dtype: .I32, shape: [I], values: model.itemPopularity)
+    w.addBorrowed("item_popularity", dtype: .I32, shape: [I], values: model.itemPopularity)
     w.metadata = ["format": ModelManifest.formatName, "kind": model.kind]
-    return w.serialize()
+    return withExtendedLifetime(model) { w.serialize() }
   }
 
   static func idFile(_ ids: [String]) -> [UInt8] {

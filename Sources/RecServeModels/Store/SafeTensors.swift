@@ -176,6 +176,10 @@ public enum SafeTensors {
       var dtype: DType
       var shape: [Int]
       var bytes: [UInt8]
+      /// Set by `addBorrowed`: the caller's memory, read by `serialize` (no copy before).
+      var borrowed: UnsafeRawBufferPointer? = nil
+
+      var count: Int { borrowed?.count ?? bytes.count }
     }
     private var pending: [Pending] = []
     public var metadata: [String: String] = [:]
@@ -189,6 +193,20 @@ public enum SafeTensors {
       precondition(shape.reduce(1, *) == values.count, "shape does not match element count")
       let raw = UnsafeRawBufferPointer(values)
       pending.append(Pending(name: name, dtype: dtype, shape: shape, bytes: Array(raw)))
+    }
+
+    /// Like `add`, without copying: `values` must stay valid and unchanged until `serialize`
+    /// has returned (e.g. a model's tensors while it is being written), so that a large tensor
+    /// is not held twice in memory.
+    public mutating func addBorrowed<T>(
+      _ name: String, dtype: DType, shape: [Int], values: UnsafeBufferPointer<T>
+    ) {
+      precondition(MemoryLayout<T>.stride == dtype.size, "element size does not match dtype")
+      precondition(shape.reduce(1, *) == values.count, "shape does not match element count")
+      pending.append(
+        Pending(
+          name: name, dtype: dtype, shape: shape, bytes: [],
+          borrowed: UnsafeRawBufferPointer(values)))
     }
 
     public mutating func add(_ name: String, shape: [Int], _ values: [Float]) {
@@ -214,9 +232,9 @@ public enum SafeTensors {
         entries[t.name] = .object([
           "dtype": .string(t.dtype.rawValue),
           "shape": .array(t.shape.map { .int(Int64($0)) }),
-          "data_offsets": .array([.int(Int64(offset)), .int(Int64(offset + t.bytes.count))]),
+          "data_offsets": .array([.int(Int64(offset)), .int(Int64(offset + t.count))]),
         ])
-        offset += t.bytes.count
+        offset += t.count
       }
       if !metadata.isEmpty {
         entries["__metadata__"] = .object(metadata.mapValues { .string($0) })
@@ -227,7 +245,9 @@ public enum SafeTensors {
       out.reserveCapacity(8 + header.count + offset)
       withUnsafeBytes(of: UInt64(header.count).littleEndian) { out.append(contentsOf: $0) }
       out.append(contentsOf: header)
-      for t in ordered { out.append(contentsOf: t.bytes) }
+      for t in ordered {
+        if let b = t.borrowed { out.append(contentsOf: b) } else { out.append(contentsOf: t.bytes) }
+      }
       return out
     }
   }
