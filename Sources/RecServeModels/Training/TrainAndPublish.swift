@@ -27,7 +27,7 @@ public struct TrainResult: Sendable {
 /// inline or file data. Throws `TrainingError`, `ModelLoadError` (bad name, I/O) or
 /// `DataError`.
 public func trainAndPublishMF(
-  data: Interactions, config: MFConfig = MFConfig(), holdout: Double = 0.1,
+  data: consuming Interactions, config: MFConfig = MFConfig(), holdout: Double = 0.1,
   modelsDirectory: String, name: String, progress: TrainingProgressHandler? = nil
 ) throws -> TrainResult {
   try ModelStore.validateName(name)
@@ -35,9 +35,15 @@ public func trainAndPublishMF(
   guard holdout.isFinite, holdout >= 0, holdout < 1 else {
     throw TrainingError.invalidConfiguration("holdout must be in [0, 1) (got \(holdout))")
   }
+  // `data` is taken (consuming) and dropped once split: a caller that passes it with
+  // `consume` frees it here, so that only the split halves live through training (20M rows:
+  // 400 MB less with leave-last-out or a holdout).
+  let dataSummary = data.summary
+  let source = data.source
   let (train, test) = data.randomSplit(holdout: holdout, seed: config.seed)
+  _ = consume data
   if train.isEmpty {
-    throw TrainingError.invalidData("\(data.source): no training rows left after the holdout")
+    throw TrainingError.invalidData("\(source): no training rows left after the holdout")
   }
   var fit = train
   var validation: Interactions? = test.isEmpty ? nil : test
@@ -46,7 +52,7 @@ public func trainAndPublishMF(
       holdout: config.validationFraction, seed: config.seed &+ 0x5EED_0FF5E7)
     if f.isEmpty || v.isEmpty {
       throw TrainingError.invalidData(
-        "\(data.source): too few training rows (\(train.count)) to set aside a validation slice for early stopping"
+        "\(source): too few training rows (\(train.count)) to set aside a validation slice for early stopping"
       )
     }
     fit = f
@@ -76,7 +82,7 @@ public func trainAndPublishMF(
     evaluation = e
   }
 
-  var trainingData = data.summary.jsonObject
+  var trainingData = dataSummary.jsonObject
   trainingData["holdout"] = .double(holdout)
   trainingData["split_seed"] = .int(Int64(bitPattern: config.seed))
   trainingData["train_rows"] = .int(Int64(fit.count))

@@ -119,7 +119,7 @@ public func trainImplicit(
 /// threshold, only held-out rows rated at least it are relevant) and publishes the model as the
 /// next version of `name`. Throws `TrainingError`, `ModelLoadError` or `DataError`.
 public func trainAndPublishImplicit(
-  data: Interactions, config: ImplicitModelConfig, split: ImplicitSplit = .leaveLastOut,
+  data: consuming Interactions, config: ImplicitModelConfig, split: ImplicitSplit = .leaveLastOut,
   threshold: Float? = nil, ks: [Int] = [10], modelsDirectory: String, name: String,
   progress: TrainingProgressHandler? = nil
 ) throws -> ImplicitTrainResult {
@@ -129,7 +129,12 @@ public func trainAndPublishImplicit(
     throw TrainingError.invalidConfiguration("implicit threshold must be finite (got \(threshold))")
   }
   let seed = config.seed
+  // `data` is taken (consuming) and dropped once split: a caller that passes it with
+  // `consume` frees it here, so that only the split halves live through training (20M rows:
+  // 400 MB less with leave-last-out or a holdout).
+  let dataSummary = data.summary
   let (train, test) = try split.apply(to: data, seed: seed)
+  _ = consume data
   let start = monotonicSeconds()
   let model = try trainImplicit(
     data: train, config: config, threshold: threshold, progress: progress)
@@ -149,7 +154,7 @@ public func trainAndPublishImplicit(
   }
   let evalSeconds = monotonicSeconds() - evalStart
 
-  var trainingData = data.summary.jsonObject
+  var trainingData = dataSummary.jsonObject
   trainingData["split"] = .string(split.name)
   if case .holdout(let h) = split { trainingData["holdout"] = .double(h) }
   trainingData["split_seed"] = .int(Int64(bitPattern: seed))
