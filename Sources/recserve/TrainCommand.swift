@@ -203,6 +203,8 @@ struct TrainCommand: ParsableCommand {
     let loadStart = Date()
     let interactions = try Interactions.load(path: data, options: dataOptions.loadOptions)
     let loadSeconds = Date().timeIntervalSince(loadStart)
+    let rowCount = interactions.count
+    let skippedLines = interactions.skippedLines
     if interactions.skippedLines > 0 && !quiet {
       CLI.printErr("warning: skipped \(interactions.skippedLines) bad lines in \(data)")
       for example in interactions.skippedExamples { CLI.printErr("  \(example)") }
@@ -212,7 +214,8 @@ struct TrainCommand: ParsableCommand {
     ])
     defer { reporter.finish() }
     let result = try trainAndPublishMF(
-      data: interactions, config: config, holdout: effectiveHoldout, modelsDirectory: models,
+      data: consume interactions, config: config, holdout: effectiveHoldout,
+      modelsDirectory: models,
       name: name, progress: reporter.report)
     reporter.finish()  // before the results on stdout; the defer covers errors
 
@@ -230,13 +233,13 @@ struct TrainCommand: ParsableCommand {
         "metrics": .object(metrics),
         "train_seconds": .double(result.trainSeconds),
         "load_seconds": .double(loadSeconds),
-        "rows": .int(Int64(interactions.count)),
+        "rows": .int(Int64(rowCount)),
         "train_rows": .int(Int64(result.trainRows)),
         "test_rows": .int(Int64(result.testRows)),
         "unknown_pairs": .int(Int64(result.evaluation?.unknownPairs ?? 0)),
         "users": .int(Int64(result.model.userCount)),
         "items": .int(Int64(result.model.itemCount)),
-        "skipped_lines": .int(Int64(interactions.skippedLines)),
+        "skipped_lines": .int(Int64(skippedLines)),
         "hyperparameters": .object(config.hyperparameters),
       ])
       print(out.serialized(pretty: false))
@@ -245,7 +248,7 @@ struct TrainCommand: ParsableCommand {
         "published \(result.kind) model '\(result.name)' version \(result.version) (\(result.directory))"
       )
       print(
-        "  data: \(interactions.count) rows (\(result.trainRows) train, \(result.testRows) held out), \(result.model.userCount) users, \(result.model.itemCount) items"
+        "  data: \(rowCount) rows (\(result.trainRows) train, \(result.testRows) held out), \(result.model.userCount) users, \(result.model.itemCount) items"
       )
       if let e = result.evaluation {
         print(
@@ -376,6 +379,8 @@ extension TrainCommand {
     let loadStart = Date()
     let interactions = try Interactions.load(path: data, options: dataOptions.loadOptions)
     let loadSeconds = Date().timeIntervalSince(loadStart)
+    let rowCount = interactions.count
+    let skippedLines = interactions.skippedLines
     if interactions.skippedLines > 0 && !quiet {
       CLI.printErr("warning: skipped \(interactions.skippedLines) bad lines in \(data)")
       for example in interactions.skippedExamples { CLI.printErr("  \(example)") }
@@ -383,7 +388,7 @@ extension TrainCommand {
     let reporter = progressReporter(metrics: [("correct", "correct")])
     defer { reporter.finish() }
     let result = try trainAndPublishImplicit(
-      data: interactions, config: config, split: splitChoice, threshold: implicitThreshold,
+      data: consume interactions, config: config, split: splitChoice, threshold: implicitThreshold,
       modelsDirectory: models, name: name, progress: reporter.report)
     reporter.finish()  // before the results on stdout; the defer covers errors
 
@@ -406,13 +411,13 @@ extension TrainCommand {
         "train_seconds": .double(result.trainSeconds),
         "eval_seconds": .double(result.evalSeconds),
         "load_seconds": .double(loadSeconds),
-        "rows": .int(Int64(interactions.count)),
+        "rows": .int(Int64(rowCount)),
         "train_rows": .int(Int64(result.trainRows)),
         "positive_pairs": .int(Int64(result.positivePairs)),
         "test_rows": .int(Int64(result.testRows)),
         "users": .int(Int64(result.model.userCount)),
         "items": .int(Int64(result.model.itemCount)),
-        "skipped_lines": .int(Int64(interactions.skippedLines)),
+        "skipped_lines": .int(Int64(skippedLines)),
         "hyperparameters": .object(config.hyperparameters),
       ])
       print(out.serialized(pretty: false))
@@ -421,7 +426,7 @@ extension TrainCommand {
         "published \(result.kind) model '\(result.name)' version \(result.version) (\(result.directory))"
       )
       print(
-        "  data: \(interactions.count) rows (\(result.trainRows) train, \(result.testRows) held out by \(splitChoice.name)), \(result.positivePairs) positive pairs, \(result.model.userCount) users, \(result.model.itemCount) items"
+        "  data: \(rowCount) rows (\(result.trainRows) train, \(result.testRows) held out by \(splitChoice.name)), \(result.positivePairs) positive pairs, \(result.model.userCount) users, \(result.model.itemCount) items"
       )
       if let e = result.evaluation {
         let ks = e.ks.map { k in

@@ -112,20 +112,12 @@ public enum ALSTrainer {
     // Weight of a missing pair, per item (mean 1; all 1 without popularity weighting).
     let missing = missingWeights(itemUsers, exponent: config.popularityExponent)
     let uniform = config.popularityExponent == 0
-    // Confidence c = 1 + alpha·r per entry, and c minus the missing weight it replaces, in both
-    // orientations.
-    let cUI = userItems.values.map { 1 + config.alpha * $0 }
-    let cIU = itemUsers.values.map { 1 + config.alpha * $0 }
-    var wUI = cUI
-    for u in 0..<U {
-      for k in userItems.indptr[u]..<userItems.indptr[u + 1] {
-        wUI[k] -= missing[Int(userItems.indices[k])]
-      }
-    }
-    var wIU = cIU
-    for i in 0..<I {
-      for k in itemUsers.indptr[i]..<itemUsers.indptr[i + 1] { wIU[k] -= missing[i] }
-    }
+    // An entry's confidence c = 1 + alpha·r and c minus the missing weight it replaces are
+    // computed per row as it is solved (no per-entry arrays: 20M entries would be 80 MB each).
+    let userWeights = EntryWeights(
+      alpha: config.alpha, missingByColumn: uniform ? nil : missing, missingByRow: nil)
+    let itemWeights = EntryWeights(
+      alpha: config.alpha, missingByColumn: nil, missingByRow: uniform ? nil : missing)
     var gram = [Float](repeating: 0, count: D * D)
     var scaled = uniform ? [] : [Float](repeating: 0, count: I * D)
 
@@ -146,7 +138,7 @@ public enum ALSTrainer {
               }
             }
             solveRows(
-              userItems, confidence: cUI, weights: wUI, target: x.baseAddress!,
+              userItems, weights: userWeights, target: x.baseAddress!,
               fixed: y.baseAddress!, gram: g.baseAddress!, gramScale: nil, ridge: 0, dim: D,
               cgSteps: config.cgSteps, threads: config.threads)
             // Items: m_i XᵀX + λI, so XᵀX is scaled per item when the weights differ.
@@ -154,7 +146,7 @@ public enum ALSTrainer {
               x.baseAddress!, rows: U, dim: D, reg: uniform ? config.regularization : 0,
               into: g.baseAddress!)
             solveRows(
-              itemUsers, confidence: cIU, weights: wIU, target: y.baseAddress!,
+              itemUsers, weights: itemWeights, target: y.baseAddress!,
               fixed: x.baseAddress!, gram: g.baseAddress!, gramScale: uniform ? nil : missing,
               ridge: uniform ? 0 : config.regularization, dim: D, cgSteps: config.cgSteps,
               threads: config.threads)
@@ -163,7 +155,7 @@ public enum ALSTrainer {
       }
       if let progress {
         let loss = self.loss(
-          userItems, confidence: cUI, weights: wUI, missing: missing, X: X, Y: Y, dim: D,
+          userItems, weights: userWeights, missing: missing, X: X, Y: Y, dim: D,
           reg: config.regularization, threads: config.threads)
         if !loss.isFinite {
           throw TrainingError.invalidConfiguration(
@@ -226,44 +218,99 @@ public enum ALSTrainer {
   /// Row r's system is (s_r·G + ridge·I + Σ w_k y_k y_kᵀ) x = Σ c_k y_k with s_r =
   /// gramScale[r] (1 when nil).
   static func solveRows(
-    _ m: ImplicitMatrix, confidence: [Float], weights: [Float],
-    target: UnsafeMutablePointer<Float>, fixed: UnsafePointer<Float>, gram: UnsafePointer<Float>,
-    gramScale: [Float]?, ridge: Float, dim D: Int, cgSteps: Int, threads: Int
+    _ m: ImplicitMatrix, weights: EntryWeights, target: UnsafeMutablePointer<Float>,
+    fixed: UnsafePointer<Float>, gram: UnsafePointer<Float>, gramScale: [Float]?, ridge: Float,
+    dim D: Int, cgSteps: Int, threads: Int
   ) {
     let rows = m.rows
     let T = max(1, min(threads, rows / 16 + 1))
     let chunk = 64
     let chunks = (rows + chunk - 1) / chunk
+    var longest = 0
+    for r in 0..<rows { longest = max(longest, m.indptr[r + 1] - m.indptr[r]) }
+    let maxCount = longest
     m.indptr.withUnsafeBufferPointer { ptr in
       m.indices.withUnsafeBufferPointer { idx in
-        weights.withUnsafeBufferPointer { w in
-          confidence.withUnsafeBufferPointer { cb in
-            let ctx = SolveContext(
-              indptr: ptr.baseAddress!, indices: idx.baseAddress!, weights: w.baseAddress!,
-              confidence: cb.baseAddress!, target: target, fixed: fixed, gram: gram)
-            let work = { (t: Int) in
-              let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 3 * D)
-              defer { scratch.deallocate() }
-              var c = t
-              while c < chunks {
-                for row in (c * chunk)..<min(rows, (c + 1) * chunk) {
-                  let a = ctx.indptr[row]
-                  let b = ctx.indptr[row + 1]
-                  solveRow(
-                    x: ctx.target + row * D, fixed: ctx.fixed, gram: ctx.gram,
-                    gramScale: gramScale?[row] ?? 1, ridge: ridge, dim: D,
-                    indices: ctx.indices + a, confidence: ctx.confidence + a,
-                    weights: ctx.weights + a, count: b - a, cgSteps: cgSteps, scratch: scratch)
-                }
-                c += T
+        m.values.withUnsafeBufferPointer { val in
+          let ctx = SolveContext(
+            indptr: ptr.baseAddress!, indices: idx.baseAddress!, values: val.baseAddress!,
+            target: target, fixed: fixed, gram: gram)
+          let work = { (t: Int) in
+            // 3·D for CG, then the row's confidences and weights.
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 3 * D + 2 * maxCount)
+            defer { scratch.deallocate() }
+            let conf = scratch + 3 * D
+            let w = conf + maxCount
+            var c = t
+            while c < chunks {
+              for row in (c * chunk)..<min(rows, (c + 1) * chunk) {
+                let a = ctx.indptr[row]
+                let n = ctx.indptr[row + 1] - a
+                weights.fill(
+                  row: row, indices: ctx.indices + a, values: ctx.values + a, count: n,
+                  confidence: conf, weights: w)
+                solveRow(
+                  x: ctx.target + row * D, fixed: ctx.fixed, gram: ctx.gram,
+                  gramScale: gramScale?[row] ?? 1, ridge: ridge, dim: D,
+                  indices: ctx.indices + a, confidence: conf, weights: w, count: n,
+                  cgSteps: cgSteps, scratch: scratch)
               }
-            }
-            if T == 1 {
-              work(0)
-            } else {
-              DispatchQueue.concurrentPerform(iterations: T, execute: work)
+              c += T
             }
           }
+          if T == 1 {
+            work(0)
+          } else {
+            DispatchQueue.concurrentPerform(iterations: T, execute: work)
+          }
+        }
+      }
+    }
+  }
+
+  /// Confidence c = 1 + alpha·r of an entry of strength r, and w = c − m, m the weight of the
+  /// missing pair it replaces: 1 (plain WRMF), the entry's item's weight (user rows), or the
+  /// row's own (item rows).
+  struct EntryWeights: @unchecked Sendable {
+    let alpha: Float
+    let missingByColumn: [Float]?
+    let missingByRow: [Float]?
+
+    /// (c, w) of one entry of `row` at `column` with strength `value`.
+    @inline(__always)
+    func entry(row: Int, column: Int32, value: Float) -> (Float, Float) {
+      if let byColumn = missingByColumn {
+        let c = 1 + alpha * value
+        return (c, c - byColumn[Int(column)])
+      }
+      if let byRow = missingByRow {
+        let c = 1 + alpha * value
+        return (c, c - byRow[row])
+      }
+      let w = alpha * value
+      return (1 + w, w)
+    }
+
+    @inline(__always)
+    func fill(
+      row: Int, indices: UnsafePointer<Int32>, values: UnsafePointer<Float>, count: Int,
+      confidence: UnsafeMutablePointer<Float>, weights: UnsafeMutablePointer<Float>
+    ) {
+      if let byColumn = missingByColumn {
+        for j in 0..<count {
+          confidence[j] = 1 + alpha * values[j]
+          weights[j] = confidence[j] - byColumn[Int(indices[j])]
+        }
+      } else if let byRow = missingByRow {
+        let m = byRow[row]
+        for j in 0..<count {
+          confidence[j] = 1 + alpha * values[j]
+          weights[j] = confidence[j] - m
+        }
+      } else {
+        for j in 0..<count {
+          weights[j] = alpha * values[j]
+          confidence[j] = 1 + weights[j]
         }
       }
     }
@@ -272,8 +319,7 @@ public enum ALSTrainer {
   struct SolveContext: @unchecked Sendable {
     let indptr: UnsafePointer<Int>
     let indices: UnsafePointer<Int32>
-    let weights: UnsafePointer<Float>
-    let confidence: UnsafePointer<Float>
+    let values: UnsafePointer<Float>
     let target: UnsafeMutablePointer<Float>
     let fixed: UnsafePointer<Float>
     let gram: UnsafePointer<Float>
@@ -334,13 +380,15 @@ public enum ALSTrainer {
   /// Σ_u,i c_ui (p_ui − x_u·y_i)² + λ(‖X‖² + ‖Y‖²) over the total weight Σ_u,i c_ui, where a
   /// missing pair weighs its item's `missing` weight.
   static func loss(
-    _ m: ImplicitMatrix, confidence: [Float], weights: [Float], missing: [Float], X: [Float],
-    Y: [Float], dim D: Int, reg: Float, threads: Int
+    _ m: ImplicitMatrix, weights: EntryWeights, missing: [Float], X: [Float], Y: [Float],
+    dim D: Int, reg: Float, threads: Int
   ) -> Double {
     var gram = [Float](repeating: 0, count: D * D)
-    var scaled = [Float](repeating: 0, count: Y.count)
-    Y.withUnsafeBufferPointer { y in
-      scaleRows(y.baseAddress!, by: missing, dim: D, into: &scaled)
+    var scaled = weights.missingByColumn == nil ? Y : [Float](repeating: 0, count: Y.count)
+    if weights.missingByColumn != nil {
+      Y.withUnsafeBufferPointer { y in
+        scaleRows(y.baseAddress!, by: missing, dim: D, into: &scaled)
+      }
     }
     scaled.withUnsafeBufferPointer { y in
       gram.withUnsafeMutableBufferPointer { g in
@@ -348,7 +396,8 @@ public enum ALSTrainer {
       }
     }
     let T = max(1, min(threads, m.rows))
-    var partial = [Double](repeating: 0, count: T)
+    // Per thread: the loss terms, then the sum of the entries' weights w.
+    var partial = [Double](repeating: 0, count: 2 * T)
     X.withUnsafeBufferPointer { xb in
       Y.withUnsafeBufferPointer { yb in
         gram.withUnsafeBufferPointer { gb in
@@ -359,31 +408,33 @@ public enum ALSTrainer {
               let tmp = UnsafeMutablePointer<Float>.allocate(capacity: D)
               defer { tmp.deallocate() }
               var s = 0.0
+              var weightSum = 0.0
               var u = t
               while u < m.rows {
                 let xu = ctx.x + u * D
                 ImplicitKernels.matvec(ctx.g, xu, tmp, D)
                 s += Double(VectorMath.dot(xu, tmp, D))
                 for k in m.indptr[u]..<m.indptr[u + 1] {
-                  let w = weights[k]
-                  let c = confidence[k]
+                  let (c, w) = weights.entry(row: u, column: m.indices[k], value: m.values[k])
                   let pred = VectorMath.dot(xu, ctx.y + Int(m.indices[k]) * D, D)
                   s += Double(w * pred * pred - 2 * c * pred + c)
+                  weightSum += Double(w)
                 }
                 s += Double(reg * VectorMath.dot(xu, xu, D))
                 u += T
               }
               ctx.out[t] = s
+              ctx.out[T + t] = weightSum
             }
           }
         }
       }
     }
-    var total = partial.reduce(0, +)
+    var total = partial[0..<T].reduce(0, +)
     Y.withUnsafeBufferPointer { y in
       total += Double(reg * VectorMath.dot(y.baseAddress!, y.baseAddress!, y.count))
     }
-    let weightSum = weights.reduce(0.0) { $0 + Double($1) }
+    let weightSum = partial[T...].reduce(0, +)
     let missingSum = missing.reduce(0.0) { $0 + Double($1) }
     let denominator = Double(m.rows) * missingSum + weightSum
     return total / max(1, denominator)
