@@ -12,8 +12,8 @@ train.csv, and then for each repeat (seed) and model:
 and evaluates both sets of factors with the SAME Python code: for every test user whose held-out
 item occurs in train, rank all items not in the user's training history by p_u·q_i; HR@10 is
 whether the held-out item is in the top 10, NDCG@10 = 1/log2(rank + 2) (rank 0-based; ties count
-against the held-out item). Both use the same factors, iterations, regularisation, learning rate
-(BPR) and confidence (ALS), and 2 threads. Time is the training call only (implicit's `fit`;
+against the held-out item). Both use the same factors, iterations, regularisation and confidence
+(ALS), and 2 threads; the BPR learning rate is each library's default (see below). Time is the training call only (implicit's `fit`;
 RecServe's reported train_seconds, which excludes reading the CSV, evaluation and publishing);
 the RecServe process wall time (load + train + eval + publish) is shown too.
 
@@ -22,11 +22,13 @@ On binary data implicit alpha=A is RecServe alpha=A-1, so both configurations be
 objective: "c=1" (implicit's default alpha=1.0) and "c=40" (Hu et al.'s alpha 40).
 
 BPR: both learn an item bias as an extra factor column (65 columns for 64 factors, as implicit).
-The "BPR" row is RecServe's default sampler: uniform negatives, the highest-scored of 3 draws per
-step (dynamic negative sampling, Zhang et al. 2013). implicit draws one negative per step in
-proportion to popularity and skips the step when it is one of the user's items; `--variants` adds
-a row "BPR implicit-sampler" where RecServe does exactly that (`--negative-sampling popularity
---negative-candidates 1`), i.e. the same algorithm as implicit.
+The "BPR" row runs each library with its own defaults apart from factors, epochs, threads and
+reg: RecServe's sampler is uniform negatives, the highest-scored of 3 draws per step (dynamic
+negative sampling, Zhang et al. 2013) with learning rate 0.05; implicit draws one negative per
+step in proportion to popularity, skips the step when it is one of the user's items, and uses
+learning rate 0.01. `--variants` adds "BPR implicit lr .05" (implicit at RecServe's learning rate:
+it gets worse) and "BPR plain, lr .01", where RecServe runs implicit's exact algorithm
+(`--negative-sampling popularity --negative-candidates 1 --lr 0.01`): a tie within seed noise.
 
 Explicit MF: the same script then runs `Benchmarks/mf_vs_surprise.py`'s comparison on one seeded
 random 90/10 split of the same file: RecServe MF with Adam (`--optimizer adam`) against
@@ -168,11 +170,14 @@ def run_implicit(model, split):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", nargs="?", default=DEFAULT_DATA)
-    p.add_argument("--repeats", type=int, default=5, help="seeds per model (means are reported)")
+    p.add_argument("--repeats", type=int, default=10,
+                   help="seeds per model (means are reported); 587 test users make one seed noisy")
     p.add_argument("--factors", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--bpr-iterations", type=int, default=100)
-    p.add_argument("--bpr-lr", type=float, default=0.01)
+    p.add_argument("--bpr-lr", type=float, default=None,
+                   help="BPR learning rate for both (default: each library's own, RecServe 0.05, "
+                        "implicit 0.01)")
     p.add_argument("--bpr-reg", type=float, default=0.01)
     p.add_argument("--als-iterations", type=int, default=15)
     p.add_argument("--als-reg", type=float, default=0.01)
@@ -182,7 +187,7 @@ def main():
     p.add_argument("--binary", default=os.path.join(REPO, ".build", "release", "recserve"))
     p.add_argument("--json", action="store_true")
     p.add_argument("--variants", action="store_true",
-                   help="also run BPR with implicit's sampler (popularity negatives, 1 draw)")
+                   help="also run implicit BPR at lr 0.05, and RecServe BPR as implicit's algorithm")
     p.add_argument("--no-mf", action="store_true", help="skip the explicit MF vs surprise part")
     a = p.parse_args()
 
@@ -203,18 +208,22 @@ def main():
     models = os.path.join(tmp, "models")
     F, T = a.factors, a.threads
 
-    def bpr_config(label, extra):
+    def bpr_config(label, extra, recserve_lr=a.bpr_lr, implicit_lr=a.bpr_lr or 0.01):
+        lr = ["--lr", str(recserve_lr)] if recserve_lr else []
         return (label, "bpr",
-                ["--factors", str(F), "--epochs", str(a.bpr_iterations), "--lr", str(a.bpr_lr),
-                 "--reg", str(a.bpr_reg), "--threads", str(T)] + extra + a.recserve_bpr_args.split(),
+                ["--factors", str(F), "--epochs", str(a.bpr_iterations), "--reg", str(a.bpr_reg),
+                 "--threads", str(T)] + lr + extra + a.recserve_bpr_args.split(),
                 lambda seed: BayesianPersonalizedRanking(
-                    factors=F, learning_rate=a.bpr_lr, regularization=a.bpr_reg,
+                    factors=F, learning_rate=implicit_lr, regularization=a.bpr_reg,
                     iterations=a.bpr_iterations, num_threads=T, random_state=seed))
 
     configs = [bpr_config("BPR", [])]
     if a.variants:
-        configs.append(bpr_config("BPR implicit-sampler",
-                                  ["--negative-sampling", "popularity", "--negative-candidates", "1"]))
+        # implicit at RecServe's learning rate, and RecServe running implicit's exact algorithm.
+        configs.append(bpr_config("BPR implicit lr .05", [], implicit_lr=0.05))
+        configs.append(bpr_config("BPR plain, lr .01",
+                                  ["--negative-sampling", "popularity", "--negative-candidates", "1"],
+                                  recserve_lr=0.01, implicit_lr=0.01))
     for c in (1.0, 40.0):
         configs.append((
             f"ALS c={c:g}", "als",
@@ -261,7 +270,8 @@ def main():
     print(f"data {a.data}: {len(rows)} rows, leave-last-out: {len(train)} train rows, "
           f"{len(split.test)} test users ({split.skipped} skipped: held-out item not in train); "
           f"factors {F}, threads {T}, mean of {a.repeats} seeds; implicit {implicit.__version__}")
-    print(f"BPR: {a.bpr_iterations} epochs, lr {a.bpr_lr}, reg {a.bpr_reg}; "
+    lr = f"lr {a.bpr_lr}" if a.bpr_lr else "each library's default lr (RecServe 0.05, implicit 0.01)"
+    print(f"BPR: {a.bpr_iterations} epochs, {lr}, reg {a.bpr_reg}; "
           f"ALS: {a.als_iterations} iterations, reg {a.als_reg}, 3 CG steps")
     hdr = (f"{'model':<20} {'RecServe NDCG@10':>16} {'implicit NDCG@10':>16} {'ratio':>6} "
            f"{'RecServe HR@10':>14} {'implicit HR@10':>14} {'ratio':>6} "

@@ -108,7 +108,7 @@ struct TrainCommand: ParsableCommand {
     help: "mf with --early-stopping: fraction of the training rows used for validation (0.1).")
   var validationFraction: Double?
 
-  @Option(help: "Initial learning rate (mf sgd 0.03, mf adam 0.002, bpr 0.01).")
+  @Option(help: "Initial learning rate (mf sgd 0.03, mf adam 0.002, bpr 0.05).")
   var lr: Float?
 
   @Option(help: "L2 regularisation of the factors (mf 0.05, bpr/als 0.01).")
