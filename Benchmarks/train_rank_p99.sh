@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Rank latency seen by a client while the server trains: idle, during a Train RPC (BPR on
-# MovieLens, 400 epochs), and after. Release build; open-loop Rank load at --rate calls/s.
+# MovieLens, 1000 epochs), and after. Release build; open-loop Rank load at --rate calls/s.
 #
-#   Benchmarks/train_rank_p99.sh [--rate 500] [--epochs 400] [--kind bpr]
+#   Benchmarks/train_rank_p99.sh [--rate 500] [--epochs 1000] [--kind bpr]
 #
 # Reads ../shared/data/ml-latest-small/ratings.csv beside the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rate=500 epochs=400 kind=bpr
+rate=500 epochs=1000 kind=bpr
 while (($#)); do
   case "$1" in
     --rate) rate=$2; shift 2 ;;
