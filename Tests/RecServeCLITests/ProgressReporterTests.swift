@@ -3,7 +3,8 @@ import Testing
 
 @testable import recserve
 
-/// A reporter writing into `output`, on a clock the test moves by hand.
+/// A reporter writing into `output`, on a clock the test moves by hand. The reporter's closures
+/// hold the harness unowned (it owns the reporter).
 private final class Harness {
   var output = ""
   var now = 0.0
@@ -12,8 +13,8 @@ private final class Harness {
 
   func make(_ mode: ProgressReporter.Mode) -> ProgressReporter {
     ProgressReporter(
-      mode: mode, metrics: [("correct", "correct")], write: { self.output += $0 },
-      columns: { self.width }, clock: { self.now })
+      mode: mode, metrics: [("correct", "correct")], write: { [unowned self] in self.output += $0 },
+      columns: { [unowned self] in self.width }, clock: { [unowned self] in self.now })
   }
 }
 

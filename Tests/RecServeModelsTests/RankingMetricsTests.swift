@@ -405,6 +405,12 @@ private final class FixedModel: RecommendationModel, @unchecked Sendable {
     factors.initialize(from: [1, 0, 0, 1, 1, 1, 0, 2, -1, 0], count: 10)
   }
 
+  deinit {
+    for s in seen { s.baseAddress?.deallocate() }
+    pop.deallocate()
+    factors.deallocate()
+  }
+
   func userIndex(_ id: String) -> Int32? { userIds.firstIndex(of: id).map(Int32.init) }
   func itemIndex(_ id: String) -> Int32? { itemIds.firstIndex(of: id).map(Int32.init) }
   func predict(user: Int32?, item: Int32?) -> Float {

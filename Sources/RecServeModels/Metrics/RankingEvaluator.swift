@@ -194,7 +194,10 @@ public enum RankingEvaluator {
     let nk = ks.count
     let blocks = UnsafeMutableBufferPointer<BlockSums>.allocate(capacity: max(1, blockCount))
     blocks.initialize(repeating: BlockSums(nk: nk))
-    defer { blocks.deallocate() }
+    defer {
+      _ = blocks.deinitialize()  // BlockSums holds arrays
+      blocks.deallocate()
+    }
     let T = max(1, min(config.threads, blockCount))
     let firstRank = UnsafeMutableBufferPointer<Int32>.allocate(capacity: max(1, T * I))
     firstRank.initialize(repeating: Int32.max)
