@@ -113,6 +113,11 @@ def test_bad_training_data_is_refused(trainer, path, code, words):
     ({"name": "x", "kind": "als", "data_path": "ratings.csv", "negative_candidates": 2}, "negative_candidates"),
     ({"name": "x", "kind": "als", "data_path": "ratings.csv", "alpha": -1.0}, "alpha"),
     ({"name": "x", "kind": "als", "data_path": "ratings.csv", "early_stopping": 3}, "early_stopping"),
+    ({"name": "x", "kind": "bpr", "data_path": "ratings.csv", "negative_sampling": "random"}, "negative_sampling"),
+    ({"name": "x", "kind": "bpr", "data_path": "ratings.csv", "cg_steps": 5}, "cg_steps"),
+    ({"name": "x", "kind": "als", "data_path": "ratings.csv", "negative_sampling": "popularity"}, "negative_sampling"),
+    ({"name": "x", "kind": "als", "data_path": "ratings.csv", "popularity_exponent": -1.0}, "popularity exponent"),
+    ({"name": "x", "data_path": "ratings.csv", "cg_steps": 5}, "cg_steps"),
 ])
 def test_bad_train_requests(trainer, request_fields, word):
     stub, _, _ = trainer
@@ -178,8 +183,9 @@ def _model_json(models, name, version):
 
 
 def test_train_rpc_takes_each_kinds_own_options(trainer):
-    """optimizer/early_stopping (mf), alpha (als) and negative_candidates (bpr) reach the
-    trainer: the published model.json records them, and early stopping stops early."""
+    """optimizer/early_stopping (mf), alpha/cg_steps/popularity_exponent (als) and
+    negative_candidates/negative_sampling (bpr) reach the trainer: the published model.json
+    records them, and early stopping stops early."""
     stub, models, _ = trainer
     final = list(stub.Train(pb.TrainRequest(name="opt-mf", kind="mf", data_path="ratings.csv", dim=8, epochs=200,
                                             optimizer="adam", learning_rate=0.05, early_stopping=2, seed=5), timeout=300))[-1]
@@ -190,9 +196,11 @@ def test_train_rpc_takes_each_kinds_own_options(trainer):
         dict(final.metrics)
 
     final = list(stub.Train(pb.TrainRequest(name="opt-als", kind="als", data_path="ratings.csv", dim=8, epochs=2,
-                                            alpha=0.0), timeout=120))[-1]
-    assert _model_json(models, "opt-als", final.version)["hyperparameters"]["alpha"] == 0.0
+                                            alpha=0.0, cg_steps=5, popularity_exponent=0.5), timeout=120))[-1]
+    hyper = _model_json(models, "opt-als", final.version)["hyperparameters"]
+    assert (hyper["alpha"], hyper["cg_steps"], hyper["popularity_exponent"]) == (0.0, 5, 0.5), hyper
 
     final = list(stub.Train(pb.TrainRequest(name="opt-bpr", kind="bpr", data_path="ratings.csv", dim=8, epochs=2,
-                                            negative_candidates=5), timeout=120))[-1]
-    assert _model_json(models, "opt-bpr", final.version)["hyperparameters"]["negative_candidates"] == 5
+                                            negative_candidates=5, negative_sampling="popularity"), timeout=120))[-1]
+    hyper = _model_json(models, "opt-bpr", final.version)["hyperparameters"]
+    assert (hyper["negative_candidates"], hyper["negative_sampling"]) == (5, "popularity"), hyper

@@ -422,6 +422,24 @@ public nonisolated struct Recserve_V1_TrainRequest: @unchecked Sendable {
     set {_uniqueStorage()._negativeCandidates = newValue}
   }
 
+  /// bpr: "uniform" (default) or "popularity" (negatives drawn by popularity, as `implicit`).
+  public var negativeSampling: String {
+    get {_storage._negativeSampling}
+    set {_uniqueStorage()._negativeSampling = newValue}
+  }
+
+  /// als: conjugate-gradient steps per row and sweep (default 3).
+  public var cgSteps: Int32 {
+    get {_storage._cgSteps}
+    set {_uniqueStorage()._cgSteps = newValue}
+  }
+
+  /// als: weigh a missing pair by its item's popularity to this power (eALS; default 0, off).
+  public var popularityExponent: Float {
+    get {_storage._popularityExponent}
+    set {_uniqueStorage()._popularityExponent = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1149,7 +1167,7 @@ nonisolated extension Recserve_V1_Interaction: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}kind\0\u{3}data_path\0\u{1}interactions\0\u{1}dim\0\u{1}epochs\0\u{1}seed\0\u{1}holdout\0\u{3}learning_rate\0\u{1}regularization\0\u{1}promote\0\u{3}promote_metric\0\u{3}promote_tolerance\0\u{1}optimizer\0\u{3}early_stopping\0\u{1}alpha\0\u{3}negative_candidates\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}kind\0\u{3}data_path\0\u{1}interactions\0\u{1}dim\0\u{1}epochs\0\u{1}seed\0\u{1}holdout\0\u{3}learning_rate\0\u{1}regularization\0\u{1}promote\0\u{3}promote_metric\0\u{3}promote_tolerance\0\u{1}optimizer\0\u{3}early_stopping\0\u{1}alpha\0\u{3}negative_candidates\0\u{3}negative_sampling\0\u{3}cg_steps\0\u{3}popularity_exponent\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -1169,6 +1187,9 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
     var _earlyStopping: Int32 = 0
     var _alpha: Float? = nil
     var _negativeCandidates: Int32 = 0
+    var _negativeSampling: String = String()
+    var _cgSteps: Int32 = 0
+    var _popularityExponent: Float = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1196,6 +1217,9 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       _earlyStopping = source._earlyStopping
       _alpha = source._alpha
       _negativeCandidates = source._negativeCandidates
+      _negativeSampling = source._negativeSampling
+      _cgSteps = source._cgSteps
+      _popularityExponent = source._popularityExponent
     }
   }
 
@@ -1231,6 +1255,9 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         case 15: try { try decoder.decodeSingularInt32Field(value: &_storage._earlyStopping) }()
         case 16: try { try decoder.decodeSingularFloatField(value: &_storage._alpha) }()
         case 17: try { try decoder.decodeSingularInt32Field(value: &_storage._negativeCandidates) }()
+        case 18: try { try decoder.decodeSingularStringField(value: &_storage._negativeSampling) }()
+        case 19: try { try decoder.decodeSingularInt32Field(value: &_storage._cgSteps) }()
+        case 20: try { try decoder.decodeSingularFloatField(value: &_storage._popularityExponent) }()
         default: break
         }
       }
@@ -1294,6 +1321,15 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       if _storage._negativeCandidates != 0 {
         try visitor.visitSingularInt32Field(value: _storage._negativeCandidates, fieldNumber: 17)
       }
+      if !_storage._negativeSampling.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._negativeSampling, fieldNumber: 18)
+      }
+      if _storage._cgSteps != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._cgSteps, fieldNumber: 19)
+      }
+      if _storage._popularityExponent.bitPattern != 0 {
+        try visitor.visitSingularFloatField(value: _storage._popularityExponent, fieldNumber: 20)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1320,6 +1356,9 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         if _storage._earlyStopping != rhs_storage._earlyStopping {return false}
         if _storage._alpha != rhs_storage._alpha {return false}
         if _storage._negativeCandidates != rhs_storage._negativeCandidates {return false}
+        if _storage._negativeSampling != rhs_storage._negativeSampling {return false}
+        if _storage._cgSteps != rhs_storage._cgSteps {return false}
+        if _storage._popularityExponent != rhs_storage._popularityExponent {return false}
         return true
       }
       if !storagesAreEqual {return false}

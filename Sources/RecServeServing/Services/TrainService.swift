@@ -51,7 +51,11 @@ public final class TrainService: @unchecked Sendable {
     }
     try Self.rejectFields(
       notFor: "mf",
-      ["alpha": request.hasAlpha, "negative_candidates": request.negativeCandidates != 0])
+      [
+        "alpha": request.hasAlpha, "negative_candidates": request.negativeCandidates != 0,
+        "negative_sampling": !request.negativeSampling.isEmpty, "cg_steps": request.cgSteps != 0,
+        "popularity_exponent": request.popularityExponent != 0,
+      ])
     var config = MFConfig()
     switch request.optimizer.lowercased() {
     case "", "sgd": break
@@ -160,8 +164,14 @@ public final class TrainService: @unchecked Sendable {
     var notForKind = [
       "optimizer": !request.optimizer.isEmpty, "early_stopping": request.earlyStopping != 0,
     ]
-    notForKind[request.kind == "bpr" ? "alpha" : "negative_candidates"] =
-      request.kind == "bpr" ? request.hasAlpha : request.negativeCandidates != 0
+    if request.kind == "bpr" {
+      notForKind["alpha"] = request.hasAlpha
+      notForKind["cg_steps"] = request.cgSteps != 0
+      notForKind["popularity_exponent"] = request.popularityExponent != 0
+    } else {
+      notForKind["negative_candidates"] = request.negativeCandidates != 0
+      notForKind["negative_sampling"] = !request.negativeSampling.isEmpty
+    }
     try Self.rejectFields(notFor: request.kind, notForKind)
     let config: ImplicitModelConfig
     if request.kind == "bpr" {
@@ -173,6 +183,13 @@ public final class TrainService: @unchecked Sendable {
       if request.negativeCandidates != 0 {
         bpr.negativeCandidates = Int(request.negativeCandidates)
       }
+      if !request.negativeSampling.isEmpty {
+        guard let n = BPRConfig.NegativeSampling(rawValue: request.negativeSampling) else {
+          throw RPCError.invalidArgument(
+            "negative_sampling must be uniform or popularity, got '\(request.negativeSampling)'")
+        }
+        bpr.negativeSampling = n
+      }
       config = .bpr(bpr)
     } else {
       var als = ALSConfig(seed: seed, threads: Self.trainingThreads)
@@ -180,6 +197,8 @@ public final class TrainService: @unchecked Sendable {
       if request.epochs != 0 { als.iterations = Int(request.epochs) }
       if request.regularization != 0 { als.regularization = request.regularization }
       if request.hasAlpha { als.alpha = request.alpha }
+      if request.cgSteps != 0 { als.cgSteps = Int(request.cgSteps) }
+      if request.popularityExponent != 0 { als.popularityExponent = request.popularityExponent }
       config = .als(als)
     }
     do {
