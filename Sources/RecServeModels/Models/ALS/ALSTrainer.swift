@@ -296,22 +296,8 @@ public enum ALSTrainer {
       row: Int, indices: UnsafePointer<Int32>, values: UnsafePointer<Float>, count: Int,
       confidence: UnsafeMutablePointer<Float>, weights: UnsafeMutablePointer<Float>
     ) {
-      if let byColumn = missingByColumn {
-        for j in 0..<count {
-          confidence[j] = 1 + alpha * values[j]
-          weights[j] = confidence[j] - byColumn[Int(indices[j])]
-        }
-      } else if let byRow = missingByRow {
-        let m = byRow[row]
-        for j in 0..<count {
-          confidence[j] = 1 + alpha * values[j]
-          weights[j] = confidence[j] - m
-        }
-      } else {
-        for j in 0..<count {
-          weights[j] = alpha * values[j]
-          confidence[j] = 1 + weights[j]
-        }
+      for j in 0..<count {
+        (confidence[j], weights[j]) = entry(row: row, column: indices[j], value: values[j])
       }
     }
   }

@@ -229,9 +229,9 @@ public enum BPRTrainer {
     var stats = EpochStats()
     var lossSum: Float = 0
     var lossBlock = 0
-    // Candidate items and their scores (dynamic negative sampling), padded to a multiple of 4.
-    let cand = UnsafeMutablePointer<Int>.allocate(capacity: c.candidates + 4)
-    let scores = UnsafeMutablePointer<Float>.allocate(capacity: c.candidates + 4)
+    // Candidate items and their scores (dynamic negative sampling).
+    let cand = UnsafeMutablePointer<Int>.allocate(capacity: c.candidates)
+    let scores = UnsafeMutablePointer<Float>.allocate(capacity: c.candidates)
     defer {
       cand.deallocate()
       scores.deallocate()
@@ -268,22 +268,13 @@ public enum BPRTrainer {
         for _ in 0..<(c.popularityNegatives ? 1 : 1000) {
           for t in 0..<c.candidates { cand[t] = draw(c, &rng) }
           positiveScore = scoreBatch(c, pu: pu, qi: qi, candidates: cand, scores: scores)
-          while true {
-            var top = -1
-            var topScore = -Float.infinity
-            for t in 0..<c.candidates where scores[t] > topScore {
-              top = t
-              topScore = scores[t]
-            }
-            if top < 0 { break }
-            if !contains(c.indices + a, b - a, Int32(cand[top])) {
-              j = cand[top]
-              x = positiveScore - topScore
-              break
-            }
-            scores[top] = -.infinity
+          if let t = highestScoredNotIn(
+            c.indices + a, b - a, candidates: cand, scores: scores, count: c.candidates)
+          {
+            j = cand[t]
+            x = positiveScore - scores[t]
+            break
           }
-          if j >= 0 { break }
         }
         if j < 0 { continue }
       }
@@ -304,6 +295,23 @@ public enum BPRTrainer {
     }
     stats.loss += Double(lossSum)
     return stats
+  }
+
+  /// The candidate with the highest score that is not in the sorted `row` (nil when all are);
+  /// overwrites the scores of the ones it passes over.
+  @inline(__always)
+  static func highestScoredNotIn(
+    _ row: UnsafePointer<Int32>, _ n: Int, candidates: UnsafeMutablePointer<Int>,
+    scores: UnsafeMutablePointer<Float>, count: Int
+  ) -> Int? {
+    for _ in 0..<count {
+      var top = 0
+      for t in 1..<count where scores[t] > scores[top] { top = t }
+      if scores[top] == -.infinity { return nil }
+      if !contains(row, n, Int32(candidates[top])) { return top }
+      scores[top] = -.infinity
+    }
+    return nil
   }
 
   /// A negative candidate: uniform over the items, or an item of a uniformly drawn positive
