@@ -181,8 +181,7 @@ struct TrainCommand: ParsableCommand {
       guard let o = MFConfig.Optimizer(rawValue: optimizer) else {
         throw ValidationError("unknown --optimizer '\(optimizer)' (expected sgd or adam)")
       }
-      config.optimizer = o
-      if o == .adam { config.learningRate = MFConfig.defaultAdamLearningRate }
+      config.use(o)
     }
     if let beta1 { config.beta1 = beta1 }
     if let beta2 { config.beta2 = beta2 }
@@ -200,15 +199,9 @@ struct TrainCommand: ParsableCommand {
     try config.validate()
     try ModelStore.validateName(name)
 
-    let loadStart = Date()
-    let interactions = try Interactions.load(path: data, options: dataOptions.loadOptions)
-    let loadSeconds = Date().timeIntervalSince(loadStart)
+    let (interactions, loadSeconds) = try loadData()
     let rowCount = interactions.count
     let skippedLines = interactions.skippedLines
-    if interactions.skippedLines > 0 && !quiet {
-      CLI.printErr("warning: skipped \(interactions.skippedLines) bad lines in \(data)")
-      for example in interactions.skippedExamples { CLI.printErr("  \(example)") }
-    }
     let reporter = progressReporter(metrics: [
       ("rmse", config.earlyStoppingPatience != nil ? "validation rmse" : "holdout rmse")
     ])
@@ -328,6 +321,18 @@ enum CLI {
 }
 
 extension TrainCommand {
+  /// Loads --data (timed), warning on stderr about the lines skipped with --skip-bad-lines.
+  fileprivate func loadData() throws -> (Interactions, Double) {
+    let start = Date()
+    let interactions = try Interactions.load(path: data, options: dataOptions.loadOptions)
+    let seconds = Date().timeIntervalSince(start)
+    if interactions.skippedLines > 0 && !quiet {
+      CLI.printErr("warning: skipped \(interactions.skippedLines) bad lines in \(data)")
+      for example in interactions.skippedExamples { CLI.printErr("  \(example)") }
+    }
+    return (interactions, seconds)
+  }
+
   fileprivate func progressReporter(metrics: [(key: String, label: String)]) -> ProgressReporter {
     ProgressReporter(mode: ProgressReporter.resolve(progress, quiet: quiet), metrics: metrics)
   }
@@ -376,15 +381,9 @@ extension TrainCommand {
     default: splitChoice = .leaveLastOut
     }
 
-    let loadStart = Date()
-    let interactions = try Interactions.load(path: data, options: dataOptions.loadOptions)
-    let loadSeconds = Date().timeIntervalSince(loadStart)
+    let (interactions, loadSeconds) = try loadData()
     let rowCount = interactions.count
     let skippedLines = interactions.skippedLines
-    if interactions.skippedLines > 0 && !quiet {
-      CLI.printErr("warning: skipped \(interactions.skippedLines) bad lines in \(data)")
-      for example in interactions.skippedExamples { CLI.printErr("  \(example)") }
-    }
     let reporter = progressReporter(metrics: [("correct", "correct")])
     defer { reporter.finish() }
     let result = try trainAndPublishImplicit(

@@ -45,25 +45,17 @@ public final class TrainService: @unchecked Sendable {
     if request.holdout.isNaN || request.holdout < 0 || request.holdout >= 1 {
       throw RPCError.invalidArgument("holdout must be in [0, 1), got \(request.holdout)")
     }
+    try Self.rejectFieldsOfOtherKinds(request)
     if request.kind == "bpr" || request.kind == "als" {
       try trainImplicit(request, writer: writer)
       return
     }
-    try Self.rejectFields(
-      notFor: "mf",
-      [
-        "alpha": request.hasAlpha, "negative_candidates": request.negativeCandidates != 0,
-        "negative_sampling": !request.negativeSampling.isEmpty, "cg_steps": request.cgSteps != 0,
-        "popularity_exponent": request.popularityExponent != 0,
-      ])
     var config = MFConfig()
-    switch request.optimizer.lowercased() {
-    case "", "sgd": break
-    case "adam":
-      config.optimizer = .adam
-      config.learningRate = MFConfig.defaultAdamLearningRate
-    default:
-      throw RPCError.invalidArgument("optimizer must be sgd or adam, got '\(request.optimizer)'")
+    if !request.optimizer.isEmpty {
+      guard let optimizer = MFConfig.Optimizer(rawValue: request.optimizer.lowercased()) else {
+        throw RPCError.invalidArgument("optimizer must be sgd or adam, got '\(request.optimizer)'")
+      }
+      config.use(optimizer)
     }
     if request.earlyStopping < 0 {
       throw RPCError.invalidArgument(
@@ -161,18 +153,6 @@ public final class TrainService: @unchecked Sendable {
       if k != 10 { ks.append(k) }
     }
     let seed = request.seed != 0 ? UInt64(bitPattern: request.seed) : 42
-    var notForKind = [
-      "optimizer": !request.optimizer.isEmpty, "early_stopping": request.earlyStopping != 0,
-    ]
-    if request.kind == "bpr" {
-      notForKind["alpha"] = request.hasAlpha
-      notForKind["cg_steps"] = request.cgSteps != 0
-      notForKind["popularity_exponent"] = request.popularityExponent != 0
-    } else {
-      notForKind["negative_candidates"] = request.negativeCandidates != 0
-      notForKind["negative_sampling"] = !request.negativeSampling.isEmpty
-    }
-    try Self.rejectFields(notFor: request.kind, notForKind)
     let config: ImplicitModelConfig
     if request.kind == "bpr" {
       var bpr = BPRConfig(seed: seed, threads: Self.trainingThreads)
@@ -397,10 +377,21 @@ public final class TrainService: @unchecked Sendable {
     return (false, comparison + ": not promoted, stable stays at version \(stableVersion)")
   }
 
-  /// INVALID_ARGUMENT naming the first field that is set but means nothing for `kind` (so a
-  /// typo'd kind or a misplaced option is not silently ignored).
-  static func rejectFields(notFor kind: String, _ set: [String: Bool]) throws {
-    if let field = set.filter(\.value).keys.sorted().first {
+  /// INVALID_ARGUMENT naming the first field that is set but means nothing for the request's
+  /// kind (so a misplaced option is not silently ignored).
+  static func rejectFieldsOfOtherKinds(_ request: Recserve_V1_TrainRequest) throws {
+    let kind = request.kind.isEmpty ? "mf" : request.kind
+    // Each kind-specific field: whether it is set, and the kind it belongs to.
+    let fields: [(String, Bool, String)] = [
+      ("alpha", request.hasAlpha, "als"),
+      ("cg_steps", request.cgSteps != 0, "als"),
+      ("early_stopping", request.earlyStopping != 0, "mf"),
+      ("negative_candidates", request.negativeCandidates != 0, "bpr"),
+      ("negative_sampling", !request.negativeSampling.isEmpty, "bpr"),
+      ("optimizer", !request.optimizer.isEmpty, "mf"),
+      ("popularity_exponent", request.popularityExponent != 0, "als"),
+    ]
+    if let (field, _, _) = fields.first(where: { $0.1 && $0.2 != kind }) {
       throw RPCError.invalidArgument("\(field) does not apply to kind \(kind)")
     }
   }

@@ -17,6 +17,13 @@ public struct MFConfig: Sendable, Equatable {
   /// The learning rate `recserve train --optimizer adam` uses when --lr is not given.
   public static let defaultAdamLearningRate: Float = 0.002
 
+  /// Switches to `optimizer` with its default learning rate (SGD's and Adam's differ by 15x);
+  /// set `learningRate` after this to override it.
+  public mutating func use(_ optimizer: Optimizer) {
+    self.optimizer = optimizer
+    learningRate = optimizer == .adam ? Self.defaultAdamLearningRate : MFConfig().learningRate
+  }
+
   /// Latent dimension.
   public var dim: Int
   public var epochs: Int
