@@ -571,3 +571,19 @@ private let recBolePython = #"""
 
   main()
   """#
+
+/// The test models rank known users only (what evaluation asks of them).
+private protocol UsersOnly: RecommendationModel {}
+
+extension UsersOnly {
+  var isSequential: Bool { false }
+  func query(
+    user: Int32?, recentItems: UnsafeBufferPointer<Int32>, into vector: UnsafeMutablePointer<Float>
+  ) -> Float? { nil }
+  func scoreAll(query: UnsafePointer<Float>, offset: Float, into out: UnsafeMutablePointer<Float>) {
+    fatalError("not used by evaluation")
+  }
+}
+
+extension FixedModel: UsersOnly {}
+extension RandomScores: UsersOnly {}

@@ -23,6 +23,19 @@ public protocol RecommendationModel: AnyObject, Sendable {
   var itemPopularity: UnsafeBufferPointer<Int32> { get }
   /// Row-major [itemCount, dim] item embeddings.
   var itemFactors: UnsafePointer<Float> { get }
+  /// Whether `recentItems` are read as an ordered sequence (sequence models) rather than a set
+  /// of items a new user liked (factor models).
+  var isSequential: Bool { get }
+  /// The query of a request: writes its vector to `vector[0..<dim]` and returns the constant
+  /// that `scoreAll(query:offset:into:)` adds to every score, or nil when there is nothing to
+  /// rank from (no known user and no recent items). A known user alone is its own vector. With
+  /// recent items (indices in range, oldest first), a sequence model encodes the user's history
+  /// (when known) followed by them, and a factor model folds in a user it never saw.
+  func query(
+    user: Int32?, recentItems: UnsafeBufferPointer<Int32>, into vector: UnsafeMutablePointer<Float>
+  ) -> Float?
+  /// out[i] = offset + (the model's per-item term) + query · item_i for every item.
+  func scoreAll(query: UnsafePointer<Float>, offset: Float, into out: UnsafeMutablePointer<Float>)
 }
 
 /// Memory that a model's tensors live in: either allocated here (a freshly trained model) or a

@@ -13,7 +13,7 @@ public struct ModelManifest: Sendable, Equatable {
   public static let formatName = "recserve-model"
   public static let formatVersion: Int64 = 1
   /// Kinds this build can load.
-  public static let loadableKinds: Set<String> = ["mf", "bpr", "als"]
+  public static let loadableKinds: Set<String> = ["mf", "bpr", "als", "sasrec"]
   /// Kinds the format knows about.
   public static let knownKinds: Set<String> = ["mf", "bpr", "als", "sasrec"]
 

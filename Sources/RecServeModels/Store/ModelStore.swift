@@ -90,7 +90,8 @@ public enum ModelStore {
   /// independent fields (hyperparameters, metrics, data summary); counts and checksums are filled
   /// in here.
   public static func publish(
-    _ model: MFModel, manifest: ModelManifest, modelsDirectory: String, name: String
+    _ model: any RecommendationModel, manifest: ModelManifest, modelsDirectory: String,
+    name: String
   ) throws -> (version: Int64, directory: String) {
     try validateName(name)
     for (what, ids) in [("user", model.userIds), ("item", model.itemIds)] {
@@ -106,17 +107,28 @@ public enum ModelStore {
     }
 
     // Serialize everything first.
-    let weights = serializeWeights(model)
+    var m = manifest
+    let weights: [UInt8]
+    switch model {
+    case let mf as MFModel:
+      weights = serializeWeights(mf)
+      m.counts["seen_interactions"] = .int(Int64(mf.seenCount))
+      if m.ratingRange == nil { m.ratingRange = mf.ratingRange }
+    case let sasrec as SASRecModel:
+      weights = serializeWeights(sasrec)
+      m.counts["seen_interactions"] = .int(Int64(sasrec.seenCount))
+      m.counts["sequence_interactions"] = .int(Int64(sasrec.sequenceCount))
+      m.ratingRange = nil
+    default:
+      throw ModelLoadError("cannot store a model of kind '\(model.kind)'")
+    }
     let users = idFile(model.userIds)
     let items = idFile(model.itemIds)
-    var m = manifest
     m.kind = model.kind
     m.name = name
     m.counts["users"] = .int(Int64(model.userCount))
     m.counts["items"] = .int(Int64(model.itemCount))
     m.counts["dim"] = .int(Int64(model.dim))
-    m.counts["seen_interactions"] = .int(Int64(model.seenCount))
-    if m.ratingRange == nil { m.ratingRange = model.ratingRange }
     m.files = [
       weightsFile: SHA256Digest.hex(weights), usersFile: SHA256Digest.hex(users),
       itemsFile: SHA256Digest.hex(items),
@@ -257,9 +269,16 @@ public enum ModelStore {
     }
     let userIds = try readIds(maps[usersFile]!, file: usersFile)
     let itemIds = try readIds(maps[itemsFile]!, file: itemsFile)
-    let model = try buildMF(
-      tensors: tensors, mapped: weightsMap, manifest: manifest, userIds: userIds.ids,
-      userLookup: userIds.lookup, itemIds: itemIds.ids, itemLookup: itemIds.lookup)
+    let model: any RecommendationModel
+    if manifest.kind == "sasrec" {
+      model = try buildSASRec(
+        tensors: tensors, mapped: weightsMap, manifest: manifest, userIds: userIds.ids,
+        userLookup: userIds.lookup, itemIds: itemIds.ids, itemLookup: itemIds.lookup)
+    } else {
+      model = try buildMF(
+        tensors: tensors, mapped: weightsMap, manifest: manifest, userIds: userIds.ids,
+        userLookup: userIds.lookup, itemIds: itemIds.ids, itemLookup: itemIds.lookup)
+    }
     let size = maps.values.reduce(manifestMap.count) { $0 + $1.count }
     return LoadedModel(directory: dir, manifest: manifest, model: model, sizeBytes: size)
   }
@@ -339,20 +358,12 @@ public enum ModelStore {
   ) throws -> MFModel {
     let U = userIds.count
     let I = itemIds.count
-    func tensor(_ name: String, _ dtype: SafeTensors.DType) throws -> SafeTensors.TensorInfo {
-      guard let t = tensors[name] else {
-        throw ModelLoadError("\(weightsFile): tensor '\(name)' is missing")
-      }
-      guard t.dtype == dtype else {
-        throw ModelLoadError("\(name): dtype \(t.dtype.rawValue), expected \(dtype.rawValue)")
-      }
-      return t
-    }
-    let uf = try tensor("user_factors", .F32)
-    let itf = try tensor("item_factors", .F32)
-    let ub = try tensor("user_bias", .F32)
-    let ib = try tensor("item_bias", .F32)
-    let gm = try tensor("global_mean", .F32)
+    let reader = TensorReader(tensors: tensors, mapped: mapped)
+    let uf = try reader.tensor("user_factors", .F32)
+    let itf = try reader.tensor("item_factors", .F32)
+    let ub = try reader.tensor("user_bias", .F32)
+    let ib = try reader.tensor("item_bias", .F32)
+    let gm = try reader.tensor("global_mean", .F32)
     guard uf.shape.count == 2 else {
       throw ModelLoadError("user_factors: shape \(uf.shapeDescription) is not 2-dimensional")
     }
@@ -362,43 +373,20 @@ public enum ModelStore {
         "user_factors: shape \(uf.shapeDescription) but model.json says dim \(want)")
     }
     if D < 1 { throw ModelLoadError("user_factors: shape \(uf.shapeDescription) has no columns") }
-    func expect(_ t: SafeTensors.TensorInfo, _ shape: [Int], _ why: String) throws {
-      if t.shape != shape {
-        throw ModelLoadError("\(t.name): shape \(t.shapeDescription) but \(why)")
-      }
-    }
-    try expect(uf, [U, D], "users.txt has \(U) lines")
-    try expect(
+    try TensorReader.expect(uf, [U, D], "users.txt has \(U) lines")
+    try TensorReader.expect(
       itf, [I, D],
       itf.shape.count == 2 && itf.shape[0] == I ? "dim is \(D)" : "items.txt has \(I) lines")
-    try expect(ub, [U], "users.txt has \(U) lines")
-    try expect(ib, [I], "items.txt has \(I) lines")
-    try expect(gm, [1], "it must hold one value")
-    for (key, n) in [("users", U), ("items", I)] {
-      if let want = manifest.counts[key]?.intValue, Int(want) != n {
-        throw ModelLoadError("\(key).txt has \(n) lines but model.json says \(want) \(key)")
-      }
-    }
+    try TensorReader.expect(ub, [U], "users.txt has \(U) lines")
+    try TensorReader.expect(ib, [I], "items.txt has \(I) lines")
+    try TensorReader.expect(gm, [1], "it must hold one value")
+    try checkCounts(manifest, users: U, items: I)
 
-    // Pointers into the mapping; a tensor that is not naturally aligned (file written elsewhere)
-    // is copied into aligned memory.
-    var owners: [AnyObject] = [mapped]
-    func pointer<T>(_ t: SafeTensors.TensorInfo, _ type: T.Type) -> UnsafePointer<T> {
-      let raw = mapped.bytes.baseAddress.map { $0 + t.range.lowerBound }
-      let n = t.range.count
-      if let raw, Int(bitPattern: raw) % MemoryLayout<T>.alignment == 0 {
-        return raw.assumingMemoryBound(to: T.self)
-      }
-      let mem = TensorMemory(byteCount: n)
-      owners.append(mem)
-      if let raw, n > 0 { mem.base.copyMemory(from: raw, byteCount: n) }
-      return UnsafePointer(mem.base.assumingMemoryBound(to: T.self))
-    }
-    let pUF = pointer(uf, Float.self)
-    let pIF = pointer(itf, Float.self)
-    let pUB = pointer(ub, Float.self)
-    let pIB = pointer(ib, Float.self)
-    let pGM = pointer(gm, Float.self)
+    let pUF = reader.pointer(uf, Float.self)
+    let pIF = reader.pointer(itf, Float.self)
+    let pUB = reader.pointer(ub, Float.self)
+    let pIB = reader.pointer(ib, Float.self)
+    let pGM = reader.pointer(gm, Float.self)
     try checkFinite(pUF, rows: U, cols: D, name: "user_factors")
     try checkFinite(pIF, rows: I, cols: D, name: "item_factors")
     try checkFinite(pUB, rows: U, cols: 0, name: "user_bias")
@@ -406,6 +394,37 @@ public enum ModelStore {
     try checkFinite(pGM, rows: 1, cols: 0, name: "global_mean")
 
     // Training history and popularity: optional for models trained elsewhere.
+    let history = try readHistory(reader, users: U, items: I, sequences: nil)
+    let tensorsStruct = MFModel.Tensors(
+      userFactors: pUF, itemFactors: pIF, userBias: pUB, itemBias: pIB,
+      seenIndptr: history.indptr, seenIndices: history.indices, seenCount: history.count,
+      itemPopularity: history.popularity)
+    return MFModel(
+      kind: manifest.kind, dim: D, userIds: userIds, itemIds: itemIds, userLookup: userLookup,
+      itemLookup: itemLookup, globalMean: pGM[0], ratingRange: manifest.ratingRange,
+      tensors: tensorsStruct, memory: reader.owners)
+  }
+
+  /// model.json's user and item counts, when given, must match the id files.
+  static func checkCounts(_ manifest: ModelManifest, users U: Int, items I: Int) throws {
+    for (key, n) in [("users", U), ("items", I)] {
+      if let want = manifest.counts[key]?.intValue, Int(want) != n {
+        throw ModelLoadError("\(key).txt has \(n) lines but model.json says \(want) \(key)")
+      }
+    }
+  }
+
+  /// The users' distinct items (`seen_indptr`, `seen_indices`) and each item's number of
+  /// distinct users (`item_popularity`): read and checked when present, else derived from
+  /// `sequences` (a user → items CSR in any order, with repeats) or left empty.
+  static func readHistory(
+    _ reader: TensorReader, users U: Int, items I: Int,
+    sequences: (indptr: UnsafePointer<Int64>, items: UnsafePointer<Int32>)?
+  ) throws -> (
+    indptr: UnsafePointer<Int64>, indices: UnsafePointer<Int32>, count: Int,
+    popularity: UnsafePointer<Int32>
+  ) {
+    let tensors = reader.tensors
     let pIndptr: UnsafePointer<Int64>
     let pIndices: UnsafePointer<Int32>
     let nnz: Int
@@ -413,7 +432,7 @@ public enum ModelStore {
       guard ip.dtype == .I64 else {
         throw ModelLoadError("seen_indptr: dtype \(ip.dtype.rawValue), expected I64")
       }
-      try expect(ip, [U + 1], "users.txt has \(U) lines (expected [\(U + 1)])")
+      try TensorReader.expect(ip, [U + 1], "users.txt has \(U) lines (expected [\(U + 1)])")
       guard let ix = tensors["seen_indices"] else {
         throw ModelLoadError("\(weightsFile): seen_indptr is present but seen_indices is missing")
       }
@@ -424,21 +443,9 @@ public enum ModelStore {
         throw ModelLoadError("seen_indices: shape \(ix.shapeDescription) is not 1-dimensional")
       }
       nnz = ix.shape[0]
-      pIndptr = pointer(ip, Int64.self)
-      pIndices = pointer(ix, Int32.self)
-      if pIndptr[0] != 0 || pIndptr[U] != Int64(nnz) {
-        throw ModelLoadError(
-          "seen_indptr: must start at 0 and end at \(nnz) (the length of seen_indices), got \(pIndptr[0])...\(pIndptr[U])"
-        )
-      }
-      for u in 0..<U where pIndptr[u + 1] < pIndptr[u] {
-        throw ModelLoadError(
-          "seen_indptr[\(u + 1)] = \(pIndptr[u + 1]) is less than seen_indptr[\(u)] = \(pIndptr[u])"
-        )
-      }
-      for k in 0..<nnz where pIndices[k] < 0 || Int(pIndices[k]) >= I {
-        throw ModelLoadError("seen_indices[\(k)] = \(pIndices[k]) is out of range (\(I) items)")
-      }
+      pIndptr = reader.pointer(ip, Int64.self)
+      pIndices = reader.pointer(ix, Int32.self)
+      try checkCSR(indptr: pIndptr, indices: pIndices, count: nnz, users: U, items: I, name: "seen")
       // Rows must be sorted and distinct (binary search relies on it).
       for u in 0..<U {
         let a = Int(pIndptr[u])
@@ -454,40 +461,74 @@ public enum ModelStore {
       if tensors["seen_indices"] != nil {
         throw ModelLoadError("\(weightsFile): seen_indices is present but seen_indptr is missing")
       }
-      let mem = TensorMemory(byteCount: (U + 1) * 8 + 64)
-      owners.append(mem)
+      var users: [Int32] = []
+      var items: [Int32] = []
+      if let sequences {
+        let n = Int(sequences.indptr[U])
+        users.reserveCapacity(n)
+        items.reserveCapacity(n)
+        for u in 0..<U {
+          for k in Int(sequences.indptr[u])..<Int(sequences.indptr[u + 1]) {
+            users.append(Int32(u))
+            items.append(sequences.items[k])
+          }
+        }
+      }
+      let csr = SeenItems.build(users: users, items: items, userCount: U, itemCount: I)
+      let mem = TensorMemory(byteCount: (U + 1) * 8 + csr.indices.count * 4 + 64)
+      reader.owners.append(mem)
       let p = mem.base.bindMemory(to: Int64.self, capacity: U + 1)
-      p.initialize(repeating: 0, count: U + 1)
+      csr.indptr.withUnsafeBufferPointer { p.update(from: $0.baseAddress!, count: U + 1) }
+      let q = (mem.base + (U + 1) * 8).bindMemory(
+        to: Int32.self, capacity: max(1, csr.indices.count))
+      csr.indices.withUnsafeBufferPointer { src in
+        if src.count > 0 { q.update(from: src.baseAddress!, count: src.count) }
+      }
       pIndptr = UnsafePointer(p)
-      pIndices = UnsafePointer((mem.base + (U + 1) * 8).bindMemory(to: Int32.self, capacity: 1))
-      nnz = 0
+      pIndices = UnsafePointer(q)
+      nnz = csr.indices.count
     }
     let pPop: UnsafePointer<Int32>
     if let pp = tensors["item_popularity"] {
       guard pp.dtype == .I32 else {
         throw ModelLoadError("item_popularity: dtype \(pp.dtype.rawValue), expected I32")
       }
-      try expect(pp, [I], "items.txt has \(I) lines")
-      pPop = pointer(pp, Int32.self)
+      try TensorReader.expect(pp, [I], "items.txt has \(I) lines")
+      pPop = reader.pointer(pp, Int32.self)
       for i in 0..<I where pPop[i] < 0 {
         throw ModelLoadError("item_popularity[\(i)] = \(pPop[i]) is negative")
       }
     } else {
       let mem = TensorMemory(byteCount: I * 4)
-      owners.append(mem)
+      reader.owners.append(mem)
       let p = mem.base.bindMemory(to: Int32.self, capacity: I)
       p.initialize(repeating: 0, count: I)
       for k in 0..<nnz { p[Int(pIndices[k])] += 1 }
       pPop = UnsafePointer(p)
     }
+    return (pIndptr, pIndices, nnz, pPop)
+  }
 
-    let tensorsStruct = MFModel.Tensors(
-      userFactors: pUF, itemFactors: pIF, userBias: pUB, itemBias: pIB, seenIndptr: pIndptr,
-      seenIndices: pIndices, seenCount: nnz, itemPopularity: pPop)
-    return MFModel(
-      kind: manifest.kind, dim: D, userIds: userIds, itemIds: itemIds, userLookup: userLookup,
-      itemLookup: itemLookup, globalMean: pGM[0], ratingRange: manifest.ratingRange,
-      tensors: tensorsStruct, memory: owners)
+  /// A CSR over `users` rows: indptr starts at 0, ends at `count`, never decreases; every index
+  /// is an item in range. Errors name the tensors `<name>_indptr` / `<name>_indices`.
+  static func checkCSR(
+    indptr: UnsafePointer<Int64>, indices: UnsafePointer<Int32>, count nnz: Int, users U: Int,
+    items I: Int, name: String, indicesName: String? = nil
+  ) throws {
+    let ip = "\(name)_indptr"
+    let ix = indicesName ?? "\(name)_indices"
+    if indptr[0] != 0 || indptr[U] != Int64(nnz) {
+      throw ModelLoadError(
+        "\(ip): must start at 0 and end at \(nnz) (the length of \(ix)), got \(indptr[0])...\(indptr[U])"
+      )
+    }
+    for u in 0..<U where indptr[u + 1] < indptr[u] {
+      throw ModelLoadError(
+        "\(ip)[\(u + 1)] = \(indptr[u + 1]) is less than \(ip)[\(u)] = \(indptr[u])")
+    }
+    for k in 0..<nnz where indices[k] < 0 || Int(indices[k]) >= I {
+      throw ModelLoadError("\(ix)[\(k)] = \(indices[k]) is out of range (\(I) items)")
+    }
   }
 
   /// Throws "name[r,c] is NaN" / "name[i] is +inf" for the first non-finite value.

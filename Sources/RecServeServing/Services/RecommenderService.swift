@@ -74,30 +74,48 @@ public final class RecommenderService: @unchecked Sendable {
     let scratch = ThreadScratch.current
     let scores = scratch.floats(itemCount)
 
-    // The user's vector: a known user, or one folded in from recent items.
-    var knownUser: Int32?
-    if !request.userID.isEmpty, let user = model.userIndex(request.userID) {
-      knownUser = user
-      model.scoreAll(user: user, into: scores)
-    } else if !request.recentItems.isEmpty {
-      guard let mf = model as? MFModel else {
-        throw RPCError.failedPrecondition(
-          "model '\(served.name)' (kind \(model.kind)) cannot rank from recent_items")
+    // The query: a known user, the items of a session (a sequence model reads them in order,
+    // after the user's history when the user is known; a factor model folds in a new user),
+    // or both.
+    let knownUser = request.userID.isEmpty ? nil : model.userIndex(request.userID)
+    // One buffer for the recent items' and the candidates' indices (growing it would move it).
+    let indices = scratch.ints(request.recentItems.count + request.candidates.count)
+    let recent = indices
+    var recentCount = 0
+    for id in request.recentItems {
+      if let item = model.itemIndex(id) {
+        recent[recentCount] = item
+        recentCount += 1
       }
-      let recent = request.recentItems.compactMap { model.itemIndex($0) }
-      if recent.isEmpty {
+    }
+    if knownUser == nil {
+      if request.userID.isEmpty && request.recentItems.isEmpty {
+        throw RPCError.invalidArgument(
+          "user_id is empty: give user_id, or recent_items for a new user")
+      }
+      if request.recentItems.isEmpty {
+        throw RPCError.notFound(
+          "user_id '\(request.userID)' is not known to model '\(served.name)' version \(served.version); "
+            + "pass recent_items to rank for a new user")
+      }
+      if recentCount == 0 {
         throw RPCError.notFound(
           "none of the \(request.recentItems.count) recent_items is known to model '\(served.name)' version \(served.version)"
         )
       }
-      FoldIn.scoreAll(model: mf, recentItems: recent, into: scores)
-    } else if request.userID.isEmpty {
-      throw RPCError.invalidArgument(
-        "user_id is empty: give user_id, or recent_items for a new user")
+    }
+    if let knownUser, recentCount == 0 || !model.isSequential {
+      model.scoreAll(user: knownUser, into: scores)
     } else {
-      throw RPCError.notFound(
-        "user_id '\(request.userID)' is not known to model '\(served.name)' version \(served.version); "
-          + "pass recent_items to rank for a new user")
+      let vector = scratch.queryFloats(model.dim)
+      guard
+        let offset = model.query(
+          user: knownUser, recentItems: UnsafeBufferPointer(start: recent, count: recentCount),
+          into: vector)
+      else {
+        throw RPCError.internal("model '\(served.name)' could not build a query")
+      }
+      model.scoreAll(query: vector, offset: offset, into: scores)
     }
 
     if request.popularityPenalty > 0 {
@@ -110,11 +128,9 @@ public final class RecommenderService: @unchecked Sendable {
     // Items never to return.
     var excluded = Set<Int32>()
     for id in request.exclude { if let item = model.itemIndex(id) { excluded.insert(item) } }
-    if request.userID.isEmpty || knownUser == nil {
-      // A folded-in user has already seen what they just interacted with.
-      for id in request.recentItems where request.excludeSeen {
-        if let item = model.itemIndex(id) { excluded.insert(item) }
-      }
+    if request.excludeSeen {
+      // The items of the session have been seen too.
+      for k in 0..<recentCount { excluded.insert(recent[k]) }
     }
     let seen = request.excludeSeen ? knownUser.map { model.seenItems(user: $0) } : nil
     let minScore: Float = request.hasMinScore ? request.minScore : -.infinity
@@ -131,7 +147,7 @@ public final class RecommenderService: @unchecked Sendable {
     if request.candidates.isEmpty {
       top = TopK.select(scores: scores, count: itemCount, k: poolSize, skip: skip)
     } else {
-      let candidateIndices = scratch.ints(request.candidates.count)
+      let candidateIndices = indices + request.recentItems.count
       var count = 0
       for id in request.candidates {
         if let item = model.itemIndex(id) {

@@ -7,17 +7,22 @@ final class ThreadScratch {
   private(set) var floatCapacity: Int
   private(set) var ints: UnsafeMutablePointer<Int32>
   private(set) var intCapacity: Int
+  private(set) var query: UnsafeMutablePointer<Float>
+  private(set) var queryCapacity: Int
 
   private init() {
     floatCapacity = 1024
     floats = .allocate(capacity: floatCapacity)
     intCapacity = 1024
     ints = .allocate(capacity: intCapacity)
+    queryCapacity = 256
+    query = .allocate(capacity: queryCapacity)
   }
 
   deinit {
     floats.deallocate()
     ints.deallocate()
+    query.deallocate()
   }
 
   /// At least `count` floats (contents undefined).
@@ -28,6 +33,16 @@ final class ThreadScratch {
       floats = .allocate(capacity: floatCapacity)
     }
     return floats
+  }
+
+  /// At least `count` floats for a query vector, apart from `floats` (contents undefined).
+  func queryFloats(_ count: Int) -> UnsafeMutablePointer<Float> {
+    if count > queryCapacity {
+      query.deallocate()
+      queryCapacity = max(count, queryCapacity * 2)
+      query = .allocate(capacity: queryCapacity)
+    }
+    return query
   }
 
   /// At least `count` Int32s (contents undefined).

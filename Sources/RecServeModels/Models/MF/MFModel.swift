@@ -193,12 +193,35 @@ public final class MFModel: RecommendationModel, @unchecked Sendable {
   public func scoreAll(
     userVector: UnsafePointer<Float>, userBias bu: Float, into out: UnsafeMutablePointer<Float>
   ) {
-    let c = globalMean + bu
+    scoreAll(query: userVector, offset: globalMean + bu, into: out)
+  }
+
+  public var isSequential: Bool { false }
+
+  /// A known user's factors (offset μ + b_u), else a user folded in from `recentItems`
+  /// (offset μ); recent items are ignored for a known user.
+  public func query(
+    user: Int32?, recentItems: UnsafeBufferPointer<Int32>, into vector: UnsafeMutablePointer<Float>
+  ) -> Float? {
+    if let user, user >= 0, Int(user) < userCount {
+      vector.update(from: userFactors + Int(user) * dim, count: dim)
+      return globalMean + userBias[Int(user)]
+    }
+    if recentItems.isEmpty { return nil }
+    for i in recentItems where i < 0 || Int(i) >= itemCount { return nil }
+    FoldIn.userVector(model: self, recentItems: recentItems, into: vector)
+    return globalMean
+  }
+
+  /// out[i] = offset + b_i + query · q_i, with one `cblas_sgemv` over the row-major item factors.
+  public func scoreAll(
+    query: UnsafePointer<Float>, offset c: Float, into out: UnsafeMutablePointer<Float>
+  ) {
     let n = itemCount
     for i in 0..<n { out[i] = itemBias[i] + c }
     cblas_sgemv(
-      CblasRowMajor, CblasNoTrans, Int32(n), Int32(dim), 1, itemFactors, Int32(dim), userVector,
-      1, 1, out, 1)
+      CblasRowMajor, CblasNoTrans, Int32(n), Int32(dim), 1, itemFactors, Int32(dim), query, 1, 1,
+      out, 1)
   }
 
   /// Scores of the given items for a known user: out[k] = score(user, items[k]). Out-of-range
