@@ -1,4 +1,5 @@
 import ArgumentParser
+import RecServeModels
 
 @main
 struct RecServe: ParsableCommand {
@@ -10,4 +11,10 @@ struct RecServe: ParsableCommand {
       ModelsCommand.self,
     ]
   )
+
+  static func main() {
+    // Before anything else: OpenBLAS may need to load again with the kernels this CPU runs.
+    BLASKernels.reexecIfGeneric()
+    main(nil)
+  }
 }

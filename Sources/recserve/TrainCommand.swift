@@ -17,7 +17,11 @@ struct TrainCommand: ParsableCommand {
   @Option(help: "Ratings file: MovieLens u.data, ratings.csv, or CSV/TSV.")
   var data: String
 
-  @Option(help: "Model kind: mf, bpr or als (sasrec is not implemented yet).")
+  @Option(
+    help: """
+      Model kind: mf (explicit ratings), bpr or als (implicit feedback, factor models), or \
+      sasrec (implicit feedback, a self-attention model of each user's sequence in time order).
+      """)
   var kind: String = "mf"
 
   @Option(help: "Model name (letters, digits, '.', '_', '-').")
@@ -32,8 +36,24 @@ struct TrainCommand: ParsableCommand {
 
   @Option(
     name: [.customLong("epochs"), .customLong("iterations")],
-    help: "Training epochs (mf 20, bpr 100) or ALS iterations (15).")
+    help: "Training epochs (mf 20, bpr 100, sasrec 200) or ALS iterations (15).")
   var epochs: Int?
+
+  @Option(help: "sasrec: a sequence keeps its last N items (default 200).")
+  var maxlen: Int?
+
+  @Option(help: "sasrec: self-attention blocks (default 2).")
+  var blocks: Int?
+
+  @Option(help: "sasrec: attention heads; must divide --dim (default 1).")
+  var heads: Int?
+
+  @Option(help: "sasrec: dropout rate in [0, 1) (default 0.2).")
+  var dropout: Float?
+
+  @Option(
+    name: .customLong("batch-size"), help: "sasrec: users (sequences) per Adam step (default 128).")
+  var batchSize: Int?
 
   @Option(help: "Random seed for the split, initialisation and shuffling.")
   var seed: UInt64 = 42
@@ -108,7 +128,7 @@ struct TrainCommand: ParsableCommand {
     help: "mf with --early-stopping: fraction of the training rows used for validation (0.1).")
   var validationFraction: Double?
 
-  @Option(help: "Initial learning rate (mf sgd 0.03, mf adam 0.002, bpr 0.05).")
+  @Option(help: "Initial learning rate (mf sgd 0.03, mf adam 0.002, bpr 0.05, sasrec 0.001).")
   var lr: Float?
 
   @Option(help: "L2 regularisation of the factors (mf 0.05, bpr/als 0.01).")
@@ -125,7 +145,7 @@ struct TrainCommand: ParsableCommand {
   var initStd: Float?
 
   @Option(
-    help: "Training threads (mf: deterministic at any count, default 1; bpr/als default 2).")
+    help: "Training threads (mf: deterministic at any count, default 1; bpr/als/sasrec default 2).")
   var threads: Int?
 
   @OptionGroup var dataOptions: DataFileOptions
@@ -164,13 +184,17 @@ struct TrainCommand: ParsableCommand {
       throw ValidationError(
         "unknown --split '\(split)' (expected holdout, leave-last-out or none)")
     }
-    if kind == "bpr" || kind == "als" {
+    if kind != "sasrec" {
+      for (flag, set) in [
+        ("--maxlen", maxlen != nil), ("--blocks", blocks != nil), ("--heads", heads != nil),
+        ("--dropout", dropout != nil), ("--batch-size", batchSize != nil),
+      ] where set {
+        throw ValidationError("\(flag) is for --kind sasrec")
+      }
+    }
+    if kind == "bpr" || kind == "als" || kind == "sasrec" {
       try executeImplicit()
       return
-    }
-    if kind != "mf" {
-      throw TrainingError.notImplemented(
-        "model kind '\(kind)' is not implemented yet (available: mf, bpr, als)")
     }
     if split == "leave-last-out" {
       throw ValidationError("--split leave-last-out is for bpr and als; mf uses --holdout")
@@ -337,10 +361,23 @@ extension TrainCommand {
     ProgressReporter(mode: ProgressReporter.resolve(progress, quiet: quiet), metrics: metrics)
   }
 
-  /// `--kind bpr|als`: implicit feedback, ranking metrics.
+  /// `--kind bpr|als|sasrec`: implicit feedback, ranking metrics.
   fileprivate func executeImplicit() throws {
     let config: ImplicitModelConfig
-    if kind == "bpr" {
+    if kind == "sasrec" {
+      var c = SASRecConfig()
+      if let dim { c.dim = dim }
+      if let epochs { c.epochs = epochs }
+      if let lr { c.learningRate = lr }
+      if let maxlen { c.maxlen = maxlen }
+      if let blocks { c.blocks = blocks }
+      if let heads { c.heads = heads }
+      if let dropout { c.dropout = dropout }
+      if let batchSize { c.batchSize = batchSize }
+      if let threads { c.threads = threads }
+      c.seed = seed
+      config = .sasrec(c)
+    } else if kind == "bpr" {
       var c = BPRConfig()
       if let dim { c.dim = dim }
       if let epochs { c.epochs = epochs }
@@ -432,6 +469,10 @@ extension TrainCommand {
           "ndcg@\(k) \(CLI.fmt(result.metrics["ndcg@\(k)"] ?? .nan))  hr@\(k) \(CLI.fmt(result.metrics["hr@\(k)"] ?? .nan))"
         }.joined(separator: "  ")
         print("  full ranking: \(ks)  (\(e.users) users evaluated)")
+        let sampled = e.ks.map { k in
+          "ndcg@\(k) \(CLI.fmt(result.metrics["sampled_ndcg@\(k)"] ?? .nan))  hr@\(k) \(CLI.fmt(result.metrics["sampled_hr@\(k)"] ?? .nan))"
+        }.joined(separator: "  ")
+        print("  sampled (held-out item among 100 unseen): \(sampled)")
       } else {
         print("  held out: none (--split none); evaluate with `recserve eval`")
       }

@@ -57,7 +57,8 @@ import Testing
     let (train, test) = try Self.data().leaveLastOutSplit(seed: 1)
     let config: ImplicitModelConfig =
       kind == "bpr" ? .bpr(Self.bpr(threads: 2)) : .als(Self.als(threads: 2))
-    let model = try trainImplicit(data: train, config: config, threshold: 4)
+    let model = try #require(
+      try trainImplicit(data: train, config: config, threshold: 4) as? MFModel)
     #expect(model.kind == kind)
     let score = Self.ndcg(model, train: train, test: test, threshold: 4)
     let random = Self.ndcg(
@@ -100,7 +101,7 @@ import Testing
     let (train, test) = try Self.plantedClusters().leaveLastOutSplit(seed: 1)
     let config: ImplicitModelConfig =
       kind == "bpr" ? .bpr(Self.bpr(threads: 2)) : .als(Self.als(threads: 2))
-    let model = try trainImplicit(data: train, config: config)
+    let model = try #require(try trainImplicit(data: train, config: config) as? MFModel)
     let score = Self.ndcg(model, train: train, test: test)
     let random = Self.ndcg(try Self.baseline(model, popularity: false), train: train, test: test)
     let popular = Self.ndcg(try Self.baseline(model, popularity: true), train: train, test: test)

@@ -1,13 +1,16 @@
-/// Hyperparameters of one of the implicit-feedback kinds.
+/// Hyperparameters of one of the implicit-feedback kinds: the factor models BPR and ALS, and
+/// the sequence model SASRec.
 public enum ImplicitModelConfig: Sendable, Equatable {
   case bpr(BPRConfig)
   case als(ALSConfig)
+  case sasrec(SASRecConfig)
 
-  /// "bpr" or "als".
+  /// "bpr", "als" or "sasrec".
   public var kind: String {
     switch self {
     case .bpr: return "bpr"
     case .als: return "als"
+    case .sasrec: return "sasrec"
     }
   }
 
@@ -15,6 +18,7 @@ public enum ImplicitModelConfig: Sendable, Equatable {
     switch self {
     case .bpr(let c): return c.seed
     case .als(let c): return c.seed
+    case .sasrec(let c): return c.seed
     }
   }
 
@@ -22,6 +26,7 @@ public enum ImplicitModelConfig: Sendable, Equatable {
     switch self {
     case .bpr(let c): return c.threads
     case .als(let c): return c.threads
+    case .sasrec(let c): return c.threads
     }
   }
 
@@ -29,6 +34,7 @@ public enum ImplicitModelConfig: Sendable, Equatable {
     switch self {
     case .bpr(let c): try c.validate()
     case .als(let c): try c.validate()
+    case .sasrec(let c): try c.validate()
     }
   }
 
@@ -36,6 +42,7 @@ public enum ImplicitModelConfig: Sendable, Equatable {
     switch self {
     case .bpr(let c): return c.hyperparameters
     case .als(let c): return c.hyperparameters
+    case .sasrec(let c): return c.hyperparameters
     }
   }
 }
@@ -90,16 +97,17 @@ public struct ImplicitTrainResult: Sendable {
   public var trainRows: Int
   public var positivePairs: Int
   public var testRows: Int
-  public var model: MFModel
+  public var model: any RecommendationModel
 }
 
-/// Trains a BPR or ALS model directly (no split, no publishing): every row of `data` is
-/// positive feedback, or only rows rated at least `threshold` when given; duplicate pairs are
-/// merged (their count is the strength r).
+/// Trains a BPR, ALS or SASRec model directly (no split, no publishing): every row of `data` is
+/// positive feedback, or only rows rated at least `threshold` when given; for BPR and ALS
+/// duplicate pairs are merged (their count is the strength r), for SASRec every row is a step
+/// of its user's sequence (in time order).
 public func trainImplicit(
   data: Interactions, config: ImplicitModelConfig, threshold: Float? = nil,
   progress: TrainingProgressHandler? = nil
-) throws -> MFModel {
+) throws -> any RecommendationModel {
   try config.validate()
   let positives = data.implicitPositives(threshold: threshold)
   if positives.isEmpty {
@@ -110,6 +118,7 @@ public func trainImplicit(
   switch config {
   case .bpr(let c): return try BPRTrainer.train(positives, config: c, progress: progress)
   case .als(let c): return try ALSTrainer.train(positives, config: c, progress: progress)
+  case .sasrec(let c): return try SASRecTrainer.train(positives, config: c, progress: progress)
   }
 }
 
@@ -139,6 +148,7 @@ public func trainAndPublishImplicit(
   let model = try trainImplicit(
     data: train, config: config, threshold: threshold, progress: progress)
   let trainSeconds = monotonicSeconds() - start
+  let positivePairs = (model as? MFModel)?.seenCount ?? (model as? SASRecModel)?.seenCount ?? 0
 
   var metrics: [String: Double] = [:]
   var evaluation: RankingEvaluation? = nil
@@ -147,7 +157,7 @@ public func trainAndPublishImplicit(
     let e = RankingEvaluator.evaluate(
       model: model, train: train, test: test,
       config: RankingEvaluationConfig(
-        ks: ks, fullRanking: true, sampled: false, seed: seed, threads: max(1, config.threads),
+        ks: ks, fullRanking: true, sampled: true, seed: seed, threads: max(1, config.threads),
         relevanceThreshold: threshold))
     metrics = e.metrics
     evaluation = e
@@ -174,7 +184,7 @@ public func trainAndPublishImplicit(
     counts: [
       "train_interactions": .int(Int64(train.count)),
       "test_interactions": .int(Int64(test.count)),
-      "positive_pairs": .int(Int64(model.seenCount)),
+      "positive_pairs": .int(Int64(positivePairs)),
     ], trainingData: trainingData, metrics: metrics, trainSeconds: trainSeconds)
   manifest.ratingRange = nil
   let (version, directory) = try ModelStore.publish(
@@ -182,5 +192,5 @@ public func trainAndPublishImplicit(
   return ImplicitTrainResult(
     name: name, kind: config.kind, version: version, directory: directory, metrics: metrics,
     evaluation: evaluation, trainSeconds: trainSeconds, evalSeconds: evalSeconds,
-    trainRows: train.count, positivePairs: model.seenCount, testRows: test.count, model: model)
+    trainRows: train.count, positivePairs: positivePairs, testRows: test.count, model: model)
 }

@@ -17,8 +17,12 @@ public enum FastMath {
     y = y * r + 1.666_666_55e-1
     y = y * r + 5.000_000_1e-1
     y = y * (r * r) + r + 1
-    let exponent = SIMD8<Int32>(n, rounding: .towardZero) &+ 127
-    let scale = unsafeBitCast(SIMD8<UInt32>(truncatingIfNeeded: exponent) &<< 23, to: V.self)
+    // 2^n from the bits: adding 1.5·2^23 puts the integer n in the low mantissa bits (a
+    // lane-wise conversion that the generic SIMD initialiser does one lane at a time).
+    let magic = V(repeating: 12_582_912)
+    let integer =
+      unsafeBitCast(n + magic, to: SIMD8<Int32>.self) &- unsafeBitCast(magic, to: SIMD8<Int32>.self)
+    let scale = unsafeBitCast((integer &+ 127) &<< 23, to: V.self)
     return y * scale
   }
 

@@ -440,6 +440,40 @@ public nonisolated struct Recserve_V1_TrainRequest: @unchecked Sendable {
     set {_uniqueStorage()._popularityExponent = newValue}
   }
 
+  /// sasrec: a sequence keeps its last `maxlen` items (default 200).
+  public var maxlen: Int32 {
+    get {_storage._maxlen}
+    set {_uniqueStorage()._maxlen = newValue}
+  }
+
+  /// sasrec: self-attention blocks (default 2).
+  public var blocks: Int32 {
+    get {_storage._blocks}
+    set {_uniqueStorage()._blocks = newValue}
+  }
+
+  /// sasrec: attention heads, dividing dim (default 1).
+  public var heads: Int32 {
+    get {_storage._heads}
+    set {_uniqueStorage()._heads = newValue}
+  }
+
+  /// sasrec: dropout rate in [0, 1); unset means 0.2.
+  public var dropout: Float {
+    get {_storage._dropout ?? 0}
+    set {_uniqueStorage()._dropout = newValue}
+  }
+  /// Returns true if `dropout` has been explicitly set.
+  public var hasDropout: Bool {_storage._dropout != nil}
+  /// Clears the value of `dropout`. Subsequent reads from it will return its default value.
+  public mutating func clearDropout() {_uniqueStorage()._dropout = nil}
+
+  /// sasrec: users (sequences) per optimizer step (default 128).
+  public var batchSize: Int32 {
+    get {_storage._batchSize}
+    set {_uniqueStorage()._batchSize = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1167,7 +1201,7 @@ nonisolated extension Recserve_V1_Interaction: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}kind\0\u{3}data_path\0\u{1}interactions\0\u{1}dim\0\u{1}epochs\0\u{1}seed\0\u{1}holdout\0\u{3}learning_rate\0\u{1}regularization\0\u{1}promote\0\u{3}promote_metric\0\u{3}promote_tolerance\0\u{1}optimizer\0\u{3}early_stopping\0\u{1}alpha\0\u{3}negative_candidates\0\u{3}negative_sampling\0\u{3}cg_steps\0\u{3}popularity_exponent\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}kind\0\u{3}data_path\0\u{1}interactions\0\u{1}dim\0\u{1}epochs\0\u{1}seed\0\u{1}holdout\0\u{3}learning_rate\0\u{1}regularization\0\u{1}promote\0\u{3}promote_metric\0\u{3}promote_tolerance\0\u{1}optimizer\0\u{3}early_stopping\0\u{1}alpha\0\u{3}negative_candidates\0\u{3}negative_sampling\0\u{3}cg_steps\0\u{3}popularity_exponent\0\u{1}maxlen\0\u{1}blocks\0\u{1}heads\0\u{1}dropout\0\u{3}batch_size\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -1190,6 +1224,11 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
     var _negativeSampling: String = String()
     var _cgSteps: Int32 = 0
     var _popularityExponent: Float = 0
+    var _maxlen: Int32 = 0
+    var _blocks: Int32 = 0
+    var _heads: Int32 = 0
+    var _dropout: Float? = nil
+    var _batchSize: Int32 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1220,6 +1259,11 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       _negativeSampling = source._negativeSampling
       _cgSteps = source._cgSteps
       _popularityExponent = source._popularityExponent
+      _maxlen = source._maxlen
+      _blocks = source._blocks
+      _heads = source._heads
+      _dropout = source._dropout
+      _batchSize = source._batchSize
     }
   }
 
@@ -1258,6 +1302,11 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         case 18: try { try decoder.decodeSingularStringField(value: &_storage._negativeSampling) }()
         case 19: try { try decoder.decodeSingularInt32Field(value: &_storage._cgSteps) }()
         case 20: try { try decoder.decodeSingularFloatField(value: &_storage._popularityExponent) }()
+        case 21: try { try decoder.decodeSingularInt32Field(value: &_storage._maxlen) }()
+        case 22: try { try decoder.decodeSingularInt32Field(value: &_storage._blocks) }()
+        case 23: try { try decoder.decodeSingularInt32Field(value: &_storage._heads) }()
+        case 24: try { try decoder.decodeSingularFloatField(value: &_storage._dropout) }()
+        case 25: try { try decoder.decodeSingularInt32Field(value: &_storage._batchSize) }()
         default: break
         }
       }
@@ -1330,6 +1379,21 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       if _storage._popularityExponent.bitPattern != 0 {
         try visitor.visitSingularFloatField(value: _storage._popularityExponent, fieldNumber: 20)
       }
+      if _storage._maxlen != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._maxlen, fieldNumber: 21)
+      }
+      if _storage._blocks != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._blocks, fieldNumber: 22)
+      }
+      if _storage._heads != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._heads, fieldNumber: 23)
+      }
+      try { if let v = _storage._dropout {
+        try visitor.visitSingularFloatField(value: v, fieldNumber: 24)
+      } }()
+      if _storage._batchSize != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._batchSize, fieldNumber: 25)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1359,6 +1423,11 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         if _storage._negativeSampling != rhs_storage._negativeSampling {return false}
         if _storage._cgSteps != rhs_storage._cgSteps {return false}
         if _storage._popularityExponent != rhs_storage._popularityExponent {return false}
+        if _storage._maxlen != rhs_storage._maxlen {return false}
+        if _storage._blocks != rhs_storage._blocks {return false}
+        if _storage._heads != rhs_storage._heads {return false}
+        if _storage._dropout != rhs_storage._dropout {return false}
+        if _storage._batchSize != rhs_storage._batchSize {return false}
         return true
       }
       if !storagesAreEqual {return false}

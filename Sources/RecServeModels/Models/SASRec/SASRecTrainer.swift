@@ -48,6 +48,11 @@ public enum SASRecTrainer {
     initialize(params, layout: layout, seed: config.seed)
 
     let T = max(1, min(config.threads, config.batchSize))
+    // The threads split each batch; BLAS calls stay on the calling thread (OpenBLAS's own pool,
+    // entered from several threads at once, serialises them).
+    let blasThreads = BLASThreads.count
+    BLASThreads.set(1)
+    defer { BLASThreads.set(blasThreads) }
     let state = TrainingState(parameterCount: P, threads: T)
     defer { state.free() }
 
