@@ -47,8 +47,11 @@ let package = Package(
     // Data loading, BLAS math, models, training, metrics, the model file format.
     .target(
       name: "RecServeModels",
-      dependencies: [
-"CBLAS", "CCrypto"]
+      dependencies: ["CBLAS", "CCrypto"],
+      // The numeric kernels (training loops, the sequence model's layers) run the tests' real
+      // trainings; unoptimised they are 20-50x slower. Debug builds keep assertions and
+      // @testable access.
+      swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]
     ),
     // Versioned registry and gRPC services.
     .target(

@@ -6,13 +6,29 @@ import RecServeModels
 struct GenDataCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "gen-data",
-    abstract: "Write synthetic ratings with planted structure as CSV.",
+    abstract: "Write synthetic interactions with planted structure as CSV.",
     discussion: """
-      Ratings come from a hidden low-rank model (latent user and item clusters, biases, noise, \
-      popularity skew), rounded to half stars in 0.5...5, with timestamps. The file is \
+      --kind ratings (default): ratings from a hidden low-rank model (latent user and item \
+      clusters, biases, noise, popularity skew), rounded to half stars in 0.5...5, with \
+      timestamps. --kind sequences: implicit feedback (rating 1) with planted sequential \
+      structure for sequence models: the items form chains of --chain-length consecutive ids \
+      (i1..iC, then iC+1..i2C, ...) and every user walks chains forward from random starting \
+      points, an event in --noise of the cases being a random item instead. The file is \
       user_id,item_id,rating,timestamp with ids u1..uU and i1..iI; the same seed gives the same \
       file.
       """)
+
+  @Option(help: "ratings or sequences.")
+  var kind: String = "ratings"
+
+  @Option(name: .customLong("chain-length"), help: "sequences: items per chain.")
+  var chainLength: Int = 20
+
+  @Option(help: "sequences: fraction of events that are a random item.")
+  var noise: Double = 0.05
+
+  @Option(help: "sequences: events per user, as MIN-MAX.")
+  var events: String = "20-40"
 
   @Option(help: "Number of users.")
   var users: Int
@@ -38,6 +54,24 @@ struct GenDataCommand: ParsableCommand {
       if items < 1 { throw ValidationError("--items must be at least 1") }
       if dim < 1 || dim > 1024 { throw ValidationError("--dim must be in 1...1024") }
       if !(density > 0 && density <= 1) { throw ValidationError("--density must be in (0, 1]") }
+      if kind == "sequences" {
+        let parts = events.split(separator: "-").map { Int($0) }
+        guard parts.count == 2, let lo = parts[0], let hi = parts[1], lo >= 1, hi >= lo else {
+          throw ValidationError("--events must be MIN-MAX with 1 <= MIN <= MAX (got '\(events)')")
+        }
+        let config = SyntheticSequences.Config(
+          users: users, items: items, seed: seed, chainLength: chainLength, events: lo...hi,
+          noise: noise)
+        let data = try SyntheticSequences.generate(config)
+        try data.writeCSV(to: out)
+        print(
+          "wrote \(data.count) interactions (\(data.userCount) users, \(data.itemCount) items, chains of \(chainLength)) to \(out)"
+        )
+        return
+      }
+      guard kind == "ratings" else {
+        throw ValidationError("unknown --kind '\(kind)' (expected ratings or sequences)")
+      }
       let config = SyntheticData.Config(
         users: users, items: items, seed: seed, dim: dim, density: density)
       let data = try SyntheticData.write(config, to: out)

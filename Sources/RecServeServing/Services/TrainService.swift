@@ -35,9 +35,7 @@ public final class TrainService: @unchecked Sendable {
       throw RPCError.invalidArgument("name: \(error)")
     }
     switch request.kind {
-    case "", "mf", "bpr", "als": break
-    case "sasrec":
-      throw RPCError.unimplemented("kind 'sasrec' is not built yet; kinds mf, bpr and als are")
+    case "", "mf", "bpr", "als", "sasrec": break
     default:
       throw RPCError.invalidArgument(
         "kind must be one of mf, bpr, als, sasrec; got '\(request.kind)'")
@@ -46,7 +44,7 @@ public final class TrainService: @unchecked Sendable {
       throw RPCError.invalidArgument("holdout must be in [0, 1), got \(request.holdout)")
     }
     try Self.rejectFieldsOfOtherKinds(request)
-    if request.kind == "bpr" || request.kind == "als" {
+    if request.kind == "bpr" || request.kind == "als" || request.kind == "sasrec" {
       try trainImplicit(request, writer: writer)
       return
     }
@@ -131,7 +129,7 @@ public final class TrainService: @unchecked Sendable {
     try writer.send(try final.serializedBytes())
   }
 
-  /// BPR or ALS on implicit feedback (every interaction positive), evaluated by full ranking
+  /// BPR, ALS or SASRec on implicit feedback (every interaction positive), evaluated by full ranking
   /// with leave-last-out (or a random holdout when `holdout` is set; 0 trains on everything).
   private func trainImplicit(_ request: Recserve_V1_TrainRequest, writer: ServerStreamWriter) throws
   {
@@ -154,7 +152,21 @@ public final class TrainService: @unchecked Sendable {
     }
     let seed = request.seed != 0 ? UInt64(bitPattern: request.seed) : 42
     let config: ImplicitModelConfig
-    if request.kind == "bpr" {
+    if request.kind == "sasrec" {
+      if request.regularization != 0 {
+        throw RPCError.invalidArgument("regularization does not apply to kind sasrec (use dropout)")
+      }
+      var sasrec = SASRecConfig(seed: seed, threads: Self.trainingThreads)
+      if request.dim != 0 { sasrec.dim = Int(request.dim) }
+      if request.epochs != 0 { sasrec.epochs = Int(request.epochs) }
+      if request.learningRate != 0 { sasrec.learningRate = request.learningRate }
+      if request.maxlen != 0 { sasrec.maxlen = Int(request.maxlen) }
+      if request.blocks != 0 { sasrec.blocks = Int(request.blocks) }
+      if request.heads != 0 { sasrec.heads = Int(request.heads) }
+      if request.hasDropout { sasrec.dropout = request.dropout }
+      if request.batchSize != 0 { sasrec.batchSize = Int(request.batchSize) }
+      config = .sasrec(sasrec)
+    } else if request.kind == "bpr" {
       var bpr = BPRConfig(seed: seed, threads: Self.trainingThreads)
       if request.dim != 0 { bpr.dim = Int(request.dim) }
       if request.epochs != 0 { bpr.epochs = Int(request.epochs) }
@@ -384,6 +396,11 @@ public final class TrainService: @unchecked Sendable {
     // Each kind-specific field: whether it is set, and the kind it belongs to.
     let fields: [(String, Bool, String)] = [
       ("alpha", request.hasAlpha, "als"),
+      ("batch_size", request.batchSize != 0, "sasrec"),
+      ("blocks", request.blocks != 0, "sasrec"),
+      ("dropout", request.hasDropout, "sasrec"),
+      ("heads", request.heads != 0, "sasrec"),
+      ("maxlen", request.maxlen != 0, "sasrec"),
       ("cg_steps", request.cgSteps != 0, "als"),
       ("early_stopping", request.earlyStopping != 0, "mf"),
       ("negative_candidates", request.negativeCandidates != 0, "bpr"),
