@@ -127,13 +127,6 @@ def test_bad_train_requests(trainer, request_fields, word):
     assert word in error.value.details()
 
 
-def test_unbuilt_kind_is_unimplemented(trainer):  # sasrec comes later
-    stub, _, _ = trainer
-    with pytest.raises(grpc.RpcError) as error:
-        list(stub.Train(pb.TrainRequest(name="x", kind="sasrec", data_path="ratings.csv"), timeout=30))
-    assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
-
-
 @pytest.mark.parametrize("kind", ["bpr", "als"])
 def test_train_implicit_kinds_stream_and_serve(trainer, kind):
     stub, models, _ = trainer

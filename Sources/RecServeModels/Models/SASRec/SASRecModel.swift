@@ -323,8 +323,8 @@ enum SASRecEncoder {
     var rng = Xoshiro256(seed: 0)
     SASRecNetwork.forward(
       params: parameters, layout: layout, epsilon: epsilon, ws: ws, sequences: 1, dropout: 0,
-      rng: &rng)
-    out.update(from: ws.output + (L - 1) * d, count: d)
+      rng: &rng, lastRowOnly: true)
+    out.update(from: ws.output, count: d)
   }
 
   /// Writes the state of each user in `users` (its whole sequence in `indptr`/`items`) into

@@ -25,13 +25,18 @@ enum SASRecNetwork {
   /// Runs the forward pass over the chunk described by `ws.sequenceStart[0...sequences]`,
   /// `ws.items` and `ws.slots`; the result is `ws.output` ([N, d]). Dropout is on when
   /// `dropout > 0` (training); every activation the backward pass needs is kept in `ws`.
+  ///
+  /// With `lastRowOnly` (inference on one sequence), the last block and the final layer norm
+  /// run for the last position only, whose output is then `ws.output`'s first row: the earlier
+  /// positions feed it only as keys and values.
   static func forward(
     params: UnsafePointer<Float>, layout: SASRecLayout, epsilon: Float, ws: SASRecWorkspace,
-    sequences: Int, dropout: Float, rng: inout Xoshiro256
+    sequences: Int, dropout: Float, rng: inout Xoshiro256, lastRowOnly: Bool = false
   ) {
     let d = layout.dim
     let n = ws.sequenceStart[sequences]
     let training = dropout > 0
+    let lastRowOnly = lastRowOnly && sequences == 1 && !training
     let embeddingScale = Float(d).squareRoot()
 
     // Embeddings.
@@ -50,6 +55,10 @@ enum SASRecNetwork {
     }
 
     for b in 0..<layout.blocks {
+      if lastRowOnly && b == layout.blocks - 1 {
+        lastBlockLastRow(params: params, layout: layout, epsilon: epsilon, ws: ws, rows: n)
+        return
+      }
       let w = layout.block[b]
       let input = ws.x[b]
       let q = ws.query[b]
@@ -100,6 +109,76 @@ enum SASRecNetwork {
     }
     Kernels.layerNorm(
       ws.x[layout.blocks], rows: n, dim: d, gamma: params + layout.lastNormWeight,
+      beta: params + layout.lastNormBias, epsilon: epsilon, out: ws.output,
+      normalized: ws.normalizedLast, rstd: ws.rstdLast)
+  }
+
+  /// The last block and the final layer norm for the last of `rows` positions (one sequence, no
+  /// dropout): keys and values for every position, everything else for one row, into
+  /// `ws.output`'s first row.
+  private static func lastBlockLastRow(
+    params: UnsafePointer<Float>, layout: SASRecLayout, epsilon: Float, ws: SASRecWorkspace,
+    rows n: Int
+  ) {
+    let d = layout.dim
+    let b = layout.blocks - 1
+    let w = layout.block[b]
+    let input = ws.x[b]
+    let lastInput = input + (n - 1) * d
+    let q = ws.query[b]
+    Kernels.layerNorm(
+      lastInput, rows: 1, dim: d, gamma: params + w.attentionNormWeight,
+      beta: params + w.attentionNormBias, epsilon: epsilon, out: q,
+      normalized: ws.normalizedA[b], rstd: ws.rstdA[b])
+    let inProj = params + w.inProjWeight
+    let inBias = params + w.inProjBias
+    let qp = ws.projectedQuery[b]
+    Kernels.linear(
+      q, ld: d, rows: 1, inputs: d, weight: inProj, bias: inBias, outputs: d, out: qp, ldOut: d)
+    let kv = ws.keysValues[b]
+    Kernels.linear(
+      input, ld: d, rows: n, inputs: d, weight: inProj + d * d, bias: inBias + d, outputs: 2 * d,
+      out: kv, ldOut: 2 * d)
+    // One query row against every key: scores by sgemv, softmax, weighted values by sgemv.
+    let heads = layout.heads
+    let dh = d / heads
+    let scale = 1 / Float(dh).squareRoot()
+    let p = ws.probabilities[b]
+    let attended = ws.attended[b]
+    for h in 0..<heads {
+      cblas_sgemv(
+        CblasRowMajor, CblasNoTrans, Int32(n), Int32(dh), scale, kv + h * dh, Int32(2 * d),
+        qp + h * dh, 1, 0, p, 1)
+      var m = p[0]
+      for j in 1..<max(n, 1) where p[j] > m { m = p[j] }
+      let sum = FastMath.expShiftInPlace(p, count: n, shift: m)
+      let inv = 1 / sum
+      for j in 0..<n { p[j] *= inv }
+      cblas_sgemv(
+        CblasRowMajor, CblasTrans, Int32(n), Int32(dh), 1, kv + d + h * dh, Int32(2 * d), p, 1, 0,
+        attended + h * dh, 1)
+    }
+    let x1 = ws.grad3
+    Kernels.linear(
+      attended, ld: d, rows: 1, inputs: d, weight: params + w.outProjWeight,
+      bias: params + w.outProjBias, outputs: d, out: x1, ldOut: d)
+    Kernels.add(q, into: x1, d)
+    let f = ws.ffnInput[b]
+    Kernels.layerNorm(
+      x1, rows: 1, dim: d, gamma: params + w.ffnNormWeight, beta: params + w.ffnNormBias,
+      epsilon: epsilon, out: f, normalized: ws.normalizedF[b], rstd: ws.rstdF[b])
+    let hidden = ws.hidden[b]
+    Kernels.linear(
+      f, ld: d, rows: 1, inputs: d, weight: params + w.conv1Weight, bias: params + w.conv1Bias,
+      outputs: d, out: hidden, ldOut: d)
+    Kernels.relu(hidden, d)
+    let next = ws.x[b + 1]
+    Kernels.linear(
+      hidden, ld: d, rows: 1, inputs: d, weight: params + w.conv2Weight,
+      bias: params + w.conv2Bias, outputs: d, out: next, ldOut: d)
+    Kernels.add(f, into: next, d)
+    Kernels.layerNorm(
+      next, rows: 1, dim: d, gamma: params + layout.lastNormWeight,
       beta: params + layout.lastNormBias, epsilon: epsilon, out: ws.output,
       normalized: ws.normalizedLast, rstd: ws.rstdLast)
   }
