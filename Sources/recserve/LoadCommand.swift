@@ -52,6 +52,13 @@ struct LoadCommand: ParsableCommand {
   @Option(help: "k for Rank.")
   var k: Int32 = 10
 
+  @Option(
+    help: """
+      Rank: send a session of this many random items (from --items-file) as recent_items and no \
+      user_id, as for a visitor the model never saw (0: rank by user_id).
+      """)
+  var recent: Int = 0
+
   @Option(name: .customLong("users-file"), help: "User ids to draw from, one a line.")
   var usersFile: String?
 
@@ -90,6 +97,8 @@ struct LoadCommand: ParsableCommand {
     }
     if pairs < 1 || pairs > 100_000 { throw ValidationError("--pairs must be in 1...100000") }
     if k < 1 { throw ValidationError("--k must be at least 1") }
+    if recent < 0 || recent > 100_000 { throw ValidationError("--recent must be in 0...100000") }
+    if recent > 0 && rpc != .rank { throw ValidationError("--recent is for --rpc rank") }
     if users < 1 || items < 1 { throw ValidationError("--users and --items must be at least 1") }
     if !(timeout > 0) { throw ValidationError("--timeout must be positive") }
   }
@@ -153,6 +162,7 @@ struct LoadCommand: ParsableCommand {
     let throughput = Double(ok) / duration
     let summary: [String: Any] = [
       "target": target, "rpc": rpc.rawValue, "threads": threads, "concurrency": concurrency,
+      "recent_items": recent,
       "duration_s": duration, "rate": rate ?? 0, "calls": total, "ok": ok, "errors": total - ok,
       "calls_per_s": throughput,
       "latency_ms": [
@@ -220,7 +230,13 @@ struct LoadCommand: ParsableCommand {
       case .rank:
         var request = Recserve_V1_RankRequest()
         request.model = spec
-        request.userID = userIds[Int(generator.next() % UInt64(userIds.count))]
+        if recent > 0 {
+          request.recentItems = (0..<recent).map { _ in
+            itemIds[Int(generator.next() % UInt64(itemIds.count))]
+          }
+        } else {
+          request.userID = userIds[Int(generator.next() % UInt64(userIds.count))]
+        }
         request.k = k
         return try request.serializedBytes()
       }
