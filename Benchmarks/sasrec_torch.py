@@ -252,10 +252,10 @@ def scores(model: SASRec, sequences) -> np.ndarray:
 
 def state_dict_from_tensors(tensors: dict) -> dict:
     """A loadable state_dict from RecServe's weights.safetensors tensors (conv weights get back
-    their kernel dimension; sequence tensors are dropped)."""
+    their kernel dimension; the serving data (sequences, user states, history) is dropped)."""
     out = {}
     for name, value in tensors.items():
-        if name.startswith("sequence_") or name == "user_states":
+        if name.startswith(("sequence_", "seen_")) or name in ("user_states", "item_popularity"):
             continue
         t = torch.from_numpy(np.array(value, dtype=np.float32))
         if name.startswith("forward_layers.") and name.endswith(".weight"):

@@ -31,22 +31,10 @@ import Testing
     let model = try #require(loaded.model as? SASRecModel)
     #expect(model.itemIds == expected.items)
     #expect(expected.cases.count >= 8)
-    var vector = [Float](repeating: 0, count: model.dim)
-    var scores = [Float](repeating: 0, count: model.itemCount)
     for c in expected.cases {
       // From the session's items (what Rank does with recent_items)...
-      let recent = c.recent_items.map { model.itemIndex($0)! }
-      let offset = recent.withUnsafeBufferPointer { r in
-        vector.withUnsafeMutableBufferPointer {
-          model.query(user: nil, recentItems: r, into: $0.baseAddress!)
-        }
-      }
-      #expect(offset == 0)
-      vector.withUnsafeBufferPointer { v in
-        scores.withUnsafeMutableBufferPointer {
-          model.scoreAll(query: v.baseAddress!, offset: 0, into: $0.baseAddress!)
-        }
-      }
+      var scores = try #require(
+        queryScores(model, recent: c.recent_items.map { model.itemIndex($0)! }))
       let worst = zip(scores, c.scores).map { abs($0 - $1) }.max()!
       #expect(worst < 1e-4, "\(c.name): largest difference \(worst)")
       let order = scores.indices.sorted { scores[$0] > scores[$1] }.map { model.itemIds[$0] }

@@ -50,8 +50,6 @@ enum Chains {
   /// not in the session is the chain's next one.
   @Test func recentItemsOfAChainRankItsContinuation() throws {
     let model = Chains.model
-    var vector = [Float](repeating: 0, count: model.dim)
-    var scores = [Float](repeating: 0, count: model.itemCount)
     var right = 0
     var asked = 0
     for chain in stride(from: 0, to: 50, by: 5) {
@@ -60,17 +58,7 @@ enum Chains {
       let recent = session.compactMap { model.itemIndex($0) }
       guard recent.count == session.count, let want = Chains.next(session.last!) else { continue }
       asked += 1
-      let offset = recent.withUnsafeBufferPointer { r in
-        vector.withUnsafeMutableBufferPointer {
-          model.query(user: nil, recentItems: r, into: $0.baseAddress!)
-        }
-      }
-      #expect(offset == 0)
-      vector.withUnsafeBufferPointer { v in
-        scores.withUnsafeMutableBufferPointer {
-          model.scoreAll(query: v.baseAddress!, offset: 0, into: $0.baseAddress!)
-        }
-      }
+      let scores = try #require(queryScores(model, recent: recent))
       let top = scores.withUnsafeBufferPointer {
         TopK.select(scores: $0.baseAddress!, count: model.itemCount, k: 3) { recent.contains($0) }
       }
@@ -141,19 +129,8 @@ enum Chains {
       #expect(model.predict(user: u, item: 5) == original.predict(user: u, item: 5))
     }
     let recent: [Int32] = [4, 5, 6]
-    var va = [Float](repeating: 0, count: model.dim)
-    var vb = [Float](repeating: 0, count: model.dim)
-    _ = recent.withUnsafeBufferPointer { r in
-      va.withUnsafeMutableBufferPointer {
-        original.query(user: nil, recentItems: r, into: $0.baseAddress!)
-      }
-    }
-    _ = recent.withUnsafeBufferPointer { r in
-      vb.withUnsafeMutableBufferPointer {
-        model.query(user: nil, recentItems: r, into: $0.baseAddress!)
-      }
-    }
-    #expect(va == vb)
+    let a1 = try #require(queryScores(original, recent: recent))
+    #expect(a1 == queryScores(model, recent: recent))
     #expect(Array(model.itemPopularity) == Array(original.itemPopularity))
   }
 

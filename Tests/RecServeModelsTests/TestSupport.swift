@@ -54,3 +54,23 @@ func quickConfig(seed: UInt64 = 5) -> MFConfig {
     dim: 8, epochs: 30, learningRate: 0.03, learningRateDecay: 0.97, regularization: 0.03,
     biasRegularization: 0.02, initStd: 0.05, seed: seed)
 }
+
+/// Every item's score for the query a Rank request makes from `user` and `recent` (the model's
+/// `query` then `scoreAll(query:)`), or nil when the model has nothing to rank from.
+func queryScores(_ model: any RecommendationModel, user: Int32? = nil, recent: [Int32]) -> [Float]?
+{
+  var vector = [Float](repeating: 0, count: model.dim)
+  let offset = recent.withUnsafeBufferPointer { r in
+    vector.withUnsafeMutableBufferPointer {
+      model.query(user: user, recentItems: r, into: $0.baseAddress!)
+    }
+  }
+  guard let offset else { return nil }
+  var scores = [Float](repeating: 0, count: model.itemCount)
+  vector.withUnsafeBufferPointer { v in
+    scores.withUnsafeMutableBufferPointer {
+      model.scoreAll(query: v.baseAddress!, offset: offset, into: $0.baseAddress!)
+    }
+  }
+  return scores
+}

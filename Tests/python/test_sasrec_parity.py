@@ -21,27 +21,13 @@ import numpy as np
 import pytest
 
 from conftest import Server
+from rollout import read_safetensors
 from recserve.v1 import recserve_pb2 as pb
 from recserve.v1 import recserve_pb2_grpc as rpc
 
 FIXTURE = pathlib.Path(__file__).resolve().parents[1] / "Fixtures" / "sasrec-parity"
 VERSION = FIXTURE / "models" / "parity" / "1"
 TOLERANCE = 1e-4
-
-
-def read_safetensors(path: pathlib.Path) -> dict:
-    raw = path.read_bytes()
-    (header_length,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8 : 8 + header_length])
-    body = raw[8 + header_length :]
-    dtypes = {"F32": np.float32, "I32": np.int32, "I64": np.int64}
-    tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        start, end = info["data_offsets"]
-        tensors[name] = np.frombuffer(body[start:end], dtype=dtypes[info["dtype"]]).reshape(info["shape"])
-    return tensors
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +39,7 @@ def expected():
 def model():
     manifest = json.loads((VERSION / "model.json").read_text())
     tensors = {k: v.astype(np.float64) if v.dtype == np.float32 else v
-               for k, v in read_safetensors(VERSION / "weights.safetensors").items()}
+               for k, v in read_safetensors(VERSION / "weights.safetensors")[0].items()}
     items = (VERSION / "items.txt").read_text().splitlines()
     users = (VERSION / "users.txt").read_text().splitlines()
     return manifest, tensors, items, users

@@ -15,7 +15,6 @@ extension ModelStore {
 
   static func serializeWeights(_ model: SASRecModel) -> [UInt8] {
     let U = model.userCount
-    let I = model.itemCount
     let d = model.dim
     var w = SafeTensors.Writer()
     for t in model.layout.tensors {
@@ -32,14 +31,9 @@ extension ModelStore {
     w.addBorrowed(
       "sequence_items", dtype: .I32, shape: [model.sequenceCount],
       values: UnsafeBufferPointer(start: model.sequenceItems, count: model.sequenceCount))
-    w.addBorrowed(
-      "seen_indptr", dtype: .I64, shape: [U + 1],
-      values: UnsafeBufferPointer(start: model.seenIndptr, count: U + 1))
-    w.addBorrowed(
-      "seen_indices", dtype: .I32, shape: [model.seenCount],
-      values: UnsafeBufferPointer(start: model.seenIndices, count: model.seenCount))
-    w.addBorrowed("item_popularity", dtype: .I32, shape: [I], values: model.itemPopularity)
-    w.metadata = ["format": ModelManifest.formatName, "kind": model.kind]
+    addHistory(
+      to: &w, indptr: model.seenIndptr, indices: model.seenIndices, count: model.seenCount,
+      popularity: model.itemPopularity, users: U, kind: model.kind)
     return withExtendedLifetime(model) { w.serialize() }
   }
 

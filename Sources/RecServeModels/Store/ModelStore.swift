@@ -191,15 +191,27 @@ public enum ModelStore {
       "item_bias", dtype: .F32, shape: [I],
       values: UnsafeBufferPointer(start: model.itemBias, count: I))
     w.add("global_mean", shape: [1], [model.globalMean])
+    addHistory(
+      to: &w, indptr: model.seenIndptr, indices: model.seenIndices, count: model.seenCount,
+      popularity: model.itemPopularity, users: U, kind: model.kind)
+    return withExtendedLifetime(model) { w.serialize() }
+  }
+
+  /// The training history every kind stores (`seen_indptr`, `seen_indices`,
+  /// `item_popularity`) and the file's metadata; borrowed, as the other tensors.
+  static func addHistory(
+    to w: inout SafeTensors.Writer, indptr: UnsafePointer<Int64>, indices: UnsafePointer<Int32>,
+    count: Int, popularity: UnsafeBufferPointer<Int32>, users U: Int, kind: String
+  ) {
     w.addBorrowed(
       "seen_indptr", dtype: .I64, shape: [U + 1],
-      values: UnsafeBufferPointer(start: model.seenIndptr, count: U + 1))
+      values: UnsafeBufferPointer(start: indptr, count: U + 1))
     w.addBorrowed(
-      "seen_indices", dtype: .I32, shape: [model.seenCount],
-      values: UnsafeBufferPointer(start: model.seenIndices, count: model.seenCount))
-    w.addBorrowed("item_popularity", dtype: .I32, shape: [I], values: model.itemPopularity)
-    w.metadata = ["format": ModelManifest.formatName, "kind": model.kind]
-    return withExtendedLifetime(model) { w.serialize() }
+      "seen_indices", dtype: .I32, shape: [count],
+      values: UnsafeBufferPointer(start: indices, count: count))
+    w.addBorrowed(
+      "item_popularity", dtype: .I32, shape: [popularity.count], values: popularity)
+    w.metadata = ["format": ModelManifest.formatName, "kind": kind]
   }
 
   static func idFile(_ ids: [String]) -> [UInt8] {

@@ -30,6 +30,26 @@ public struct TrainingProgress: Sendable, Equatable {
 
 public typealias TrainingProgressHandler = (TrainingProgress) -> Bool
 
+/// The end of an SGD-style epoch: a loss that is not finite stops training (the learning rate
+/// is too high for the data), and `progress` hears of the epoch, with the ETA extrapolated from
+/// the time since `started` (monotonic seconds); it may stop training (`cancelled`).
+func finishEpoch(
+  _ epoch: Int, of epochs: Int, loss: Double, validation: [String: Double] = [:],
+  started: Double, learningRate: Float, progress: TrainingProgressHandler?
+) throws {
+  if !loss.isFinite {
+    throw TrainingError.invalidConfiguration(
+      "training diverged at epoch \(epoch) (loss is not finite); use a lower learning rate than \(learningRate)"
+    )
+  }
+  guard let progress else { return }
+  let elapsed = monotonicSeconds() - started
+  let report = TrainingProgress(
+    epoch: epoch, epochs: epochs, loss: loss, validation: validation, elapsedSeconds: elapsed,
+    etaSeconds: elapsed / Double(epoch) * Double(epochs - epoch))
+  if !progress(report) { throw TrainingError.cancelled }
+}
+
 public enum TrainingError: Error, CustomStringConvertible, Sendable, Equatable {
   /// The progress callback asked to stop.
   case cancelled

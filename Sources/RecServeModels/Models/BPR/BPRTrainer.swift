@@ -172,22 +172,11 @@ public enum BPRTrainer {
         total.samples += s.samples
       }
       let loss = total.samples > 0 ? total.loss / Double(total.samples) : 0
-      if !loss.isFinite {
-        throw TrainingError.invalidConfiguration(
-          "training diverged at epoch \(epoch) (loss is not finite); use a lower learning rate than \(config.learningRate)"
-        )
-      }
-      if let progress {
-        let elapsed = monotonicSeconds() - start
-        let report = TrainingProgress(
-          epoch: epoch, epochs: config.epochs, loss: loss,
-          validation: [
-            "correct": total.samples > 0 ? Double(total.correct) / Double(total.samples) : 0
-          ],
-          elapsedSeconds: elapsed,
-          etaSeconds: elapsed / Double(epoch) * Double(config.epochs - epoch))
-        if !progress(report) { throw TrainingError.cancelled }
-      }
+      try finishEpoch(
+        epoch, of: config.epochs, loss: loss,
+        validation: [
+          "correct": total.samples > 0 ? Double(total.correct) / Double(total.samples) : 0
+        ], started: start, learningRate: config.learningRate, progress: progress)
     }
     if !P.allSatisfy({ $0.isFinite }) || !Q.allSatisfy({ $0.isFinite }) {
       throw TrainingError.invalidConfiguration(

@@ -79,16 +79,20 @@ public enum SASRecTrainer {
               for b in 0..<batches {
                 let batch = order[
                   (b * config.batchSize)..<min(order.count, (b + 1) * config.batchSize)]
-                // Spread the batch over the threads by cost (attention grows with L²).
-                var shares = [[Int32]](repeating: [], count: T)
-                var load = [Int](repeating: 0, count: T)
+                // Spread the batch over the threads by cost (attention grows with L²), in
+                // buffers kept from batch to batch.
+                for t in 0..<T {
+                  state.shares[t].removeAll(keepingCapacity: true)
+                  state.load[t] = 0
+                }
                 var total = 0
                 for u in batch {
                   let L = positions(u)
                   total += L
-                  let t = load.indices.min { load[$0] < load[$1] }!
-                  shares[t].append(u)
-                  load[t] += L * L + 64 * L
+                  var t = 0
+                  for j in 1..<T where state.load[j] < state.load[t] { t = j }
+                  state.shares[t].append(u)
+                  state.load[t] += L * L + 64 * L
                 }
                 let invTotal = 1 / Float(total)
                 let work: (Int) -> Void = { t in
@@ -96,7 +100,7 @@ public enum SASRecTrainer {
                     seed: config.seed,
                     stream: UInt64(epoch) &* 0x1_0000_0000 &+ UInt64(b) &* 0x100 &+ UInt64(t))
                   state.results[t] = runShare(
-                    shares[t], context: context, workspace: state.workspaces[t],
+                    state.shares[t], context: context, workspace: state.workspaces[t],
                     grads: state.grads[t], invTotal: invTotal, rng: &rng)
                 }
                 if T == 1 {
@@ -115,21 +119,10 @@ public enum SASRecTrainer {
                 state.adamStep(
                   params: params, count: P, step: step, config: config)
               }
-              let loss = lossSum / Double(batches)
-              if !loss.isFinite {
-                throw TrainingError.invalidConfiguration(
-                  "training diverged at epoch \(epoch) (loss is not finite); use a lower learning rate than \(config.learningRate)"
-                )
-              }
-              if let progress {
-                let elapsed = monotonicSeconds() - start
-                let report = TrainingProgress(
-                  epoch: epoch, epochs: config.epochs, loss: loss,
-                  validation: ["correct": counted > 0 ? Double(correct) / Double(counted) : 0],
-                  elapsedSeconds: elapsed,
-                  etaSeconds: elapsed / Double(epoch) * Double(config.epochs - epoch))
-                if !progress(report) { throw TrainingError.cancelled }
-              }
+              try finishEpoch(
+                epoch, of: config.epochs, loss: lossSum / Double(batches),
+                validation: ["correct": counted > 0 ? Double(correct) / Double(counted) : 0],
+                started: start, learningRate: config.learningRate, progress: progress)
             }
           }
         }
@@ -321,6 +314,9 @@ final class TrainingState: @unchecked Sendable {
   let v: UnsafeMutablePointer<Float>
   var results: UnsafeMutablePointer<SASRecTrainer.ShareResult>
   let count: Int
+  /// Each thread's users in the current batch, and their estimated cost.
+  var shares: [[Int32]]
+  var load: [Int]
 
   init(parameterCount n: Int, threads: Int) {
     self.threads = threads
@@ -337,6 +333,8 @@ final class TrainingState: @unchecked Sendable {
     v.initialize(repeating: 0, count: n)
     results = .allocate(capacity: threads)
     results.initialize(repeating: SASRecTrainer.ShareResult(), count: threads)
+    shares = [[Int32]](repeating: [], count: threads)
+    load = [Int](repeating: 0, count: threads)
   }
 
   func free() {
