@@ -23,6 +23,11 @@ def test_empty_folder_trains_and_serves_the_demo_model(tmp_path):
             assert len(response.items) == 10
             scores = [item.score for item in response.items]
             assert scores == sorted(scores, reverse=True)
+            # The sequence demo: sessions walk chains of 20 consecutive items.
+            assert (tmp_path / "models" / "demo-seq" / "1" / "model.json").exists()
+            session = stub.Rank(pb.RankRequest(model=pb.ModelSpec(name="demo-seq"), recent_items=["i21", "i22", "i23"],
+                                               k=5, exclude_seen=True), timeout=10)
+            assert session.model_name == "demo-seq" and session.items[0].item_id == "i24", session
     finally:
         assert server.stop() == 0
 
