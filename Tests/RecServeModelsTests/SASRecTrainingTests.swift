@@ -164,6 +164,18 @@ enum Chains {
       }
     }
     #expect(reports.map(\.epoch) == [1, 2, 3])
+    // Cancelled between batches: before the first epoch ends.
+    let asked = Counter()
+    var epochs = 0
+    #expect(throws: TrainingError.cancelled) {
+      _ = try SASRecTrainer.train(
+        data, config: SASRecConfig(dim: 8, maxlen: 10, blocks: 1, batchSize: 4, epochs: 50),
+        progress: { _ in
+          epochs += 1
+          return true
+        }, isCancelled: { asked.increment() > 3 })
+    }
+    #expect(epochs == 0 && asked.value == 5)
     #expect(reports.allSatisfy { $0.loss.isFinite && $0.loss > 0 && $0.epochs == 50 })
     #expect(reports.allSatisfy { ($0.validation["correct"] ?? -1) >= 0 })
   }
@@ -190,5 +202,19 @@ enum Chains {
       reason(SASRecConfig(epochs: 1), single)
         == "inline interactions: no user has two or more interactions; SASRec learns what follows what"
     )
+  }
+}
+
+/// A thread-safe count, for callbacks that must be @Sendable.
+final class Counter: @unchecked Sendable {
+  private let lock = NSLock()
+  private var count = 0
+  var value: Int { lock.withLock { count } }
+  /// The count before this call.
+  func increment() -> Int {
+    lock.withLock {
+      count += 1
+      return count - 1
+    }
   }
 }

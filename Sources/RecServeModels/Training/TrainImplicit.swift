@@ -106,7 +106,7 @@ public struct ImplicitTrainResult: Sendable {
 /// of its user's sequence (in time order).
 public func trainImplicit(
   data: Interactions, config: ImplicitModelConfig, threshold: Float? = nil,
-  progress: TrainingProgressHandler? = nil
+  progress: TrainingProgressHandler? = nil, isCancelled: (@Sendable () -> Bool)? = nil
 ) throws -> any RecommendationModel {
   try config.validate()
   let positives = data.implicitPositives(threshold: threshold)
@@ -118,7 +118,9 @@ public func trainImplicit(
   switch config {
   case .bpr(let c): return try BPRTrainer.train(positives, config: c, progress: progress)
   case .als(let c): return try ALSTrainer.train(positives, config: c, progress: progress)
-  case .sasrec(let c): return try SASRecTrainer.train(positives, config: c, progress: progress)
+  case .sasrec(let c):
+    return try SASRecTrainer.train(
+      positives, config: c, progress: progress, isCancelled: isCancelled)
   }
 }
 
@@ -130,7 +132,7 @@ public func trainImplicit(
 public func trainAndPublishImplicit(
   data: consuming Interactions, config: ImplicitModelConfig, split: ImplicitSplit = .leaveLastOut,
   threshold: Float? = nil, ks: [Int] = [10], modelsDirectory: String, name: String,
-  progress: TrainingProgressHandler? = nil
+  progress: TrainingProgressHandler? = nil, isCancelled: (@Sendable () -> Bool)? = nil
 ) throws -> ImplicitTrainResult {
   try ModelStore.validateName(name)
   try config.validate()
@@ -146,7 +148,8 @@ public func trainAndPublishImplicit(
   _ = consume data
   let start = monotonicSeconds()
   let model = try trainImplicit(
-    data: train, config: config, threshold: threshold, progress: progress)
+    data: train, config: config, threshold: threshold, progress: progress,
+    isCancelled: isCancelled)
   let trainSeconds = monotonicSeconds() - start
   let positivePairs = (model as? MFModel)?.seenCount ?? (model as? SASRecModel)?.seenCount ?? 0
 

@@ -210,7 +210,7 @@ public final class TrainService: @unchecked Sendable {
     let result = try statusOfTraining(request.name) {
       try trainAndPublishImplicit(
         data: data, config: config, split: split, ks: ks, modelsDirectory: registry.directory,
-        name: request.name, progress: progressSender(writer))
+        name: request.name, progress: progressSender(writer), isCancelled: { writer.isCancelled })
     }
     registry.loadAll()
     var promoted = false

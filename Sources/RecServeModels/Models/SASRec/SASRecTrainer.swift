@@ -21,8 +21,11 @@ public enum SASRecTrainer {
   /// matrix products, small enough to stay in cache.
   static let rowsPerChunk = 1024
 
+  /// `isCancelled` is asked before every batch (an epoch of a large log takes a while), the
+  /// progress callback after every epoch; either stops training with `TrainingError.cancelled`.
   public static func train(
-    _ data: Interactions, config: SASRecConfig, progress: TrainingProgressHandler? = nil
+    _ data: Interactions, config: SASRecConfig, progress: TrainingProgressHandler? = nil,
+    isCancelled: (@Sendable () -> Bool)? = nil
   ) throws -> SASRecModel {
     try config.validate()
     if data.isEmpty {
@@ -77,6 +80,7 @@ public enum SASRecTrainer {
               var correct = 0
               var counted = 0
               for b in 0..<batches {
+                if let isCancelled, isCancelled() { throw TrainingError.cancelled }
                 let batch = order[
                   (b * config.batchSize)..<min(order.count, (b + 1) * config.batchSize)]
                 // Spread the batch over the threads by cost (attention grows with L²), in
