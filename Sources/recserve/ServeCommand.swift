@@ -195,7 +195,7 @@ struct ServeCommand: ParsableCommand {
 
   /// The demo models: `demo` (MF on generated ratings) and `demo-seq` (SASRec on generated
   /// sessions that walk chains of 20 consecutive items, i1..i20, i21..i40, ...: a session of
-  /// i21, i22, i23 ranks i24 first).
+  /// i21, i22, i23 ranks i24 first among the items not in it).
   private func trainDemoModel() throws {
     log("no models in \(models): training the demo models 'demo' and 'demo-seq' on generated data")
     let data = try SyntheticData.generate(
