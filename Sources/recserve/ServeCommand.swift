@@ -61,6 +61,47 @@ struct ServeCommand: ParsableCommand {
   @Option(name: .customLong("max-message-bytes"), help: "Largest request accepted, in bytes.")
   var maxMessageBytes: Int = 16 << 20
 
+  @Option(
+    name: .customLong("work-threads"),
+    help: """
+      Threads for expensive requests (priced above --inline-work), at a lower priority than the \
+      request threads; default: cores - 1 (at least 1).
+      """)
+  var workThreads: Int?
+
+  @Option(
+    name: .customLong("work-queue"),
+    help: "Expensive requests that may wait for a work thread; beyond, RESOURCE_EXHAUSTED.")
+  var workQueue: Int = 32
+
+  @Option(
+    name: .customLong("inline-work"),
+    help: """
+      Estimated multiply-adds up to which a request is answered on the thread that received it; \
+      dearer ones go to the work threads.
+      """)
+  var inlineWork: Int = RecommenderService.Limits().inlineWork
+
+  @Option(
+    name: .customLong("max-diversity-work"),
+    help: """
+      Multiply-adds a Rank's diversity re-rank may take (k x pool x dim, pool = max(5k, k + 50)); \
+      beyond, INVALID_ARGUMENT.
+      """)
+  var maxDiversityWork: Int = RecommenderService.Limits().diversityWork
+
+  @Option(
+    name: .customLong("max-streams"),
+    help:
+      "Server-streaming calls (Train, Health.Watch) running at once; beyond, RESOURCE_EXHAUSTED."
+  )
+  var maxStreams: Int = 128
+
+  @Option(
+    name: .customLong("max-streams-per-connection"),
+    help: "Calls one client connection may have open at once (HTTP/2 MAX_CONCURRENT_STREAMS).")
+  var maxStreamsPerConnection: Int = 100
+
   func validate() throws {
     if !(0...65535).contains(port) {
       throw ValidationError("--port must be in 0...65535, got \(port)")
@@ -79,6 +120,21 @@ struct ServeCommand: ParsableCommand {
     }
     if keepVersions < 1 { throw ValidationError("--keep-versions must be at least 1") }
     if maxMessageBytes < 1024 { throw ValidationError("--max-message-bytes must be at least 1024") }
+    if let workThreads, !(1...256).contains(workThreads) {
+      throw ValidationError("--work-threads must be in 1...256, got \(workThreads)")
+    }
+    if !(0...100_000).contains(workQueue) {
+      throw ValidationError("--work-queue must be in 0...100000, got \(workQueue)")
+    }
+    if inlineWork < 0 { throw ValidationError("--inline-work must be >= 0") }
+    if maxDiversityWork < 0 { throw ValidationError("--max-diversity-work must be >= 0") }
+    if !(1...100_000).contains(maxStreams) {
+      throw ValidationError("--max-streams must be in 1...100000, got \(maxStreams)")
+    }
+    if !(1...100_000).contains(maxStreamsPerConnection) {
+      throw ValidationError(
+        "--max-streams-per-connection must be in 1...100000, got \(maxStreamsPerConnection)")
+    }
   }
 
   func run() throws {
@@ -106,6 +162,12 @@ struct ServeCommand: ParsableCommand {
     configuration.maxReceiveMessageBytes = maxMessageBytes
     configuration.pollInterval = pollInterval
     configuration.keepVersions = keepVersions
+    if let workThreads { configuration.workThreads = workThreads }
+    configuration.workQueue = workQueue
+    configuration.maxStreams = maxStreams
+    configuration.maxStreamsPerConnection = maxStreamsPerConnection
+    configuration.limits.inlineWork = inlineWork
+    configuration.limits.diversityWork = maxDiversityWork
     if let dataRoot {
       var isDirectory: ObjCBool = false
       guard FileManager.default.fileExists(atPath: dataRoot, isDirectory: &isDirectory),

@@ -583,6 +583,13 @@ extension UsersOnly {
   func scoreAll(query: UnsafePointer<Float>, offset: Float, into out: UnsafeMutablePointer<Float>) {
     fatalError("not used by evaluation")
   }
+  func scoreItems(
+    query: UnsafePointer<Float>, offset: Float, items: UnsafeBufferPointer<Int32>,
+    into out: UnsafeMutablePointer<Float>
+  ) {
+    fatalError("not used by evaluation")
+  }
+  func queryWork(user: Int32?, recentCount: Int) -> Int { 0 }
 }
 
 extension FixedModel: UsersOnly {}

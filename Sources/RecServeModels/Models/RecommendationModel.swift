@@ -36,6 +36,13 @@ public protocol RecommendationModel: AnyObject, Sendable {
   ) -> Float?
   /// out[i] = offset + (the model's per-item term) + query · item_i for every item.
   func scoreAll(query: UnsafePointer<Float>, offset: Float, into out: UnsafeMutablePointer<Float>)
+  /// The same for the listed items only: out[j] is the score of items[j] (indices in range).
+  func scoreItems(
+    query: UnsafePointer<Float>, offset: Float, items: UnsafeBufferPointer<Int32>,
+    into out: UnsafeMutablePointer<Float>)
+  /// About how many multiply-adds `query` costs for `user` with `recentCount` recent items
+  /// (what a server weighs before choosing where a request runs).
+  func queryWork(user: Int32?, recentCount: Int) -> Int
 }
 
 /// Memory that a model's tensors live in: either allocated here (a freshly trained model) or a

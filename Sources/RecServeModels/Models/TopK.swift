@@ -67,10 +67,12 @@ public enum TopK {
 
   /// Top `k` of parallel arrays: `scores[j]` is the score of `indices[j]` (e.g. scores computed
   /// only for a candidate list). Duplicate indices are counted once.
+  /// With `distinct` (the caller guarantees no index repeats) no search of the heap is made:
+  /// O(n log k) whatever k is.
   @inlinable
   public static func select(
     indices: UnsafeBufferPointer<Int32>, scores: UnsafePointer<Float>, k: Int,
-    skip: (Int32) -> Bool
+    distinct: Bool = false, skip: (Int32) -> Bool
   ) -> [Entry] {
     let k = min(k, indices.count)
     if k <= 0 { return [] }
@@ -81,10 +83,10 @@ public enum TopK {
       let s = scores[j]
       if s.isNaN { continue }
       if heap.count < k {
-        if heap.contains(c) || skip(c) { continue }
+        if (!distinct && heap.contains(c)) || skip(c) { continue }
         heap.push(c, s)
       } else if Heap.worse(heap.rootIndex, heap.rootScore, c, s) {
-        if heap.contains(c) || skip(c) { continue }
+        if (!distinct && heap.contains(c)) || skip(c) { continue }
         heap.replaceRoot(c, s)
       }
     }

@@ -6,6 +6,11 @@ public enum MethodHandler: Sendable {
   /// The request `Data` aliases gRPC's buffer and is valid only during the call: decode it, do not
   /// keep it. Keep the work short; throw `RPCError` for a status other than OK.
   case unary(@Sendable (ServerContext, Data) throws -> [UInt8])
+  /// Like `unary`, but the handler may answer `.deferred(work)` after decoding and checking the
+  /// request: the work then runs on the server's bounded work pool instead of the
+  /// completion-queue thread (RESOURCE_EXHAUSTED when the pool and its queue are full), so one
+  /// expensive call never holds up the cheap ones behind it.
+  case unaryDeferrable(@Sendable (ServerContext, Data) throws -> UnaryOutcome)
   /// One request, a stream of responses; runs on a thread of its own so it may block or take long.
   case serverStreaming(@Sendable (ServerContext, [UInt8], ServerStreamWriter) throws -> Void)
   /// A stream of requests each answered by a stream of responses (reflection); runs on the
@@ -14,8 +19,18 @@ public enum MethodHandler: Sendable {
 
   var receivesPayloadWithCall: Bool {
     switch self {
-    case .unary, .serverStreaming: return true
+    case .unary, .unaryDeferrable, .serverStreaming: return true
     case .bidiStreaming: return false
     }
   }
+}
+
+/// What a `.unaryDeferrable` handler answers on the completion-queue thread.
+public enum UnaryOutcome: Sendable {
+  /// The response, sent at once.
+  case response([UInt8])
+  /// Work to run on the work pool. Its context has the call's metadata copied; the work should
+  /// call `context.checkDeadline()` between blocks of work, so that it stops once the client's
+  /// deadline passed or the client went away.
+  case deferred(@Sendable (ServerContext) throws -> [UInt8])
 }

@@ -27,6 +27,16 @@ public final class RPCServer: @unchecked Sendable {
     /// Seconds at the start of a shutdown during which new calls get UNAVAILABLE before the
     /// listener closes.
     public var drainPeriod: Double = 0.3
+    /// Threads for expensive unary work (`UnaryOutcome.deferred`): by default one less than the
+    /// cores, so that a core stays with the completion-queue threads and cheap calls.
+    public var workThreads = max(1, ProcessInfo.processInfo.activeProcessorCount - 1)
+    /// Expensive calls that may wait for a work thread; beyond, RESOURCE_EXHAUSTED.
+    public var workQueue = 32
+    /// Server-streaming calls running at once, in total (each holds a thread while it runs);
+    /// beyond, RESOURCE_EXHAUSTED.
+    public var maxStreams = 128
+    /// Concurrent streams (calls) per client connection, as HTTP/2 SETTINGS tell the client.
+    public var maxConcurrentStreamsPerConnection = 100
 
     public init(
       host: String = "127.0.0.1", port: Int = 50051,
@@ -51,13 +61,24 @@ public final class RPCServer: @unchecked Sendable {
   private let shutdownTag = DispatchSemaphore(value: 0)
   private let stoppedSignal = DispatchSemaphore(value: 0)
   private let stopLock = Mutex<Bool>(false)
-  /// Server-streaming handlers still running on threads of their own.
+  /// Streaming handlers and deferred unary work still running on pool threads: they post on
+  /// their call's queue, so the queues live until they are done.
   let activeStreamHandlers = Atomic<Int>(0)
+  /// Expensive unary work.
+  let workPool: WorkPool
+  /// Server-streaming handlers.
+  let streamPool: WorkPool
   /// The port bound by `start()`.
   public private(set) var port: Int = 0
 
   public init(configuration: Configuration) {
     self.configuration = configuration
+    workPool = WorkPool(
+      name: "recserve-work", maxThreads: configuration.workThreads,
+      maxQueued: configuration.workQueue, nice: 5, stackSize: 4 << 20)
+    streamPool = WorkPool(
+      name: "recserve-stream", maxThreads: configuration.maxStreams, maxQueued: 0,
+      stackSize: 8 << 20)
     GRPCLibrary.ensureInitialized()
   }
 
@@ -86,7 +107,9 @@ public final class RPCServer: @unchecked Sendable {
   @discardableResult
   public func start() throws -> Int {
     precondition(core == nil, "start() once")
-    core = cgrpc_server_create(Int32(clamping: configuration.maxReceiveMessageBytes), 0)
+    core = cgrpc_server_create(
+      Int32(clamping: configuration.maxReceiveMessageBytes),
+      Int32(clamping: configuration.maxConcurrentStreamsPerConnection))
     let threads = max(1, configuration.threads)
     for index in 0..<threads {
       let worker = ServerWorker(index: index, server: self)
@@ -172,6 +195,8 @@ public final class RPCServer: @unchecked Sendable {
       }
       usleep(10_000)
     }
+    workPool.stop(timeout: 1)
+    streamPool.stop(timeout: 1)
     cgrpc_server_destroy(core)
     for worker in workers { cgrpc_cq_shutdown(worker.queue) }
     for worker in workers { worker.join() }

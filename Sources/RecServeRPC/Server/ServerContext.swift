@@ -32,6 +32,15 @@ public struct ServerContext: @unchecked Sendable {
   /// True once the client cancelled, the deadline passed or the connection broke.
   public var isCancelled: Bool { call.cancelledFlag.load(ordering: .relaxed) }
 
+  /// Throws DEADLINE_EXCEEDED once the deadline passed and CANCELLED once the client went
+  /// away: long work calls it between blocks, so it stops when nobody waits for it any more.
+  public func checkDeadline() throws {
+    if isPastDeadline {
+      throw RPCError(.deadlineExceeded, "the deadline passed before the work was done")
+    }
+    if isCancelled { throw RPCError(.cancelled, "the client went away") }
+  }
+
   /// True when the deadline passed.
   public var isPastDeadline: Bool {
     guard deadlineRemaining.isFinite else { return false }

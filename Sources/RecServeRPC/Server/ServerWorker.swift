@@ -2,7 +2,8 @@ import CGRPCShim
 import Foundation
 
 /// One thread and its completion queue. Every call accepted on the queue is served by this
-/// thread (server-streaming handlers excepted, which get a thread of their own).
+/// thread, except deferred unary work and server-streaming handlers, which run on the server's
+/// bounded pools.
 final class ServerWorker: @unchecked Sendable {
   let index: Int
   let queue: OpaquePointer
@@ -139,6 +140,61 @@ final class ServerWorker: @unchecked Sendable {
       call.clearPayload()
       call.finish(message: response, code: .ok, details: "")
 
+    case .unaryDeferrable(let handler):
+      guard call.hasPayload else {
+        call.finish(
+          message: nil, code: .invalidArgument, details: "the call carried no request message")
+        return
+      }
+      let outcome: UnaryOutcome
+      do {
+        outcome = try handler(context, call.payloadAlias())
+      } catch let error as RPCError {
+        call.clearPayload()
+        call.finish(message: nil, code: error.code, details: error.message)
+        return
+      } catch {
+        call.clearPayload()
+        call.finish(message: nil, code: .internal, details: "\(error)")
+        return
+      }
+      call.clearPayload()
+      switch outcome {
+      case .response(let response):
+        call.finish(message: response, code: .ok, details: "")
+      case .deferred(let work):
+        let copied = ServerContext(
+          method: method.path, deadlineRemaining: deadline, arrival: context.arrival, call: call,
+          copiedMetadata: call.allMetadata())
+        let server = self.server
+        call.operationStarted()  // the pool holds the call until the work finishes it
+        server.activeStreamHandlers.add(1, ordering: .acquiringAndReleasing)
+        let accepted = server.workPool.submit {
+          defer {
+            call.operationEnded()
+            server.activeStreamHandlers.subtract(1, ordering: .acquiringAndReleasing)
+          }
+          do {
+            try copied.checkDeadline()
+            let response = try work(copied)
+            call.finish(message: response, code: .ok, details: "")
+          } catch let error as RPCError {
+            call.finish(message: nil, code: error.code, details: error.message)
+          } catch {
+            call.finish(message: nil, code: .internal, details: "\(error)")
+          }
+        }
+        if !accepted {
+          server.activeStreamHandlers.subtract(1, ordering: .acquiringAndReleasing)
+          call.finish(
+            message: nil, code: .resourceExhausted,
+            details:
+              "the server is busy with \(server.configuration.workThreads + server.configuration.workQueue) expensive calls; retry later or ask for less (smaller k, fewer candidates)"
+          )
+          call.operationEnded()
+        }
+      }
+
     case .serverStreaming(let handler):
       guard call.hasPayload else {
         call.finish(
@@ -154,7 +210,7 @@ final class ServerWorker: @unchecked Sendable {
       call.operationStarted()  // the handler's thread holds the call until it finishes it
       let server = self.server
       server.activeStreamHandlers.add(1, ordering: .acquiringAndReleasing)
-      let thread = Thread {
+      let accepted = server.streamPool.submit {
         defer { server.activeStreamHandlers.subtract(1, ordering: .acquiringAndReleasing) }
         do {
           try handler(copied, request, writer)
@@ -166,9 +222,15 @@ final class ServerWorker: @unchecked Sendable {
         }
         call.operationEnded()
       }
-      thread.name = "recserve-stream"
-      thread.stackSize = 8 << 20
-      thread.start()
+      if !accepted {
+        server.activeStreamHandlers.subtract(1, ordering: .acquiringAndReleasing)
+        writer.finish(
+          code: .resourceExhausted,
+          details:
+            "the server already runs \(server.configuration.maxStreams) streams (--max-streams); retry later"
+        )
+        call.operationEnded()
+      }
 
     case .bidiStreaming:
       call.context = ServerContext(

@@ -19,6 +19,14 @@ public final class RecServeServer: @unchecked Sendable {
     public var pollInterval = 1.0
     /// Available versions kept loaded per model, besides labelled ones.
     public var keepVersions = 2
+    /// Threads and queue for expensive requests (see `RPCServer.Configuration`).
+    public var workThreads = max(1, ProcessInfo.processInfo.activeProcessorCount - 1)
+    public var workQueue = 32
+    /// Server-streaming calls at once, in total, and calls per client connection.
+    public var maxStreams = 128
+    public var maxStreamsPerConnection = 100
+    /// What one request may ask for, and when it leaves the request threads.
+    public var limits = RecommenderService.Limits()
 
     public init(modelsDirectory: String) {
       self.modelsDirectory = modelsDirectory
@@ -38,11 +46,15 @@ public final class RecServeServer: @unchecked Sendable {
     self.configuration = configuration
     registry = ModelRegistry(
       directory: configuration.modelsDirectory, keepVersions: configuration.keepVersions)
-    rpc = RPCServer(
-      configuration: .init(
-        host: configuration.host, port: configuration.port, threads: configuration.threads,
-        maxReceiveMessageBytes: configuration.maxReceiveMessageBytes))
-    recommender = RecommenderService(registry: registry)
+    var rpcConfiguration = RPCServer.Configuration(
+      host: configuration.host, port: configuration.port, threads: configuration.threads,
+      maxReceiveMessageBytes: configuration.maxReceiveMessageBytes)
+    rpcConfiguration.workThreads = configuration.workThreads
+    rpcConfiguration.workQueue = configuration.workQueue
+    rpcConfiguration.maxStreams = configuration.maxStreams
+    rpcConfiguration.maxConcurrentStreamsPerConnection = configuration.maxStreamsPerConnection
+    rpc = RPCServer(configuration: rpcConfiguration)
+    recommender = RecommenderService(registry: registry, limits: configuration.limits)
     admin = AdminService(registry: registry)
     let rpc = self.rpc
     health = HealthService(registry: registry, isShuttingDown: { rpc.isShuttingDown })
@@ -77,20 +89,21 @@ public final class RecServeServer: @unchecked Sendable {
     let reflection = self.reflection
     let authorize = self.authorize
 
+    let inline = recommender.limits.inlineWork
     rpc.register(
       "/recserve.v1.Recommender/Predict",
-      Self.unary { (request: Recserve_V1_PredictRequest, _) in
-        try recommender.predict(request)
+      Self.planned(inline: inline) { (request: Recserve_V1_PredictRequest) in
+        try recommender.planPredict(request)
       })
     rpc.register(
       "/recserve.v1.Recommender/Rank",
-      Self.unary { (request: Recserve_V1_RankRequest, _) in
-        try recommender.rank(request)
+      Self.planned(inline: inline) { (request: Recserve_V1_RankRequest) in
+        try recommender.planRank(request)
       })
     rpc.register(
       "/recserve.v1.Recommender/SimilarItems",
-      Self.unary { (request: Recserve_V1_SimilarItemsRequest, _) in
-        try recommender.similarItems(request)
+      Self.planned(inline: inline) { (request: Recserve_V1_SimilarItemsRequest) in
+        try recommender.planSimilarItems(request)
       })
     let trainer = self.trainer
     rpc.register(
@@ -182,6 +195,24 @@ public final class RecServeServer: @unchecked Sendable {
     } catch {
       throw RPCError.invalidArgument(
         "request body is not a valid \(Request.protoMessageName): \(error)")
+    }
+  }
+
+  /// A method whose requests are checked and priced on the thread that received them: cheap
+  /// ones are answered there, those over `inline` multiply-adds run on the work pool. Either
+  /// way the work stops at the call's deadline or when the client goes away.
+  static func planned<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+    inline: Int, _ plan: @escaping @Sendable (Request) throws -> RecommenderService.Plan<Response>
+  ) -> MethodHandler {
+    .unaryDeferrable { context, bytes in
+      let request = try decode(Request.self, bytes)
+      let planned = try plan(request)
+      if planned.work <= inline {
+        return .response(try planned.run({ try context.checkDeadline() }).serializedBytes())
+      }
+      return .deferred { context in
+        try planned.run({ try context.checkDeadline() }).serializedBytes()
+      }
     }
   }
 

@@ -1,46 +1,71 @@
+import CBLAS
 import Foundation
 import RecServeModels
 
 /// Maximal-marginal-relevance re-ranking over item embeddings.
 enum Diversity {
   /// Picks `k` of `pool` greedily by (1 - λ)·relevance − λ·(highest cosine similarity to an item
-  /// already picked), relevance scaled to 0...1 within the pool. Scores returned are the original ones.
-  static func rerank(pool: [TopK.Entry], k: Int, lambda: Float, served: ServedVersion) -> [TopK
-    .Entry]
-  {
+  /// already picked), relevance scaled to 0...1 within the pool. Scores returned are the original
+  /// ones. Each pick updates every pool item's highest similarity with one `sgemv` over the
+  /// pool's unit embeddings (k × pool × dim multiply-adds in all, which the caller bounds);
+  /// `check` runs every few picks and may throw to stop.
+  static func rerank(
+    pool: [TopK.Entry], k: Int, lambda: Float, served: ServedVersion, check: () throws -> Void
+  ) throws -> [TopK.Entry] {
     let model = served.model
     let dim = model.dim
+    let n = pool.count
     let factors = model.itemFactors
-    let highest = pool.map(\.score).max() ?? 0
-    let lowest = pool.map(\.score).min() ?? 0
-    let span = highest - lowest
-    var remaining = pool
+    let scratch = ThreadScratch.current
+    // Unit rows of the pool (zero rows stay zero: similarity 0), their similarity to the last
+    // pick, each item's highest similarity so far, its relevance.
+    let rows = scratch.floats(n * dim, slot: 1)
+    let similarity = scratch.floats(n, slot: 2)
+    let highest = scratch.floats(n, slot: 3)
+    let relevance = scratch.floats(n, slot: 4)
+    var top = -Float.infinity
+    var bottom = Float.infinity
+    for entry in pool {
+      top = max(top, entry.score)
+      bottom = min(bottom, entry.score)
+    }
+    let span = top - bottom
+    served.itemNorms.withUnsafeBufferPointer { norms in
+      for (j, entry) in pool.enumerated() {
+        let item = Int(entry.index)
+        let norm = norms[item]
+        let scale: Float = norm > 0 ? 1 / norm : 0
+        let source = factors + item * dim
+        let target = rows + j * dim
+        for d in 0..<dim { target[d] = source[d] * scale }
+        relevance[j] = span > 0 ? (entry.score - bottom) / span : 1
+        highest[j] = -1
+      }
+    }
     var picked: [TopK.Entry] = []
-    var maxSimilarity = [Float](repeating: -1, count: pool.count)
-    while picked.count < k && !remaining.isEmpty {
-      var best = 0
+    picked.reserveCapacity(min(k, n))
+    // The pool's order breaks ties, as a scan of it would; a picked item is marked by -inf.
+    while picked.count < min(k, n) {
+      if picked.count % 16 == 15 { try check() }
+      var best = -1
       var bestValue = -Float.infinity
-      for (index, entry) in remaining.enumerated() {
-        let relevance = span > 0 ? (entry.score - lowest) / span : 1
-        let penalty = picked.isEmpty ? 0 : max(0, maxSimilarity[index])
-        let value = (1 - lambda) * relevance - lambda * penalty
-        if value > bestValue {
+      let penalise = !picked.isEmpty
+      for j in 0..<n where relevance[j] > -.infinity {
+        let penalty = penalise ? max(0, highest[j]) : 0
+        let value = (1 - lambda) * relevance[j] - lambda * penalty
+        if best < 0 || value > bestValue {
           bestValue = value
-          best = index
+          best = j
         }
       }
-      let chosen = remaining.remove(at: best)
-      maxSimilarity.remove(at: best)
-      picked.append(chosen)
-      let chosenRow = factors + Int(chosen.index) * dim
-      let chosenNorm = served.itemNorms[Int(chosen.index)]
-      for (index, entry) in remaining.enumerated() {
-        let row = factors + Int(entry.index) * dim
-        var dot: Float = 0
-        for d in 0..<dim { dot += row[d] * chosenRow[d] }
-        let denominator = chosenNorm * served.itemNorms[Int(entry.index)]
-        let similarity = denominator > 0 ? dot / denominator : 0
-        if similarity > maxSimilarity[index] { maxSimilarity[index] = similarity }
+      guard best >= 0 else { break }
+      picked.append(pool[best])
+      relevance[best] = -.infinity
+      if picked.count < min(k, n) {
+        cblas_sgemv(
+          CblasRowMajor, CblasNoTrans, Int32(n), Int32(dim), 1, rows, Int32(dim),
+          rows + best * dim, 1, 0, similarity, 1)
+        for j in 0..<n where similarity[j] > highest[j] { highest[j] = similarity[j] }
       }
     }
     return picked

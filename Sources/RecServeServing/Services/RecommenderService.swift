@@ -10,14 +10,51 @@ public final class RecommenderService: @unchecked Sendable {
   public static let maxK = 10_000
   public static let maxPairs = 100_000
   public static let maxListEntries = 100_000
+  /// What looking up one id costs, in the multiply-adds that prices are counted in (a string
+  /// hash and compare, about 100 ns).
+  static let lookupWork = 50
 
   let registry: ModelRegistry
+  public let limits: Limits
 
-  public init(registry: ModelRegistry) {
+  /// What one request may ask for, and when its work leaves the completion-queue thread.
+  public struct Limits: Sendable {
+    /// Multiply-adds the diversity re-rank of one Rank may take (k × pool × dim); beyond,
+    /// INVALID_ARGUMENT.
+    public var diversityWork = 400_000_000
+    /// The latest known recent items a query reads (a sequence model reads at most its maxlen
+    /// of them anyway; a factor model folds a new user in from these).
+    public var recentItems = 1024
+    /// Estimated multiply-adds above which a request runs on the server's work pool instead of
+    /// the thread that received it.
+    public var inlineWork = 10_000_000
+
+    public init() {}
+  }
+
+  /// Work a request will do, priced before it runs: `run` does it, calling `check` between
+  /// blocks of work (it throws to stop, e.g. when the deadline passed).
+  public struct Plan<Response>: Sendable {
+    public let work: Int
+    public let run: @Sendable (_ check: () throws -> Void) throws -> Response
+  }
+
+  public init(registry: ModelRegistry, limits: Limits = Limits()) {
     self.registry = registry
+    self.limits = limits
   }
 
   // MARK: Predict
+
+  /// Predict, priced (one dot product a pair); `predict` does the checks and the work.
+  public func planPredict(_ request: Recserve_V1_PredictRequest) throws -> Plan<
+    Recserve_V1_PredictResponse
+  > {
+    let served = try resolve(
+      request.model, hasModel: request.hasModel, userKey: request.pairs.first?.userID ?? "")
+    let work = request.pairs.count * (served.model.dim + 2 * Self.lookupWork)
+    return Plan(work: work) { _ in try self.predict(request) }
+  }
 
   public func predict(_ request: Recserve_V1_PredictRequest) throws -> Recserve_V1_PredictResponse {
     let served = try resolve(
@@ -49,7 +86,10 @@ public final class RecommenderService: @unchecked Sendable {
 
   // MARK: Rank
 
-  public func rank(_ request: Recserve_V1_RankRequest) throws -> Recserve_V1_RankResponse {
+  /// Rank, checked and priced: the fields are validated and the version resolved at once; the
+  /// work (scoring, filters, selection, re-ranking) runs where the caller puts it.
+  public func planRank(_ request: Recserve_V1_RankRequest) throws -> Plan<Recserve_V1_RankResponse>
+  {
     let served = try resolve(request.model, hasModel: request.hasModel, userKey: request.userID)
     let k = try Self.validateK(request.k, field: "k")
     if request.diversity.isNaN || request.diversity < 0 || request.diversity > 1 {
@@ -69,17 +109,49 @@ public final class RecommenderService: @unchecked Sendable {
       throw RPCError.invalidArgument(
         "\(field) has \(list.count) entries; at most \(Self.maxListEntries)")
     }
+    // The price: the query, scoring the catalog (or the candidates), selecting, re-ranking.
+    let model = served.model
+    let knownUser = request.userID.isEmpty ? nil : model.userIndex(request.userID)
+    let recentUsed = min(request.recentItems.count, limits.recentItems)
+    let scored = request.candidates.isEmpty ? model.itemCount : request.candidates.count
+    var work = model.queryWork(user: knownUser, recentCount: recentUsed)
+    work += scored * (model.dim + 2)
+    work +=
+      Self.lookupWork
+      * (request.exclude.count + request.recentItems.count + request.candidates.count)
+    if request.diversity > 0 {
+      let pool = min(scored, max(k * 5, k + 50))
+      let rerank = k * pool * (model.dim + 2)
+      if rerank > limits.diversityWork {
+        throw RPCError.invalidArgument(
+          "diversity with k \(k) re-ranks a pool of \(pool) items of dim \(model.dim): about \(rerank) multiply-adds, over the server's limit of \(limits.diversityWork) (--max-diversity-work); ask for a smaller k"
+        )
+      }
+      work += rerank
+    }
+    return Plan(work: work) { check in
+      try self.rank(request, served: served, knownUser: knownUser, k: k, check: check)
+    }
+  }
+
+  /// Rank on the calling thread (tests and tools): `planRank`, then its work.
+  public func rank(_ request: Recserve_V1_RankRequest) throws -> Recserve_V1_RankResponse {
+    try planRank(request).run({})
+  }
+
+  private func rank(
+    _ request: Recserve_V1_RankRequest, served: ServedVersion, knownUser: Int32?, k: Int,
+    check: () throws -> Void
+  ) throws -> Recserve_V1_RankResponse {
     let model = served.model
     let itemCount = model.itemCount
     let scratch = ThreadScratch.current
-    let scores = scratch.floats(itemCount)
+    // One buffer for the recent items' and the candidates' indices (growing it would move it).
+    let indices = scratch.ints(request.recentItems.count + request.candidates.count)
 
     // The query: a known user, the items of a session (a sequence model reads them in order,
     // after the user's history when the user is known; a factor model folds in a new user),
-    // or both.
-    let knownUser = request.userID.isEmpty ? nil : model.userIndex(request.userID)
-    // One buffer for the recent items' and the candidates' indices (growing it would move it).
-    let indices = scratch.ints(request.recentItems.count + request.candidates.count)
+    // or both. Only the latest `limits.recentItems` known recent items count.
     let recent = indices
     var recentCount = 0
     for id in request.recentItems {
@@ -88,6 +160,9 @@ public final class RecommenderService: @unchecked Sendable {
         recentCount += 1
       }
     }
+    let recentUsed = UnsafeBufferPointer(
+      start: recent + max(0, recentCount - limits.recentItems),
+      count: min(recentCount, limits.recentItems))
     if knownUser == nil {
       if request.userID.isEmpty && request.recentItems.isEmpty {
         throw RPCError.invalidArgument(
@@ -104,24 +179,57 @@ public final class RecommenderService: @unchecked Sendable {
         )
       }
     }
-    if let knownUser, recentCount == 0 || !model.isSequential {
-      model.scoreAll(user: knownUser, into: scores)
-    } else {
-      let vector = scratch.queryFloats(model.dim)
-      guard
-        let offset = model.query(
-          user: knownUser, recentItems: UnsafeBufferPointer(start: recent, count: recentCount),
-          into: vector)
-      else {
+    // A known user scores the catalog from its own row (`scoreAll(user:)`); anything else, or
+    // a candidate list, from the query vector.
+    let byUser = knownUser != nil && (recentCount == 0 || !model.isSequential)
+    let query = scratch.queryFloats(model.dim)
+    var offset: Float = 0
+    if !byUser || !request.candidates.isEmpty {
+      guard let o = model.query(user: knownUser, recentItems: recentUsed, into: query) else {
         throw RPCError.internal("model '\(served.name)' could not build a query")
       }
-      model.scoreAll(query: vector, offset: offset, into: scores)
+      offset = o
+      try check()
     }
 
+    // Candidates: known ones, each once (a mark per item, not a search per insert).
+    let candidates = indices + request.recentItems.count
+    var candidateCount = 0
+    if !request.candidates.isEmpty {
+      let marks = scratch.marks(itemCount)
+      for id in request.candidates {
+        if let item = model.itemIndex(id), marks.mark(item) {
+          candidates[candidateCount] = item
+          candidateCount += 1
+        }
+      }
+    }
+
+    // Scores: of every item, or of the candidates only.
+    let scoredCount = request.candidates.isEmpty ? itemCount : candidateCount
+    let scores = scratch.floats(max(1, scoredCount))
+    if request.candidates.isEmpty {
+      if byUser {
+        model.scoreAll(user: knownUser!, into: scores)
+      } else {
+        model.scoreAll(query: query, offset: offset, into: scores)
+      }
+    } else {
+      model.scoreItems(
+        query: query, offset: offset,
+        items: UnsafeBufferPointer(start: candidates, count: candidateCount), into: scores)
+    }
+    try check()
     if request.popularityPenalty > 0 {
       let penalty = request.popularityPenalty
       served.logPopularity.withUnsafeBufferPointer { logPopularity in
-        for item in 0..<itemCount { scores[item] -= penalty * logPopularity[item] }
+        if request.candidates.isEmpty {
+          for item in 0..<itemCount { scores[item] -= penalty * logPopularity[item] }
+        } else {
+          for j in 0..<candidateCount {
+            scores[j] -= penalty * logPopularity[Int(candidates[j])]
+          }
+        }
       }
     }
 
@@ -130,38 +238,34 @@ public final class RecommenderService: @unchecked Sendable {
     for id in request.exclude { if let item = model.itemIndex(id) { excluded.insert(item) } }
     if request.excludeSeen {
       // The items of the session have been seen too.
-      for k in 0..<recentCount { excluded.insert(recent[k]) }
+      for j in 0..<recentCount { excluded.insert(recent[j]) }
     }
     let seen = request.excludeSeen ? knownUser.map { model.seenItems(user: $0) } : nil
     let minScore: Float = request.hasMinScore ? request.minScore : -.infinity
     let skip: (Int32) -> Bool = { item in
-      if scores[Int(item)] < minScore { return true }
       if !excluded.isEmpty && excluded.contains(item) { return true }
       if let seen, Self.contains(seen, item) { return true }
       return false
     }
 
     // With diversity, take a deeper pool and re-rank it.
-    let poolSize = request.diversity > 0 ? min(itemCount, max(k * 5, k + 50)) : k
+    let poolSize = request.diversity > 0 ? min(scoredCount, max(k * 5, k + 50)) : k
     var top: [TopK.Entry]
     if request.candidates.isEmpty {
-      top = TopK.select(scores: scores, count: itemCount, k: poolSize, skip: skip)
-    } else {
-      let candidateIndices = indices + request.recentItems.count
-      var count = 0
-      for id in request.candidates {
-        if let item = model.itemIndex(id) {
-          candidateIndices[count] = item
-          count += 1
-        }
+      top = TopK.select(scores: scores, count: itemCount, k: poolSize) { item in
+        scores[Int(item)] < minScore || skip(item)
       }
+    } else {
       top = TopK.select(
-        scores: scores, count: itemCount,
-        candidates: UnsafeBufferPointer(start: candidateIndices, count: count),
-        k: poolSize, skip: skip)
+        indices: UnsafeBufferPointer(start: candidates, count: candidateCount), scores: scores,
+        k: poolSize, distinct: true
+      ) { item in skip(item) }
+      if minScore > -.infinity { top.removeAll { $0.score < minScore } }
     }
+    try check()
     if request.diversity > 0 && top.count > 1 {
-      top = Diversity.rerank(pool: top, k: k, lambda: request.diversity, served: served)
+      top = try Diversity.rerank(
+        pool: top, k: k, lambda: request.diversity, served: served, check: check)
     }
 
     var response = Recserve_V1_RankResponse()
@@ -179,6 +283,17 @@ public final class RecommenderService: @unchecked Sendable {
   }
 
   // MARK: SimilarItems
+
+  /// SimilarItems, priced (one pass over the item embeddings); `similarItems` does the checks
+  /// and the work.
+  public func planSimilarItems(_ request: Recserve_V1_SimilarItemsRequest) throws -> Plan<
+    Recserve_V1_SimilarItemsResponse
+  > {
+    let served = try resolve(request.model, hasModel: request.hasModel)
+    let work =
+      served.model.itemCount * (served.model.dim + 2) + Self.lookupWork * request.exclude.count
+    return Plan(work: work) { _ in try self.similarItems(request) }
+  }
 
   public func similarItems(_ request: Recserve_V1_SimilarItemsRequest) throws
     -> Recserve_V1_SimilarItemsResponse

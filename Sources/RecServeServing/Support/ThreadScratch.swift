@@ -9,6 +9,12 @@ final class ThreadScratch {
   private(set) var intCapacity: Int
   private(set) var query: UnsafeMutablePointer<Float>
   private(set) var queryCapacity: Int
+  /// Per item: the generation that last marked it (see `marks`).
+  private var markStamps: [UInt32] = []
+  private var markGeneration: UInt32 = 0
+  /// Extra float buffers by slot (see `floats(_:slot:)`).
+  private var extra: [UnsafeMutablePointer<Float>] = []
+  private var extraCapacity: [Int] = []
 
   private init() {
     floatCapacity = 1024
@@ -23,6 +29,49 @@ final class ThreadScratch {
     floats.deallocate()
     ints.deallocate()
     query.deallocate()
+    for p in extra { p.deallocate() }
+  }
+
+  /// At least `count` floats in buffer `slot` (1, 2, ...), apart from `floats(_:)` and from
+  /// the other slots (contents undefined).
+  func floats(_ count: Int, slot: Int) -> UnsafeMutablePointer<Float> {
+    while extra.count < slot {
+      extra.append(.allocate(capacity: 1024))
+      extraCapacity.append(1024)
+    }
+    if count > extraCapacity[slot - 1] {
+      extra[slot - 1].deallocate()
+      extraCapacity[slot - 1] = max(count, extraCapacity[slot - 1] * 2)
+      extra[slot - 1] = .allocate(capacity: extraCapacity[slot - 1])
+    }
+    return extra[slot - 1]
+  }
+
+  /// A fresh set of marks over items 0..<count: `mark(i)` is true the first time for each i.
+  /// O(1) to start (a generation counter), no allocation once grown.
+  func marks(_ count: Int) -> Marks {
+    if markStamps.count < count {
+      markStamps.append(contentsOf: repeatElement(0, count: count - markStamps.count))
+    }
+    markGeneration &+= 1
+    if markGeneration == 0 {
+      for i in markStamps.indices { markStamps[i] = 0 }
+      markGeneration = 1
+    }
+    return Marks(scratch: self, generation: markGeneration)
+  }
+
+  struct Marks {
+    let scratch: ThreadScratch
+    let generation: UInt32
+
+    /// Marks `item`; false when it was marked already.
+    func mark(_ item: Int32) -> Bool {
+      let i = Int(item)
+      if scratch.markStamps[i] == generation { return false }
+      scratch.markStamps[i] = generation
+      return true
+    }
   }
 
   /// At least `count` floats (contents undefined).

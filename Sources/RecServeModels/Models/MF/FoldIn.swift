@@ -1,68 +1,72 @@
-import CBLAS
-
-/// The vector of a user the model never saw, from the items they just interacted with: solved
-/// against those items' factors (ridge regression, as one ALS half-step does).
+/// The vector of a user the model never saw, from the items they just interacted with: the
+/// ridge regression of one ALS half-step, (Σ q_i q_iᵀ + λ·n·I) x = Σ t_i q_i over the distinct
+/// recent items i, where t_i is how far a top rating lies above item i's baseline. Solved by
+/// conjugate gradient with the items' factor rows as they are (each step costs 2·n·dim
+/// multiply-adds; no dim × dim matrix is formed), so a fold-in at dim 4096 costs what the
+/// recent items cost, not dim³.
 enum FoldIn {
   /// Regularization of the solve, per recent item.
   static let lambda: Float = 0.1
+  /// Conjugate-gradient steps at most (exact after dim steps; the system is well conditioned,
+  /// so far fewer reach float precision).
+  static let maxSteps = 32
+
+  /// Multiply-adds of a fold-in from `items` recent items at `dim`.
+  static func work(items: Int, dim: Int) -> Int {
+    (2 * min(maxSteps, dim) + 2) * items * dim
+  }
 
   static func userVector(
-    model: MFModel, recentItems: UnsafeBufferPointer<Int32>, into out: UnsafeMutablePointer<Float>
+    model: MFModel, recentItems: UnsafeBufferPointer<Int32>, into x: UnsafeMutablePointer<Float>
   ) {
     let dim = model.dim
-    let items = Array(Set(recentItems))
-    // Each recent item counts as liked: the target is how far a top rating lies above the
-    // item's baseline.
+    // Distinct items, in order of first appearance (so the sums do not depend on hashing).
+    var items: [Int32] = []
+    var seen = Set<Int32>()
+    for item in recentItems where seen.insert(item).inserted { items.append(item) }
+    let rows = items.map { model.itemFactors + Int($0) * dim }
     let top = model.ratingRange?.upperBound ?? (model.globalMean + 1)
-    var gram = [Float](repeating: 0, count: dim * dim)
-    var rhs = [Float](repeating: 0, count: dim)
-    for item in items {
-      let row = model.itemFactors + Int(item) * dim
-      let target = top - model.globalMean - model.itemBias[Int(item)]
-      gram.withUnsafeMutableBufferPointer { gram in
-        cblas_ssyr(CblasRowMajor, CblasUpper, Int32(dim), 1, row, 1, gram.baseAddress, Int32(dim))
-      }
-      for d in 0..<dim { rhs[d] += target * row[d] }
-    }
     let ridge = lambda * Float(items.count)
-    for d in 0..<dim { gram[d * dim + d] += ridge }
-    let vector = Cholesky.solve(upper: &gram, rhs: rhs, dim: dim)
-    for d in 0..<dim { out[d] = vector[d] }
-  }
-}
 
-/// Solves A x = b for a symmetric positive-definite A given by its upper triangle (row-major).
-enum Cholesky {
-  static func solve(upper a: inout [Float], rhs: [Float], dim n: Int) -> [Float] {
-    // Factor A = Uᵀ U in place (upper triangle), in Double for stability.
-    var u = [Double](repeating: 0, count: n * n)
-    for i in 0..<n {
-      for j in i..<n { u[i * n + j] = Double(a[i * n + j]) }
-    }
-    for i in 0..<n {
-      var diagonal = u[i * n + i]
-      for k in 0..<i { diagonal -= u[k * n + i] * u[k * n + i] }
-      let root = diagonal > 1e-12 ? diagonal.squareRoot() : 1e-6
-      u[i * n + i] = root
-      for j in (i + 1)..<max(i + 1, n) {
-        var value = u[i * n + j]
-        for k in 0..<i { value -= u[k * n + i] * u[k * n + j] }
-        u[i * n + j] = value / root
+    // A x for A = Σ q qᵀ + ridge·I.
+    func apply(_ v: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
+      for d in 0..<dim { out[d] = ridge * v[d] }
+      for row in rows {
+        let c = VectorMath.dot(row, v, dim)
+        for d in 0..<dim { out[d] += c * row[d] }
       }
     }
-    // Uᵀ y = b, then U x = y.
-    var y = [Double](repeating: 0, count: n)
-    for i in 0..<n {
-      var value = Double(rhs[i])
-      for k in 0..<i { value -= u[k * n + i] * y[k] }
-      y[i] = value / u[i * n + i]
+    let buffer = UnsafeMutablePointer<Float>.allocate(capacity: 3 * dim)
+    defer { buffer.deallocate() }
+    let r = buffer
+    let p = buffer + dim
+    let ap = buffer + 2 * dim
+    // x = 0, r = p = b.
+    for d in 0..<dim {
+      x[d] = 0
+      r[d] = 0
     }
-    var x = [Double](repeating: 0, count: n)
-    for i in stride(from: n - 1, through: 0, by: -1) {
-      var value = y[i]
-      for k in (i + 1)..<max(i + 1, n) { value -= u[i * n + k] * x[k] }
-      x[i] = value / u[i * n + i]
+    for (row, item) in zip(rows, items) {
+      let target = top - model.globalMean - model.itemBias[Int(item)]
+      for d in 0..<dim { r[d] += target * row[d] }
     }
-    return x.map { Float($0) }
+    p.update(from: r, count: dim)
+    var rr = Double(VectorMath.dot(r, r, dim))
+    let tolerance = rr * 1e-12
+    for _ in 0..<min(maxSteps, dim) {
+      if rr <= tolerance || rr == 0 { break }
+      apply(p, into: ap)
+      let pAp = Double(VectorMath.dot(p, ap, dim))
+      if !(pAp > 0) { break }
+      let alpha = Float(rr / pAp)
+      for d in 0..<dim {
+        x[d] += alpha * p[d]
+        r[d] -= alpha * ap[d]
+      }
+      let next = Double(VectorMath.dot(r, r, dim))
+      let beta = Float(next / rr)
+      rr = next
+      for d in 0..<dim { p[d] = r[d] + beta * p[d] }
+    }
   }
 }

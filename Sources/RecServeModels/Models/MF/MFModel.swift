@@ -224,6 +224,21 @@ public final class MFModel: RecommendationModel, @unchecked Sendable {
       out, 1)
   }
 
+  public func scoreItems(
+    query: UnsafePointer<Float>, offset: Float, items: UnsafeBufferPointer<Int32>,
+    into out: UnsafeMutablePointer<Float>
+  ) {
+    for j in 0..<items.count {
+      let i = Int(items[j])
+      out[j] = offset + itemBias[i] + VectorMath.dot(query, itemFactors + i * dim, dim)
+    }
+  }
+
+  public func queryWork(user: Int32?, recentCount: Int) -> Int {
+    if let user, user >= 0, Int(user) < userCount { return dim }
+    return FoldIn.work(items: recentCount, dim: dim)
+  }
+
   /// Scores of the given items for a known user: out[k] = score(user, items[k]). Out-of-range
   /// item indices get the unknown-item fallback μ + b_u.
   public func score(

@@ -243,6 +243,27 @@ public final class SASRecModel: RecommendationModel, @unchecked Sendable {
     }
   }
 
+  public func scoreItems(
+    query: UnsafePointer<Float>, offset: Float, items: UnsafeBufferPointer<Int32>,
+    into out: UnsafeMutablePointer<Float>
+  ) {
+    for j in 0..<items.count {
+      out[j] = offset + VectorMath.dot(query, itemFactors + Int(items[j]) * dim, dim)
+    }
+  }
+
+  /// A known user alone: a copy of its state; otherwise one pass of the network over the last
+  /// maxlen items (projections and feed-forward 6·L·d², attention 2·L²·d per block).
+  public func queryWork(user: Int32?, recentCount: Int) -> Int {
+    var history = 0
+    if let user, user >= 0, Int(user) < userCount {
+      if recentCount == 0 { return dim }
+      history = sequence(user: user).count
+    }
+    let L = min(history + recentCount, architecture.maxlen)
+    return architecture.blocks * (6 * L * dim * dim + 2 * L * L * dim)
+  }
+
   /// A known user alone: its stored state. Otherwise the user's training sequence (when the
   /// user is known) followed by `recentItems`, encoded; its last `maxlen` items count.
   public func query(
