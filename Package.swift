@@ -64,7 +64,7 @@ let package = Package(
     .executableTarget(
       name: "recserve",
       dependencies: [
-        "RecServeServing", "RecServeModels", "RecServeRPC", "RecServeProto",
+        "RecServeServing", "RecServeModels", "RecServeRPC", "RecServeProto", "CSystem",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]
     ),
@@ -80,5 +80,5 @@ let package = Package(
       dependencies: ["RecServeServing", "RecServeProto", "RecServeRPC", "RecServeModels"]
     ),
   ],
-  swiftLanguageModes: [.v5]
+  swiftLanguageModes: [.v6]
 )

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CSystem
 import Dispatch
 import Foundation
 import RecServeModels
@@ -146,7 +147,7 @@ struct ServeCommand: ParsableCommand {
   }
 
   private func execute() throws {
-    setvbuf(stdout, nil, _IOLBF, 0)
+    csystem_line_buffer_stdout()
     // Requests run on the server's own threads: one BLAS thread each keeps OpenBLAS's idle
     // workers from spinning against them.
     BLASThreads.set(1)

@@ -166,7 +166,7 @@ struct GradientFixture {
   /// One group a component of the network: embeddings, attention (its layer norm, in- and
   /// out-projections), the feed-forward network (its layer norm, both layers), the final layer
   /// norm.
-  static let groups: [(String, (String) -> Bool)] = [
+  static let groups: [(String, @Sendable (String) -> Bool)] = [
     ("item embeddings (input and output, the loss)", { $0 == "item_emb.weight" }),
     ("position embeddings", { $0 == "pos_emb.weight" }),
     ("attention layer norm", { $0.hasPrefix("attention_layernorms.") }),

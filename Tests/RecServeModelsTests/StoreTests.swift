@@ -106,7 +106,7 @@ import Testing
       }())
     let results = UnsafeMutableBufferPointer<Int64>.allocate(capacity: 8)
     defer { results.deallocate() }
-    DispatchQueue.concurrentPerform(iterations: 8) { k in
+    Parallel.run(8) { k in
       results[k] =
         (try? ModelStore.publish(
           model, manifest: ModelManifest(kind: "mf", name: "c"), modelsDirectory: dir.path,

@@ -308,11 +308,7 @@ public enum RankingEvaluator {
         b += T
       }
     }
-    if T == 1 {
-      work(0)
-    } else {
-      DispatchQueue.concurrentPerform(iterations: T, execute: work)
-    }
+    Parallel.run(T, work)
 
     var total = BlockSums(nk: nk)
     for b in 0..<blockCount { total.add(blocks[b]) }

@@ -258,11 +258,7 @@ public enum ALSTrainer {
               c += T
             }
           }
-          if T == 1 {
-            work(0)
-          } else {
-            DispatchQueue.concurrentPerform(iterations: T, execute: work)
-          }
+          Parallel.run(T, work)
         }
       }
     }
@@ -390,7 +386,7 @@ public enum ALSTrainer {
           partial.withUnsafeMutableBufferPointer { out in
             let ctx = LossContext(
               x: xb.baseAddress!, y: yb.baseAddress!, g: gb.baseAddress!, out: out.baseAddress!)
-            DispatchQueue.concurrentPerform(iterations: T) { t in
+            Parallel.run(T) { t in
               let tmp = UnsafeMutablePointer<Float>.allocate(capacity: D)
               defer { tmp.deallocate() }
               var s = 0.0

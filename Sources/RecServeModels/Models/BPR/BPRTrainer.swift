@@ -154,11 +154,7 @@ public enum BPRTrainer {
                       seed: config.seed, stream: UInt64(epoch) &* 0x1_0000 &+ UInt64(t) &+ 0xB9B0)
                     ctx.stats[t] = sgd(ctx, samples: samples, rng: &local)
                   }
-                  if T == 1 {
-                    work(0)
-                  } else {
-                    DispatchQueue.concurrentPerform(iterations: T, execute: work)
-                  }
+                  Parallel.run(T, work)
                 }
               }
             }

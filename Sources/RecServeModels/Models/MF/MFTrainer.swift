@@ -664,11 +664,7 @@ final class BlockPlan: @unchecked Sendable {
           g += T
         }
       }
-      if T == 1 {
-        work(0)
-      } else {
-        DispatchQueue.concurrentPerform(iterations: T, execute: work)
-      }
+      Parallel.run(T, work)
     }
     return partial.reduce(0, +)
   }

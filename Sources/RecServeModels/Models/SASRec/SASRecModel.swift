@@ -418,14 +418,10 @@ enum SASRecEncoder {
         (out + u * d).update(from: ws.output + (ws.sequenceStart[k + 1] - 1) * d, count: d)
       }
     }
-    let T = max(1, min(threads, chunks.count))
-    if T == 1 {
-      for c in 0..<chunks.count { work(c) }
-    } else {
-      let counter = ChunkCounter()
-      DispatchQueue.concurrentPerform(iterations: T) { _ in
-        while let c = counter.next(below: chunks.count) { work(c) }
-      }
+    // Each chunk writes the states of its own users only.
+    let counter = ChunkCounter()
+    Parallel.run(max(1, min(threads, chunks.count))) { _ in
+      while let c = counter.next(below: chunks.count) { work(c) }
     }
   }
 }

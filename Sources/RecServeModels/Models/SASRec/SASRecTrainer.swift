@@ -107,11 +107,7 @@ public enum SASRecTrainer {
                     state.shares[t], context: context, workspace: state.workspaces[t],
                     grads: state.grads[t], invTotal: invTotal, rng: &rng)
                 }
-                if T == 1 {
-                  work(0)
-                } else {
-                  DispatchQueue.concurrentPerform(iterations: T, execute: work)
-                }
+                Parallel.run(T, work)
                 var batchLoss = 0.0
                 for t in 0..<T {
                   batchLoss += state.results[t].loss
@@ -401,6 +397,6 @@ final class TrainingState: @unchecked Sendable {
         k += 1
       }
     }
-    if T == 1 { work(0) } else { DispatchQueue.concurrentPerform(iterations: T, execute: work) }
+    Parallel.run(T, work)
   }
 }
