@@ -3,7 +3,8 @@ import PackageDescription
 
 let package = Package(
   name: "RecServe",
-  platforms: [.macOS(.v13)],
+  // Synchronization (Mutex, Atomic) needs macOS 15; Linux is what the server runs on.
+  platforms: [.macOS(.v15)],
   products: [
     .executable(name: "recserve", targets: ["recserve"])
   ],
