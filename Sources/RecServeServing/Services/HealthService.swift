@@ -6,7 +6,7 @@ import SwiftProtobuf
 /// `grpc.health.v1.Health`. Service names: "" (the server), `recserve.v1.Recommender`,
 /// `recserve.v1.ModelAdmin`, and `recserve.v1.Recommender/<model>` for each model, SERVING once a
 /// version of it serves.
-public final class HealthService: @unchecked Sendable {
+public final class HealthService: Sendable {
   let registry: ModelRegistry
   let isShuttingDown: @Sendable () -> Bool
 

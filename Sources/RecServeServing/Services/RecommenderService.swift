@@ -6,7 +6,7 @@ import RecServeRPC
 import SwiftProtobuf
 
 /// `recserve.v1.Recommender`: Predict, Rank and SimilarItems on the registry's models.
-public final class RecommenderService: @unchecked Sendable {
+public final class RecommenderService: Sendable {
   public static let maxK = 10_000
   public static let maxPairs = 100_000
   public static let maxListEntries = 100_000

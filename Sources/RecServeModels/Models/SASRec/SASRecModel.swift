@@ -1,5 +1,6 @@
 import CBLAS
 import Dispatch
+import Synchronization
 
 #if canImport(Glibc)
   import Glibc
@@ -427,19 +428,15 @@ enum SASRecEncoder {
 }
 
 /// Hands out chunk numbers to worker threads.
-final class ChunkCounter: @unchecked Sendable {
-  private var value = 0
-  private var lock = pthread_mutex_t()
-
-  init() { pthread_mutex_init(&lock, nil) }
-  deinit { pthread_mutex_destroy(&lock) }
+final class ChunkCounter: Sendable {
+  private let value = Mutex(0)
 
   func next(below limit: Int) -> Int? {
-    pthread_mutex_lock(&lock)
-    defer { pthread_mutex_unlock(&lock) }
-    guard value < limit else { return nil }
-    value += 1
-    return value - 1
+    value.withLock { value in
+      guard value < limit else { return nil }
+      value += 1
+      return value - 1
+    }
   }
 }
 
