@@ -225,7 +225,7 @@ public final class ModelRegistry: @unchecked Sendable {
     let ticket = Ticket<T>()
     submit {
       guard ticket.state.load(ordering: .acquiring) != Ticket<T>.abandoned else {
-        ticket.finish(.failure(RPCError(.cancelled, "the caller stopped waiting")))
+        ticket.finish(.failure(CallerGaveUp()))
         return
       }
       ticket.finish(Result { try body { ticket.commit() } })
@@ -242,7 +242,13 @@ public final class ModelRegistry: @unchecked Sendable {
         return try ticket.outcome!.get()
       }
       // It may have finished without needing to commit.
-      if ticket.done.wait(timeout: .now()) == .success { return try ticket.outcome!.get() }
+      if ticket.done.wait(timeout: .now()) == .success, let outcome = ticket.outcome {
+        switch outcome {
+        case .success(let value): return value
+        case .failure(let error) where !(error is CallerGaveUp): throw error
+        case .failure: break
+        }
+      }
       if late {
         throw RPCError(
           .deadlineExceeded,
@@ -686,7 +692,7 @@ public final class ModelRegistry: @unchecked Sendable {
       // The caller stopped waiting: change nothing (a version loaded meanwhile stays until the
       // policy unloads it).
       _ = refreshModel(name, retry: false)
-      throw RPCError(.cancelled, "the caller stopped waiting; the label was not changed")
+      throw CallerGaveUp()
     }
     do {
       try LabelStore.write(labels, modelDirectory: modelDirectory)
@@ -731,7 +737,7 @@ public final class ModelRegistry: @unchecked Sendable {
           "version \(version) is the only version of '\(name)' that can serve; publish or load another first"
         )
       }
-      guard commit() else { throw RPCError(.cancelled, "the caller stopped waiting") }
+      guard commit() else { throw CallerGaveUp() }
       model.adminUnloaded.insert(version)
       self.models[name] = model
       _ = self.refreshModel(name, retry: false)
@@ -837,6 +843,10 @@ public final class ModelRegistry: @unchecked Sendable {
     }.joined(separator: ", ")
   }
 }
+
+/// What a job on the loader thread ends with when its caller stopped waiting before it
+/// committed; the caller reports its own deadline or cancellation instead.
+private struct CallerGaveUp: Error {}
 
 /// The result of a job on the loader thread, and who won the race between the job committing
 /// its change and its caller giving up.
