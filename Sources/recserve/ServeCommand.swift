@@ -188,9 +188,17 @@ struct ServeCommand: ParsableCommand {
       configuration.adminToken = token
     }
 
-    if (try? ModelStore.modelNames(models))?.isEmpty ?? true {
-      try trainDemoModel()
+    // Only a folder that is empty or not there gets the demo models: one that cannot be read
+    // is served as it becomes readable (the registry retries on every poll).
+    var empty = false
+    do {
+      empty =
+        try ModelStore.scanModels(models).map { $0.present.isEmpty && $0.unreadable.isEmpty }
+        ?? true
+    } catch {
+      log("warning: \(error); not training the demo models, retrying while serving")
     }
+    if empty { try trainDemoModel() }
 
     let server = RecServeServer(configuration: configuration)
     server.registry.log = { log($0) }

@@ -4,7 +4,14 @@ import Foundation
 /// "weights.safetensors: checksum mismatch (expected ab12…, got cd34…)".
 public struct ModelLoadError: Error, CustomStringConvertible, Sendable, Equatable {
   public let reason: String
-  public init(_ reason: String) { self.reason = reason }
+  /// The errno of an I/O error that kept the version from being read (not ENOENT or ENOTDIR):
+  /// the version may be fine, and reading it again later may work. Nil when the version itself
+  /// is at fault (missing files, checksums, shapes, values) or is not there.
+  public let ioError: Int32?
+  public init(_ reason: String, ioError: Int32? = nil) {
+    self.reason = reason
+    self.ioError = ioError
+  }
   public var description: String { reason }
 }
 

@@ -62,26 +62,73 @@ public enum ModelStore {
     join(join(modelsDirectory, name), String(version))
   }
 
-  /// Model names in the repository (folders with a valid name), sorted.
+  /// What a listing of the repository or of one model's folder found: the entries that are
+  /// there, and those that could not be looked at (an error other than absence, e.g. ELOOP,
+  /// EACCES, EIO), which may well be there too.
+  public struct Listing<Key: Hashable & Comparable & Sendable>: Sendable {
+    /// Folders with a valid name, ascending.
+    public var present: [Key] = []
+    /// Entries with a valid name that `stat` could not look at, with the error.
+    public var unreadable: [Key: FileError] = [:]
+
+    public init() {}
+  }
+
+  /// The models in the repository. Nil when the repository folder is not there (ENOENT,
+  /// ENOTDIR); throws a `FileError` when it is there but cannot be listed.
+  public static func scanModels(_ modelsDirectory: String) throws -> Listing<String>? {
+    try scan(modelsDirectory) { name in (try? validateName(name)) != nil ? name : nil }
+  }
+
+  /// The versions of a model. Nil when its folder is not there (ENOENT, ENOTDIR); throws a
+  /// `FileError` when it is there but cannot be listed.
+  public static func scanVersions(_ modelsDirectory: String, name: String) throws -> Listing<
+    Int64
+  >? {
+    try scan(join(modelsDirectory, name), key: parseVersion)
+  }
+
+  static func scan<Key>(_ directory: String, key: (String) -> Key?) throws -> Listing<Key>? {
+    let names: [String]
+    do {
+      names = try FileIO.listDirectory(directory)
+    } catch let error as FileError where error.isAbsence {
+      return nil
+    }
+    var listing = Listing<Key>()
+    for name in names {
+      guard let key = key(name) else { continue }
+      switch PathKind(join(directory, name)) {
+      case .directory: listing.present.append(key)
+      case .other, .absent: break
+      case .unreadable(let error): listing.unreadable[key] = error
+      }
+    }
+    listing.present.sort()
+    return listing
+  }
+
+  /// Model names in the repository (folders with a valid name), sorted; empty when the folder
+  /// is not there. Throws a `FileError` when it, or an entry in it, cannot be read.
   public static func modelNames(_ modelsDirectory: String) throws -> [String] {
-    guard FileIO.isDirectory(modelsDirectory) else { return [] }
-    return try FileIO.listDirectory(modelsDirectory).filter { name in
-      (try? validateName(name)) != nil && FileIO.isDirectory(join(modelsDirectory, name))
-    }.sorted()
+    guard let listing = try scanModels(modelsDirectory) else { return [] }
+    if let error = listing.unreadable.values.first { throw error }
+    return listing.present
   }
 
-  /// Versions of a model, ascending; empty when the model does not exist.
+  /// Versions of a model, ascending; empty when the model does not exist. Throws a `FileError`
+  /// when its folder, or a version in it, cannot be read.
   public static func versions(_ modelsDirectory: String, name: String) throws -> [Int64] {
-    let dir = join(modelsDirectory, name)
-    guard FileIO.isDirectory(dir) else { return [] }
-    return try FileIO.listDirectory(dir).compactMap { n -> Int64? in
-      guard let v = parseVersion(n), FileIO.isDirectory(join(dir, n)) else { return nil }
-      return v
-    }.sorted()
+    guard let listing = try scanVersions(modelsDirectory, name: name) else { return [] }
+    if let error = listing.unreadable.values.first { throw error }
+    return listing.present
   }
 
+  /// The highest version number taken in the model's folder (an entry that cannot be read
+  /// still takes its number); nil when there is none.
   public static func latestVersion(_ modelsDirectory: String, name: String) throws -> Int64? {
-    try versions(modelsDirectory, name: name).last
+    guard let listing = try scanVersions(modelsDirectory, name: name) else { return nil }
+    return (listing.present + listing.unreadable.keys).max()
   }
 
   // MARK: - Publish
@@ -229,9 +276,14 @@ public enum ModelStore {
   /// Reads and verifies a version folder: model.json (format, kind, checksums), the safetensors
   /// header (offsets in range, no overlap, sizes match dtype and shape), shapes against the counts
   /// and id files, and finite values. Throws a `ModelLoadError` with a one-line reason.
+  /// A `ModelLoadError` whose `ioError` is set when the version could not be read (as opposed
+  /// to being broken or absent).
   public static func load(versionDirectory dir: String) throws -> LoadedModel {
-    guard FileIO.isDirectory(dir) else {
-      throw ModelLoadError("\(dir): no such version folder")
+    switch PathKind(dir) {
+    case .directory: break
+    case .other, .absent: throw ModelLoadError("\(dir): no such version folder")
+    case .unreadable(let e):
+      throw ModelLoadError("\(dir): cannot read (\(e.reason))", ioError: e.code)
     }
     let manifestPath = join(dir, manifestFile)
     let manifestMap: MappedFile
@@ -241,7 +293,7 @@ public enum ModelStore {
       if e.code == ENOENT {
         throw ModelLoadError("model.json is missing (not a complete model version)")
       }
-      throw ModelLoadError("model.json: cannot read (\(e.reason))")
+      throw ModelLoadError("model.json: cannot read (\(e.reason))", ioError: e.code)
     }
     let manifest = try ModelManifest(parsing: manifestMap.bytes)
     guard ModelManifest.knownKinds.contains(manifest.kind) else {
@@ -266,7 +318,7 @@ public enum ModelStore {
         maps[file] = try MappedFile(path: join(dir, file))
       } catch let e as FileError {
         if e.code == ENOENT { throw ModelLoadError("\(file): listed in model.json but missing") }
-        throw ModelLoadError("\(file): cannot read (\(e.reason))")
+        throw ModelLoadError("\(file): cannot read (\(e.reason))", ioError: e.code)
       }
     }
     let weightsMap = maps[weightsFile]!

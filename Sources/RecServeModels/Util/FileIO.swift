@@ -5,7 +5,7 @@
 #endif
 
 /// An operating-system error on a path, e.g. "models/demo/3/users.txt: No such file or directory".
-public struct FileError: Error, CustomStringConvertible, Sendable {
+public struct FileError: Error, CustomStringConvertible, Sendable, Equatable {
   public let path: String
   public let code: Int32
   public let operation: String
@@ -19,6 +19,32 @@ public struct FileError: Error, CustomStringConvertible, Sendable {
   public var reason: String { String(cString: strerror(code)) }
 
   public var description: String { "\(path): cannot \(operation): \(reason)" }
+
+  /// True when the error says the path is not there (ENOENT, ENOTDIR): what it names is gone.
+  /// Any other error (EMFILE, EIO, ELOOP, EACCES, ...) says it could not be read, not that it
+  /// is absent: the caller should keep what it knew and try again later.
+  public var isAbsence: Bool { FileError.isAbsence(code) }
+
+  public static func isAbsence(_ code: Int32) -> Bool { code == ENOENT || code == ENOTDIR }
+}
+
+/// What `stat` says about a path: a directory, something else, nothing, or an error other
+/// than absence.
+enum PathKind {
+  case directory, other, absent
+  case unreadable(FileError)
+
+  init(_ path: String) {
+    var st = stat()
+    if stat(path, &st) == 0 {
+      self = (st.st_mode & S_IFMT) == S_IFDIR ? .directory : .other
+    } else {
+      let code = errno
+      self =
+        FileError.isAbsence(code)
+        ? .absent : .unreadable(FileError(path: path, code: code, operation: "read"))
+    }
+  }
 }
 
 /// A read-only memory map of a whole file; unmapped when the last reference goes away.
@@ -137,14 +163,21 @@ enum FileIO {
     rmdir(path)
   }
 
-  /// Names in a directory, without "." and "..".
+  /// Names in a directory, without "." and "..". Throws a `FileError` when the directory cannot
+  /// be opened or read to the end.
   static func listDirectory(_ path: String) throws -> [String] {
     guard let dir = opendir(path) else {
       throw FileError(path: path, code: errno, operation: "list")
     }
     defer { closedir(dir) }
     var names: [String] = []
-    while let entry = readdir(dir) {
+    while true {
+      // readdir returns nil both at the end and on an error; only errno tells them apart.
+      errno = 0
+      guard let entry = readdir(dir) else {
+        if errno != 0 { throw FileError(path: path, code: errno, operation: "list") }
+        break
+      }
       let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
         String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
       }

@@ -1,4 +1,5 @@
 import Foundation
+import RecServeModels
 
 #if canImport(Glibc)
   import Glibc
@@ -33,26 +34,83 @@ public enum LabelStore {
     }
   }
 
-  /// The labels in `<modelDirectory>/labels.json`: none when the file is missing. A file that
-  /// cannot be parsed yields an error message and no labels.
-  public static func read(modelDirectory: String) -> (ModelLabels, error: String?) {
-    let path = (modelDirectory as NSString).appendingPathComponent(fileName)
-    guard let data = FileManager.default.contents(atPath: path) else { return (ModelLabels(), nil) }
-    guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-      return (ModelLabels(), "\(path): not a JSON object; labels ignored")
+  public static func path(modelDirectory: String) -> String {
+    (modelDirectory as NSString).appendingPathComponent(fileName)
+  }
+
+  /// The labels in `<modelDirectory>/labels.json`: none when the file (or the folder) is not
+  /// there. Throws `LabelReadError.unreadable` when it cannot be read (any error but ENOENT and
+  /// ENOTDIR: ELOOP, EISDIR, EACCES, EIO, ...) and `.malformed` when it is not a labels object:
+  /// neither means "no labels".
+  public static func load(modelDirectory: String) throws(LabelReadError) -> ModelLabels {
+    let path = path(modelDirectory: modelDirectory)
+    let data: Data
+    do {
+      data = try readFile(path)
+    } catch let error where error.isAbsence {
+      return ModelLabels()
+    } catch {
+      throw .unreadable(error)
     }
+    return try parse(data, path: path)
+  }
+
+  /// The labels in a labels.json's bytes.
+  static func parse(_ data: Data, path: String) throws(LabelReadError) -> ModelLabels {
+    func malformed(_ why: String) -> LabelReadError { .malformed(path: path, reason: why) }
+    let parsed: Any
+    do {
+      parsed = try JSONSerialization.jsonObject(with: data)
+    } catch {
+      throw malformed("not valid JSON")
+    }
+    guard let object = parsed as? [String: Any] else { throw malformed("not a JSON object") }
     var result = ModelLabels()
-    let labels = (object["labels"] as? [String: Any]) ?? [:]
-    for (key, value) in labels where isValidLabel(key) {
-      if let number = value as? NSNumber, number.int64Value > 0 {
+    if let value = object["labels"] {
+      guard let labels = value as? [String: Any] else {
+        throw malformed("'labels' is not an object")
+      }
+      for (key, value) in labels {
+        guard isValidLabel(key) else { throw malformed("'\(key)' is not a valid label name") }
+        guard let number = value as? NSNumber, number.int64Value > 0,
+          number.doubleValue == Double(number.int64Value)
+        else {
+          throw malformed("label '\(key)' is not a positive version number")
+        }
         result.labels[key] = number.int64Value
       }
     }
-    if let fraction = object["canary_fraction"] as? NSNumber {
-      let value = fraction.floatValue
-      if value.isFinite { result.canaryFraction = min(1, max(0, value)) }
+    if let value = object["canary_fraction"] {
+      guard let fraction = value as? NSNumber, fraction.floatValue.isFinite else {
+        throw malformed("'canary_fraction' is not a number")
+      }
+      result.canaryFraction = min(1, max(0, fraction.floatValue))
     }
-    return (result, nil)
+    return result
+  }
+
+  /// A whole file, read with open/read so that every failure keeps its errno.
+  static func readFile(_ path: String) throws(FileError) -> Data {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    if fd < 0 { throw FileError(path: path, code: errno, operation: "open") }
+    defer { close(fd) }
+    var st = stat()
+    if fstat(fd, &st) != 0 { throw FileError(path: path, code: errno, operation: "read") }
+    if (st.st_mode & S_IFMT) == S_IFDIR {
+      throw FileError(path: path, code: EISDIR, operation: "read")
+    }
+    var data = Data()
+    var buffer = [UInt8](repeating: 0, count: 64 << 10)
+    while true {
+      let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+      if n < 0 {
+        if errno == EINTR { continue }
+        throw FileError(path: path, code: errno, operation: "read")
+      }
+      if n == 0 { break }
+      data.append(contentsOf: buffer[0..<n])
+    }
+    return data
   }
 
   /// Writes the labels atomically.
@@ -86,6 +144,22 @@ public enum LabelStore {
     if directory >= 0 {
       fsync(directory)
       close(directory)
+    }
+  }
+}
+
+/// Why labels.json could not be used. Neither case means "no labels": the registry keeps the
+/// last labels it read and never writes over the file.
+public enum LabelReadError: Error, CustomStringConvertible, Equatable {
+  /// The file is there (or may be) but reading it failed: ELOOP, EISDIR, EACCES, EIO, EMFILE...
+  case unreadable(FileError)
+  /// The file was read but is not a labels object.
+  case malformed(path: String, reason: String)
+
+  public var description: String {
+    switch self {
+    case .unreadable(let error): return "cannot read \(error.path): \(error.reason)"
+    case .malformed(let path, let reason): return "\(path) is malformed: \(reason)"
     }
   }
 }

@@ -54,30 +54,75 @@ public final class RegistrySnapshot: AtomicReference, @unchecked Sendable {
   init(models: [String: ModelEntry]) { self.models = models }
 }
 
+/// How long a caller waits for the registry's loader: until `deadline` (nil: no deadline) or
+/// until `isCancelled()` says the client went away.
+public struct WaitLimit: Sendable {
+  public var deadline: DispatchTime?
+  public var isCancelled: @Sendable () -> Bool
+
+  public init(
+    deadline: DispatchTime? = nil, isCancelled: @escaping @Sendable () -> Bool = { false }
+  ) {
+    self.deadline = deadline
+    self.isCancelled = isCancelled
+  }
+
+  /// No deadline, no cancellation (training, startup, tests).
+  public static let unlimited = WaitLimit()
+}
+
 /// The versioned model registry over `DIR/<name>/<version>/`.
 ///
 /// Requests take the current snapshot with one atomic load and keep the version they resolved
-/// until they finish; the registry builds new snapshots off the request path (polling the folder,
-/// admin calls, training) and publishes each with one atomic store. A version that fails
-/// verification is FAILED with its reason and never replaces one that serves; it is retried only
-/// by `reload()`. The latest `keepVersions` available versions and every labelled one stay
-/// loaded; older ones are UNLOADED, and their memory goes when their last request ends.
+/// until they finish; they never take a lock. Everything that reads the disk (polling the
+/// folder, loading and verifying versions, reading and writing labels) runs on one loader
+/// thread, which alone changes the registry's state and publishes each new snapshot with one
+/// atomic store. Admin calls and training hand their work to that thread and wait for it with
+/// their deadline; the only lock is the loader's job queue, held for a few instructions.
+///
+/// A version that fails verification is FAILED with its reason and never replaces one that
+/// serves; it is retried only by `reload()`. The latest `keepVersions` available versions and
+/// every labelled one stay loaded; older ones are UNLOADED, and their memory goes when their
+/// last request ends.
+///
+/// What cannot be read is not taken for absent. Only ENOENT and ENOTDIR mean a model, version
+/// or labels.json is gone; any other error (EMFILE, EIO, ELOOP, EACCES, EISDIR...) keeps the
+/// last good state of what it concerns (the model's versions, its labels, what serves), is
+/// logged once with the path and the error, and is retried on every poll; the first good read
+/// after it is logged once too. A labels.json that is not valid JSON keeps the last good labels
+/// the same way, and SetLabel never writes over a labels.json it could not read.
 public final class ModelRegistry: @unchecked Sendable {
   public let directory: String
   public let keepVersions: Int
   private let current: ManagedAtomic<RegistrySnapshot>
 
-  /// State only the writer (under `writer`) touches.
-  private struct WriterState {
-    var records: [String: [Int64: VersionRecord]] = [:]
+  /// What the loader knows about one model.
+  private struct ModelState {
+    var records: [Int64: VersionRecord] = [:]
+    /// The last labels read from labels.json (or written by SetLabel).
+    var labels = ModelLabels()
     /// Versions an admin unloaded: not loaded again until `reload()`.
-    var unloaded: [String: Set<Int64>] = [:]
-    var labelErrors: Set<String> = []
+    var adminUnloaded: Set<Int64> = []
   }
-  private let writer = Mutex<WriterState>(WriterState())
-  private let pollStop = Atomic<Bool>(false)
-  private let pollDone = DispatchSemaphore(value: 0)
-  private var pollThread: Thread?
+
+  // Loader thread only.
+  private var models: [String: ModelState] = [:]
+  /// Reads that failed on the last try, by what was read ("list", "labels", "load") and path,
+  /// with the line logged; each is logged when it starts failing and when it reads again.
+  private var faults: [String: String] = [:]
+
+  /// The loader's job queue and poll schedule.
+  private struct Loader {
+    var jobs: [@Sendable () -> Void] = []
+    var running = false
+    /// A poll is running (`stopPolling` waits for it to end).
+    var polling = false
+    var pollInterval: Double?
+    var nextPoll = DispatchTime.now()
+  }
+  private let loader = Mutex<Loader>(Loader())
+  private let wake = DispatchSemaphore(value: 0)
+  private let pollEnded = DispatchSemaphore(value: 0)
   /// Receives one line per event worth telling an operator (a new version serving, a failure).
   public var log: @Sendable (String) -> Void = { _ in }
 
@@ -90,89 +135,277 @@ public final class ModelRegistry: @unchecked Sendable {
   /// The current snapshot.
   public var snapshot: RegistrySnapshot { current.load(ordering: .acquiring) }
 
+  // MARK: the loader thread
+
+  /// Polls the folder every `interval` seconds on the loader thread until `stopPolling()`.
+  public func startPolling(interval: Double) {
+    guard interval > 0 else { return }
+    let start = loader.withLock { state -> Bool in
+      state.pollInterval = interval
+      state.nextPoll = .now() + interval
+      defer { state.running = true }
+      return !state.running
+    }
+    if start { startLoaderThread() }
+    wake.signal()
+  }
+
+  /// Stops polling, waiting for a poll in progress to end (not for admin work queued or running:
+  /// those calls finish within their own deadlines).
+  public func stopPolling() {
+    loader.withLock { state in state.pollInterval = nil }
+    wake.signal()
+    while loader.withLock({ $0.polling }) { _ = pollEnded.wait(timeout: .now() + 0.05) }
+  }
+
+  /// Runs `job` on the loader thread, starting the thread when it is not running (it stops
+  /// when it has nothing queued and does not poll).
+  private func submit(_ job: @escaping @Sendable () -> Void) {
+    let start = loader.withLock { state -> Bool in
+      state.jobs.append(job)
+      defer { state.running = true }
+      return !state.running
+    }
+    if start { startLoaderThread() }
+    wake.signal()
+  }
+
+  private func startLoaderThread() {
+    let thread = Thread { [self] in
+      BackgroundPriority.lowerCurrentThread()
+      runLoader()
+    }
+    thread.name = "recserve-registry"
+    thread.start()
+  }
+
+  private enum LoaderStep {
+    case run(@Sendable () -> Void)
+    case poll
+    case wait(DispatchTime)
+    case exit
+  }
+
+  private func runLoader() {
+    while true {
+      let step = loader.withLock { state -> LoaderStep in
+        if !state.jobs.isEmpty { return .run(state.jobs.removeFirst()) }
+        guard state.pollInterval != nil else {
+          state.running = false
+          return .exit
+        }
+        guard DispatchTime.now() >= state.nextPoll else { return .wait(state.nextPoll) }
+        state.polling = true
+        return .poll
+      }
+      switch step {
+      case .run(let job): job()
+      case .poll:
+        refreshAll(retry: false)
+        loader.withLock { state in
+          state.polling = false
+          if let interval = state.pollInterval { state.nextPoll = .now() + interval }
+        }
+        pollEnded.signal()
+      case .wait(let until): _ = wake.wait(timeout: until)
+      case .exit: return
+      }
+    }
+  }
+
+  /// Runs `body` on the loader thread and waits for its result within `limit`. Before it
+  /// changes anything the caller hears about, `body` calls `commit()`: false means the caller
+  /// stopped waiting (deadline, cancellation) and `body` must change nothing. Once `commit()`
+  /// said true, the caller waits for the outcome, so it is never told "nothing was changed" about
+  /// a change that was made. `unchanged` finishes the caller's error when it stops waiting.
+  private func perform<T: Sendable>(
+    _ limit: WaitLimit, what: String, unchanged: String,
+    _ body: @escaping @Sendable (_ commit: () -> Bool) throws -> T
+  ) throws -> T {
+    let ticket = Ticket<T>()
+    submit {
+      guard ticket.state.load(ordering: .acquiring) != Ticket<T>.abandoned else {
+        ticket.finish(.failure(CallerGaveUp()))
+        return
+      }
+      ticket.finish(Result { try body { ticket.commit() } })
+    }
+    while true {
+      let slice = min(DispatchTime.now() + 0.05, limit.deadline ?? .distantFuture)
+      if ticket.done.wait(timeout: slice) == .success { return try ticket.outcome!.get() }
+      let cancelled = limit.isCancelled()
+      let late = limit.deadline.map { DispatchTime.now() >= $0 } ?? false
+      guard cancelled || late else { continue }
+      guard ticket.abandon() else {
+        // It is committing: the change is being made, so wait for it (it is short).
+        ticket.done.wait()
+        return try ticket.outcome!.get()
+      }
+      // It may have finished without needing to commit.
+      if ticket.done.wait(timeout: .now()) == .success, let outcome = ticket.outcome {
+        switch outcome {
+        case .success(let value): return value
+        case .failure(let error) where !(error is CallerGaveUp): throw error
+        case .failure: break
+        }
+      }
+      if late {
+        throw RPCError(
+          .deadlineExceeded,
+          "the deadline passed while the registry was busy with \(what); \(unchanged)")
+      }
+      throw RPCError(
+        .cancelled, "the client cancelled while the registry was busy with \(what); \(unchanged)")
+    }
+  }
+
   // MARK: refreshing
 
   /// Scans the folder once and publishes what changed. Returns one line per version that failed
   /// verification during this call.
   @discardableResult
   public func loadAll() -> [String] {
-    refresh(retry: false)
+    (try? perform(.unlimited, what: "a scan of the model folder", unchanged: "") { _ in
+      self.refreshAll(retry: false)
+    }) ?? []
   }
 
   /// Scans the folder, retrying FAILED and admin-unloaded versions.
   @discardableResult
   public func reload() -> [String] {
-    refresh(retry: true)
+    (try? reload(within: .unlimited)) ?? []
   }
 
-  /// Polls the folder every `interval` seconds on a thread of its own until `stopPolling()`.
-  public func startPolling(interval: Double) {
-    guard interval > 0, pollThread == nil else { return }
-    let thread = Thread { [self] in
-      BackgroundPriority.lowerCurrentThread()
-      while !pollStop.load(ordering: .relaxed) {
-        let deadline = Date().addingTimeInterval(interval)
-        while Date() < deadline && !pollStop.load(ordering: .relaxed) {
-          usleep(UInt32(min(0.05, max(0.001, interval / 10)) * 1e6))
-        }
-        if pollStop.load(ordering: .relaxed) { break }
-        refresh(retry: false)
-      }
-      pollDone.signal()
-    }
-    thread.name = "recserve-registry"
-    pollThread = thread
-    thread.start()
-  }
-
-  public func stopPolling() {
-    guard pollThread != nil else { return }
-    pollStop.store(true, ordering: .relaxed)
-    pollDone.wait()
-    pollThread = nil
-  }
-
-  private func refresh(retry: Bool) -> [String] {
-    writer.withLock { state in
-      var failures: [String] = []
-      if retry { state.unloaded.removeAll() }
-      let names = (try? ModelStore.modelNames(directory)) ?? []
-      for name in Set(state.records.keys).subtracting(names) { state.records[name] = nil }
-      for name in names {
-        failures += refreshModel(name, state: &state, retry: retry)
-      }
-      return failures
+  /// `reload()` for a caller that waits at most within `limit` (the scan goes on without it).
+  @discardableResult
+  public func reload(within limit: WaitLimit) throws -> [String] {
+    try perform(
+      limit, what: "a reload of the model folder", unchanged: "the reload goes on without you"
+    ) { _ in
+      self.refreshAll(retry: true)
     }
   }
 
-  /// Brings one model's records in line with the disk and the policy, and publishes.
-  private func refreshModel(_ name: String, state: inout WriterState, retry: Bool) -> [String] {
+  /// Loader thread: brings every model in line with the disk.
+  @discardableResult
+  private func refreshAll(retry: Bool) -> [String] {
+    if retry {
+      for name in models.keys { models[name]!.adminUnloaded.removeAll() }
+    }
+    let listing: ModelStore.Listing<String>
+    do {
+      listing = try ModelStore.scanModels(directory) ?? ModelStore.Listing()
+      readable("list", directory, models.isEmpty ? nil : "models are read from it again")
+    } catch {
+      unreadable(
+        "list", directory, error, keeping: "every model keeps what it had (\(servingSummary()))")
+      return []
+    }
+    let present = Set(listing.present)
+    let gone = models.keys.filter { !present.contains($0) && listing.unreadable[$0] == nil }
+    for name in gone { forget(name) }
+    if !gone.isEmpty { publish(nil) }
+    for (name, error) in listing.unreadable.sorted(by: { $0.key < $1.key }) {
+      let path = ModelStore.modelDirectory(directory, name: name)
+      unreadable("list", path, error, keeping: models[name] == nil ? nil : keepingSummary(name))
+    }
     var failures: [String] = []
-    let modelDirectory = ModelStore.modelDirectory(directory, name: name)
-    let onDisk = ((try? ModelStore.versions(directory, name: name)) ?? []).sorted(by: >)
-    let (labels, labelError) = LabelStore.read(modelDirectory: modelDirectory)
-    if let labelError, !state.labelErrors.contains(modelDirectory) {
-      state.labelErrors.insert(modelDirectory)
-      log("warning: \(labelError)")
-    } else if labelError == nil {
-      state.labelErrors.remove(modelDirectory)
+    for name in listing.present {
+      failures += refreshModel(name, retry: retry)
     }
-    var records = state.records[name] ?? [:]
-    for version in Set(records.keys).subtracting(onDisk) { records[version] = nil }
-    let labelled = Set(labels.labels.values)
-    let adminUnloaded = state.unloaded[name] ?? []
-    let before = ModelEntry(name: name, versions: records, labels: labels).serving?.version
+    return failures
+  }
 
+  /// Loader thread: drops a model that is gone from the disk.
+  private func forget(_ name: String) {
+    models[name] = nil
+    let path = ModelStore.modelDirectory(directory, name: name)
+    faults = faults.filter { key, _ in
+      !Self.path(of: key).hasPrefix(path + "/") && Self.path(of: key) != path
+    }
+    log("model '\(name)' is gone from \(directory): no longer served")
+  }
+
+  /// Loader thread: brings one model's records in line with the disk and the policy, and
+  /// publishes. On an error reading its folder or labels it keeps what it had.
+  private func refreshModel(_ name: String, retry: Bool) -> [String] {
+    let modelDirectory = ModelStore.modelDirectory(directory, name: name)
+    let listing: ModelStore.Listing<Int64>
+    do {
+      guard let found = try ModelStore.scanVersions(directory, name: name) else {
+        if models[name] != nil {
+          forget(name)
+          publish(nil)
+        }
+        return []
+      }
+      listing = found
+    } catch {
+      unreadable(
+        "list", modelDirectory, error,
+        keeping: models[name] == nil ? nil : keepingSummary(name))
+      return []
+    }
+    readable("list", modelDirectory, "model '\(name)' is refreshed from it again")
+    var model = models[name] ?? ModelState()
+    let labelsPath = LabelStore.path(modelDirectory: modelDirectory)
+    do {
+      model.labels = try LabelStore.load(modelDirectory: modelDirectory)
+      readable("labels", labelsPath, "model '\(name)' uses its labels again")
+      readable(
+        "json", labelsPath, "model '\(name)' uses its labels again", phrase: "is valid again")
+    } catch {
+      let kept =
+        models[name] == nil
+        ? "model '\(name)' has no labels read yet and serves as if it had none until then"
+        : "model '\(name)' keeps its last good labels (\(Self.describe(model.labels)))"
+          + " and what serves"
+      // An unreadable file and a malformed one recover with different words.
+      let (kind, other) =
+        if case .malformed = error { ("json", "labels") } else { ("labels", "json") }
+      faults[other + ":" + labelsPath] = nil
+      noteFault(
+        kind, labelsPath,
+        "warning: \(error); \(kept); \(LabelStore.fileName) is left as it is, retrying every poll"
+      )
+    }
+
+    let previous = model.records
+    var records = previous
+    let before = snapshot.models[name]?.serving?.version
+    let present = Set(listing.present)
+    for version in records.keys
+    where !present.contains(version) && listing.unreadable[version] == nil {
+      records[version] = nil
+      faults["load:" + versionPath(name, version)] = nil
+    }
+    for (version, error) in listing.unreadable.sorted(by: { $0.key > $1.key }) {
+      let state = records[version].map { "\($0.state)".uppercased() }
+      unreadable(
+        "list", versionPath(name, version), error,
+        keeping: state.map { "version \(version) of '\(name)' stays \($0)" })
+    }
+    for version in listing.present {
+      readable("list", versionPath(name, version), nil)
+    }
+    let labelled = Set(model.labels.labels.values)
+    var failures: [String] = []
     var kept = 0
-    for version in onDisk {
+    for version in (listing.present + listing.unreadable.keys).sorted(by: >) {
       let record = records[version]
+      if listing.unreadable[version] != nil {
+        // Cannot look at it now: it stays as it was.
+        if record?.state == .available { kept += 1 }
+        continue
+      }
       if record?.state == .failed && !retry { continue }
       let wanted =
-        (kept < keepVersions || labelled.contains(version)) && !adminUnloaded.contains(version)
+        (kept < keepVersions || labelled.contains(version))
+        && !model.adminUnloaded.contains(version)
       if !wanted {
         if record?.served != nil || record == nil || record?.state == .failed {
           let reason =
-            adminUnloaded.contains(version)
+            model.adminUnloaded.contains(version)
             ? "unloaded by an admin"
             : "not among the latest \(keepVersions) versions and not labelled"
           records[version] = VersionRecord(
@@ -186,22 +419,30 @@ public final class ModelRegistry: @unchecked Sendable {
       }
       // Load and verify off the request path; show LOADING meanwhile.
       records[version] = VersionRecord(version: version, state: .loading, reason: "", served: nil)
-      publish(name: name, records: records, labels: labels, state: &state)
+      model.records = records
+      models[name] = model
+      publish(name)
       let loaded = loadVersion(name: name, version: version)
-      records[version] = loaded
-      if loaded.state == .available {
+      switch loaded {
+      case .loaded(let record):
+        records[version] = record
         kept += 1
-      } else {
-        failures.append("\(name) version \(version): \(loaded.reason)")
+      case .unreadable(let record):
+        records[version] = record
+      case .failed(let record):
+        records[version] = record
+        failures.append("\(name) version \(version): \(record.reason)")
         log(
-          "version \(version) of '\(name)' FAILED verification and will not serve: \(loaded.reason)"
+          "version \(version) of '\(name)' FAILED verification and will not serve: \(record.reason)"
         )
       }
     }
-    let unloadedNow = (state.records[name] ?? [:]).values.contains { old in
+    let unloadedNow = previous.values.contains { old in
       old.served != nil && records[old.version]?.served == nil
     }
-    publish(name: name, records: records, labels: labels, state: &state)
+    model.records = records
+    models[name] = model
+    publish(name)
     if unloadedNow {
       // Freed tensors and id maps go back to the system rather than staying in malloc's arenas.
       releaseFreedMemory()
@@ -213,41 +454,120 @@ public final class ModelRegistry: @unchecked Sendable {
     return failures
   }
 
-  /// Reads, verifies and warms one version: AVAILABLE with it, or FAILED with the reason.
-  private func loadVersion(name: String, version: Int64) -> VersionRecord {
-    let path = ModelStore.versionDirectory(directory, name: name, version: version)
+  private enum LoadOutcome {
+    /// AVAILABLE.
+    case loaded(VersionRecord)
+    /// An I/O error kept it from being read: UNLOADED, tried again on the next poll.
+    case unreadable(VersionRecord)
+    /// FAILED verification, with the reason.
+    case failed(VersionRecord)
+  }
+
+  /// Loader thread: reads, verifies and warms one version.
+  private func loadVersion(name: String, version: Int64) -> LoadOutcome {
+    let path = versionPath(name, version)
     do {
       let loaded = try ModelStore.load(versionDirectory: path)
       let served = ServedVersion(name: name, version: version, loaded: loaded)
       served.warm()
-      return VersionRecord(version: version, state: .available, reason: "", served: served)
+      readable("load", path, "version \(version) of '\(name)' loaded")
+      return .loaded(
+        VersionRecord(version: version, state: .available, reason: "", served: served))
+    } catch let error as ModelLoadError where error.ioError != nil {
+      noteFault(
+        "load", path,
+        "warning: cannot read version \(version) of '\(name)' (\(path)): \(error.reason);"
+          + " it does not serve until it can be read, retrying every poll")
+      return .unreadable(
+        VersionRecord(
+          version: version, state: .unloaded,
+          reason: "could not be read (\(error.reason)); retried on every poll", served: nil))
     } catch {
-      return VersionRecord(version: version, state: .failed, reason: "\(error)", served: nil)
+      faults["load:" + path] = nil
+      return .failed(
+        VersionRecord(version: version, state: .failed, reason: "\(error)", served: nil))
     }
   }
 
-  private func publish(
-    name: String, records: [Int64: VersionRecord], labels: ModelLabels, state: inout WriterState
-  ) {
-    state.records[name] = records
-    var models: [String: ModelEntry] = [:]
+  /// Loader thread: publishes the state of `name` (nil: only drops models that are gone).
+  private func publish(_ name: String?) {
+    var entries: [String: ModelEntry] = [:]
     let previous = current.load(ordering: .acquiring)
-    for (other, entry) in previous.models where other != name && state.records[other] != nil {
-      models[other] = entry
+    for (other, entry) in previous.models where other != name && models[other] != nil {
+      entries[other] = entry
     }
-    if !records.isEmpty {
-      models[name] = ModelEntry(name: name, versions: records, labels: labels)
+    if let name, let model = models[name], !model.records.isEmpty {
+      entries[name] = ModelEntry(name: name, versions: model.records, labels: model.labels)
     }
-    current.store(RegistrySnapshot(models: models), ordering: .releasing)
+    current.store(RegistrySnapshot(models: entries), ordering: .releasing)
+  }
+
+  // MARK: read faults (loader thread)
+
+  private func versionPath(_ name: String, _ version: Int64) -> String {
+    ModelStore.versionDirectory(directory, name: name, version: version)
+  }
+
+  private static func path(of key: String) -> String {
+    String(key[key.index(after: key.firstIndex(of: ":")!)...])
+  }
+
+  /// Logs `line` when the read `kind` of `path` starts failing, or fails differently.
+  private func noteFault(_ kind: String, _ path: String, _ line: String) {
+    let key = kind + ":" + path
+    guard faults[key] != line else { return }
+    faults[key] = line
+    log(line)
+  }
+
+  private func unreadable(_ kind: String, _ path: String, _ error: any Error, keeping: String?) {
+    let reason = (error as? FileError)?.reason ?? "\(error)"
+    noteFault(
+      kind, path,
+      "warning: cannot read \(path): \(reason); "
+        + (keeping.map { "\($0), " } ?? "") + "retrying every poll")
+  }
+
+  /// Logs that `path` can be read again (and `recovered`, when given) once the read `kind` of
+  /// it works after failing.
+  private func readable(
+    _ kind: String, _ path: String, _ recovered: String?, phrase: String = "can be read again"
+  ) {
+    guard faults.removeValue(forKey: kind + ":" + path) != nil else { return }
+    log("\(path) \(phrase)" + (recovered.map { ": \($0)" } ?? ""))
+  }
+
+  private func keepingSummary(_ name: String) -> String {
+    let serving = snapshot.models[name]?.serving?.version
+    return "model '\(name)' keeps its versions, labels and what serves"
+      + (serving.map { " (version \($0))" } ?? "")
+  }
+
+  private func servingSummary() -> String {
+    let snapshot = self.snapshot
+    let parts = snapshot.models.keys.sorted().map { name in
+      "'\(name)' version \(snapshot.models[name]?.serving.map { String($0.version) } ?? "none")"
+    }
+    return parts.isEmpty ? "none served" : "serving " + parts.joined(separator: ", ")
+  }
+
+  static func describe(_ labels: ModelLabels) -> String {
+    labels.labels.isEmpty
+      ? "none"
+      : labels.labels.keys.sorted().map { "\($0) → \(labels.labels[$0]!)" }.joined(
+        separator: ", ")
   }
 
   // MARK: admin
 
   /// Points `label` at `version` (0 removes the label); with the label `canary`, also sets the
-  /// fraction of users it serves. A version not loaded is loaded and verified first.
-  public func setLabel(name: String, label: String, version: Int64, canaryFraction: Float?) throws
-    -> ModelEntry
-  {
+  /// fraction of users it serves. A version not loaded is loaded and verified first, on the
+  /// loader thread; the caller waits within `limit`. Refused, with labels.json left as it is,
+  /// when labels.json cannot be read (UNAVAILABLE) or is malformed (FAILED_PRECONDITION).
+  public func setLabel(
+    name: String, label: String, version: Int64, canaryFraction: Float?,
+    limit: WaitLimit = .unlimited
+  ) throws -> ModelEntry {
     if name.isEmpty { throw RPCError.invalidArgument("name is empty: name the model") }
     guard LabelStore.isValidLabel(label) else {
       throw RPCError.invalidArgument(
@@ -266,89 +586,169 @@ public final class ModelRegistry: @unchecked Sendable {
           "canary_fraction must be between 0 and 1, got \(canaryFraction)")
       }
     }
-    return try writer.withLock { state -> ModelEntry in
-      let modelDirectory = ModelStore.modelDirectory(directory, name: name)
-      let onDisk = (try? ModelStore.versions(directory, name: name)) ?? []
-      guard state.records[name] != nil || !onDisk.isEmpty else {
-        throw RPCError.notFound("model '\(name)' not found")
-      }
-      var (labels, _) = LabelStore.read(modelDirectory: modelDirectory)
-      if version == 0 {
-        guard labels.labels.removeValue(forKey: label) != nil else {
-          throw RPCError.notFound("model '\(name)' has no label '\(label)'")
-        }
-        if label == LabelStore.canaryLabel { labels.canaryFraction = 0 }
-      } else {
-        guard onDisk.contains(version) else {
-          throw RPCError.notFound(
-            "model '\(name)' has no version \(version) (versions: \(onDisk.map(String.init).joined(separator: ", ")))"
-          )
-        }
-        var records = state.records[name] ?? [:]
-        if records[version]?.state == .failed {
-          throw RPCError.failedPrecondition(
-            "version \(version) of '\(name)' failed verification and cannot serve: \(records[version]!.reason)"
-          )
-        }
-        if records[version]?.served == nil {
-          let loaded = loadVersion(name: name, version: version)
-          records[version] = loaded
-          state.records[name] = records
-          if loaded.state != .available {
-            throw RPCError.failedPrecondition(
-              "version \(version) of '\(name)' failed verification: \(loaded.reason)")
-          }
-        }
-        labels.labels[label] = version
-        state.unloaded[name]?.remove(version)
-        if label == LabelStore.canaryLabel {
-          if let canaryFraction { labels.canaryFraction = canaryFraction }
-        }
-      }
-      do {
-        try LabelStore.write(labels, modelDirectory: modelDirectory)
-      } catch {
-        throw RPCError.internal("\(error)")
-      }
-      _ = refreshModel(name, state: &state, retry: false)
-      log(
-        "label '\(label)' of '\(name)' \(version == 0 ? "removed" : "now points to version \(version)")"
-      )
-      guard let entry = snapshot.models[name] else {
-        throw RPCError.notFound("model '\(name)' not found")
-      }
-      return entry
+    let what =
+      version == 0
+      ? "removing label '\(label)' of '\(name)'"
+      : "pointing label '\(label)' of '\(name)' at version \(version)"
+    return try perform(limit, what: what, unchanged: "the label was not changed") { commit in
+      try self.applyLabel(
+        name: name, label: label, version: version, canaryFraction: canaryFraction,
+        commit: commit)
     }
+  }
+
+  /// Loader thread: the work of `setLabel`.
+  private func applyLabel(
+    name: String, label: String, version: Int64, canaryFraction: Float?, commit: () -> Bool
+  ) throws -> ModelEntry {
+    let modelDirectory = ModelStore.modelDirectory(directory, name: name)
+    let listing: ModelStore.Listing<Int64>
+    do {
+      guard let found = try ModelStore.scanVersions(directory, name: name),
+        models[name] != nil || !found.present.isEmpty
+      else {
+        throw RPCError.notFound("model '\(name)' not found")
+      }
+      listing = found
+    } catch let error as FileError {
+      throw RPCError(
+        .unavailable,
+        "cannot read \(error.path): \(error.reason); nothing was changed, try again later")
+    }
+    var model = models[name] ?? ModelState()
+    var labels: ModelLabels
+    do {
+      labels = try LabelStore.load(modelDirectory: modelDirectory)
+    } catch {
+      let kept =
+        "\(LabelStore.fileName) was left as it is and the labels in use stay "
+        + Self.describe(model.labels)
+      switch error {
+      case .unreadable(let cause):
+        throw RPCError(
+          .unavailable,
+          "cannot read \(cause.path): \(cause.reason); \(kept); try again when it can be read")
+      case .malformed(let path, let reason):
+        throw RPCError(
+          .failedPrecondition,
+          "\(path) is malformed (\(reason)); \(kept); fix or remove the file, then try again")
+      }
+    }
+    if version == 0 {
+      guard labels.labels.removeValue(forKey: label) != nil else {
+        throw RPCError.notFound("model '\(name)' has no label '\(label)'")
+      }
+      if label == LabelStore.canaryLabel { labels.canaryFraction = 0 }
+    } else {
+      guard listing.present.contains(version) else {
+        if let error = listing.unreadable[version] {
+          throw RPCError(
+            .unavailable,
+            "cannot read \(error.path): \(error.reason); nothing was changed, try again later")
+        }
+        throw RPCError.notFound(
+          "model '\(name)' has no version \(version) (versions: \(listing.present.map(String.init).joined(separator: ", ")))"
+        )
+      }
+      if let record = model.records[version], record.state == .failed {
+        throw RPCError.failedPrecondition(
+          "version \(version) of '\(name)' failed verification and cannot serve: \(record.reason)"
+        )
+      }
+      if model.records[version]?.served == nil {
+        let previous = model.records[version]
+        model.records[version] = VersionRecord(
+          version: version, state: .loading, reason: "", served: nil)
+        models[name] = model
+        publish(name)
+        switch loadVersion(name: name, version: version) {
+        case .loaded(let record):
+          model.records[version] = record
+          models[name] = model
+        case .unreadable(let record):
+          model.records[version] = previous
+          models[name] = model
+          publish(name)
+          throw RPCError(
+            .unavailable,
+            "version \(version) of '\(name)' \(record.reason.replacingOccurrences(of: "; retried on every poll", with: "")); nothing was changed, try again later"
+          )
+        case .failed(let record):
+          model.records[version] = record
+          models[name] = model
+          publish(name)
+          throw RPCError.failedPrecondition(
+            "version \(version) of '\(name)' failed verification: \(record.reason)")
+        }
+      }
+      labels.labels[label] = version
+      model.adminUnloaded.remove(version)
+      models[name] = model
+      if label == LabelStore.canaryLabel {
+        if let canaryFraction { labels.canaryFraction = canaryFraction }
+      }
+    }
+    guard commit() else {
+      // The caller stopped waiting: change nothing (a version loaded meanwhile stays until the
+      // policy unloads it).
+      _ = refreshModel(name, retry: false)
+      throw CallerGaveUp()
+    }
+    do {
+      try LabelStore.write(labels, modelDirectory: modelDirectory)
+    } catch {
+      throw RPCError(.unavailable, "\(error); the labels were not changed")
+    }
+    models[name]?.labels = labels
+    _ = refreshModel(name, retry: false)
+    log(
+      "label '\(label)' of '\(name)' \(version == 0 ? "removed" : "now points to version \(version)")"
+    )
+    guard let entry = snapshot.models[name] else {
+      throw RPCError.notFound("model '\(name)' not found")
+    }
+    return entry
   }
 
   /// Unloads a version until `reload()`. Refused for a labelled version and for the last one
   /// that can serve.
-  public func unload(name: String, version: Int64) throws -> ModelEntry {
+  public func unload(name: String, version: Int64, limit: WaitLimit = .unlimited) throws
+    -> ModelEntry
+  {
     if name.isEmpty { throw RPCError.invalidArgument("name is empty: name the model") }
-    return try writer.withLock { state -> ModelEntry in
-      guard let records = state.records[name] else {
+    return try perform(
+      limit, what: "unloading version \(version) of '\(name)'", unchanged: "nothing was unloaded"
+    ) { commit in
+      guard var model = self.models[name] else {
         throw RPCError.notFound("model '\(name)' not found")
       }
-      guard let record = records[version] else {
+      guard let record = model.records[version] else {
         throw RPCError.notFound("model '\(name)' has no version \(version)")
       }
-      let (labels, _) = LabelStore.read(
-        modelDirectory: ModelStore.modelDirectory(directory, name: name))
-      if let label = labels.labels.first(where: { $0.value == version })?.key {
+      if let label = model.labels.labels.first(where: { $0.value == version })?.key {
         throw RPCError.failedPrecondition(
-          "version \(version) of '\(name)' is labelled '\(label)': move or remove the label first")
+          "version \(version) of '\(name)' is labelled '\(label)': move or remove the label first"
+        )
       }
       if record.served != nil
-        && !records.values.contains(where: { $0.version != version && $0.served != nil })
+        && !model.records.values.contains(where: { $0.version != version && $0.served != nil })
       {
         throw RPCError.failedPrecondition(
           "version \(version) is the only version of '\(name)' that can serve; publish or load another first"
         )
       }
-      state.unloaded[name, default: []].insert(version)
-      _ = refreshModel(name, state: &state, retry: false)
-      log("version \(version) of '\(name)' unloaded by an admin")
-      guard let entry = snapshot.models[name] else {
+      guard commit() else { throw CallerGaveUp() }
+      model.adminUnloaded.insert(version)
+      self.models[name] = model
+      _ = self.refreshModel(name, retry: false)
+      if self.models[name]?.records[version]?.served != nil {
+        // The folder could not be read, so the refresh kept everything: unload it anyway.
+        self.models[name]?.records[version] = VersionRecord(
+          version: version, state: .unloaded, reason: "unloaded by an admin", served: nil)
+        self.publish(name)
+      }
+      self.log("version \(version) of '\(name)' unloaded by an admin")
+      guard let entry = self.snapshot.models[name] else {
         throw RPCError.notFound("model '\(name)' not found")
       }
       return entry
@@ -441,6 +841,42 @@ public final class ModelRegistry: @unchecked Sendable {
       case .unloaded: return "\(version) UNLOADED"
       }
     }.joined(separator: ", ")
+  }
+}
+
+/// What a job on the loader thread ends with when its caller stopped waiting before it
+/// committed; the caller reports its own deadline or cancellation instead.
+private struct CallerGaveUp: Error {}
+
+/// The result of a job on the loader thread, and who won the race between the job committing
+/// its change and its caller giving up.
+private final class Ticket<T>: @unchecked Sendable {
+  static var pending: Int { 0 }
+  static var committing: Int { 1 }
+  static var abandoned: Int { 2 }
+
+  let done = DispatchSemaphore(value: 0)
+  let state = Atomic<Int>(0)
+  /// Set once, by the loader, before `done` is signalled.
+  private(set) var outcome: Result<T, any Error>?
+
+  func finish(_ outcome: Result<T, any Error>) {
+    self.outcome = outcome
+    done.signal()
+  }
+
+  /// The job is about to change something: false when its caller already gave up.
+  func commit() -> Bool {
+    state.compareExchange(
+      expected: Self.pending, desired: Self.committing, ordering: .acquiringAndReleasing
+    ).exchanged
+  }
+
+  /// The caller gives up: false when the job is already committing.
+  func abandon() -> Bool {
+    state.compareExchange(
+      expected: Self.pending, desired: Self.abandoned, ordering: .acquiringAndReleasing
+    ).exchanged
   }
 }
 

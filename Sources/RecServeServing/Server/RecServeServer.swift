@@ -124,20 +124,25 @@ public final class RecServeServer: @unchecked Sendable {
       Self.unary(authorize: authorize) { (request: Recserve_V1_GetModelStatusRequest, _) in
         try admin.getModelStatus(request)
       })
+    // These wait for the registry's loader (which may be loading and verifying a version for
+    // seconds), so they must not hold a completion-queue thread and the calls queued on it.
     rpc.register(
       "/recserve.v1.ModelAdmin/SetLabel",
-      Self.unary(authorize: authorize) { (request: Recserve_V1_SetLabelRequest, _) in
-        try admin.setLabel(request)
+      Self.waitingUnary(authorize: authorize) {
+        (request: Recserve_V1_SetLabelRequest, context) in
+        try admin.setLabel(request, context: context)
       })
     rpc.register(
       "/recserve.v1.ModelAdmin/UnloadVersion",
-      Self.unary(authorize: authorize) { (request: Recserve_V1_UnloadVersionRequest, _) in
-        try admin.unloadVersion(request)
+      Self.waitingUnary(authorize: authorize) {
+        (request: Recserve_V1_UnloadVersionRequest, context) in
+        try admin.unloadVersion(request, context: context)
       })
     rpc.register(
       "/recserve.v1.ModelAdmin/ReloadRepository",
-      Self.unary(authorize: authorize) { (request: Recserve_V1_ReloadRepositoryRequest, _) in
-        try admin.reloadRepository(request)
+      Self.waitingUnary(authorize: authorize) {
+        (request: Recserve_V1_ReloadRepositoryRequest, context) in
+        try admin.reloadRepository(request, context: context)
       })
 
     rpc.register(
@@ -213,6 +218,21 @@ public final class RecServeServer: @unchecked Sendable {
       return .deferred { context in
         try planned.run({ try context.checkDeadline() }).serializedBytes()
       }
+    }
+  }
+
+  /// A unary method whose handler may wait long: served on a thread of its own (the runtime's
+  /// server-streaming path and its pool, answering exactly one message), so it never holds the
+  /// completion-queue thread that accepted it. On the wire it is an ordinary unary call.
+  static func waitingUnary<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+    authorize: (@Sendable (ServerContext) throws -> Void)? = nil,
+    _ body: @escaping @Sendable (Request, ServerContext) throws -> Response
+  ) -> MethodHandler {
+    .serverStreaming { context, bytes, writer in
+      try authorize?(context)
+      let request = try decode(Request.self, bytes)
+      let response = try body(request, context)
+      try writer.send(try response.serializedBytes())
     }
   }
 

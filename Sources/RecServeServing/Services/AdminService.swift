@@ -36,37 +36,54 @@ public final class AdminService: @unchecked Sendable {
     return response
   }
 
-  public func setLabel(_ request: Recserve_V1_SetLabelRequest) throws
-    -> Recserve_V1_SetLabelResponse
+  /// Waits for the registry's loader (which loads an UNLOADED version first) within the call's
+  /// deadline; the caller's thread does no disk work.
+  public func setLabel(_ request: Recserve_V1_SetLabelRequest, context: ServerContext? = nil)
+    throws -> Recserve_V1_SetLabelResponse
   {
     let entry = try registry.setLabel(
       name: request.name, label: request.label, version: request.version,
-      canaryFraction: request.hasCanaryFraction ? request.canaryFraction : nil)
+      canaryFraction: request.hasCanaryFraction ? request.canaryFraction : nil,
+      limit: Self.limit(context))
     var response = Recserve_V1_SetLabelResponse()
     response.status = Self.status(of: entry)
     return response
   }
 
-  public func unloadVersion(_ request: Recserve_V1_UnloadVersionRequest) throws
-    -> Recserve_V1_UnloadVersionResponse
-  {
+  public func unloadVersion(
+    _ request: Recserve_V1_UnloadVersionRequest, context: ServerContext? = nil
+  ) throws -> Recserve_V1_UnloadVersionResponse {
     if request.version <= 0 {
       throw RPCError.invalidArgument("version must be a positive integer, got \(request.version)")
     }
-    let entry = try registry.unload(name: request.name, version: request.version)
+    let entry = try registry.unload(
+      name: request.name, version: request.version, limit: Self.limit(context))
     var response = Recserve_V1_UnloadVersionResponse()
     response.status = Self.status(of: entry)
     return response
   }
 
-  public func reloadRepository(_ request: Recserve_V1_ReloadRepositoryRequest) throws
-    -> Recserve_V1_ReloadRepositoryResponse
-  {
-    registry.reload()
+  /// Re-scans on the registry's loader and waits for it within the call's deadline.
+  public func reloadRepository(
+    _ request: Recserve_V1_ReloadRepositoryRequest, context: ServerContext? = nil
+  ) throws -> Recserve_V1_ReloadRepositoryResponse {
+    try registry.reload(within: Self.limit(context))
     var response = Recserve_V1_ReloadRepositoryResponse()
     let snapshot = registry.snapshot
     response.models = snapshot.models.keys.sorted().map { Self.status(of: snapshot.models[$0]!) }
     return response
+  }
+
+  /// How long a call may wait for the registry: its deadline, or until its client goes away.
+  static func limit(_ context: ServerContext?) -> WaitLimit {
+    guard let context else { return .unlimited }
+    var deadline: DispatchTime?
+    if context.deadlineRemaining.isFinite {
+      deadline = DispatchTime(
+        uptimeNanoseconds: context.arrival
+          &+ UInt64(max(0, min(context.deadlineRemaining, 1e9)) * 1e9))
+    }
+    return WaitLimit(deadline: deadline, isCancelled: { context.isCancelled })
   }
 
   static func status(of entry: ModelEntry) -> Recserve_V1_ModelStatus {
