@@ -175,6 +175,11 @@ func rpcError(_ body: () throws -> Void) -> RPCError? {
     #expect(!ConstantTime.equal(Array("secret".utf8), Array("secret2".utf8)))
     #expect(!ConstantTime.equal([], Array("x".utf8)))
     #expect(ConstantTime.equal([], []))
+    // Lengths that differ by a multiple of 256, padded with zero bytes, are not equal.
+    let secret = Array("secret".utf8)
+    #expect(!ConstantTime.equal(secret, secret + [UInt8](repeating: 0, count: 256)))
+    #expect(!ConstantTime.equal(secret + [UInt8](repeating: 0, count: 512), secret))
+    #expect(!ConstantTime.equal([], [UInt8](repeating: 0, count: 256)))
   }
 }
 
