@@ -37,6 +37,13 @@ struct ServeCommand: ParsableCommand {
   )
   var adminTokenFile: String?
 
+  @Flag(
+    name: .customLong("insecure-admin"),
+    help:
+      "Allow a non-loopback --host without --admin-token-file: Train and ModelAdmin then take calls from anyone who can reach the port."
+  )
+  var insecureAdmin = false
+
   @Option(help: "Request threads (one completion queue each); default: the number of cores.")
   var threads: Int?
 
@@ -91,6 +98,21 @@ struct ServeCommand: ParsableCommand {
 
   private func execute() throws {
     setvbuf(stdout, nil, _IOLBF, 0)
+    // Train and ModelAdmin change what serves: on an address other machines reach, they need a
+    // token, or an explicit choice to leave them open. Checked before anything is bound.
+    if adminTokenFile == nil && !HostAddress.isLoopback(host) {
+      if !insecureAdmin {
+        throw CLIError(
+          "--host \(host) is reachable from other machines, and without --admin-token-file anyone "
+            + "who can reach it could train models and change what serves (Train and ModelAdmin). "
+            + "Give --admin-token-file FILE (callers send 'authorization: Bearer <token>'), or "
+            + "--insecure-admin to serve them without a token on a network you trust, or listen on "
+            + "127.0.0.1.")
+      }
+      log(
+        "warning: --insecure-admin: Train and ModelAdmin take calls without a token from anyone "
+          + "who can reach \(host)")
+    }
     // Requests run on the server's own threads: one BLAS thread each keeps OpenBLAS's idle
     // workers from spinning against them.
     BLASThreads.set(1)

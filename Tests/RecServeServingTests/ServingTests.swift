@@ -183,6 +183,21 @@ func rpcError(_ body: () throws -> Void) -> RPCError? {
   }
 }
 
+@Suite struct HostAddressTests {
+  @Test func onlyLoopbackAddressesCountAsLoopback() {
+    for host in [
+      "localhost", "LOCALHOST", "127.0.0.1", "127.1.2.3", "::1", "[::1]", "::ffff:127.0.0.1",
+    ] {
+      #expect(HostAddress.isLoopback(host), "\(host)")
+    }
+    for host in [
+      "0.0.0.0", "::", "[::]", "10.0.0.1", "128.0.0.1", "::2", "::ffff:10.0.0.1", "example.com", "",
+    ] {
+      #expect(!HostAddress.isLoopback(host), "\(host)")
+    }
+  }
+}
+
 @Suite struct RolloutTests {
   /// Publishes `count` more versions of `m` (trained with different seeds).
   func publish(_ folder: ModelFolder, count: Int) throws {
