@@ -44,6 +44,11 @@ def a_user(models):
     return (models / "movies" / "1" / "users.txt").read_text().splitlines()[0]
 
 
+def inline_rows(users: int, items: int, per_user: int = 2):
+    return [pb.Interaction(user_id=f"u{u}", item_id=f"i{(u * 7 + j) % items}", rating=float(1 + (u + j) % 5))
+            for u in range(users) for j in range(per_user)]
+
+
 def rank_answers(target, user) -> bool:
     with grpc.insecure_channel(target) as channel:
         response = rpc.RecommenderStub(channel).Rank(
@@ -90,3 +95,41 @@ def test_loopback_addresses_need_no_token(models):
         assert rank_answers(server.target, a_user(models))
     finally:
         assert server.stop() == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Ids that could never be stored one a line
+
+
+@pytest.mark.parametrize("field,bad,words", [
+    ("user_id", "u\x00x", "interactions[3].user_id contains a NUL byte"),
+    ("item_id", "i\x00", "interactions[3].item_id contains a NUL byte"),
+    ("user_id", "u\nx", "interactions[3].user_id contains a line break"),
+    ("item_id", "i\r", "interactions[3].item_id contains a line break"),
+])
+def test_ids_that_cannot_be_stored_are_refused(models, field, bad, words):
+    server = Server(models)
+    try:
+        rows = inline_rows(20, 10)
+        setattr(rows[3], field, bad)
+        with grpc.insecure_channel(server.target) as channel:
+            with pytest.raises(grpc.RpcError) as error:
+                list(rpc.RecommenderStub(channel).Train(pb.TrainRequest(name="ids", interactions=rows, epochs=1,
+                                                                        dim=4), timeout=60))
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value.details()
+        assert words in error.value.details(), error.value.details()
+        assert not (models / "ids").exists() or not [p for p in (models / "ids").iterdir()
+                                                       if not p.name.startswith(".")]
+        assert rank_answers(server.target, a_user(models))
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_data_file_with_a_carriage_return_inside_an_id_names_file_and_line(tmp_path):
+    data = tmp_path / "ratings.csv"
+    data.write_bytes(b"user_id,item_id,rating\nu1,i1,4\nu2\r,i2,3\nu3,i1,5\n")
+    result = subprocess.run([binary(), "train", "--data", str(data), "--kind", "mf", "--name", "cr", "--models",
+                             str(tmp_path / "models"), "--epochs", "1", "--dim", "2"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0, result.stderr
+    assert "ratings.csv:3" in result.stderr and "line break" in result.stderr, result.stderr

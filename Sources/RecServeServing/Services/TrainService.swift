@@ -443,6 +443,12 @@ public final class TrainService: @unchecked Sendable {
       throw RPCError.invalidArgument("give either data_path or interactions, not both")
     }
     if hasRows {
+      // Ids are stored one a line as text: a NUL or a line break would publish a version that
+      // can never load.
+      for (index, row) in request.interactions.enumerated() {
+        try Self.checkStorableId(row.userID, field: "interactions[\(index)].user_id")
+        try Self.checkStorableId(row.itemID, field: "interactions[\(index)].item_id")
+      }
       let rows = request.interactions.map {
         InteractionRow(user: $0.userID, item: $0.itemID, rating: $0.rating, timestamp: $0.timestamp)
       }
@@ -467,6 +473,16 @@ public final class TrainService: @unchecked Sendable {
       throw RPCError.invalidArgument(Self.relative("\(error)", root: root))
     } catch {
       throw RPCError.invalidArgument(Self.relative("\(error)", root: root))
+    }
+  }
+
+  /// INVALID_ARGUMENT naming `field` when `id` holds a NUL byte or a line break.
+  static func checkStorableId(_ id: String, field: @autoclosure () -> String) throws {
+    for byte in id.utf8 where byte == 0 || byte == 10 || byte == 13 {
+      throw RPCError.invalidArgument(
+        byte == 0
+          ? "\(field()) contains a NUL byte"
+          : "\(field()) contains a line break (ids are stored one a line)")
     }
   }
 
