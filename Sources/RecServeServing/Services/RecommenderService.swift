@@ -186,6 +186,10 @@ public final class RecommenderService: @unchecked Sendable {
     let served = try resolve(request.model, hasModel: request.hasModel)
     let k = try Self.validateK(request.k, field: "k")
     if request.itemID.isEmpty { throw RPCError.invalidArgument("item_id is empty") }
+    if request.exclude.count > Self.maxListEntries {
+      throw RPCError.invalidArgument(
+        "exclude has \(request.exclude.count) entries; at most \(Self.maxListEntries)")
+    }
     let model = served.model
     guard let query = model.itemIndex(request.itemID) else {
       throw RPCError.notFound(
