@@ -133,3 +133,46 @@ def test_a_data_file_with_a_carriage_return_inside_an_id_names_file_and_line(tmp
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0, result.stderr
     assert "ratings.csv:3" in result.stderr and "line break" in result.stderr, result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Predict and the canary
+
+
+def test_predict_picks_the_canary_for_the_whole_batch_rightly(versions, tmp_path):
+    models = tmp_path / "models"
+    clone(versions[0], models / "movies", 1)
+    clone(versions[1], models / "movies", 2)
+    users = (versions[0] / "users.txt").read_text().split()
+    item = (versions[0] / "items.txt").read_text().split()[0]
+    server = Server(models)
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            admin = rpc.ModelAdminStub(channel)
+            stub = rpc.RecommenderStub(channel)
+            admin.SetLabel(pb.SetLabelRequest(name="movies", label="stable", version=1), timeout=10)
+            admin.SetLabel(pb.SetLabelRequest(name="movies", label="canary", version=2, canary_fraction=0.5),
+                           timeout=10)
+            side = {u: stub.Rank(pb.RankRequest(model=pb.ModelSpec(name="movies"), user_id=u, k=1),
+                                 timeout=10).model_version for u in users[:40]}
+            canary = [u for u in side if side[u] == 2]
+            stable = [u for u in side if side[u] == 1]
+            assert len(canary) >= 2 and len(stable) >= 2, side
+
+            def predict(*batch):
+                return stub.Predict(pb.PredictRequest(model=pb.ModelSpec(name="movies"), pairs=[
+                    pb.UserItem(user_id=u, item_id=item) for u in batch]), timeout=10).model_version
+
+            # One user: that user's slice, however many pairs.
+            assert predict(canary[0], canary[0]) == 2
+            assert predict(stable[0], stable[0]) == 1
+            # Users all on one side: that side.
+            assert predict(canary[0], canary[1]) == 2
+            assert predict(stable[0], stable[1]) == 1
+            # Users on both sides: the version that serves users outside the canary, whatever
+            # the order.
+            assert predict(canary[0], stable[0]) == 1
+            assert predict(stable[0], canary[0]) == 1
+            assert predict(canary[0], canary[1], stable[1]) == 1
+    finally:
+        assert server.stop() == 0
