@@ -176,3 +176,53 @@ def test_predict_picks_the_canary_for_the_whole_batch_rightly(versions, tmp_path
             assert predict(canary[0], canary[1], stable[1]) == 1
     finally:
         assert server.stop() == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# learning_rate and regularization
+
+
+@pytest.fixture(scope="module")
+def trainer(dataset, tmp_path_factory):
+    models = tmp_path_factory.mktemp("limits-train-models")
+    server = Server(models)
+    channel = grpc.insecure_channel(server.target)
+    yield rpc.RecommenderStub(channel), models
+    channel.close()
+    assert server.stop() == 0
+
+
+@pytest.mark.parametrize("kind,fields,word", [
+    ("mf", {"learning_rate": 0.0}, "learning_rate"),
+    ("mf", {"learning_rate": -0.01}, "learning_rate"),
+    ("mf", {"learning_rate": math.nan}, "learning_rate"),
+    ("bpr", {"learning_rate": 0.0}, "learning_rate"),
+    ("sasrec", {"learning_rate": 0.0}, "learning_rate"),
+    ("als", {"learning_rate": 0.01}, "learning_rate does not apply to kind als"),
+    ("mf", {"regularization": -0.1}, "regularization"),
+    ("als", {"regularization": math.nan}, "regularization"),
+    ("sasrec", {"regularization": 0.0}, "regularization does not apply to kind sasrec"),
+])
+def test_learning_rate_and_regularization_are_checked_when_given(trainer, kind, fields, word):
+    stub, _ = trainer
+    with pytest.raises(grpc.RpcError) as error:
+        list(stub.Train(pb.TrainRequest(name="lr", kind=kind, interactions=inline_rows(30, 10, 3), epochs=1, dim=4,
+                                        **fields), timeout=60))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value.details()
+    assert word in error.value.details(), error.value.details()
+
+
+@pytest.mark.parametrize("kind,fields,expected", [
+    ("mf", {}, {"lr": 0.03, "reg": 0.05}),
+    ("mf", {"regularization": 0.0, "learning_rate": 0.02}, {"lr": 0.02, "reg": 0.0}),
+    ("bpr", {"regularization": 0.0}, {"reg": 0.0}),
+    ("als", {"regularization": 0.0}, {"reg": 0.0}),
+])
+def test_unset_means_the_default_and_zero_regularization_means_none(trainer, kind, fields, expected):
+    stub, models = trainer
+    name = f"reg-{kind}-{len(fields)}"
+    final = list(stub.Train(pb.TrainRequest(name=name, kind=kind, interactions=inline_rows(30, 10, 3), epochs=1, dim=4,
+                                            **fields), timeout=60))[-1]
+    hyper = json.loads((models / name / str(final.version) / "model.json").read_text())["hyperparameters"]
+    for key, value in expected.items():
+        assert hyper[key] == pytest.approx(value), hyper

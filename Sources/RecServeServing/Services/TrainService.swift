@@ -63,8 +63,8 @@ public final class TrainService: @unchecked Sendable {
     if request.dim != 0 { config.dim = Int(request.dim) }
     if request.epochs != 0 { config.epochs = Int(request.epochs) }
     if request.seed != 0 { config.seed = UInt64(bitPattern: request.seed) }
-    if request.learningRate != 0 { config.learningRate = request.learningRate }
-    if request.regularization != 0 { config.regularization = request.regularization }
+    if request.hasLearningRate { config.learningRate = try Self.learningRate(request) }
+    if request.hasRegularization { config.regularization = try Self.regularization(request) }
     do {
       try config.validate()
     } catch {
@@ -153,13 +153,13 @@ public final class TrainService: @unchecked Sendable {
     let seed = request.seed != 0 ? UInt64(bitPattern: request.seed) : 42
     let config: ImplicitModelConfig
     if request.kind == "sasrec" {
-      if request.regularization != 0 {
+      if request.hasRegularization {
         throw RPCError.invalidArgument("regularization does not apply to kind sasrec (use dropout)")
       }
       var sasrec = SASRecConfig(seed: seed, threads: Self.trainingThreads)
       if request.dim != 0 { sasrec.dim = Int(request.dim) }
       if request.epochs != 0 { sasrec.epochs = Int(request.epochs) }
-      if request.learningRate != 0 { sasrec.learningRate = request.learningRate }
+      if request.hasLearningRate { sasrec.learningRate = try Self.learningRate(request) }
       if request.maxlen != 0 { sasrec.maxlen = Int(request.maxlen) }
       if request.blocks != 0 { sasrec.blocks = Int(request.blocks) }
       if request.heads != 0 { sasrec.heads = Int(request.heads) }
@@ -170,8 +170,8 @@ public final class TrainService: @unchecked Sendable {
       var bpr = BPRConfig(seed: seed, threads: Self.trainingThreads)
       if request.dim != 0 { bpr.dim = Int(request.dim) }
       if request.epochs != 0 { bpr.epochs = Int(request.epochs) }
-      if request.learningRate != 0 { bpr.learningRate = request.learningRate }
-      if request.regularization != 0 { bpr.regularization = request.regularization }
+      if request.hasLearningRate { bpr.learningRate = try Self.learningRate(request) }
+      if request.hasRegularization { bpr.regularization = try Self.regularization(request) }
       if request.negativeCandidates != 0 {
         bpr.negativeCandidates = Int(request.negativeCandidates)
       }
@@ -187,7 +187,11 @@ public final class TrainService: @unchecked Sendable {
       var als = ALSConfig(seed: seed, threads: Self.trainingThreads)
       if request.dim != 0 { als.dim = Int(request.dim) }
       if request.epochs != 0 { als.iterations = Int(request.epochs) }
-      if request.regularization != 0 { als.regularization = request.regularization }
+      if request.hasLearningRate {
+        throw RPCError.invalidArgument(
+          "learning_rate does not apply to kind als (it solves for each row; see cg_steps)")
+      }
+      if request.hasRegularization { als.regularization = try Self.regularization(request) }
       if request.hasAlpha { als.alpha = request.alpha }
       if request.cgSteps != 0 { als.cgSteps = Int(request.cgSteps) }
       if request.popularityExponent != 0 { als.popularityExponent = request.popularityExponent }
@@ -411,6 +415,28 @@ public final class TrainService: @unchecked Sendable {
     if let (field, _, _) = fields.first(where: { $0.1 && $0.2 != kind }) {
       throw RPCError.invalidArgument("\(field) does not apply to kind \(kind)")
     }
+  }
+
+  /// `learning_rate` when set: a positive finite number (unset means the kind's default).
+  static func learningRate(_ request: Recserve_V1_TrainRequest) throws -> Float {
+    let rate = request.learningRate
+    guard rate.isFinite, rate > 0 else {
+      throw RPCError.invalidArgument(
+        "learning_rate must be a positive number (leave it unset for the kind's default), got \(rate)"
+      )
+    }
+    return rate
+  }
+
+  /// `regularization` when set: a finite number >= 0 (0: none; unset means the kind's default).
+  static func regularization(_ request: Recserve_V1_TrainRequest) throws -> Float {
+    let value = request.regularization
+    guard value.isFinite, value >= 0 else {
+      throw RPCError.invalidArgument(
+        "regularization must be a finite number >= 0 (0: none; leave it unset for the kind's default), got \(value)"
+      )
+    }
+    return value
   }
 
   static func validateTolerance(_ tolerance: Float) throws {
