@@ -169,7 +169,9 @@ struct ServeCommand: ParsableCommand {
       let exporter = MetricsServer(server: server)
       do {
         let port = try exporter.start(host: host, port: metricsPort)
-        log("metrics at http://\(host):\(port)/metrics")
+        log(
+          "metrics at http://\(host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host):\(port)/metrics"
+        )
       } catch {
         server.shutdown(gracePeriod: 0)
         throw CLIError("\(error)")

@@ -98,6 +98,97 @@ def test_loopback_addresses_need_no_token(models):
 
 
 # ---------------------------------------------------------------------------------------------
+# Metrics endpoint
+
+
+class SlowLoris(threading.Thread):
+    """Sends a request head one byte a second and never finishes it; records when the server hung up."""
+
+    def __init__(self, family, address):
+        super().__init__(daemon=True)
+        self.sock = socket.socket(family)
+        self.sock.connect(address)
+        self.sock.settimeout(0.1)
+        self.started = time.monotonic()
+        self.closed_after = None
+        self.stopping = False
+
+    def run(self):
+        head = b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"a" * 10_000
+        for byte in head:
+            if self.stopping:
+                return
+            try:
+                self.sock.send(bytes([byte]))
+            except OSError:
+                self.closed_after = time.monotonic() - self.started
+                return
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                try:
+                    if self.sock.recv(4096) == b"":
+                        self.closed_after = time.monotonic() - self.started
+                        return
+                except socket.timeout:
+                    pass
+                except OSError:
+                    self.closed_after = time.monotonic() - self.started
+                    return
+
+
+def scrape(url: str) -> float:
+    start = time.monotonic()
+    text = urllib.request.urlopen(url, timeout=3).read().decode()
+    assert "recserve_model_serving_version" in text
+    return time.monotonic() - start
+
+
+def test_slow_metrics_clients_block_neither_scrapes_nor_shutdown(models, tmp_path):
+    metrics_port = free_port()
+    server = Server(models, "--metrics-port", str(metrics_port), "--grace-period", "2", log=tmp_path / "server.log")
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    lorises = [SlowLoris(socket.AF_INET, ("127.0.0.1", metrics_port)) for _ in range(3)]
+    try:
+        for loris in lorises:
+            loris.start()
+        time.sleep(1.5)
+        # Scrapes answer at once while the slow clients dribble.
+        durations = [scrape(url) for _ in range(5)]
+        assert max(durations) < 1.0, durations
+        # The server gives up on a request head that takes more than its deadline (5 s).
+        for loris in lorises:
+            loris.join(timeout=10)
+            assert loris.closed_after is not None and loris.closed_after < 8, loris.closed_after
+        # A new slow client is connected when the server is told to stop: it exits in time.
+        late = SlowLoris(socket.AF_INET, ("127.0.0.1", metrics_port))
+        late.start()
+        time.sleep(1.2)
+        start = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(timeout=8)
+        assert server.process.returncode == 0
+        assert time.monotonic() - start < 5, time.monotonic() - start
+        late.stopping = True
+    finally:
+        for loris in lorises:
+            loris.stopping = True
+        if server.alive():
+            server.process.kill()
+            server.process.wait()
+
+
+def test_metrics_and_grpc_listen_on_ipv6(models, tmp_path):
+    metrics_port = free_port(socket.AF_INET6, "::1")
+    server = Server(models, "--host", "::1", "--metrics-port", str(metrics_port), log=tmp_path / "server.log")
+    try:
+        server.target = f"[::1]:{server.port}"
+        assert rank_answers(server.target, a_user(models))
+        assert scrape(f"http://[::1]:{metrics_port}/metrics") < 2
+    finally:
+        assert server.stop() == 0
+
+
+# ---------------------------------------------------------------------------------------------
 # Ids that could never be stored one a line
 
 
