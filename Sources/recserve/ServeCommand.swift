@@ -68,6 +68,20 @@ struct ServeCommand: ParsableCommand {
   @Option(name: .customLong("max-message-bytes"), help: "Largest request accepted, in bytes.")
   var maxMessageBytes: Int = 16 << 20
 
+  @Option(
+    name: .customLong("train-memory-mb"),
+    help: ArgumentHelp(
+      "MiB the Train RPCs running at once may use, by their estimates; a training over it is refused with RESOURCE_EXHAUSTED before it allocates anything.",
+      discussion: "Default: a quarter of the memory (physical, or the cgroup limit when lower)."))
+  var trainMemoryMB: Int?
+
+  @Option(
+    name: .customLong("max-trainings"),
+    help:
+      "Train RPCs running at once (one per model); up to 2 more wait in line, then RESOURCE_EXHAUSTED."
+  )
+  var maxTrainings: Int = 1
+
   func validate() throws {
     if !(0...65535).contains(port) {
       throw ValidationError("--port must be in 0...65535, got \(port)")
@@ -86,6 +100,12 @@ struct ServeCommand: ParsableCommand {
     }
     if keepVersions < 1 { throw ValidationError("--keep-versions must be at least 1") }
     if maxMessageBytes < 1024 { throw ValidationError("--max-message-bytes must be at least 1024") }
+    if let trainMemoryMB, !(1...(1 << 30)).contains(trainMemoryMB) {
+      throw ValidationError("--train-memory-mb must be a number of MiB >= 1, got \(trainMemoryMB)")
+    }
+    if !(1...64).contains(maxTrainings) {
+      throw ValidationError("--max-trainings must be in 1...64, got \(maxTrainings)")
+    }
   }
 
   func run() throws {
@@ -128,6 +148,8 @@ struct ServeCommand: ParsableCommand {
     configuration.maxReceiveMessageBytes = maxMessageBytes
     configuration.pollInterval = pollInterval
     configuration.keepVersions = keepVersions
+    configuration.maxTrainings = maxTrainings
+    if let trainMemoryMB { configuration.trainMemoryBytes = trainMemoryMB << 20 }
     if let dataRoot {
       var isDirectory: ObjCBool = false
       guard FileManager.default.fileExists(atPath: dataRoot, isDirectory: &isDirectory),
@@ -157,6 +179,9 @@ struct ServeCommand: ParsableCommand {
       log("warning: \(failure)")
     }
     logServing(server.registry)
+    log(
+      "Train: at most \(maxTrainings) at once, within a memory budget of "
+        + "\(configuration.trainMemoryBytes >> 20) MiB (--train-memory-mb)")
 
     let bound: Int
     do {

@@ -98,6 +98,80 @@ def test_loopback_addresses_need_no_token(models):
 
 
 # ---------------------------------------------------------------------------------------------
+# Training budget
+
+
+def test_a_training_over_the_memory_budget_is_refused_and_the_server_serves_on(models, tmp_path):
+    server = Server(models, "--train-memory-mb", "64", log=tmp_path / "server.log")
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            stub = rpc.RecommenderStub(channel)
+            # 3,000 users and 50 items at dim 4096: the factors alone are 50 MB, with Adam 150 MB.
+            rows = inline_rows(3000, 50)
+            with pytest.raises(grpc.RpcError) as error:
+                list(stub.Train(pb.TrainRequest(name="huge", kind="mf", interactions=rows, dim=4096, epochs=1,
+                                                optimizer="adam"), timeout=60))
+            details = error.value.details()
+            assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, details
+            assert "64 MiB" in details and "--train-memory-mb" in details, details
+            estimate = int(details.split("needs about ")[1].split(" MiB")[0])
+            assert 150 <= estimate <= 400, details
+            assert not [p for p in (models / "huge").glob("*") if not p.name.startswith(".")] \
+                if (models / "huge").exists() else True
+            assert server.alive()
+            assert rank_answers(server.target, a_user(models))
+            # The same data at a small dim fits, and trains.
+            final = list(stub.Train(pb.TrainRequest(name="small", kind="mf", interactions=rows, dim=8, epochs=1),
+                                    timeout=60))[-1]
+            assert final.done and final.version == 1
+            # A SASRec's estimate counts its Adam moments, per-thread gradients and activations.
+            with pytest.raises(grpc.RpcError) as error:
+                list(stub.Train(pb.TrainRequest(name="huge-seq", kind="sasrec", interactions=rows, dim=512,
+                                                maxlen=2048, blocks=4, epochs=1), timeout=60))
+            assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.value.details()
+            assert "sasrec" in error.value.details()
+    finally:
+        assert server.stop() == 0
+
+
+def test_trainings_of_different_models_wait_for_the_server_wide_cap(models, dataset, tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    shutil.copy(dataset["data"], root / "ratings.csv")
+    server = Server(models, "--max-trainings", "1", "--data-root", str(root), log=tmp_path / "server.log")
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            stub = rpc.RecommenderStub(channel)
+
+            def long(name):
+                return stub.Train(pb.TrainRequest(name=name, data_path="ratings.csv", dim=32, epochs=100000),
+                                  timeout=120)
+
+            first = long("first")
+            assert next(first).message.startswith("training first")
+            second = long("second")
+            assert next(second).message.startswith("queued: waiting for 1")
+            third = long("third")
+            assert next(third).message.startswith("queued: waiting for 2")
+            with pytest.raises(grpc.RpcError) as error:
+                list(long("fourth"))
+            assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "--max-trainings" in error.value.details(), error.value.details()
+            # Serving goes on meanwhile.
+            assert rank_answers(server.target, a_user(models))
+            # When the running one ends, the first in line starts.
+            first.cancel()
+            started = next(second)
+            while not started.message.startswith("training"):
+                started = next(second)
+            assert started.message.startswith("training second")
+            second.cancel()
+            third.cancel()
+    finally:
+        assert server.stop() == 0
+
+
+# ---------------------------------------------------------------------------------------------
 # Metrics endpoint
 
 

@@ -19,6 +19,11 @@ public final class RecServeServer: @unchecked Sendable {
     public var pollInterval = 1.0
     /// Available versions kept loaded per model, besides labelled ones.
     public var keepVersions = 2
+    /// Bytes the Train RPCs running at once may use, by their estimates (over it:
+    /// RESOURCE_EXHAUSTED before anything is allocated).
+    public var trainMemoryBytes = TrainService.defaultMemoryBudget
+    /// Train RPCs running at once (one per model); more wait in one server-wide queue.
+    public var maxTrainings = 1
 
     public init(modelsDirectory: String) {
       self.modelsDirectory = modelsDirectory
@@ -47,7 +52,9 @@ public final class RecServeServer: @unchecked Sendable {
     let rpc = self.rpc
     health = HealthService(registry: registry, isShuttingDown: { rpc.isShuttingDown })
     reflection = ReflectionResponder()
-    trainer = TrainService(registry: registry, dataRoot: configuration.dataRoot)
+    trainer = TrainService(
+      registry: registry, dataRoot: configuration.dataRoot,
+      maxRunning: configuration.maxTrainings, memoryBudget: configuration.trainMemoryBytes)
     registerMethods()
   }
 
