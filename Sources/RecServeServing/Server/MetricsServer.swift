@@ -54,11 +54,18 @@ public final class MetricsServer: @unchecked Sendable {
     defer { freeaddrinfo(list) }
     var bound = port
     var failure = ""
+    var addresses: [addrinfo] = []
     var cursor: UnsafeMutablePointer<addrinfo>? = list
     while let info = cursor {
+      addresses.append(info.pointee)
       cursor = info.pointee.ai_next
+    }
+    // `::` alone takes IPv4 clients too (as the gRPC listener does); when the name also
+    // resolves to IPv4 addresses, those get sockets of their own.
+    let separate = addresses.contains { $0.ai_family == AF_INET }
+    for info in addresses {
       do {
-        let (fd, actual) = try listen(on: info.pointee, port: bound)
+        let (fd, actual) = try listen(on: info, port: bound, v6only: separate)
         listeners.append(fd)
         bound = actual
       } catch {
@@ -87,13 +94,12 @@ public final class MetricsServer: @unchecked Sendable {
   }
 
   /// A listening socket on `info`'s address at `port` (0: any); returns it and the bound port.
-  private func listen(on info: addrinfo, port: Int) throws -> (Int32, Int) {
+  private func listen(on info: addrinfo, port: Int, v6only: Bool) throws -> (Int32, Int) {
     let fd = socket(info.ai_family, info.ai_socktype | Int32(SOCK_CLOEXEC.rawValue), 0)
     guard fd >= 0 else { throw RPCServerError(description: String(cString: strerror(errno))) }
     var one: Int32 = 1
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-    if info.ai_family == AF_INET6 {
-      // The IPv4 addresses of the same name get sockets of their own.
+    if info.ai_family == AF_INET6 && v6only {
       setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &one, socklen_t(MemoryLayout<Int32>.size))
     }
     var address = sockaddr_storage()
