@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command from a fresh clone to a serving RecServe: installs what is missing, builds the
 # release binary and serves the models in ./models (training the demo model there on first run).
-# Extra arguments go to `recserve serve` (e.g. --port 50052 --host 0.0.0.0).
+# Extra arguments go to `recserve serve` (e.g. --port 50052 --host 0.0.0.0 --admin-token-file token.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 Scripts/install-deps.sh

@@ -38,6 +38,13 @@ struct ServeCommand: ParsableCommand {
   )
   var adminTokenFile: String?
 
+  @Flag(
+    name: .customLong("insecure-admin"),
+    help:
+      "Allow a non-loopback --host without --admin-token-file: Train and ModelAdmin then take calls from anyone who can reach the port."
+  )
+  var insecureAdmin = false
+
   @Option(help: "Request threads (one completion queue each); default: the number of cores.")
   var threads: Int?
 
@@ -103,6 +110,20 @@ struct ServeCommand: ParsableCommand {
     help: "Calls one client connection may have open at once (HTTP/2 MAX_CONCURRENT_STREAMS).")
   var maxStreamsPerConnection: Int = 100
 
+  @Option(
+    name: .customLong("train-memory-mb"),
+    help: ArgumentHelp(
+      "MiB the Train RPCs running at once may use, by their estimates; a training over it is refused with RESOURCE_EXHAUSTED before it allocates anything.",
+      discussion: "Default: a quarter of the memory (physical, or the cgroup limit when lower)."))
+  var trainMemoryMB: Int?
+
+  @Option(
+    name: .customLong("max-trainings"),
+    help:
+      "Train RPCs running at once (one per model); up to 2 more wait in line, then RESOURCE_EXHAUSTED."
+  )
+  var maxTrainings: Int = 1
+
   func validate() throws {
     if !(0...65535).contains(port) {
       throw ValidationError("--port must be in 0...65535, got \(port)")
@@ -136,6 +157,12 @@ struct ServeCommand: ParsableCommand {
       throw ValidationError(
         "--max-streams-per-connection must be in 1...100000, got \(maxStreamsPerConnection)")
     }
+    if let trainMemoryMB, !(1...(1 << 30)).contains(trainMemoryMB) {
+      throw ValidationError("--train-memory-mb must be a number of MiB >= 1, got \(trainMemoryMB)")
+    }
+    if !(1...64).contains(maxTrainings) {
+      throw ValidationError("--max-trainings must be in 1...64, got \(maxTrainings)")
+    }
   }
 
   func run() throws {
@@ -148,6 +175,21 @@ struct ServeCommand: ParsableCommand {
 
   private func execute() throws {
     csystem_line_buffer_stdout()
+    // Train and ModelAdmin change what serves: on an address other machines reach, they need a
+    // token, or an explicit choice to leave them open. Checked before anything is bound.
+    if adminTokenFile == nil && !HostAddress.isLoopback(host) {
+      if !insecureAdmin {
+        throw CLIError(
+          "--host \(host) is reachable from other machines, and without --admin-token-file anyone "
+            + "who can reach it could train models and change what serves (Train and ModelAdmin). "
+            + "Give --admin-token-file FILE (callers send 'authorization: Bearer <token>'), or "
+            + "--insecure-admin to serve them without a token on a network you trust, or listen on "
+            + "127.0.0.1.")
+      }
+      log(
+        "warning: --insecure-admin: Train and ModelAdmin take calls without a token from anyone "
+          + "who can reach \(host)")
+    }
     // Requests run on the server's own threads: one BLAS thread each keeps OpenBLAS's idle
     // workers from spinning against them.
     BLASThreads.set(1)
@@ -169,6 +211,8 @@ struct ServeCommand: ParsableCommand {
     configuration.maxStreamsPerConnection = maxStreamsPerConnection
     configuration.limits.inlineWork = inlineWork
     configuration.limits.diversityWork = maxDiversityWork
+    configuration.maxTrainings = maxTrainings
+    if let trainMemoryMB { configuration.trainMemoryBytes = trainMemoryMB << 20 }
     if let dataRoot {
       var isDirectory: ObjCBool = false
       guard FileManager.default.fileExists(atPath: dataRoot, isDirectory: &isDirectory),
@@ -206,6 +250,9 @@ struct ServeCommand: ParsableCommand {
       log("warning: \(failure)")
     }
     logServing(server.registry)
+    log(
+      "Train: at most \(maxTrainings) at once, within a memory budget of "
+        + "\(configuration.trainMemoryBytes >> 20) MiB (--train-memory-mb)")
 
     let bound: Int
     do {
@@ -218,7 +265,9 @@ struct ServeCommand: ParsableCommand {
       let exporter = MetricsServer(server: server)
       do {
         let port = try exporter.start(host: host, port: metricsPort)
-        log("metrics at http://\(host):\(port)/metrics")
+        log(
+          "metrics at http://\(host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host):\(port)/metrics"
+        )
       } catch {
         server.shutdown(gracePeriod: 0)
         throw CLIError("\(error)")

@@ -174,6 +174,17 @@ import Testing
     #expect(m3 == "\(p3):1: rating '1e999' is not finite")
   }
 
+  @Test func idsWithACarriageReturnAreNamedByFileAndLine() {
+    let (p, m) = failure("r.csv", "user_id,item_id,rating\nu1,i1,4\nu2\r,i2,3\n")
+    #expect(
+      m == "\(p):3: user id contains a line break (carriage return); ids are stored one a line")
+    let (p2, m2) = failure("r.csv", "user_id,item_id,rating\nu1,\"i\r1\",4\n")
+    #expect(
+      m2 == "\(p2):2: item id contains a line break (carriage return); ids are stored one a line")
+    let (p3, m3) = failure("r.csv", "user_id,item_id,rating\nu1,i1,4\nu\u{0}2,i2,3\n")
+    #expect(m3.hasPrefix("\(p3):3: contains a NUL byte"))
+  }
+
   @Test func tooFewFields() {
     let (p, m) = failure("u.data", "1\t1\t4\t1\n2\t3\n")
     #expect(m == "\(p):2: expected at least 4 fields separated by tabs, found 2")

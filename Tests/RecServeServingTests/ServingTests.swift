@@ -175,6 +175,26 @@ func rpcError(_ body: () throws -> Void) -> RPCError? {
     #expect(!ConstantTime.equal(Array("secret".utf8), Array("secret2".utf8)))
     #expect(!ConstantTime.equal([], Array("x".utf8)))
     #expect(ConstantTime.equal([], []))
+    // Lengths that differ by a multiple of 256, padded with zero bytes, are not equal.
+    let secret = Array("secret".utf8)
+    #expect(!ConstantTime.equal(secret, secret + [UInt8](repeating: 0, count: 256)))
+    #expect(!ConstantTime.equal(secret + [UInt8](repeating: 0, count: 512), secret))
+    #expect(!ConstantTime.equal([], [UInt8](repeating: 0, count: 256)))
+  }
+}
+
+@Suite struct HostAddressTests {
+  @Test func onlyLoopbackAddressesCountAsLoopback() {
+    for host in [
+      "localhost", "LOCALHOST", "127.0.0.1", "127.1.2.3", "::1", "[::1]", "::ffff:127.0.0.1",
+    ] {
+      #expect(HostAddress.isLoopback(host), "\(host)")
+    }
+    for host in [
+      "0.0.0.0", "::", "[::]", "10.0.0.1", "128.0.0.1", "::2", "::ffff:10.0.0.1", "example.com", "",
+    ] {
+      #expect(!HostAddress.isLoopback(host), "\(host)")
+    }
   }
 }
 

@@ -110,6 +110,15 @@ def test_similar_items_bad_fields(stub):
                  grpc.StatusCode.INVALID_ARGUMENT, "k")
 
 
+def test_similar_items_exclude_is_capped_like_ranks_lists(stub, dataset):
+    item = (dataset["models"] / "movies" / "1" / "items.txt").read_text().splitlines()[0]
+    at_cap = pb.SimilarItemsRequest(model=model(), item_id=item, k=3, exclude=[f"x{i}" for i in range(100_000)])
+    assert len(stub.SimilarItems(at_cap, timeout=30).items) == 3
+    over = pb.SimilarItemsRequest(model=model(), item_id=item, k=3, exclude=[f"x{i}" for i in range(100_001)])
+    expect_error(stub.SimilarItems, over, grpc.StatusCode.INVALID_ARGUMENT, "exclude has 100001 entries",
+                 "at most 100000")
+
+
 @pytest.mark.parametrize("body", [b"\xff\xff\xff\xff", b"\x0a\xff\x01", b"\x12\x05abc", b"\x08" + b"\xff" * 11])
 @pytest.mark.parametrize("method", ["Predict", "Rank", "SimilarItems"])
 def test_malformed_request_body(channel, method, body):

@@ -21,7 +21,8 @@ def trainer(dataset, tmp_path_factory):
     (root / "sub").mkdir()
     (root.parent / "secret.csv").write_text("user_id,item_id,rating\nu1,i1,5\n")
     models = tmp_path_factory.mktemp("train-models")
-    server = Server(models, "--data-root", str(root))
+    # Two trainings at once, so that another model trains while one model's queue is full.
+    server = Server(models, "--data-root", str(root), "--max-trainings", "2")
     channel = grpc.insecure_channel(server.target)
     yield rpc.RecommenderStub(channel), models, server
     channel.close()

@@ -591,6 +591,16 @@ private struct Parser {
         let itf = slots[ic]
         if uf.end == uf.start { throw LineError.bad("user id is empty") }
         if itf.end == itf.start { throw LineError.bad("item id is empty") }
+        // Lines end at LF, so the one line break an id can hold is a CR (a lone one, or one
+        // inside quotes); ids are stored one a line, so it could never be read back.
+        if memchr(base + uf.start, 13, uf.end - uf.start) != nil {
+          throw LineError.bad(
+            "user id contains a line break (carriage return); ids are stored one a line")
+        }
+        if memchr(base + itf.start, 13, itf.end - itf.start) != nil {
+          throw LineError.bad(
+            "item id contains a line break (carriage return); ids are stored one a line")
+        }
         var rating: Float = 1
         if let rc {
           let f = slots[rc]

@@ -141,8 +141,13 @@ public enum ModelStore {
     name: String
   ) throws -> (version: Int64, directory: String) {
     try validateName(name)
+    // The id files could not be read back: refuse before writing anything.
     for (what, ids) in [("user", model.userIds), ("item", model.itemIds)] {
-      for id in ids where id.utf8.contains(where: { $0 == 10 || $0 == 13 }) {
+      for id in ids where id.utf8.contains(where: { $0 == 10 || $0 == 13 || $0 == 0 }) {
+        if id.utf8.contains(0) {
+          throw ModelLoadError(
+            "a \(what) id contains a NUL byte; ids are stored as text, one a line")
+        }
         throw ModelLoadError("\(what) id '\(id)' contains a line break; ids are stored one a line")
       }
     }

@@ -22,6 +22,15 @@ public enum ImplicitModelConfig: Sendable, Equatable {
     }
   }
 
+  /// The latent (hidden) dimension.
+  public var dim: Int {
+    switch self {
+    case .bpr(let c): return c.dim
+    case .als(let c): return c.dim
+    case .sasrec(let c): return c.dim
+    }
+  }
+
   public var threads: Int {
     switch self {
     case .bpr(let c): return c.threads

@@ -366,15 +366,27 @@ public nonisolated struct Recserve_V1_TrainRequest: @unchecked Sendable {
   /// Clears the value of `holdout`. Subsequent reads from it will return its default value.
   public mutating func clearHoldout() {_uniqueStorage()._holdout = nil}
 
+  /// mf, bpr, sasrec: unset means the kind's default; when set, a positive number (0, a negative
+  /// number or NaN is INVALID_ARGUMENT). Does not apply to als.
   public var learningRate: Float {
-    get {_storage._learningRate}
+    get {_storage._learningRate ?? 0}
     set {_uniqueStorage()._learningRate = newValue}
   }
+  /// Returns true if `learningRate` has been explicitly set.
+  public var hasLearningRate: Bool {_storage._learningRate != nil}
+  /// Clears the value of `learningRate`. Subsequent reads from it will return its default value.
+  public mutating func clearLearningRate() {_uniqueStorage()._learningRate = nil}
 
+  /// mf, bpr, als: L2 regularization; unset means the kind's default, 0 means none; a negative
+  /// number or NaN is INVALID_ARGUMENT. Does not apply to sasrec (use dropout).
   public var regularization: Float {
-    get {_storage._regularization}
+    get {_storage._regularization ?? 0}
     set {_uniqueStorage()._regularization = newValue}
   }
+  /// Returns true if `regularization` has been explicitly set.
+  public var hasRegularization: Bool {_storage._regularization != nil}
+  /// Clears the value of `regularization`. Subsequent reads from it will return its default value.
+  public mutating func clearRegularization() {_uniqueStorage()._regularization = nil}
 
   /// Move the `stable` label to the new version when it is not worse than the current one.
   public var promote: Bool {
@@ -1212,8 +1224,8 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
     var _epochs: Int32 = 0
     var _seed: Int64 = 0
     var _holdout: Float? = nil
-    var _learningRate: Float = 0
-    var _regularization: Float = 0
+    var _learningRate: Float? = nil
+    var _regularization: Float? = nil
     var _promote: Bool = false
     var _promoteMetric: String = String()
     var _promoteTolerance: Float = 0
@@ -1343,12 +1355,12 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       try { if let v = _storage._holdout {
         try visitor.visitSingularFloatField(value: v, fieldNumber: 8)
       } }()
-      if _storage._learningRate.bitPattern != 0 {
-        try visitor.visitSingularFloatField(value: _storage._learningRate, fieldNumber: 9)
-      }
-      if _storage._regularization.bitPattern != 0 {
-        try visitor.visitSingularFloatField(value: _storage._regularization, fieldNumber: 10)
-      }
+      try { if let v = _storage._learningRate {
+        try visitor.visitSingularFloatField(value: v, fieldNumber: 9)
+      } }()
+      try { if let v = _storage._regularization {
+        try visitor.visitSingularFloatField(value: v, fieldNumber: 10)
+      } }()
       if _storage._promote != false {
         try visitor.visitSingularBoolField(value: _storage._promote, fieldNumber: 11)
       }

@@ -817,6 +817,31 @@ public final class ModelRegistry: @unchecked Sendable {
     return served
   }
 
+  /// The version a batch of users gets when the request names neither version nor label
+  /// (Predict: one response, one version). Without a canary, or when every user falls on the
+  /// same side of the canary split, that side's version (so a batch of one user is served as
+  /// that user's Rank is); when the users fall on both sides, the version that serves users
+  /// outside the canary.
+  public func resolve(name: String, userKeys: some Sequence<String>) throws -> ServedVersion {
+    let entry = current.load(ordering: .acquiring).models[name]
+    guard let entry, entry.canary != nil else {
+      return try resolve(name: name, version: nil, label: nil)
+    }
+    var side: Bool? = nil
+    var previous: String? = nil
+    for key in userKeys {
+      // Runs of the same user (many items for one user) hash once.
+      if key == previous { continue }
+      previous = key
+      let inCanary = !key.isEmpty && Self.bucket(key) < entry.canaryFraction
+      if let side, side != inCanary {
+        return try resolve(name: name, version: nil, label: nil)
+      }
+      side = inCanary
+    }
+    return try resolve(name: name, version: nil, label: nil, userKey: previous ?? "")
+  }
+
   /// A stable position in [0, 1) for a user id: FNV-1a, then a 64-bit finalizer.
   @inline(__always)
   static func bucket(_ key: String) -> Float {

@@ -27,6 +27,11 @@ public final class RecServeServer: @unchecked Sendable {
     public var maxStreamsPerConnection = 100
     /// What one request may ask for, and when it leaves the request threads.
     public var limits = RecommenderService.Limits()
+    /// Bytes the Train RPCs running at once may use, by their estimates (over it:
+    /// RESOURCE_EXHAUSTED before anything is allocated).
+    public var trainMemoryBytes = TrainService.defaultMemoryBudget
+    /// Train RPCs running at once (one per model); more wait in one server-wide queue.
+    public var maxTrainings = 1
 
     public init(modelsDirectory: String) {
       self.modelsDirectory = modelsDirectory
@@ -59,7 +64,9 @@ public final class RecServeServer: @unchecked Sendable {
     let rpc = self.rpc
     health = HealthService(registry: registry, isShuttingDown: { rpc.isShuttingDown })
     reflection = ReflectionResponder()
-    trainer = TrainService(registry: registry, dataRoot: configuration.dataRoot)
+    trainer = TrainService(
+      registry: registry, dataRoot: configuration.dataRoot,
+      maxRunning: configuration.maxTrainings, memoryBudget: configuration.trainMemoryBytes)
     registerMethods()
   }
 
@@ -252,12 +259,14 @@ public final class RecServeServer: @unchecked Sendable {
 /// Comparison whose time depends on the lengths only, not on where the bytes differ.
 enum ConstantTime {
   static func equal(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-    var difference = UInt8(truncatingIfNeeded: a.count ^ b.count)
+    // The lengths are compared in full: folded into a byte, lengths that differ by a multiple
+    // of 256 would look equal, and a token padded with 256 zero bytes would pass.
+    var difference = a.count == b.count ? 0 : 1
     let count = max(a.count, b.count)
     for index in 0..<count {
       let x = index < a.count ? a[index] : 0
       let y = index < b.count ? b[index] : 0
-      difference |= x ^ y
+      difference |= Int(x ^ y)
     }
     return difference == 0
   }

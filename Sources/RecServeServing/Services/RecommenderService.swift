@@ -57,8 +57,12 @@ public final class RecommenderService: Sendable {
   }
 
   public func predict(_ request: Recserve_V1_PredictRequest) throws -> Recserve_V1_PredictResponse {
-    let served = try resolve(
-      request.model, hasModel: request.hasModel, userKey: request.pairs.first?.userID ?? "")
+    // One version answers the whole batch: with neither version nor label, the canary split
+    // is decided over all the pairs' users (ModelRegistry.resolve(name:userKeys:)).
+    let served =
+      request.hasModel && !request.model.name.isEmpty && request.model.selector == nil
+      ? try registry.resolve(name: request.model.name, userKeys: request.pairs.lazy.map(\.userID))
+      : try resolve(request.model, hasModel: request.hasModel)
     let pairs = request.pairs
     if pairs.isEmpty {
       throw RPCError.invalidArgument("pairs is empty: give at least one (user_id, item_id) pair")
@@ -301,6 +305,10 @@ public final class RecommenderService: Sendable {
     let served = try resolve(request.model, hasModel: request.hasModel)
     let k = try Self.validateK(request.k, field: "k")
     if request.itemID.isEmpty { throw RPCError.invalidArgument("item_id is empty") }
+    if request.exclude.count > Self.maxListEntries {
+      throw RPCError.invalidArgument(
+        "exclude has \(request.exclude.count) entries; at most \(Self.maxListEntries)")
+    }
     let model = served.model
     guard let query = model.itemIndex(request.itemID) else {
       throw RPCError.notFound(

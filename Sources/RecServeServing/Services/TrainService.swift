@@ -9,23 +9,51 @@ import Synchronization
 public final class TrainService: @unchecked Sendable {
   let registry: ModelRegistry
   let dataRoot: String?
-  /// Per model: whether a training runs, and how many wait for it (one at a time per model).
-  private struct Slot {
-    var running = false
-    /// Tickets of the trainings waiting, first in line first.
-    var waiting: [Int] = []
+  /// The trainings running (by model name) and waiting, server-wide, and the memory they hold.
+  private struct Schedule {
+    /// Models with a training running: one per model at a time.
+    var running: Set<String> = []
+    /// Trainings waiting, first come first: their ticket and model.
+    var waiting: [(ticket: Int, name: String)] = []
     var nextTicket = 0
+    /// Bytes of the memory budget the running trainings have reserved.
+    var reservedBytes = 0
   }
-  private let slots = Mutex<[String: Slot]>([:])
-  /// Trainings that may wait per model behind the one running; more get RESOURCE_EXHAUSTED.
+  private let schedule = Mutex(Schedule())
+  /// Trainings that may wait, server-wide, behind the ones running; more get RESOURCE_EXHAUSTED.
   public let maxQueued: Int
+  /// Trainings that run at once (each of another model).
+  public let maxRunning: Int
+  /// Bytes all trainings running at once may use, by `TrainingMemory`'s estimates.
+  public let memoryBudget: Int
 
-  public init(registry: ModelRegistry, dataRoot: String?, maxQueued: Int = 2) {
+  public init(
+    registry: ModelRegistry, dataRoot: String?, maxQueued: Int = 2, maxRunning: Int = 1,
+    memoryBudget: Int = TrainService.defaultMemoryBudget
+  ) {
     self.registry = registry
     self.maxQueued = max(0, maxQueued)
+    self.maxRunning = max(1, maxRunning)
+    self.memoryBudget = max(1, memoryBudget)
     self.dataRoot = dataRoot.map {
       (($0 as NSString).resolvingSymlinksInPath as NSString).standardizingPath
     }
+  }
+
+  /// A quarter of the memory this process may use: physical memory, or the cgroup's limit when
+  /// that is lower (a container).
+  public static var defaultMemoryBudget: Int {
+    var available = Int(clamping: ProcessInfo.processInfo.physicalMemory)
+    for path in [
+      "/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ] {
+      if let text = try? String(contentsOfFile: path, encoding: .utf8),
+        let limit = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)), limit > 0
+      {
+        available = min(available, limit)
+      }
+    }
+    return max(1 << 20, available / 4)
   }
 
   public func train(_ request: Recserve_V1_TrainRequest, writer: ServerStreamWriter) throws {
@@ -63,8 +91,8 @@ public final class TrainService: @unchecked Sendable {
     if request.dim != 0 { config.dim = Int(request.dim) }
     if request.epochs != 0 { config.epochs = Int(request.epochs) }
     if request.seed != 0 { config.seed = UInt64(bitPattern: request.seed) }
-    if request.learningRate != 0 { config.learningRate = request.learningRate }
-    if request.regularization != 0 { config.regularization = request.regularization }
+    if request.hasLearningRate { config.learningRate = try Self.learningRate(request) }
+    if request.hasRegularization { config.regularization = try Self.regularization(request) }
     do {
       try config.validate()
     } catch {
@@ -84,11 +112,23 @@ public final class TrainService: @unchecked Sendable {
       }
     }
 
+    // Bad data_path or ids are refused before waiting in line.
+    let source = try dataSource(request)
     try acquireSlot(request.name, writer: writer)
     defer { releaseSlot(request.name) }
+    let memory = MemoryHold(self)
+    defer { memory.release() }
 
     BackgroundPriority.lowerCurrentThread()
-    let data = try loadData(request)
+    let rows = try rows(of: source)
+    try memory.hold(
+      TrainingMemory.loading(rows: rows), for: "loading \(source.name) (\(rows) rows)")
+    let data = try load(source)
+    // Everything the run will allocate, before it allocates it.
+    var estimate = TrainingMemory.estimate(mf: config, data: TrainingDataShape(data))
+    Self.addRequest(request, to: &estimate)
+    try memory.hold(
+      estimate.bytes, for: "training '\(request.name)' (mf, dim \(config.dim))", parts: estimate)
     try send(
       writer,
       message:
@@ -153,13 +193,13 @@ public final class TrainService: @unchecked Sendable {
     let seed = request.seed != 0 ? UInt64(bitPattern: request.seed) : 42
     let config: ImplicitModelConfig
     if request.kind == "sasrec" {
-      if request.regularization != 0 {
+      if request.hasRegularization {
         throw RPCError.invalidArgument("regularization does not apply to kind sasrec (use dropout)")
       }
       var sasrec = SASRecConfig(seed: seed, threads: Self.trainingThreads)
       if request.dim != 0 { sasrec.dim = Int(request.dim) }
       if request.epochs != 0 { sasrec.epochs = Int(request.epochs) }
-      if request.learningRate != 0 { sasrec.learningRate = request.learningRate }
+      if request.hasLearningRate { sasrec.learningRate = try Self.learningRate(request) }
       if request.maxlen != 0 { sasrec.maxlen = Int(request.maxlen) }
       if request.blocks != 0 { sasrec.blocks = Int(request.blocks) }
       if request.heads != 0 { sasrec.heads = Int(request.heads) }
@@ -170,8 +210,8 @@ public final class TrainService: @unchecked Sendable {
       var bpr = BPRConfig(seed: seed, threads: Self.trainingThreads)
       if request.dim != 0 { bpr.dim = Int(request.dim) }
       if request.epochs != 0 { bpr.epochs = Int(request.epochs) }
-      if request.learningRate != 0 { bpr.learningRate = request.learningRate }
-      if request.regularization != 0 { bpr.regularization = request.regularization }
+      if request.hasLearningRate { bpr.learningRate = try Self.learningRate(request) }
+      if request.hasRegularization { bpr.regularization = try Self.regularization(request) }
       if request.negativeCandidates != 0 {
         bpr.negativeCandidates = Int(request.negativeCandidates)
       }
@@ -187,7 +227,11 @@ public final class TrainService: @unchecked Sendable {
       var als = ALSConfig(seed: seed, threads: Self.trainingThreads)
       if request.dim != 0 { als.dim = Int(request.dim) }
       if request.epochs != 0 { als.iterations = Int(request.epochs) }
-      if request.regularization != 0 { als.regularization = request.regularization }
+      if request.hasLearningRate {
+        throw RPCError.invalidArgument(
+          "learning_rate does not apply to kind als (it solves for each row; see cg_steps)")
+      }
+      if request.hasRegularization { als.regularization = try Self.regularization(request) }
       if request.hasAlpha { als.alpha = request.alpha }
       if request.cgSteps != 0 { als.cgSteps = Int(request.cgSteps) }
       if request.popularityExponent != 0 { als.popularityExponent = request.popularityExponent }
@@ -201,10 +245,23 @@ public final class TrainService: @unchecked Sendable {
     let split: ImplicitSplit =
       request.hasHoldout
       ? (request.holdout == 0 ? .none : .holdout(Double(request.holdout))) : .leaveLastOut
+    // Bad data_path or ids are refused before waiting in line.
+    let source = try dataSource(request)
     try acquireSlot(request.name, writer: writer)
     defer { releaseSlot(request.name) }
+    let memory = MemoryHold(self)
+    defer { memory.release() }
     BackgroundPriority.lowerCurrentThread()
-    let data = try loadData(request)
+    let rows = try rows(of: source)
+    try memory.hold(
+      TrainingMemory.loading(rows: rows), for: "loading \(source.name) (\(rows) rows)")
+    let data = try load(source)
+    // Everything the run will allocate, before it allocates it.
+    var estimate = TrainingMemory.estimate(config, data: TrainingDataShape(data))
+    Self.addRequest(request, to: &estimate)
+    try memory.hold(
+      estimate.bytes, for: "training '\(request.name)' (\(request.kind), dim \(config.dim))",
+      parts: estimate)
     try send(
       writer, message: "training \(request.name) (\(request.kind)) on \(data.count) interactions")
     let result = try statusOfTraining(request.name) {
@@ -248,66 +305,121 @@ public final class TrainService: @unchecked Sendable {
   /// Training inside the server leaves a core to the request threads.
   static let trainingThreads = max(1, ProcessInfo.processInfo.activeProcessorCount - 1)
 
-  /// Waits for the model's training slot (telling the client it is queued), or refuses when the
-  /// queue is full or the client goes away meanwhile.
+  /// The ticket of the waiting training that starts next when a place frees up: the first in
+  /// line whose model has no training running. Nil when none can start (the cap is reached).
+  private func nextToStart(_ schedule: Schedule) -> Int? {
+    guard schedule.running.count < maxRunning else { return nil }
+    return schedule.waiting.first { !schedule.running.contains($0.name) }?.ticket
+  }
+
+  /// Waits for a place to train `name` (one training per model, at most `maxRunning` at once,
+  /// first come first served; the client is told it is queued), or refuses when the queue is
+  /// full or the client goes away meanwhile.
   private func acquireSlot(_ name: String, writer: ServerStreamWriter) throws {
     enum Outcome {
       case run
       case wait(ticket: Int, position: Int)
-      case full
+      case full(running: Int)
     }
-    let outcome = slots.withLock { slots -> Outcome in
-      var slot = slots[name, default: Slot()]
-      defer { slots[name] = slot }
-      if !slot.running {
-        slot.running = true
+    let outcome = schedule.withLock { schedule -> Outcome in
+      // Straight in when there is room and no one waiting could take it.
+      if schedule.running.count < maxRunning && !schedule.running.contains(name)
+        && nextToStart(schedule) == nil
+      {
+        schedule.running.insert(name)
         return .run
       }
-      guard slot.waiting.count < maxQueued else { return .full }
-      let ticket = slot.nextTicket
-      slot.nextTicket += 1
-      slot.waiting.append(ticket)
-      return .wait(ticket: ticket, position: slot.waiting.count)
+      guard schedule.waiting.count < maxQueued else {
+        return .full(running: schedule.running.count)
+      }
+      let ticket = schedule.nextTicket
+      schedule.nextTicket += 1
+      schedule.waiting.append((ticket, name))
+      return .wait(ticket: ticket, position: schedule.waiting.count)
     }
     switch outcome {
     case .run:
       return
-    case .full:
+    case .full(let running):
       throw RPCError(
         .resourceExhausted,
-        "model '\(name)' has a training running and \(maxQueued) waiting in its queue; try again when one ends"
-      )
+        "the training queue is full: \(running) training(s) running (at most \(maxRunning) at once, "
+          + "--max-trainings; one per model) and \(maxQueued) waiting; try again when one ends")
     case .wait(let ticket, let position):
       var cancelled = false
       do {
-        try send(writer, message: "queued: waiting for \(position) training(s) of '\(name)' to end")
+        try send(
+          writer,
+          message:
+            "queued: waiting for \(position) training(s) to end (at most \(maxRunning) run at once, one per model)"
+        )
       } catch {
         cancelled = true
       }
       while !cancelled {
-        // First in line, and the slot is free: run.
-        let started = slots.withLock { slots -> Bool in
-          guard var slot = slots[name], !slot.running, slot.waiting.first == ticket else {
-            return false
-          }
-          slot.running = true
-          slot.waiting.removeFirst()
-          slots[name] = slot
+        let started = schedule.withLock { schedule -> Bool in
+          guard nextToStart(schedule) == ticket else { return false }
+          schedule.running.insert(name)
+          schedule.waiting.removeAll { $0.ticket == ticket }
           return true
         }
         if started { return }
         if writer.isCancelled { cancelled = true }
         usleep(50_000)
       }
-      slots.withLock { slots in slots[name]?.waiting.removeAll { $0 == ticket } }
+      schedule.withLock { schedule in schedule.waiting.removeAll { $0.ticket == ticket } }
       throw RPCError(.cancelled, "the client went away while the training was queued")
     }
   }
 
   private func releaseSlot(_ name: String) {
-    slots.withLock { slots in
-      slots[name]?.running = false
-      if slots[name]?.waiting.isEmpty == true { slots[name] = nil }
+    _ = schedule.withLock { schedule in schedule.running.remove(name) }
+  }
+
+  /// The share of the memory budget one training holds: raised (or refused) as the training
+  /// learns how much it needs, given back when it ends.
+  final class MemoryHold {
+    let service: TrainService
+    private(set) var bytes = 0
+
+    init(_ service: TrainService) { self.service = service }
+
+    /// Holds `bytes` in place of what this training held so far, or throws RESOURCE_EXHAUSTED
+    /// saying what `what` needs (with `parts`, what for) and what the budget allows.
+    func hold(
+      _ bytes: Int, for what: @autoclosure () -> String, parts: TrainingMemoryEstimate? = nil
+    ) throws {
+      let budget = service.memoryBudget
+      let held = self.bytes
+      let othersHold = service.schedule.withLock { schedule -> Int? in
+        let others = schedule.reservedBytes - held
+        guard others + bytes <= budget else { return others }
+        schedule.reservedBytes = others + bytes
+        return nil
+      }
+      guard let othersHold else {
+        self.bytes = bytes
+        return
+      }
+      let mib = TrainingMemoryEstimate.mebibytes
+      var message = "\(what()) needs about \(mib(bytes)) MiB"
+      if let parts { message += " (\(parts))" }
+      if bytes > budget {
+        message +=
+          ", over the server's training memory budget of \(mib(budget)) MiB (--train-memory-mb); "
+          + "use a smaller dim or less data, or raise the budget"
+      } else {
+        message +=
+          ", and the trainings running hold \(mib(othersHold)) MiB of the server's training memory "
+          + "budget of \(mib(budget)) MiB (--train-memory-mb); try again when one ends"
+      }
+      throw RPCError(.resourceExhausted, message)
+    }
+
+    func release() {
+      let held = bytes
+      bytes = 0
+      if held > 0 { service.schedule.withLock { $0.reservedBytes -= held } }
     }
   }
 
@@ -413,6 +525,28 @@ public final class TrainService: @unchecked Sendable {
     }
   }
 
+  /// `learning_rate` when set: a positive finite number (unset means the kind's default).
+  static func learningRate(_ request: Recserve_V1_TrainRequest) throws -> Float {
+    let rate = request.learningRate
+    guard rate.isFinite, rate > 0 else {
+      throw RPCError.invalidArgument(
+        "learning_rate must be a positive number (leave it unset for the kind's default), got \(rate)"
+      )
+    }
+    return rate
+  }
+
+  /// `regularization` when set: a finite number >= 0 (0: none; unset means the kind's default).
+  static func regularization(_ request: Recserve_V1_TrainRequest) throws -> Float {
+    let value = request.regularization
+    guard value.isFinite, value >= 0 else {
+      throw RPCError.invalidArgument(
+        "regularization must be a finite number >= 0 (0: none; leave it unset for the kind's default), got \(value)"
+      )
+    }
+    return value
+  }
+
   static func validateTolerance(_ tolerance: Float) throws {
     guard tolerance.isFinite, tolerance >= 0 else {
       throw RPCError.invalidArgument(
@@ -436,21 +570,42 @@ public final class TrainService: @unchecked Sendable {
     try writer.send(try progress.serializedBytes())
   }
 
-  private func loadData(_ request: Recserve_V1_TrainRequest) throws -> Interactions {
+  /// Inline interactions stay in memory for the whole call: the decoded request, and the rows
+  /// copied from it (about 160 bytes a row besides the ids' text, which the data part counts).
+  static func addRequest(
+    _ request: Recserve_V1_TrainRequest, to estimate: inout TrainingMemoryEstimate
+  ) {
+    estimate.add("request", request.interactions.count * 160)
+  }
+
+  /// Where a request's interactions come from.
+  enum DataSource {
+    case inline([Recserve_V1_Interaction])
+    /// A checked path under the data root, the path as the request named it, and the root.
+    case file(path: String, named: String, root: String)
+
+    var name: String {
+      switch self {
+      case .inline: return "interactions"
+      case .file(_, let named, _): return "data_path '\(named)'"
+      }
+    }
+  }
+
+  func dataSource(_ request: Recserve_V1_TrainRequest) throws -> DataSource {
     let hasPath = !request.dataPath.isEmpty
     let hasRows = !request.interactions.isEmpty
     if hasPath && hasRows {
       throw RPCError.invalidArgument("give either data_path or interactions, not both")
     }
     if hasRows {
-      let rows = request.interactions.map {
-        InteractionRow(user: $0.userID, item: $0.itemID, rating: $0.rating, timestamp: $0.timestamp)
+      // Ids are stored one a line as text: a NUL or a line break would publish a version that
+      // can never load.
+      for (index, row) in request.interactions.enumerated() {
+        try Self.checkStorableId(row.userID, field: "interactions[\(index)].user_id")
+        try Self.checkStorableId(row.itemID, field: "interactions[\(index)].item_id")
       }
-      do {
-        return try Interactions(rows: rows, source: "interactions")
-      } catch {
-        throw RPCError.invalidArgument("\(error)")
-      }
+      return .inline(request.interactions)
     }
     guard hasPath else {
       throw RPCError.invalidArgument(
@@ -460,13 +615,79 @@ public final class TrainService: @unchecked Sendable {
       throw RPCError.failedPrecondition(
         "data_path needs a server started with --data-root; send the interactions inline instead")
     }
-    let path = try resolve(request.dataPath, under: root)
-    do {
-      return try Interactions.load(path: path)
-    } catch let error as DataError {
-      throw RPCError.invalidArgument(Self.relative("\(error)", root: root))
-    } catch {
-      throw RPCError.invalidArgument(Self.relative("\(error)", root: root))
+    return .file(
+      path: try resolve(request.dataPath, under: root), named: request.dataPath, root: root)
+  }
+
+  /// Rows the source holds at most (a file's lines), known without loading it.
+  func rows(of source: DataSource) throws -> Int {
+    switch source {
+    case .inline(let rows):
+      return rows.count
+    case .file(let path, let named, _):
+      guard let lines = Self.countLines(path) else {
+        throw RPCError.invalidArgument("data_path '\(named)' cannot be read")
+      }
+      return lines
+    }
+  }
+
+  func load(_ source: DataSource) throws -> Interactions {
+    switch source {
+    case .inline(let interactions):
+      let rows = interactions.map {
+        InteractionRow(user: $0.userID, item: $0.itemID, rating: $0.rating, timestamp: $0.timestamp)
+      }
+      do {
+        return try Interactions(rows: rows, source: "interactions")
+      } catch {
+        throw RPCError.invalidArgument("\(error)")
+      }
+    case .file(let path, _, let root):
+      do {
+        return try Interactions.load(path: path)
+      } catch {
+        throw RPCError.invalidArgument(Self.relative("\(error)", root: root))
+      }
+    }
+  }
+
+  /// Lines in a file (a last line without a newline counts), read in chunks; nil when it cannot
+  /// be read.
+  static func countLines(_ path: String) -> Int? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    let size = 1 << 20
+    let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16)
+    defer { buffer.deallocate() }
+    var lines = 0
+    var last: UInt8 = 10
+    while true {
+      let count = read(fd, buffer, size)
+      if count < 0 {
+        if errno == EINTR { continue }
+        return nil
+      }
+      if count == 0 { break }
+      var at = buffer
+      let end = buffer + count
+      while at < end, let hit = memchr(at, 10, end - at) {
+        lines += 1
+        at = hit + 1
+      }
+      last = buffer.load(fromByteOffset: count - 1, as: UInt8.self)
+    }
+    return lines + (last == 10 ? 0 : 1)
+  }
+
+  /// INVALID_ARGUMENT naming `field` when `id` holds a NUL byte or a line break.
+  static func checkStorableId(_ id: String, field: @autoclosure () -> String) throws {
+    for byte in id.utf8 where byte == 0 || byte == 10 || byte == 13 {
+      throw RPCError.invalidArgument(
+        byte == 0
+          ? "\(field()) contains a NUL byte"
+          : "\(field()) contains a line break (ids are stored one a line)")
     }
   }
 
