@@ -19,18 +19,9 @@ public final class ServedVersion: @unchecked Sendable {
     self.loaded = loaded
     self.model = loaded.model
     let model = loaded.model
-    let dim = model.dim
-    var norms = [Float](repeating: 0, count: model.itemCount)
-    var logPopularity = [Float](repeating: 0, count: model.itemCount)
-    let factors = model.itemFactors
+    let norms = Diversity.norms(model)
     let popularity = model.itemPopularity
-    for item in 0..<model.itemCount {
-      var sum: Float = 0
-      let row = factors + item * dim
-      for d in 0..<dim { sum += row[d] * row[d] }
-      norms[item] = sum.squareRoot()
-      logPopularity[item] = log1p(Float(max(0, popularity[item])))
-    }
+    let logPopularity = (0..<model.itemCount).map { log1p(Float(max(0, popularity[$0]))) }
     self.itemNorms = norms
     self.logPopularity = logPopularity
   }

@@ -1,4 +1,3 @@
-import CBLAS
 import Foundation
 import RecServeModels
 import RecServeProto
@@ -268,8 +267,10 @@ public final class RecommenderService: Sendable {
     }
     try check()
     if request.diversity > 0 && top.count > 1 {
-      top = try Diversity.rerank(
-        pool: top, k: k, lambda: request.diversity, served: served, check: check)
+      top = try served.itemNorms.withUnsafeBufferPointer { norms in
+        try Diversity.rerank(
+          pool: top, k: k, lambda: request.diversity, model: model, norms: norms, check: check)
+      }
     }
 
     var response = Recserve_V1_RankResponse()
@@ -316,18 +317,9 @@ public final class RecommenderService: Sendable {
       )
     }
     let itemCount = model.itemCount
-    let dim = model.dim
     let scores = ThreadScratch.current.floats(itemCount)
-    let factors = model.itemFactors
-    cblas_sgemv(
-      CblasRowMajor, CblasNoTrans, Int32(itemCount), Int32(dim), 1, factors, Int32(dim),
-      factors + Int(query) * dim, 1, 0, scores, 1)
     served.itemNorms.withUnsafeBufferPointer { norms in
-      let queryNorm = norms[Int(query)]
-      for item in 0..<itemCount {
-        let denominator = norms[item] * queryNorm
-        scores[item] = denominator > 0 ? scores[item] / denominator : 0
-      }
+      Diversity.cosine(to: query, model: model, norms: norms, into: scores)
     }
     var excluded = Set<Int32>([query])
     for id in request.exclude { if let item = model.itemIndex(id) { excluded.insert(item) } }

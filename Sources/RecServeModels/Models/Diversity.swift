@@ -1,18 +1,17 @@
 import CBLAS
-import Foundation
-import RecServeModels
 
-/// Maximal-marginal-relevance re-ranking over item embeddings.
-enum Diversity {
+/// Maximal-marginal-relevance re-ranking and cosine similarity over item embeddings.
+public enum Diversity {
   /// Picks `k` of `pool` greedily by (1 - λ)·relevance − λ·(highest cosine similarity to an item
   /// already picked), relevance scaled to 0...1 within the pool. Scores returned are the original
   /// ones. Each pick updates every pool item's highest similarity with one `sgemv` over the
   /// pool's unit embeddings (k × pool × dim multiply-adds in all, which the caller bounds);
   /// `check` runs every few picks and may throw to stop.
-  static func rerank(
-    pool: [TopK.Entry], k: Int, lambda: Float, served: ServedVersion, check: () throws -> Void
+  /// `norms` holds each item's embedding norm (`Diversity.norms`).
+  public static func rerank(
+    pool: [TopK.Entry], k: Int, lambda: Float, model: any RecommendationModel,
+    norms: UnsafeBufferPointer<Float>, check: () throws -> Void
   ) throws -> [TopK.Entry] {
-    let model = served.model
     let dim = model.dim
     let n = pool.count
     let factors = model.itemFactors
@@ -30,7 +29,7 @@ enum Diversity {
       bottom = min(bottom, entry.score)
     }
     let span = top - bottom
-    served.itemNorms.withUnsafeBufferPointer { norms in
+    do {
       for (j, entry) in pool.enumerated() {
         let item = Int(entry.index)
         let norm = norms[item]
@@ -69,5 +68,33 @@ enum Diversity {
       }
     }
     return picked
+  }
+
+  /// The Euclidean norm of every item embedding.
+  public static func norms(_ model: any RecommendationModel) -> [Float] {
+    let dim = model.dim
+    let factors = model.itemFactors
+    return (0..<model.itemCount).map { item in
+      VectorMath.dot(factors + item * dim, factors + item * dim, dim).squareRoot()
+    }
+  }
+
+  /// out[i] = cosine similarity of item i's embedding with `item`'s (0 where a norm is 0), for
+  /// every item, by one `sgemv`.
+  public static func cosine(
+    to item: Int32, model: any RecommendationModel, norms: UnsafeBufferPointer<Float>,
+    into out: UnsafeMutablePointer<Float>
+  ) {
+    let itemCount = model.itemCount
+    let dim = model.dim
+    let factors = model.itemFactors
+    cblas_sgemv(
+      CblasRowMajor, CblasNoTrans, Int32(itemCount), Int32(dim), 1, factors, Int32(dim),
+      factors + Int(item) * dim, 1, 0, out, 1)
+    let queryNorm = norms[Int(item)]
+    for other in 0..<itemCount {
+      let denominator = norms[other] * queryNorm
+      out[other] = denominator > 0 ? out[other] / denominator : 0
+    }
   }
 }

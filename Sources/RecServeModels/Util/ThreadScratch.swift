@@ -1,8 +1,12 @@
-import Foundation
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
 
 /// Per-thread scratch memory for the request path, so scoring a catalog allocates nothing once a
 /// thread has grown its buffer to the largest model's size.
-final class ThreadScratch {
+public final class ThreadScratch {
   private(set) var floats: UnsafeMutablePointer<Float>
   private(set) var floatCapacity: Int
   private(set) var ints: UnsafeMutablePointer<Int32>
@@ -34,7 +38,7 @@ final class ThreadScratch {
 
   /// At least `count` floats in buffer `slot` (1, 2, ...), apart from `floats(_:)` and from
   /// the other slots (contents undefined).
-  func floats(_ count: Int, slot: Int) -> UnsafeMutablePointer<Float> {
+  public func floats(_ count: Int, slot: Int) -> UnsafeMutablePointer<Float> {
     while extra.count < slot {
       extra.append(.allocate(capacity: 1024))
       extraCapacity.append(1024)
@@ -49,7 +53,7 @@ final class ThreadScratch {
 
   /// A fresh set of marks over items 0..<count: `mark(i)` is true the first time for each i.
   /// O(1) to start (a generation counter), no allocation once grown.
-  func marks(_ count: Int) -> Marks {
+  public func marks(_ count: Int) -> Marks {
     if markStamps.count < count {
       markStamps.append(contentsOf: repeatElement(0, count: count - markStamps.count))
     }
@@ -61,12 +65,12 @@ final class ThreadScratch {
     return Marks(scratch: self, generation: markGeneration)
   }
 
-  struct Marks {
+  public struct Marks {
     let scratch: ThreadScratch
     let generation: UInt32
 
     /// Marks `item`; false when it was marked already.
-    func mark(_ item: Int32) -> Bool {
+    public func mark(_ item: Int32) -> Bool {
       let i = Int(item)
       if scratch.markStamps[i] == generation { return false }
       scratch.markStamps[i] = generation
@@ -75,7 +79,7 @@ final class ThreadScratch {
   }
 
   /// At least `count` floats (contents undefined).
-  func floats(_ count: Int) -> UnsafeMutablePointer<Float> {
+  public func floats(_ count: Int) -> UnsafeMutablePointer<Float> {
     if count > floatCapacity {
       floats.deallocate()
       floatCapacity = max(count, floatCapacity * 2)
@@ -85,7 +89,7 @@ final class ThreadScratch {
   }
 
   /// At least `count` floats for a query vector, apart from `floats` (contents undefined).
-  func queryFloats(_ count: Int) -> UnsafeMutablePointer<Float> {
+  public func queryFloats(_ count: Int) -> UnsafeMutablePointer<Float> {
     if count > queryCapacity {
       query.deallocate()
       queryCapacity = max(count, queryCapacity * 2)
@@ -95,7 +99,7 @@ final class ThreadScratch {
   }
 
   /// At least `count` Int32s (contents undefined).
-  func ints(_ count: Int) -> UnsafeMutablePointer<Int32> {
+  public func ints(_ count: Int) -> UnsafeMutablePointer<Int32> {
     if count > intCapacity {
       ints.deallocate()
       intCapacity = max(count, intCapacity * 2)
@@ -113,7 +117,7 @@ final class ThreadScratch {
   }()
 
   /// This thread's scratch.
-  static var current: ThreadScratch {
+  public static var current: ThreadScratch {
     if let pointer = pthread_getspecific(key) {
       return Unmanaged<ThreadScratch>.fromOpaque(pointer).takeUnretainedValue()
     }
