@@ -3,7 +3,7 @@ import Foundation
 
 /// Counters of one method: calls finished by status code, and a latency histogram (accept to
 /// final status posted). Lock-free: relaxed atomic increments on the request path.
-public final class MethodStats: @unchecked Sendable {
+public final class MethodStats: Sendable {
   /// Upper bounds of the latency buckets, in seconds (a last bucket catches the rest).
   public static let bucketBounds: [Double] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,

@@ -18,7 +18,7 @@ public struct VersionRecord: Sendable {
 }
 
 /// One model: its versions, labels, and which version serves.
-public final class ModelEntry: @unchecked Sendable {
+public final class ModelEntry: Sendable {
   public let name: String
   public let versions: [Int64: VersionRecord]
   public let labels: [String: Int64]

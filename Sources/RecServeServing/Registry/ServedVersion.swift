@@ -3,7 +3,7 @@ import RecServeModels
 
 /// One loaded, verified version of a model, ready to serve. Immutable: requests hold it from
 /// start to end, so a swap never pulls it from under them.
-public final class ServedVersion: @unchecked Sendable {
+public final class ServedVersion: Sendable {
   public let name: String
   public let version: Int64
   public let loaded: LoadedModel

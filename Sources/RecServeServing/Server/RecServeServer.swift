@@ -5,7 +5,7 @@ import RecServeRPC
 import SwiftProtobuf
 
 /// The RecServe gRPC server: Recommender, ModelAdmin, Health and reflection over one registry.
-public final class RecServeServer: @unchecked Sendable {
+public final class RecServeServer: Sendable {
   public struct Configuration: Sendable {
     public var host = "127.0.0.1"
     public var port = 50051

@@ -5,7 +5,7 @@ import RecServeRPC
 
 /// `recserve.v1.ModelAdmin`: inspect the registry, move labels (promote, roll back, canary),
 /// unload versions and re-scan the model folder.
-public final class AdminService: @unchecked Sendable {
+public final class AdminService: Sendable {
   let registry: ModelRegistry
 
   public init(registry: ModelRegistry) {

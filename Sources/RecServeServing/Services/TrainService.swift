@@ -6,7 +6,7 @@ import Synchronization
 
 /// `Recommender.Train`: trains a new version from a file under the data root or from inline
 /// interactions, streams progress per epoch, publishes the version and makes it serve.
-public final class TrainService: @unchecked Sendable {
+public final class TrainService: Sendable {
   let registry: ModelRegistry
   let dataRoot: String?
   /// The trainings running (by model name) and waiting, server-wide, and the memory they hold.
