@@ -590,6 +590,12 @@ extension UsersOnly {
     fatalError("not used by evaluation")
   }
   func queryWork(user: Int32?, recentCount: Int) -> Int { 0 }
+  func scoreBlock(
+    queries: UnsafePointer<Float>, count: Int, offsets: UnsafePointer<Float>, items: Range<Int>,
+    into out: UnsafeMutablePointer<Float>, ld: Int
+  ) {
+    fatalError("not used by evaluation")
+  }
 }
 
 extension FixedModel: UsersOnly {}

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// How a method is served.
 public enum MethodHandler: Sendable {
@@ -33,4 +34,45 @@ public enum UnaryOutcome: Sendable {
   /// call `context.checkDeadline()` between blocks of work, so that it stops once the client's
   /// deadline passed or the client went away.
   case deferred(@Sendable (ServerContext) throws -> [UInt8])
+  /// The handler's own machinery answers (e.g. a batcher that serves many calls with one pass
+  /// over the data): `start` runs at once on the receiving thread and must only hand the
+  /// responder on; the call is answered when the responder is (exactly once, from any thread).
+  case handedOff(@Sendable (UnaryResponder) -> Void)
+}
+
+/// Answers one unary call from any thread, exactly once (later answers are ignored). A
+/// responder that is dropped unanswered answers INTERNAL, so no call is left hanging.
+public final class UnaryResponder: Sendable {
+  let call: ServerCall
+  let server: RPCServer
+  /// The call's context, with its metadata copied.
+  public let context: ServerContext
+  private let answered = Atomic<Bool>(false)
+
+  init(call: ServerCall, server: RPCServer, context: ServerContext) {
+    self.call = call
+    self.server = server
+    self.context = context
+  }
+
+  deinit {
+    if !answered.load(ordering: .acquiring) {
+      fail(RPCError.internal("the call was dropped without an answer"))
+    }
+  }
+
+  public func succeed(_ response: [UInt8]) {
+    answer(message: response, code: .ok, details: "")
+  }
+
+  public func fail(_ error: RPCError) {
+    answer(message: nil, code: error.code, details: error.message)
+  }
+
+  private func answer(message: [UInt8]?, code: StatusCode, details: String) {
+    guard !answered.exchange(true, ordering: .acquiringAndReleasing) else { return }
+    call.finish(message: message, code: code, details: details)
+    call.operationEnded()
+    server.activeStreamHandlers.subtract(1, ordering: .acquiringAndReleasing)
+  }
 }

@@ -162,6 +162,13 @@ final class ServerWorker: @unchecked Sendable {
       switch outcome {
       case .response(let response):
         call.finish(message: response, code: .ok, details: "")
+      case .handedOff(let start):
+        let copied = ServerContext(
+          method: method.path, deadlineRemaining: deadline, arrival: context.arrival, call: call,
+          copiedMetadata: call.allMetadata())
+        call.operationStarted()  // the responder holds the call until it answers
+        server.activeStreamHandlers.add(1, ordering: .acquiringAndReleasing)
+        start(UnaryResponder(call: call, server: server, context: copied))
       case .deferred(let work):
         let copied = ServerContext(
           method: method.path, deadlineRemaining: deadline, arrival: context.arrival, call: call,

@@ -142,16 +142,24 @@ public final class RecommenderService: Sendable {
     try planRank(request).run({})
   }
 
-  private func rank(
-    _ request: Recserve_V1_RankRequest, served: ServedVersion, knownUser: Int32?, k: Int,
-    check: () throws -> Void
-  ) throws -> Recserve_V1_RankResponse {
-    let model = served.model
-    let itemCount = model.itemCount
-    let scratch = ThreadScratch.current
-    // One buffer for the recent items' and the candidates' indices (growing it would move it).
-    let indices = scratch.ints(request.recentItems.count + request.candidates.count)
+  /// What a Rank scores with and filters by, from its request: the query vector (written to
+  /// the caller's buffer), the candidates (their indices in the caller's buffer), the items
+  /// left out, the selection.
+  struct RankSetup {
+    var offset: Float
+    var candidates: UnsafeBufferPointer<Int32>?
+    var excluded: Set<Int32>
+    var seen: UnsafeBufferPointer<Int32>?
+    var selection: BlockedScan.Selection
+  }
 
+  /// Validates the ids against the model and builds the query into `query` (dim floats).
+  /// `indices` must hold recent_items.count + candidates.count entries.
+  func setupRank(
+    _ request: Recserve_V1_RankRequest, served: ServedVersion, knownUser: Int32?, k: Int,
+    query: UnsafeMutablePointer<Float>, indices: UnsafeMutablePointer<Int32>
+  ) throws -> RankSetup {
+    let model = served.model
     // The query: a known user, the items of a session (a sequence model reads them in order,
     // after the user's history when the user is known; a factor model folds in a new user),
     // or both. Only the latest `limits.recentItems` known recent items count.
@@ -182,58 +190,23 @@ public final class RecommenderService: Sendable {
         )
       }
     }
-    // A known user scores the catalog from its own row (`scoreAll(user:)`); anything else, or
-    // a candidate list, from the query vector.
-    let byUser = knownUser != nil && (recentCount == 0 || !model.isSequential)
-    let query = scratch.queryFloats(model.dim)
-    var offset: Float = 0
-    if !byUser || !request.candidates.isEmpty {
-      guard let o = model.query(user: knownUser, recentItems: recentUsed, into: query) else {
-        throw RPCError.internal("model '\(served.name)' could not build a query")
-      }
-      offset = o
-      try check()
+    guard let offset = model.query(user: knownUser, recentItems: recentUsed, into: query) else {
+      throw RPCError.internal("model '\(served.name)' could not build a query")
     }
 
     // Candidates: known ones, each once (a mark per item, not a search per insert).
-    let candidates = indices + request.recentItems.count
-    var candidateCount = 0
+    var candidates: UnsafeBufferPointer<Int32>? = nil
     if !request.candidates.isEmpty {
-      let marks = scratch.marks(itemCount)
+      let list = indices + request.recentItems.count
+      var count = 0
+      let marks = ThreadScratch.current.marks(model.itemCount)
       for id in request.candidates {
         if let item = model.itemIndex(id), marks.mark(item) {
-          candidates[candidateCount] = item
-          candidateCount += 1
+          list[count] = item
+          count += 1
         }
       }
-    }
-
-    // Scores: of every item, or of the candidates only.
-    let scoredCount = request.candidates.isEmpty ? itemCount : candidateCount
-    let scores = scratch.floats(max(1, scoredCount))
-    if request.candidates.isEmpty {
-      if byUser {
-        model.scoreAll(user: knownUser!, into: scores)
-      } else {
-        model.scoreAll(query: query, offset: offset, into: scores)
-      }
-    } else {
-      model.scoreItems(
-        query: query, offset: offset,
-        items: UnsafeBufferPointer(start: candidates, count: candidateCount), into: scores)
-    }
-    try check()
-    if request.popularityPenalty > 0 {
-      let penalty = request.popularityPenalty
-      served.logPopularity.withUnsafeBufferPointer { logPopularity in
-        if request.candidates.isEmpty {
-          for item in 0..<itemCount { scores[item] -= penalty * logPopularity[item] }
-        } else {
-          for j in 0..<candidateCount {
-            scores[j] -= penalty * logPopularity[Int(candidates[j])]
-          }
-        }
-      }
+      candidates = UnsafeBufferPointer(start: list, count: count)
     }
 
     // Items never to return.
@@ -243,41 +216,83 @@ public final class RecommenderService: Sendable {
       // The items of the session have been seen too.
       for j in 0..<recentCount { excluded.insert(recent[j]) }
     }
-    let seen = request.excludeSeen ? knownUser.map { model.seenItems(user: $0) } : nil
-    let minScore: Float = request.hasMinScore ? request.minScore : -.infinity
-    let skip: (Int32) -> Bool = { item in
-      if !excluded.isEmpty && excluded.contains(item) { return true }
-      if let seen, Self.contains(seen, item) { return true }
-      return false
-    }
+    let poolSize =
+      request.diversity > 0
+      ? min(candidates?.count ?? model.itemCount, max(k * 5, k + 50)) : k
+    return RankSetup(
+      offset: offset, candidates: candidates, excluded: excluded,
+      seen: request.excludeSeen ? knownUser.map { model.seenItems(user: $0) } : nil,
+      selection: BlockedScan.Selection(
+        k: poolSize, penalty: request.popularityPenalty,
+        minScore: request.hasMinScore ? request.minScore : -.infinity))
+  }
 
-    // With diversity, take a deeper pool and re-rank it.
-    let poolSize = request.diversity > 0 ? min(scoredCount, max(k * 5, k + 50)) : k
-    var top: [TopK.Entry]
-    if request.candidates.isEmpty {
-      top = TopK.select(scores: scores, count: itemCount, k: poolSize) { item in
-        scores[Int(item)] < minScore || skip(item)
-      }
-    } else {
-      top = TopK.select(
-        indices: UnsafeBufferPointer(start: candidates, count: candidateCount), scores: scores,
-        k: poolSize, distinct: true
-      ) { item in skip(item) }
-      if minScore > -.infinity { top.removeAll { $0.score < minScore } }
-    }
+  /// Whether a set-up Rank leaves `item` out.
+  @inline(__always)
+  static func skips(_ setup: RankSetup, _ item: Int32) -> Bool {
+    if !setup.excluded.isEmpty && setup.excluded.contains(item) { return true }
+    if let seen = setup.seen, contains(seen, item) { return true }
+    return false
+  }
+
+  private func rank(
+    _ request: Recserve_V1_RankRequest, served: ServedVersion, knownUser: Int32?, k: Int,
+    check: () throws -> Void
+  ) throws -> Recserve_V1_RankResponse {
+    let model = served.model
+    let scratch = ThreadScratch.current
+    let indices = scratch.ints(request.recentItems.count + request.candidates.count)
+    let query = scratch.queryFloats(model.dim)
+    let setup = try setupRank(
+      request, served: served, knownUser: knownUser, k: k, query: query, indices: indices)
     try check()
+    var top: [TopK.Entry]
+    if let candidates = setup.candidates {
+      // Only the candidates are scored.
+      let scores = scratch.floats(max(1, candidates.count))
+      model.scoreItems(query: query, offset: setup.offset, items: candidates, into: scores)
+      if setup.selection.penalty > 0 {
+        served.logPopularity.withUnsafeBufferPointer { logPopularity in
+          for j in 0..<candidates.count {
+            scores[j] -= setup.selection.penalty * logPopularity[Int(candidates[j])]
+          }
+        }
+      }
+      try check()
+      top = TopK.select(
+        indices: candidates, scores: scores, k: setup.selection.k, distinct: true
+      ) { Self.skips(setup, $0) }
+      let minScore = setup.selection.minScore
+      if minScore > -.infinity { top.removeAll { $0.score < minScore } }
+    } else {
+      var offset = setup.offset
+      top = try served.logPopularity.withUnsafeBufferPointer { logPopularity in
+        try BlockedScan.select(
+          model: model, queries: query, offsets: &offset, selections: [setup.selection],
+          penalties: logPopularity, skip: { _, item in Self.skips(setup, item) }, check: check)
+      }[0]
+    }
+    return try finishRank(request, served: served, k: k, top: top, check: check)
+  }
+
+  /// The response from the selected pool: re-ranked for diversity when asked, cut to k.
+  func finishRank(
+    _ request: Recserve_V1_RankRequest, served: ServedVersion, k: Int, top: [TopK.Entry],
+    check: () throws -> Void
+  ) throws -> Recserve_V1_RankResponse {
+    var top = top
     if request.diversity > 0 && top.count > 1 {
       top = try served.itemNorms.withUnsafeBufferPointer { norms in
         try Diversity.rerank(
-          pool: top, k: k, lambda: request.diversity, model: model, norms: norms, check: check)
+          pool: top, k: k, lambda: request.diversity, model: served.model, norms: norms,
+          check: check)
       }
     }
-
     var response = Recserve_V1_RankResponse()
     response.modelName = served.name
     response.modelVersion = served.version
     response.items.reserveCapacity(min(k, top.count))
-    let itemIds = model.itemIds
+    let itemIds = served.model.itemIds
     for entry in top.prefix(k) {
       var scored = Recserve_V1_ScoredItem()
       scored.itemID = itemIds[Int(entry.index)]

@@ -234,6 +234,23 @@ public final class MFModel: RecommendationModel, @unchecked Sendable {
     }
   }
 
+  public func scoreBlock(
+    queries: UnsafePointer<Float>, count: Int, offsets: UnsafePointer<Float>, items: Range<Int>,
+    into out: UnsafeMutablePointer<Float>, ld: Int
+  ) {
+    let lo = items.lowerBound
+    let n = items.count
+    if n == 0 || count == 0 { return }
+    for j in 0..<count {
+      let row = out + j * ld
+      let o = offsets[j]
+      for i in 0..<n { row[i] = o + itemBias[lo + i] }
+    }
+    cblas_sgemm(
+      CblasRowMajor, CblasNoTrans, CblasTrans, Int32(count), Int32(n), Int32(dim), 1, queries,
+      Int32(dim), itemFactors + lo * dim, Int32(dim), 1, out, Int32(ld))
+  }
+
   public func queryWork(user: Int32?, recentCount: Int) -> Int {
     if let user, user >= 0, Int(user) < userCount { return dim }
     return FoldIn.work(items: recentCount, dim: dim)

@@ -253,6 +253,19 @@ public final class SASRecModel: RecommendationModel, @unchecked Sendable {
     }
   }
 
+  public func scoreBlock(
+    queries: UnsafePointer<Float>, count: Int, offsets: UnsafePointer<Float>, items: Range<Int>,
+    into out: UnsafeMutablePointer<Float>, ld: Int
+  ) {
+    let lo = items.lowerBound
+    let n = items.count
+    if n == 0 || count == 0 { return }
+    for j in 0..<count { (out + j * ld).update(repeating: offsets[j], count: n) }
+    cblas_sgemm(
+      CblasRowMajor, CblasNoTrans, CblasTrans, Int32(count), Int32(n), Int32(dim), 1, queries,
+      Int32(dim), itemFactors + lo * dim, Int32(dim), 1, out, Int32(ld))
+  }
+
   /// A known user alone: a copy of its state; otherwise one pass of the network over the last
   /// maxlen items (projections and feed-forward 6·L·d², attention 2·L²·d per block).
   public func queryWork(user: Int32?, recentCount: Int) -> Int {
