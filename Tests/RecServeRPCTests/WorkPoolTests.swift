@@ -75,21 +75,23 @@ import Testing
     let spinner = Spinner()
     let server = try server(workThreads: 1, workQueue: 1, spinner: spinner)
     defer { server.shutdown(gracePeriod: 2) }
-    // One running and one queued (each 1 s), from their own connections; the third is refused.
-    let started = DispatchSemaphore(value: 0)
+    // One running and one queued (each 5 s), from their own connections; the third is refused.
     let background = DispatchGroup()
     for _ in 0..<2 {
       DispatchQueue.global().async(group: background) {
         let channel = Channel(target: "127.0.0.1:\(server.port)")
-        started.signal()
-        _ = channel.unary("/test.Work/Spin", request: [10], timeout: 10)
+        _ = channel.unary("/test.Work/Spin", request: [50], timeout: 30)
       }
     }
-    started.wait()
-    started.wait()
-    usleep(300_000)
+    // Waits until the server holds both (on a loaded machine the calls can take a while to arrive).
+    var waited = 0
+    while (server.workPool.busy < 1 || server.workPool.waiting < 1) && waited < 1_000 {
+      usleep(10_000)
+      waited += 1
+    }
+    #expect(server.workPool.busy == 1 && server.workPool.waiting == 1)
     let channel = Channel(target: "127.0.0.1:\(server.port)")
-    let refused = channel.unary("/test.Work/Spin", request: [10], timeout: 10)
+    let refused = channel.unary("/test.Work/Spin", request: [10], timeout: 20)
     #expect(refused.code == .resourceExhausted)
     #expect(refused.message.contains("busy"))
     background.wait()

@@ -42,6 +42,9 @@ final class WorkPool: Sendable {
   /// Jobs running now.
   var busy: Int { running.load(ordering: .relaxed) }
 
+  /// Jobs accepted and not yet taken by a thread.
+  var waiting: Int { state.withLock { $0.queue.count - $0.head } }
+
   /// Runs `job` on a pool thread: at once when one is idle or another may start, later when it
   /// fits the queue. False (and `job` never runs) when the pool is full or stopping.
   func submit(_ job: @escaping Job) -> Bool {
