@@ -20,6 +20,13 @@ let package = Package(
       path: "CShims/CGRPCShim",
       linkerSettings: [.linkedLibrary("grpc"), .linkedLibrary("gpr")]
     ),
+    // Hand-vectorised kernels chosen at run time by CPU (AVX2 + FMA), where Swift cannot
+    // target CPU features per function: scoring many queries against an item block at once.
+    .target(
+      name: "CKernels",
+      path: "CShims/CKernels",
+      cSettings: [.unsafeFlags(["-O3"])]
+    ),
     // OpenBLAS's CBLAS interface.
     .systemLibrary(
       name: "CBLAS",
@@ -48,7 +55,7 @@ let package = Package(
     // Data loading, BLAS math, models, training, metrics, the model file format.
     .target(
       name: "RecServeModels",
-      dependencies: ["CBLAS", "CCrypto"],
+      dependencies: ["CBLAS", "CCrypto", "CKernels"],
       // The numeric kernels (training loops, the sequence model's layers) run the tests' real
       // trainings; unoptimised they are 20-50x slower. Debug builds keep assertions and
       // @testable access.

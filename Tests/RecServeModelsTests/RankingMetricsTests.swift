@@ -592,7 +592,7 @@ extension UsersOnly {
   func queryWork(user: Int32?, recentCount: Int) -> Int { 0 }
   func scoreBlock(
     queries: UnsafePointer<Float>, count: Int, offsets: UnsafePointer<Float>, items: Range<Int>,
-    into out: UnsafeMutablePointer<Float>, ld: Int
+    into out: UnsafeMutablePointer<Float>, stride: Int
   ) {
     fatalError("not used by evaluation")
   }

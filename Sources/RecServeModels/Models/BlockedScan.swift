@@ -1,3 +1,5 @@
+import Synchronization
+
 /// Exact top-k over a whole catalog for one or several queries at once: the item matrix is read
 /// in blocks that stay in cache (`blockItems` rows), each block scored for every query by one
 /// matrix product (`scoreBlock`), and each query keeps only its best k in a heap as the blocks go
@@ -26,48 +28,180 @@ public enum BlockedScan {
   /// best first (equal scores: lower index first), as `TopK.select` over all scores would give.
   /// `skip(j, item)` leaves an item out (asked only of items good enough to enter the top);
   /// `penalties` (one per item) go with `Selection.penalty`. `check` runs between blocks.
+  /// With `parallel` > 1 the catalog is cut into that many contiguous parts scanned on as many
+  /// threads (for a request alone on an idle server), and the parts' tops merged: the same
+  /// result, in less time.
   public static func select(
     model: any RecommendationModel, queries: UnsafePointer<Float>, offsets: UnsafePointer<Float>,
+    selections: [Selection], penalties: UnsafeBufferPointer<Float>?, parallel: Int = 1,
+    skip: (Int, Int32) -> Bool, check: () throws -> Void
+  ) throws -> [[TopK.Entry]] {
+    let itemCount = model.itemCount
+    let parts = min(parallel, itemCount / blockItems)
+    if parts > 1 {
+      var results = [[[TopK.Entry]]](repeating: [], count: parts)
+      var failure: Error? = nil
+      let lock = NSLockLike()
+      results.withUnsafeMutableBufferPointer { out in
+        let out = Parallel.Confined(out)
+        Parallel.run(parts) { part in
+          let lo = itemCount * part / parts
+          let hi = itemCount * (part + 1) / parts
+          do {
+            out.value[part] = try selectGroups(
+              model: model, items: lo..<hi, queries: queries, offsets: offsets,
+              selections: selections, penalties: penalties, skip: skip,
+              check: part == 0 ? check : {})
+          } catch {
+            lock.run { failure = error }
+          }
+        }
+      }
+      if let failure { throw failure }
+      // Merged in the order one scan keeps: higher score first, then lower index.
+      return (0..<selections.count).map { j in
+        let all = results.flatMap { $0[j] }.sorted { a, b in
+          a.score > b.score || (a.score == b.score && a.index < b.index)
+        }
+        return Array(all.prefix(selections[j].k))
+      }
+    }
+    return try selectGroups(
+      model: model, items: 0..<itemCount, queries: queries, offsets: offsets,
+      selections: selections, penalties: penalties, skip: skip, check: check)
+  }
+
+  private static func selectGroups(
+    model: any RecommendationModel, items: Range<Int>, queries: UnsafePointer<Float>,
+    offsets: UnsafePointer<Float>, selections: [Selection],
+    penalties: UnsafeBufferPointer<Float>?, skip: (Int, Int32) -> Bool, check: () throws -> Void
+  ) throws -> [[TopK.Entry]] {
+    // Groups of at most 32 queries share a scan (what the batch kernel takes).
+    var results: [[TopK.Entry]] = []
+    results.reserveCapacity(selections.count)
+    var first = 0
+    while first < selections.count {
+      let last = min(selections.count, first + 32)
+      results += try scan(
+        model: model, items: items, queries: queries + first * model.dim, offsets: offsets + first,
+        selections: Array(selections[first..<last]), penalties: penalties,
+        skip: { j, item in skip(first + j, item) }, check: check)
+      first = last
+    }
+    return results
+  }
+
+  private static func scan(
+    model: any RecommendationModel, items: Range<Int>, queries: UnsafePointer<Float>,
+    offsets: UnsafePointer<Float>,
     selections: [Selection], penalties: UnsafeBufferPointer<Float>?,
     skip: (Int, Int32) -> Bool, check: () throws -> Void
   ) throws -> [[TopK.Entry]] {
     let n = selections.count
+    let stride = n == 1 ? 1 : (n + 7) / 8 * 8
     let itemCount = model.itemCount
     let block = min(blockItems, max(1, itemCount))
-    let scores = ThreadScratch.current.floats(n * block, slot: 5)
+    let scores = ThreadScratch.current.floats(stride * block, slot: 5)
     var heaps = selections.map { TopK.Heap(capacity: max(1, min($0.k, itemCount))) }
     defer { for h in heaps { h.free() } }
-    var lo = 0
-    while lo < itemCount {
-      let hi = min(itemCount, lo + block)
+    var lo = items.lowerBound
+    while lo < items.upperBound {
+      let hi = min(items.upperBound, lo + block)
       model.scoreBlock(
-        queries: queries, count: n, offsets: offsets, items: lo..<hi, into: scores, ld: block)
-      for j in 0..<n {
-        let row = scores + j * block
-        let selection = selections[j]
+        queries: queries, count: n, offsets: offsets, items: lo..<hi, into: scores,
+        stride: stride)
+      if n == 1 {
+        // One query: a plain pass over its contiguous scores.
+        let selection = selections[0]
         let k = min(selection.k, itemCount)
-        if k <= 0 { continue }
-        if selection.penalty > 0, let penalties {
-          for i in lo..<hi { row[i - lo] -= selection.penalty * penalties[i] }
-        }
-        let minScore = selection.minScore
-        var heap = heaps[j]
-        for i in lo..<hi {
-          let s = row[i - lo]
-          if s.isNaN || s < minScore { continue }
-          if heap.count < k {
-            if skip(j, Int32(i)) { continue }
-            heap.push(Int32(i), s)
-          } else if s > heap.rootScore {
-            if skip(j, Int32(i)) { continue }
-            heap.replaceRoot(Int32(i), s)
+        if k > 0 {
+          var heap = heaps[0]
+          let penalty = selection.penalty
+          let minScore = selection.minScore
+          for i in lo..<hi {
+            var s = scores[i - lo]
+            if penalty > 0, let penalties { s -= penalty * penalties[i] }
+            if s.isNaN || s < minScore { continue }
+            if heap.count < k {
+              if skip(0, Int32(i)) { continue }
+              heap.push(Int32(i), s)
+            } else if s > heap.rootScore {
+              if skip(0, Int32(i)) { continue }
+              heap.replaceRoot(Int32(i), s)
+            }
           }
+          heaps[0] = heap
         }
-        heaps[j] = heap
+      } else {
+        try offerBlock(
+          scores: scores, stride: stride, items: lo..<hi, selections: selections, heaps: &heaps,
+          penalties: penalties, itemCount: itemCount, skip: skip)
       }
       lo = hi
       try check()
     }
     return heaps.map { $0.sortedDescending() }
   }
+
+  /// The block's scores of several queries (item-major, 8 queries a vector) offered to their
+  /// heaps: one vector compare per item and 8 queries against each query's bar (the smallest
+  /// score that could enter its heap), and the exact checks only for the lanes over it.
+  private static func offerBlock(
+    scores: UnsafeMutablePointer<Float>, stride: Int, items: Range<Int>, selections: [Selection],
+    heaps: inout [TopK.Heap], penalties: UnsafeBufferPointer<Float>?, itemCount: Int,
+    skip: (Int, Int32) -> Bool
+  ) throws {
+    typealias V = SIMD8<Float>
+    let n = selections.count
+    let groups = stride / 8
+    let lo = items.lowerBound
+    var penalty = [V](repeating: V(), count: groups)
+    var anyPenalty = false
+    for j in 0..<n where selections[j].penalty > 0 {
+      penalty[j / 8][j % 8] = selections[j].penalty
+      anyPenalty = true
+    }
+    // The bar: while a heap fills, its min score; then the next float above its root.
+    func bar(_ j: Int) -> Float {
+      let k = min(selections[j].k, itemCount)
+      if k <= 0 { return .infinity }
+      if heaps[j].count < k { return selections[j].minScore }
+      return max(selections[j].minScore, heaps[j].rootScore.nextUp)
+    }
+    var bars = [V](repeating: V(repeating: .infinity), count: groups)
+    for j in 0..<n { bars[j / 8][j % 8] = bar(j) }
+    let raw = UnsafeMutableRawPointer(scores)
+    for i in items {
+      let row = raw + (i - lo) * stride * 4
+      for g in 0..<groups {
+        var v = row.loadUnaligned(fromByteOffset: g * 32, as: V.self)
+        if anyPenalty, let penalties {
+          v -= penalty[g] * V(repeating: penalties[i])
+        }
+        let over = v .>= bars[g]
+        if !any(over) { continue }
+        for lane in 0..<8 where over[lane] {
+          let j = g * 8 + lane
+          let s = v[lane]
+          let k = min(selections[j].k, itemCount)
+          if heaps[j].count < k {
+            if skip(j, Int32(i)) { continue }
+            heaps[j].push(Int32(i), s)
+          } else if s > heaps[j].rootScore {
+            if skip(j, Int32(i)) { continue }
+            heaps[j].replaceRoot(Int32(i), s)
+          } else {
+            continue
+          }
+          bars[g][lane] = bar(j)
+        }
+      }
+    }
+  }
+}
+
+/// A tiny lock for the rare error path of a parallel scan.
+final class NSLockLike: Sendable {
+  private let mutex = Mutex(())
+  func run(_ body: () -> Void) { mutex.withLock { _ in body() } }
 }

@@ -40,12 +40,13 @@ public protocol RecommendationModel: AnyObject, Sendable {
   func scoreItems(
     query: UnsafePointer<Float>, offset: Float, items: UnsafeBufferPointer<Int32>,
     into out: UnsafeMutablePointer<Float>)
-  /// Scores of `count` queries (rows of `queries`, `dim` floats each) against the items in
-  /// `items`: out[j·ld + (i − items.lowerBound)] = offsets[j] + (the per-item term) + q_j·item_i,
-  /// by one matrix product.
+  /// Scores of `count` queries (rows of `queries`, `dim` floats each; at most 32) against the
+  /// items in `items`, item-major: out[(i − items.lowerBound)·stride + j] = offsets[j] + (the
+  /// per-item term) + q_j·item_i. `stride` is 1 for one query, else `count` rounded up to a
+  /// multiple of 8.
   func scoreBlock(
     queries: UnsafePointer<Float>, count: Int, offsets: UnsafePointer<Float>, items: Range<Int>,
-    into out: UnsafeMutablePointer<Float>, ld: Int)
+    into out: UnsafeMutablePointer<Float>, stride: Int)
   /// About how many multiply-adds `query` costs for `user` with `recentCount` recent items
   /// (what a server weighs before choosing where a request runs).
   func queryWork(user: Int32?, recentCount: Int) -> Int

@@ -1,4 +1,5 @@
 import CBLAS
+import CKernels
 
 /// A trained (biased) matrix-factorisation model: score(u, i) = μ + b_u + b_i + p_u·q_i.
 /// Immutable after construction; every method is safe to call from many threads at once and
@@ -236,19 +237,25 @@ public final class MFModel: RecommendationModel, @unchecked Sendable {
 
   public func scoreBlock(
     queries: UnsafePointer<Float>, count: Int, offsets: UnsafePointer<Float>, items: Range<Int>,
-    into out: UnsafeMutablePointer<Float>, ld: Int
+    into out: UnsafeMutablePointer<Float>, stride: Int
   ) {
     let lo = items.lowerBound
     let n = items.count
     if n == 0 || count == 0 { return }
-    for j in 0..<count {
-      let row = out + j * ld
-      let o = offsets[j]
-      for i in 0..<n { row[i] = o + itemBias[lo + i] }
+    if count == 1 {
+      // One query: the same sums as in a batch, so a request gets the same floats alone or
+      // batched with others.
+      ck_scores_single(queries, itemFactors + lo * dim, Int32(n), Int32(dim), out)
+      let o = offsets[0]
+      for i in 0..<n { out[i] = out[i] + o + itemBias[lo + i] }
+      return
     }
-    cblas_sgemm(
-      CblasRowMajor, CblasNoTrans, CblasTrans, Int32(count), Int32(n), Int32(dim), 1, queries,
-      Int32(dim), itemFactors + lo * dim, Int32(dim), 1, out, Int32(ld))
+    BatchScores.raw(
+      queries: queries, count: count, dim: dim, rows: itemFactors + lo * dim, rowCount: n,
+      into: out, stride: stride)
+    BatchScores.addOffsets(offsets, count: count, to: out, rows: n, stride: stride) {
+      itemBias[lo + $0]
+    }
   }
 
   public func queryWork(user: Int32?, recentCount: Int) -> Int {
@@ -390,5 +397,48 @@ extension MFModel {
       itemFactors: array(itemFactors, itemCount * dim),
       userBias: array(userBias, userCount), itemBias: array(itemBias, itemCount),
       csr: SeenItems.build(users: users, items: items, userCount: userCount, itemCount: itemCount))
+  }
+}
+
+/// Item-major scores of several queries against a block of item rows (see
+/// `RecommendationModel.scoreBlock`), without the offsets and per-item terms: the queries are
+/// transposed into a per-thread buffer and handed to the hand-vectorised kernel, which reads each
+/// item row once for all of them.
+enum BatchScores {
+  static func raw(
+    queries: UnsafePointer<Float>, count: Int, dim: Int, rows: UnsafePointer<Float>, rowCount: Int,
+    into out: UnsafeMutablePointer<Float>, stride: Int
+  ) {
+    precondition(
+      count <= stride && stride % 8 == 0 && stride <= 32, "stride \(stride) for \(count)")
+    let transposed = ThreadScratch.current.floats(dim * stride, slot: 7)
+    for d in 0..<dim {
+      let column = transposed + d * stride
+      for j in 0..<count { column[j] = queries[j * dim + d] }
+      for j in count..<stride { column[j] = 0 }
+    }
+    ck_scores_batch(transposed, Int32(stride), rows, Int32(rowCount), Int32(dim), out)
+  }
+
+  /// out[i·stride + j] += offsets[j] + perItem(i) for j < count, 8 columns at a time (the
+  /// padding columns get junk nobody reads).
+  @inline(__always)
+  static func addOffsets(
+    _ offsets: UnsafePointer<Float>, count: Int, to out: UnsafeMutablePointer<Float>, rows: Int,
+    stride: Int, perItem: (Int) -> Float
+  ) {
+    typealias V = SIMD8<Float>
+    var padded = [V](repeating: V(), count: stride / 8)
+    for j in 0..<count { padded[j / 8][j % 8] = offsets[j] }
+    let raw = UnsafeMutableRawPointer(out)
+    for i in 0..<rows {
+      let b = V(repeating: perItem(i))
+      for g in 0..<(stride / 8) {
+        let at = (i * stride + g * 8) * 4
+        raw.storeBytes(
+          of: raw.loadUnaligned(fromByteOffset: at, as: V.self) + padded[g] + b,
+          toByteOffset: at, as: V.self)
+      }
+    }
   }
 }

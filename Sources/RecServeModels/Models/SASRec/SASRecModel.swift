@@ -1,4 +1,5 @@
 import CBLAS
+import CKernels
 import Dispatch
 import Synchronization
 
@@ -255,15 +256,22 @@ public final class SASRecModel: RecommendationModel, @unchecked Sendable {
 
   public func scoreBlock(
     queries: UnsafePointer<Float>, count: Int, offsets: UnsafePointer<Float>, items: Range<Int>,
-    into out: UnsafeMutablePointer<Float>, ld: Int
+    into out: UnsafeMutablePointer<Float>, stride: Int
   ) {
     let lo = items.lowerBound
     let n = items.count
     if n == 0 || count == 0 { return }
-    for j in 0..<count { (out + j * ld).update(repeating: offsets[j], count: n) }
-    cblas_sgemm(
-      CblasRowMajor, CblasNoTrans, CblasTrans, Int32(count), Int32(n), Int32(dim), 1, queries,
-      Int32(dim), itemFactors + lo * dim, Int32(dim), 1, out, Int32(ld))
+    if count == 1 {
+      // One query: the same sums as in a batch (see MFModel.scoreBlock).
+      ck_scores_single(queries, itemFactors + lo * dim, Int32(n), Int32(dim), out)
+      let o = offsets[0]
+      for i in 0..<n { out[i] = out[i] + o + 0 }
+      return
+    }
+    BatchScores.raw(
+      queries: queries, count: count, dim: dim, rows: itemFactors + lo * dim, rowCount: n,
+      into: out, stride: stride)
+    BatchScores.addOffsets(offsets, count: count, to: out, rows: n, stride: stride) { _ in 0 }
   }
 
   /// A known user alone: a copy of its state; otherwise one pass of the network over the last
