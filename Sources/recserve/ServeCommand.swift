@@ -99,6 +99,25 @@ struct ServeCommand: ParsableCommand {
   var maxDiversityWork: Int = RecommenderService.Limits().diversityWork
 
   @Option(
+    name: .customLong("batch-threads"),
+    help: """
+      Threads that serve concurrent Rank requests for the same model in batches, one scan of \
+      the catalog for all (0: no batching); default: the number of cores.
+      """)
+  var batchThreads: Int?
+
+  @Option(name: .customLong("max-batch"), help: "Most Rank requests in one batch.")
+  var maxBatch: Int = 32
+
+  @Option(
+    name: .customLong("batch-wait-us"),
+    help: """
+      Microseconds a batch waits for more requests once requests wait (0: none; a request that \
+      finds no other in flight is never delayed).
+      """)
+  var batchWaitMicroseconds: Int = 0
+
+  @Option(
     name: .customLong("max-streams"),
     help:
       "Server-streaming calls (Train, Health.Watch) running at once; beyond, RESOURCE_EXHAUSTED."
@@ -150,6 +169,15 @@ struct ServeCommand: ParsableCommand {
     }
     if inlineWork < 0 { throw ValidationError("--inline-work must be >= 0") }
     if maxDiversityWork < 0 { throw ValidationError("--max-diversity-work must be >= 0") }
+    if let batchThreads, !(0...256).contains(batchThreads) {
+      throw ValidationError("--batch-threads must be in 0...256, got \(batchThreads)")
+    }
+    if !(1...1024).contains(maxBatch) {
+      throw ValidationError("--max-batch must be in 1...1024, got \(maxBatch)")
+    }
+    if !(0...100_000).contains(batchWaitMicroseconds) {
+      throw ValidationError("--batch-wait-us must be in 0...100000, got \(batchWaitMicroseconds)")
+    }
     if !(1...100_000).contains(maxStreams) {
       throw ValidationError("--max-streams must be in 1...100000, got \(maxStreams)")
     }
@@ -210,6 +238,9 @@ struct ServeCommand: ParsableCommand {
     configuration.maxStreams = maxStreams
     configuration.maxStreamsPerConnection = maxStreamsPerConnection
     configuration.limits.inlineWork = inlineWork
+    if let batchThreads { configuration.batchThreads = batchThreads }
+    configuration.maxBatch = maxBatch
+    configuration.batchWaitMicroseconds = batchWaitMicroseconds
     configuration.limits.diversityWork = maxDiversityWork
     configuration.maxTrainings = maxTrainings
     if let trainMemoryMB { configuration.trainMemoryBytes = trainMemoryMB << 20 }

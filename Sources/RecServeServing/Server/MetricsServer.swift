@@ -336,6 +336,16 @@ public final class MetricsServer: @unchecked Sendable {
       out += "recserve_rpc_latency_seconds_sum{method=\"\(method.path)\"} \(method.totalSeconds)\n"
       out += "recserve_rpc_latency_seconds_count{method=\"\(method.path)\"} \(total)\n"
     }
+    if let batcher = server.batcher {
+      out +=
+        "# HELP recserve_rank_batches_total Catalog scans the Rank batcher ran for queued requests.\n"
+      out += "# TYPE recserve_rank_batches_total counter\n"
+      out += "recserve_rank_batches_total \(batcher.batches.load(ordering: .relaxed))\n"
+      out +=
+        "# HELP recserve_rank_batched_requests_total Rank requests served by the batcher (the rest ran alone).\n"
+      out += "# TYPE recserve_rank_batched_requests_total counter\n"
+      out += "recserve_rank_batched_requests_total \(batcher.batched.load(ordering: .relaxed))\n"
+    }
     let snapshot = server.registry.snapshot
     out +=
       "# HELP recserve_model_serving_version The version a request naming no version or label gets (0: none).\n"

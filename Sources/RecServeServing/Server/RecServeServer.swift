@@ -27,6 +27,15 @@ public final class RecServeServer: Sendable {
     public var maxStreamsPerConnection = 100
     /// What one request may ask for, and when it leaves the request threads.
     public var limits = RecommenderService.Limits()
+    /// Threads that serve batches of concurrent Rank requests (0: no batching).
+    public var batchThreads = max(1, ProcessInfo.processInfo.activeProcessorCount)
+    /// Most requests in one batch.
+    public var maxBatch = 32
+    /// Microseconds a batch waits for more requests once one waits (0: none).
+    public var batchWaitMicroseconds = 0
+    /// Scans smaller than this (items x dim multiply-adds) are never batched: they cost less
+    /// than handing them to another thread.
+    public var batchMinWork = 1_000_000
     /// Bytes the Train RPCs running at once may use, by their estimates (over it:
     /// RESOURCE_EXHAUSTED before anything is allocated).
     public var trainMemoryBytes = TrainService.defaultMemoryBudget
@@ -46,6 +55,7 @@ public final class RecServeServer: Sendable {
   let health: HealthService
   let reflection: ReflectionResponder
   let trainer: TrainService
+  let batcher: RankBatcher?
 
   public init(configuration: Configuration) {
     self.configuration = configuration
@@ -60,6 +70,11 @@ public final class RecServeServer: Sendable {
     rpcConfiguration.maxConcurrentStreamsPerConnection = configuration.maxStreamsPerConnection
     rpc = RPCServer(configuration: rpcConfiguration)
     recommender = RecommenderService(registry: registry, limits: configuration.limits)
+    batcher =
+      configuration.batchThreads > 0
+      ? RankBatcher(
+        service: recommender, threads: configuration.batchThreads,
+        maxBatch: configuration.maxBatch, maxWait: configuration.batchWaitMicroseconds) : nil
     admin = AdminService(registry: registry)
     let rpc = self.rpc
     health = HealthService(registry: registry, isShuttingDown: { rpc.isShuttingDown })
@@ -81,6 +96,7 @@ public final class RecServeServer: Sendable {
   public func shutdown(gracePeriod: Double = 10) {
     registry.stopPolling()
     rpc.shutdown(gracePeriod: gracePeriod)
+    batcher?.stop()
   }
 
   public func wait() {
@@ -102,10 +118,41 @@ public final class RecServeServer: Sendable {
       Self.planned(inline: inline) { (request: Recserve_V1_PredictRequest) in
         try recommender.planPredict(request)
       })
+    let batcher = self.batcher
+    let batchFrom = configuration.batchMinWork
     rpc.register(
       "/recserve.v1.Recommender/Rank",
-      Self.planned(inline: inline) { (request: Recserve_V1_RankRequest) in
-        try recommender.planRank(request)
+      .unaryDeferrable { context, bytes in
+        let request = try Self.decode(Recserve_V1_RankRequest.self, bytes)
+        let planned = try recommender.planRank(request)
+        // A scan of a large catalog, with little else to do: alone it is served here at once;
+        // while other Ranks are in flight it joins the batcher, which scans once for many.
+        if let batcher, let key = planned.batchKey, planned.shared >= batchFrom,
+          planned.work - planned.shared <= inline
+        {
+          if batcher.enterAlone() {
+            defer { batcher.leaveAlone() }
+            let run = planned.runAlone ?? planned.run
+            return .response(try run({ try context.checkDeadline() }).serializedBytes())
+          }
+          return .handedOff { responder in
+            let job = RankBatcher.Job(
+              request: request, served: key.served, knownUser: key.knownUser, k: key.k,
+              responder: responder)
+            if !batcher.submit(job) {
+              responder.fail(
+                RPCError(
+                  .resourceExhausted,
+                  "\(batcher.maxQueued) Rank requests are waiting already; retry later"))
+            }
+          }
+        }
+        if planned.work <= inline {
+          return .response(try planned.run({ try context.checkDeadline() }).serializedBytes())
+        }
+        return .deferred { context in
+          try planned.run({ try context.checkDeadline() }).serializedBytes()
+        }
       })
     rpc.register(
       "/recserve.v1.Recommender/SimilarItems",

@@ -27,6 +27,8 @@ public final class RecommenderService: Sendable {
     /// Estimated multiply-adds above which a request runs on the server's work pool instead of
     /// the thread that received it.
     public var inlineWork = 10_000_000
+    /// Threads one request may use when it is the only one in flight.
+    public var cores = max(1, ProcessInfo.processInfo.activeProcessorCount)
 
     public init() {}
   }
@@ -35,7 +37,28 @@ public final class RecommenderService: Sendable {
   /// blocks of work (it throws to stop, e.g. when the deadline passed).
   public struct Plan<Response>: Sendable {
     public let work: Int
+    /// Of `work`, what a batch of requests does once for all (scoring the whole catalog).
+    public var shared = 0
     public let run: @Sendable (_ check: () throws -> Void) throws -> Response
+    /// For a Rank that may join a batch: what the batcher needs.
+    var batchKey: RankBatcher.Key? = nil
+    /// The work for a request alone on an idle server, which may use every core.
+    var runAlone: (@Sendable (_ check: () throws -> Void) throws -> Response)? = nil
+
+    init(
+      work: Int, shared: Int = 0,
+      run: @escaping @Sendable (_ check: () throws -> Void) throws -> Response
+    ) {
+      self.work = work
+      self.shared = shared
+      self.run = run
+    }
+
+    func batchable(_ key: RankBatcher.Key?) -> Plan {
+      var plan = self
+      plan.batchKey = key
+      return plan
+    }
   }
 
   public init(registry: ModelRegistry, limits: Limits = Limits()) {
@@ -132,9 +155,18 @@ public final class RecommenderService: Sendable {
       }
       work += rerank
     }
-    return Plan(work: work) { check in
-      try self.rank(request, served: served, knownUser: knownUser, k: k, check: check)
+    var plan = Plan(work: work, shared: scored * (model.dim + 2)) { check in
+      try self.rankWork(request, served: served, knownUser: knownUser, k: k, check: check)
     }
+    .batchable(
+      request.candidates.isEmpty ? RankBatcher.Key(served: served, knownUser: knownUser, k: k) : nil
+    )
+    let cores = limits.cores
+    plan.runAlone = { check in
+      try self.rankWork(
+        request, served: served, knownUser: knownUser, k: k, parallel: cores, check: check)
+    }
+    return plan
   }
 
   /// Rank on the calling thread (tests and tools): `planRank`, then its work.
@@ -235,9 +267,10 @@ public final class RecommenderService: Sendable {
     return false
   }
 
-  private func rank(
+  /// Rank's work on the calling thread, one request.
+  func rankWork(
     _ request: Recserve_V1_RankRequest, served: ServedVersion, knownUser: Int32?, k: Int,
-    check: () throws -> Void
+    parallel: Int = 1, check: () throws -> Void
   ) throws -> Recserve_V1_RankResponse {
     let model = served.model
     let scratch = ThreadScratch.current
@@ -265,11 +298,14 @@ public final class RecommenderService: Sendable {
       let minScore = setup.selection.minScore
       if minScore > -.infinity { top.removeAll { $0.score < minScore } }
     } else {
+      // The blocked scan, as in a batch: a request gets the same answer alone or batched.
       var offset = setup.offset
       top = try served.logPopularity.withUnsafeBufferPointer { logPopularity in
         try BlockedScan.select(
           model: model, queries: query, offsets: &offset, selections: [setup.selection],
-          penalties: logPopularity, skip: { _, item in Self.skips(setup, item) }, check: check)
+          penalties: logPopularity, parallel: parallel,
+          skip: { _, item in Self.skips(setup, item) },
+          check: check)
       }[0]
     }
     return try finishRank(request, served: served, k: k, top: top, check: check)
