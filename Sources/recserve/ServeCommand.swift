@@ -118,6 +118,40 @@ struct ServeCommand: ParsableCommand {
   var batchWaitMicroseconds: Int = 0
 
   @Option(
+    name: .customLong("search"),
+    help: """
+      How a Rank that leaves `search` unset searches: exact, f16 (needs --f16) or ivf (needs \
+      --ivf-min-items); a version without what that needs is searched exactly.
+      """)
+  var search: String = "exact"
+
+  @Flag(
+    name: .customLong("f16"),
+    help: """
+      Keep a half-precision copy of every loaded version's item vectors (half the f32 matrix's \
+      memory more) for Rank with SEARCH_F16: a shortlist read from it, re-scored exactly.
+      """)
+  var f16 = false
+
+  @Option(
+    name: .customLong("ivf-min-items"),
+    help: """
+      Build an IVF index (k-means cells over the item vectors) at load for versions with at \
+      least this many items, for Rank with SEARCH_IVF (0: never).
+      """)
+  var ivfMinItems: Int = 0
+
+  @Option(
+    name: .customLong("ivf-lists"),
+    help: "Cells of an IVF index (0: about 4 x sqrt(items)).")
+  var ivfLists: Int = 0
+
+  @Option(
+    name: .customLong("ivf-nprobe"),
+    help: "Cells a SEARCH_IVF Rank visits when it sets no nprobe (0: chosen from the cell count).")
+  var ivfProbe: Int = 0
+
+  @Option(
     name: .customLong("max-streams"),
     help:
       "Server-streaming calls (Train, Health.Watch) running at once; beyond, RESOURCE_EXHAUSTED."
@@ -174,6 +208,21 @@ struct ServeCommand: ParsableCommand {
     }
     if !(1...1024).contains(maxBatch) {
       throw ValidationError("--max-batch must be in 1...1024, got \(maxBatch)")
+    }
+    if !["exact", "f16", "ivf"].contains(search) {
+      throw ValidationError("--search must be exact, f16 or ivf, got '\(search)'")
+    }
+    if search == "f16" && !f16 {
+      throw ValidationError("--search f16 needs --f16 (the half-precision copy it reads)")
+    }
+    if search == "ivf" && ivfMinItems == 0 {
+      throw ValidationError("--search ivf needs --ivf-min-items (which versions get an index)")
+    }
+    for (flag, value, most) in [
+      ("--ivf-min-items", ivfMinItems, Int(Int32.max)), ("--ivf-lists", ivfLists, 1 << 20),
+      ("--ivf-nprobe", ivfProbe, 1 << 20),
+    ] where !(0...most).contains(value) {
+      throw ValidationError("\(flag) must be in 0...\(most), got \(value)")
     }
     if !(0...100_000).contains(batchWaitMicroseconds) {
       throw ValidationError("--batch-wait-us must be in 0...100000, got \(batchWaitMicroseconds)")
@@ -241,6 +290,11 @@ struct ServeCommand: ParsableCommand {
     if let batchThreads { configuration.batchThreads = batchThreads }
     configuration.maxBatch = maxBatch
     configuration.batchWaitMicroseconds = batchWaitMicroseconds
+    configuration.limits.search = ["f16": .f16, "ivf": .ivf][search] ?? .exact
+    configuration.indexes.f16 = f16
+    configuration.indexes.ivfMinItems = ivfMinItems
+    configuration.indexes.ivfLists = ivfLists
+    configuration.indexes.ivfProbe = ivfProbe
     configuration.limits.diversityWork = maxDiversityWork
     configuration.maxTrainings = maxTrainings
     if let trainMemoryMB { configuration.trainMemoryBytes = trainMemoryMB << 20 }

@@ -23,6 +23,60 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+/// How Rank finds its top k in the catalog.
+public nonisolated enum Recserve_V1_Search: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+
+  /// The server's choice for the model: exact unless the server was started otherwise
+  /// (--search), which the response does not change.
+  case `default` // = 0
+
+  /// Every item scored in f32.
+  case exact // = 1
+
+  /// A shortlist from a half-precision copy of the item vectors, re-scored exactly in f32: about
+  /// half the memory read per query, nearly always the exact top k (needs --f16 on the server).
+  case f16 // = 2
+
+  /// Approximate: only the items in the nprobe inverted lists (k-means cells) nearest the query;
+  /// for catalogs of millions of items (needs an IVF index on the model version).
+  case ivf // = 3
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .default
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .default
+    case 1: self = .exact
+    case 2: self = .f16
+    case 3: self = .ivf
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .default: return 0
+    case .exact: return 1
+    case .f16: return 2
+    case .ivf: return 3
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Recserve_V1_Search] = [
+    .default,
+    .exact,
+    .f16,
+    .ivf,
+  ]
+
+}
+
 public nonisolated enum Recserve_V1_VersionState: SwiftProtobuf.Enum, Swift.CaseIterable {
   public typealias RawValue = Int
   case unspecified // = 0
@@ -212,6 +266,12 @@ public nonisolated struct Recserve_V1_RankRequest: Sendable {
 
   /// Subtracted from each score times log(1 + item popularity).
   public var popularityPenalty: Float = 0
+
+  /// How the catalog is searched for the top k (see Search).
+  public var search: Recserve_V1_Search = .default
+
+  /// With SEARCH_IVF: how many of the index's lists to visit (0: the model's default).
+  public var nprobe: Int32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -738,6 +798,10 @@ public nonisolated struct Recserve_V1_ReloadRepositoryResponse: Sendable {
 
 fileprivate nonisolated let _protobuf_package = "recserve.v1"
 
+nonisolated extension Recserve_V1_Search: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0SEARCH_DEFAULT\0\u{1}SEARCH_EXACT\0\u{1}SEARCH_F16\0\u{1}SEARCH_IVF\0")
+}
+
 nonisolated extension Recserve_V1_VersionState: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0VERSION_STATE_UNSPECIFIED\0\u{1}LOADING\0\u{1}AVAILABLE\0\u{1}FAILED\0\u{1}UNLOADED\0")
 }
@@ -925,7 +989,7 @@ nonisolated extension Recserve_V1_PredictResponse: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Recserve_V1_RankRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RankRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{3}user_id\0\u{3}recent_items\0\u{1}k\0\u{1}candidates\0\u{1}exclude\0\u{3}exclude_seen\0\u{3}min_score\0\u{1}diversity\0\u{3}popularity_penalty\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{3}user_id\0\u{3}recent_items\0\u{1}k\0\u{1}candidates\0\u{1}exclude\0\u{3}exclude_seen\0\u{3}min_score\0\u{1}diversity\0\u{3}popularity_penalty\0\u{1}search\0\u{1}nprobe\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -943,6 +1007,8 @@ nonisolated extension Recserve_V1_RankRequest: SwiftProtobuf.Message, SwiftProto
       case 8: try { try decoder.decodeSingularFloatField(value: &self._minScore) }()
       case 9: try { try decoder.decodeSingularFloatField(value: &self.diversity) }()
       case 10: try { try decoder.decodeSingularFloatField(value: &self.popularityPenalty) }()
+      case 11: try { try decoder.decodeSingularEnumField(value: &self.search) }()
+      case 12: try { try decoder.decodeSingularInt32Field(value: &self.nprobe) }()
       default: break
       }
     }
@@ -983,6 +1049,12 @@ nonisolated extension Recserve_V1_RankRequest: SwiftProtobuf.Message, SwiftProto
     if self.popularityPenalty.bitPattern != 0 {
       try visitor.visitSingularFloatField(value: self.popularityPenalty, fieldNumber: 10)
     }
+    if self.search != .default {
+      try visitor.visitSingularEnumField(value: self.search, fieldNumber: 11)
+    }
+    if self.nprobe != 0 {
+      try visitor.visitSingularInt32Field(value: self.nprobe, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -997,6 +1069,8 @@ nonisolated extension Recserve_V1_RankRequest: SwiftProtobuf.Message, SwiftProto
     if lhs._minScore != rhs._minScore {return false}
     if lhs.diversity != rhs.diversity {return false}
     if lhs.popularityPenalty != rhs.popularityPenalty {return false}
+    if lhs.search != rhs.search {return false}
+    if lhs.nprobe != rhs.nprobe {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

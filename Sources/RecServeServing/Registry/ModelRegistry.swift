@@ -94,6 +94,8 @@ public struct WaitLimit: Sendable {
 public final class ModelRegistry: @unchecked Sendable {
   public let directory: String
   public let keepVersions: Int
+  /// What each loaded version gets built beside its item matrix.
+  public let indexes: IndexOptions
   private let current: ManagedAtomic<RegistrySnapshot>
 
   /// What the loader knows about one model.
@@ -126,8 +128,9 @@ public final class ModelRegistry: @unchecked Sendable {
   /// Receives one line per event worth telling an operator (a new version serving, a failure).
   public var log: @Sendable (String) -> Void = { _ in }
 
-  public init(directory: String, keepVersions: Int = 2) {
+  public init(directory: String, keepVersions: Int = 2, indexes: IndexOptions = IndexOptions()) {
     self.directory = directory
+    self.indexes = indexes
     self.keepVersions = max(1, keepVersions)
     self.current = ManagedAtomic(RegistrySnapshot(models: [:]))
   }
@@ -468,7 +471,7 @@ public final class ModelRegistry: @unchecked Sendable {
     let path = versionPath(name, version)
     do {
       let loaded = try ModelStore.load(versionDirectory: path)
-      let served = ServedVersion(name: name, version: version, loaded: loaded)
+      let served = ServedVersion(name: name, version: version, loaded: loaded, indexes: indexes)
       served.warm()
       readable("load", path, "version \(version) of '\(name)' loaded")
       return .loaded(

@@ -12,8 +12,13 @@ public final class ServedVersion: Sendable {
   public let itemNorms: [Float]
   /// log(1 + popularity) of each item (for the popularity penalty), computed at load.
   public let logPopularity: [Float]
+  /// What was built for faster Rank at load (`IndexOptions`); nil where not asked for.
+  public let halfItems: HalfItems?
+  public let ivf: IVFIndex?
 
-  public init(name: String, version: Int64, loaded: LoadedModel) {
+  public init(
+    name: String, version: Int64, loaded: LoadedModel, indexes: IndexOptions = IndexOptions()
+  ) {
     self.name = name
     self.version = version
     self.loaded = loaded
@@ -24,6 +29,10 @@ public final class ServedVersion: Sendable {
     let logPopularity = (0..<model.itemCount).map { log1p(Float(max(0, popularity[$0]))) }
     self.itemNorms = norms
     self.logPopularity = logPopularity
+    self.halfItems = indexes.f16 ? HalfItems(model: model) : nil
+    self.ivf =
+      indexes.ivfMinItems > 0 && model.itemCount >= indexes.ivfMinItems
+      ? IVFIndex(model: model, lists: indexes.ivfLists, probe: indexes.ivfProbe) : nil
   }
 
   /// Runs one request's worth of scoring so the first real request finds code and memory hot.
@@ -35,4 +44,17 @@ public final class ServedVersion: Sendable {
     model.scoreAll(user: 0, into: scores)
     _ = model.predict(user: 0, item: 0)
   }
+}
+
+/// Search structures a server builds for each version it loads, beside the exact item matrix.
+public struct IndexOptions: Sendable {
+  /// A half-precision copy of the item vectors for SEARCH_F16 (`--f16`).
+  public var f16 = false
+  /// Versions with at least this many items get an IVF index for SEARCH_IVF (0: none).
+  public var ivfMinItems = 0
+  /// Lists (k-means cells) of an IVF index; 0: chosen from the item count.
+  public var ivfLists = 0
+  /// Lists a SEARCH_IVF request visits when it gives no nprobe; 0: chosen from the list count.
+  public var ivfProbe = 0
+  public init() {}
 }

@@ -36,6 +36,8 @@ public final class RecServeServer: Sendable {
     /// Scans smaller than this (items x dim multiply-adds) are never batched: they cost less
     /// than handing them to another thread.
     public var batchMinWork = 1_000_000
+    /// Search structures built for each loaded version (`--f16`, `--ivf-min-items`, ...).
+    public var indexes = IndexOptions()
     /// Bytes the Train RPCs running at once may use, by their estimates (over it:
     /// RESOURCE_EXHAUSTED before anything is allocated).
     public var trainMemoryBytes = TrainService.defaultMemoryBudget
@@ -60,7 +62,8 @@ public final class RecServeServer: Sendable {
   public init(configuration: Configuration) {
     self.configuration = configuration
     registry = ModelRegistry(
-      directory: configuration.modelsDirectory, keepVersions: configuration.keepVersions)
+      directory: configuration.modelsDirectory, keepVersions: configuration.keepVersions,
+      indexes: configuration.indexes)
     var rpcConfiguration = RPCServer.Configuration(
       host: configuration.host, port: configuration.port, threads: configuration.threads,
       maxReceiveMessageBytes: configuration.maxReceiveMessageBytes)

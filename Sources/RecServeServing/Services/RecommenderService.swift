@@ -29,8 +29,18 @@ public final class RecommenderService: Sendable {
     public var inlineWork = 10_000_000
     /// Threads one request may use when it is the only one in flight.
     public var cores = max(1, ProcessInfo.processInfo.activeProcessorCount)
+    /// How a Rank that says SEARCH_DEFAULT searches (`--search`); where the version lacks what
+    /// that needs (no f16 copy, no IVF index), exact.
+    public var search: Recserve_V1_Search = .exact
 
     public init() {}
+  }
+
+  /// How one Rank searches the catalog.
+  enum RankSearch: Sendable, Equatable {
+    case exact
+    case f16
+    case ivf(nprobe: Int)
   }
 
   /// Work a request will do, priced before it runs: `run` does it, calling `check` between
@@ -135,11 +145,15 @@ public final class RecommenderService: Sendable {
       throw RPCError.invalidArgument(
         "\(field) has \(list.count) entries; at most \(Self.maxListEntries)")
     }
+    let search = try rankSearch(request, served: served)
     // The price: the query, scoring the catalog (or the candidates), selecting, re-ranking.
     let model = served.model
     let knownUser = request.userID.isEmpty ? nil : model.userIndex(request.userID)
     let recentUsed = min(request.recentItems.count, limits.recentItems)
-    let scored = request.candidates.isEmpty ? model.itemCount : request.candidates.count
+    var scored = request.candidates.isEmpty ? model.itemCount : request.candidates.count
+    if request.candidates.isEmpty, case .ivf(let nprobe) = search, let ivf = served.ivf {
+      scored = ivf.work(nprobe: nprobe) / (model.dim + 2)
+    }
     var work = model.queryWork(user: knownUser, recentCount: recentUsed)
     work += scored * (model.dim + 2)
     work +=
@@ -156,15 +170,18 @@ public final class RecommenderService: Sendable {
       work += rerank
     }
     var plan = Plan(work: work, shared: scored * (model.dim + 2)) { check in
-      try self.rankWork(request, served: served, knownUser: knownUser, k: k, check: check)
+      try self.rankWork(
+        request, served: served, knownUser: knownUser, k: k, search: search, check: check)
     }
     .batchable(
-      request.candidates.isEmpty ? RankBatcher.Key(served: served, knownUser: knownUser, k: k) : nil
+      request.candidates.isEmpty && search == .exact
+        ? RankBatcher.Key(served: served, knownUser: knownUser, k: k) : nil
     )
     let cores = limits.cores
     plan.runAlone = { check in
       try self.rankWork(
-        request, served: served, knownUser: knownUser, k: k, parallel: cores, check: check)
+        request, served: served, knownUser: knownUser, k: k, search: search, parallel: cores,
+        check: check)
     }
     return plan
   }
@@ -267,10 +284,48 @@ public final class RecommenderService: Sendable {
     return false
   }
 
+  /// How `request` searches `served`: its `search` (or the server's default) and `nprobe`,
+  /// checked against what the version has.
+  func rankSearch(_ request: Recserve_V1_RankRequest, served: ServedVersion) throws -> RankSearch {
+    if request.nprobe < 0 {
+      throw RPCError.invalidArgument("nprobe must be >= 0, got \(request.nprobe)")
+    }
+    let explicit = request.search != .default
+    if request.nprobe > 0 && explicit && request.search != .ivf {
+      throw RPCError.invalidArgument(
+        "nprobe is for search SEARCH_IVF; this request asks for \(request.search)")
+    }
+    let asked = explicit ? request.search : limits.search
+    let what = "model '\(served.name)' version \(served.version)"
+    switch asked {
+    case .default, .exact:
+      return .exact
+    case .f16:
+      if served.halfItems != nil { return .f16 }
+      if !explicit { return .exact }
+      throw RPCError.failedPrecondition(
+        "search SEARCH_F16: \(what) has no half-precision copy; the server makes one for every version when started with --f16"
+      )
+    case .ivf:
+      guard let ivf = served.ivf else {
+        if !explicit { return .exact }
+        throw RPCError.failedPrecondition(
+          "search SEARCH_IVF: \(what) (\(served.model.itemCount) items) has no IVF index; the server builds one for versions of at least --ivf-min-items items"
+        )
+      }
+      let nprobe = request.nprobe > 0 ? min(Int(request.nprobe), ivf.lists) : ivf.defaultProbe
+      return .ivf(nprobe: nprobe)
+    case .UNRECOGNIZED(let value):
+      throw RPCError.invalidArgument(
+        "search \(value) is not a known value (SEARCH_DEFAULT, SEARCH_EXACT, SEARCH_F16, SEARCH_IVF)"
+      )
+    }
+  }
+
   /// Rank's work on the calling thread, one request.
   func rankWork(
     _ request: Recserve_V1_RankRequest, served: ServedVersion, knownUser: Int32?, k: Int,
-    parallel: Int = 1, check: () throws -> Void
+    search: RankSearch = .exact, parallel: Int = 1, check: () throws -> Void
   ) throws -> Recserve_V1_RankResponse {
     let model = served.model
     let scratch = ThreadScratch.current
@@ -297,6 +352,20 @@ public final class RecommenderService: Sendable {
       ) { Self.skips(setup, $0) }
       let minScore = setup.selection.minScore
       if minScore > -.infinity { top.removeAll { $0.score < minScore } }
+    } else if case .ivf(let nprobe) = search, let ivf = served.ivf {
+      top = try served.logPopularity.withUnsafeBufferPointer { logPopularity in
+        try ivf.select(
+          model: model, query: query, offset: setup.offset, selection: setup.selection,
+          penalties: logPopularity, nprobe: nprobe, skip: { Self.skips(setup, $0) },
+          check: check)
+      }
+    } else if search == .f16, let half = served.halfItems {
+      top = try served.logPopularity.withUnsafeBufferPointer { logPopularity in
+        try half.select(
+          model: model, query: query, offset: setup.offset, selection: setup.selection,
+          penalties: logPopularity, parallel: parallel, skip: { Self.skips(setup, $0) },
+          check: check)
+      }
     } else {
       // The blocked scan, as in a batch: a request gets the same answer alone or batched.
       var offset = setup.offset
