@@ -118,6 +118,14 @@ struct ServeCommand: ParsableCommand {
   var batchWaitMicroseconds: Int = 0
 
   @Option(
+    name: .customLong("batch-min-work"),
+    help: """
+      Multiply-adds of catalog scoring (items x (dim + 2)) from which a Rank may join a batch; \
+      smaller catalogs are served one request at a time.
+      """)
+  var batchMinWork: Int = 1_000_000
+
+  @Option(
     name: .customLong("search"),
     help: """
       How a Rank that leaves `search` unset searches: exact, f16 (needs --f16) or ivf (needs \
@@ -224,6 +232,9 @@ struct ServeCommand: ParsableCommand {
     ] where !(0...most).contains(value) {
       throw ValidationError("\(flag) must be in 0...\(most), got \(value)")
     }
+    if batchMinWork < 0 {
+      throw ValidationError("--batch-min-work must be >= 0, got \(batchMinWork)")
+    }
     if !(0...100_000).contains(batchWaitMicroseconds) {
       throw ValidationError("--batch-wait-us must be in 0...100000, got \(batchWaitMicroseconds)")
     }
@@ -290,6 +301,7 @@ struct ServeCommand: ParsableCommand {
     if let batchThreads { configuration.batchThreads = batchThreads }
     configuration.maxBatch = maxBatch
     configuration.batchWaitMicroseconds = batchWaitMicroseconds
+    configuration.batchMinWork = batchMinWork
     configuration.limits.search = ["f16": .f16, "ivf": .ivf][search] ?? .exact
     configuration.indexes.f16 = f16
     configuration.indexes.ivfMinItems = ivfMinItems

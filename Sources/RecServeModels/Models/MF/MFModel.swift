@@ -229,10 +229,11 @@ public final class MFModel: RecommendationModel, @unchecked Sendable {
     query: UnsafePointer<Float>, offset: Float, items: UnsafeBufferPointer<Int32>,
     into out: UnsafeMutablePointer<Float>
   ) {
-    for j in 0..<items.count {
-      let i = Int(items[j])
-      out[j] = offset + itemBias[i] + VectorMath.dot(query, itemFactors + i * dim, dim)
-    }
+    // The same sums as the catalog scan (`scoreBlock`), so a candidate list or a re-scored
+    // shortlist gets the floats a full scan would give.
+    guard let base = items.baseAddress, !items.isEmpty else { return }
+    ck_scores_indexed(query, itemFactors, Int32(dim), base, Int32(items.count), out)
+    for j in 0..<items.count { out[j] = out[j] + offset + itemBias[Int(items[j])] }
   }
 
   public func scoreBlock(

@@ -249,9 +249,10 @@ public final class SASRecModel: RecommendationModel, @unchecked Sendable {
     query: UnsafePointer<Float>, offset: Float, items: UnsafeBufferPointer<Int32>,
     into out: UnsafeMutablePointer<Float>
   ) {
-    for j in 0..<items.count {
-      out[j] = offset + VectorMath.dot(query, itemFactors + Int(items[j]) * dim, dim)
-    }
+    // The same sums as `scoreBlock` (see MFModel.scoreItems).
+    guard let base = items.baseAddress, !items.isEmpty else { return }
+    ck_scores_indexed(query, itemFactors, Int32(dim), base, Int32(items.count), out)
+    for j in 0..<items.count { out[j] = out[j] + offset + 0 }
   }
 
   public func scoreBlock(
