@@ -89,8 +89,9 @@ def faiss_rates(tensors, duration: float):
     return out
 
 
-def recserve_rates(binary: str, models: pathlib.Path, duration: float, users_file: pathlib.Path):
-    server = subprocess.Popen([binary, "serve", "--models", str(models), "--port", "0", "--threads", "2"],
+def recserve_rates(binary: str, models: pathlib.Path, duration: float, users_file: pathlib.Path,
+                   runs=((1, "exact"), (16, "exact"), (1, "f16"), (16, "f16"))):
+    server = subprocess.Popen([binary, "serve", "--models", str(models), "--port", "0", "--threads", "2", "--f16"],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         port = None
@@ -103,19 +104,52 @@ def recserve_rates(binary: str, models: pathlib.Path, duration: float, users_fil
         if port is None:
             raise RuntimeError("the server did not start")
         out = {}
-        for inflight in (1, 16):
+        for inflight, search in runs:
             result = subprocess.run(
                 [binary, "load", "--target", f"127.0.0.1:{port}", "--rpc", "rank", "--model", "big", "--k", "10",
-                 "--concurrency", str(inflight), "--threads", "1" if inflight == 1 else "2",
+                 "--concurrency", str(inflight), "--threads", "1" if inflight == 1 else "2", "--search", search,
                  "--duration", str(duration), "--warmup", "1", "--users-file", str(users_file), "--json"],
                 capture_output=True, text=True, check=True)
             r = json.loads(result.stdout)
-            out[inflight] = {"queries_per_s": r["calls_per_s"], "p50_ms": r["latency_ms"]["p50"],
-                             "p99_ms": r["latency_ms"]["p99"], "errors": r["errors"]}
+            out[(inflight, search)] = {"queries_per_s": r["calls_per_s"], "p50_ms": r["latency_ms"]["p50"],
+                                       "p99_ms": r["latency_ms"]["p99"], "errors": r["errors"]}
+        out["recall"] = f16_recall(port, users_file)
         return out
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def f16_recall(port: int, users_file: pathlib.Path, users: int = 300) -> float:
+    """recall@10 of SEARCH_F16 against SEARCH_EXACT over `users` users, through gRPC (grpcio)."""
+    try:
+        import grpc  # noqa: PLC0415
+        from grpc_tools import protoc  # noqa: PLC0415
+    except ImportError:
+        return float("nan")
+    import grpc_tools  # noqa: PLC0415
+
+    out = pathlib.Path(tempfile.mkdtemp(prefix="recserve-bench-stubs-"))
+    well_known = pathlib.Path(grpc_tools.__file__).parent / "_proto"
+    protoc.main(["protoc", f"-I{REPO / 'Protos'}", f"-I{well_known}", f"--python_out={out}",
+                 f"--grpc_python_out={out}", "recserve/v1/recserve.proto"])
+    for package in ["recserve", "recserve/v1"]:
+        (out / package / "__init__.py").touch()
+    sys.path.insert(0, str(out))
+    from recserve.v1 import recserve_pb2 as pb  # noqa: PLC0415
+    from recserve.v1 import recserve_pb2_grpc as rpc  # noqa: PLC0415
+
+    ids = users_file.read_text().split()[:users]
+    hits = 0
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = rpc.RecommenderStub(channel)
+        for user in ids:
+            exact = stub.Rank(pb.RankRequest(model=pb.ModelSpec(name="big"), user_id=user, k=10,
+                                             search=pb.SEARCH_EXACT), timeout=30)
+            half = stub.Rank(pb.RankRequest(model=pb.ModelSpec(name="big"), user_id=user, k=10,
+                                            search=pb.SEARCH_F16), timeout=30)
+            hits += len({i.item_id for i in exact.items} & {i.item_id for i in half.items})
+    return hits / (10 * len(ids))
 
 
 def main():
@@ -134,16 +168,22 @@ def main():
         rec = recserve_rates(args.binary, models, args.duration, users_file)
     print(f"Rank top-10, {args.items:,} items x {args.dim}, {os.cpu_count()} cores; FAISS IndexFlatIP one thread in "
           f"process, RecServe through gRPC (recserve load)\n")
-    print("| | in flight / batch | queries/s | p50 ms | p99 ms |")
-    print("|---|---|---|---|---|")
+    single = faiss_out[1]["queries_per_s"]
+    print("| | in flight / batch | queries/s | p50 ms | p99 ms | vs FAISS single |")
+    print("|---|---|---|---|---|---|")
     for n in (1, 16):
-        f, r = faiss_out[n], rec[n]
-        print(f"| FAISS IndexFlatIP | {n} | {f['queries_per_s']:.0f} | {f['p50_ms']:.3f} | {f['p99_ms']:.3f} |")
-        print(f"| RecServe Rank | {n} | {r['queries_per_s']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} |")
-    print(f"\nRecServe / FAISS single-query: 1 in flight {rec[1]['queries_per_s'] / faiss_out[1]['queries_per_s']:.2f}x, "
-          f"16 in flight {rec[16]['queries_per_s'] / faiss_out[1]['queries_per_s']:.2f}x")
+        f = faiss_out[n]
+        print(f"| FAISS IndexFlatIP | {n} | {f['queries_per_s']:.0f} | {f['p50_ms']:.3f} | {f['p99_ms']:.3f} | "
+              f"{f['queries_per_s'] / single:.2f}x |")
+    for (n, search), r in ((key, value) for key, value in rec.items() if key != "recall"):
+        print(f"| RecServe Rank, {search} | {n} | {r['queries_per_s']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+              f"{r['queries_per_s'] / single:.2f}x |")
+    print(f"\nrecall@10 of SEARCH_F16 against SEARCH_EXACT: {rec['recall']:.4f}")
     if args.json:
-        pathlib.Path(args.json).write_text(json.dumps({"faiss": faiss_out, "recserve": rec, "items": args.items,
+        recserve = {f"{n}-{search}": value for (n, search), value in
+                    ((key, value) for key, value in rec.items() if key != "recall")}
+        pathlib.Path(args.json).write_text(json.dumps({"faiss": faiss_out, "recserve": recserve,
+                                                       "f16_recall": rec["recall"], "items": args.items,
                                                        "dim": args.dim}, indent=2))
 
 

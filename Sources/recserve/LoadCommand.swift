@@ -22,6 +22,10 @@ struct LoadCommand: ParsableCommand {
     case predict, rank
   }
 
+  static let searches: [String: Recserve_V1_Search] = [
+    "default": .default, "exact": .exact, "f16": .f16, "ivf": .ivf,
+  ]
+
   @Option(help: "Server address, HOST:PORT.")
   var target: String
 
@@ -58,6 +62,12 @@ struct LoadCommand: ParsableCommand {
       user_id, as for a visitor the model never saw (0: rank by user_id).
       """)
   var recent: Int = 0
+
+  @Option(help: "Rank: how the server searches the catalog: default, exact, f16 or ivf.")
+  var search: String = "default"
+
+  @Option(help: "Rank with --search ivf: inverted lists to visit (0: the model's default).")
+  var nprobe: Int32 = 0
 
   @Option(name: .customLong("users-file"), help: "User ids to draw from, one a line.")
   var usersFile: String?
@@ -99,6 +109,10 @@ struct LoadCommand: ParsableCommand {
     if k < 1 { throw ValidationError("--k must be at least 1") }
     if recent < 0 || recent > 100_000 { throw ValidationError("--recent must be in 0...100000") }
     if recent > 0 && rpc != .rank { throw ValidationError("--recent is for --rpc rank") }
+    if Self.searches[search] == nil {
+      throw ValidationError("--search must be default, exact, f16 or ivf, got '\(search)'")
+    }
+    if nprobe < 0 { throw ValidationError("--nprobe must be >= 0, got \(nprobe)") }
     if users < 1 || items < 1 { throw ValidationError("--users and --items must be at least 1") }
     if !(timeout > 0) { throw ValidationError("--timeout must be positive") }
   }
@@ -238,6 +252,8 @@ struct LoadCommand: ParsableCommand {
           request.userID = userIds[Int(generator.next() % UInt64(userIds.count))]
         }
         request.k = k
+        request.search = Self.searches[search] ?? .default
+        request.nprobe = nprobe
         return try request.serializedBytes()
       }
     }

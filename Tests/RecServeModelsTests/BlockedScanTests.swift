@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Testing
 
@@ -20,7 +21,10 @@ import Testing
       seen: (0..<users).map { u in (0..<20).map { Int32((u * 37 + $0 * 11) % items) } })
   }
 
-  @Test(arguments: [(items: 10_000, dim: 64, queries: 13), (items: 5_003, dim: 24, queries: 40)])
+  @Test(arguments: [
+    (items: 10_000, dim: 64, queries: 13), (items: 5_003, dim: 24, queries: 40),
+    (items: 3_001, dim: 50, queries: 7),
+  ])
   func batchEqualsEachQueryAlone(shape: (items: Int, dim: Int, queries: Int)) throws {
     let model = try Self.model(items: shape.items, dim: shape.dim, seed: 4)
     let n = shape.queries
@@ -78,6 +82,59 @@ import Testing
       #expect(head.count == reference.count, "query \(j)")
       for (a, b) in zip(head, reference) {
         #expect(abs(a.score - b.score) <= 1e-4 * max(1, abs(b.score)), "query \(j)")
+      }
+    }
+  }
+}
+
+/// The kernels' one summation order (CKernels.h), checked against a plain Swift statement of it
+/// for every dim from 1 to 70 and every way in: alone, by index, and in batches of any size.
+@Suite struct KernelOrderTests {
+  static func reference(_ x: UnsafePointer<Float>, _ q: UnsafePointer<Float>, _ dim: Int) -> Float {
+    var a = [Float](repeating: 0, count: 8)
+    var d = 0
+    while d < dim {
+      for l in 0..<8 {
+        let at = d + l
+        // Fused multiply-add, as the kernels; zeros past dim.
+        a[l] = at < dim ? a[l].addingProduct(x[at], q[at]) : a[l].addingProduct(0, 0)
+      }
+      d += 8
+    }
+    return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
+  }
+
+  @Test func everyKernelSumsInTheDocumentedOrder() {
+    var rng = Xoshiro256(seed: 77)
+    for dim in 1...70 {
+      let n = 37
+      let count = 1 + dim % 13
+      let stride = (count + 7) / 8 * 8
+      let items = (0..<(n * dim)).map { _ in Float(rng.nextGaussian()) }
+      let queries = (0..<(count * dim)).map { _ in Float(rng.nextGaussian()) }
+      var single = [Float](repeating: .nan, count: n)
+      var indexed = [Float](repeating: .nan, count: n)
+      var batch = [Float](repeating: .nan, count: n * stride)
+      let order: [Int32] = (0..<Int32(n)).reversed()
+      items.withUnsafeBufferPointer { x in
+        queries.withUnsafeBufferPointer { q in
+          ck_scores_single(q.baseAddress!, x.baseAddress!, Int32(n), Int32(dim), &single)
+          ck_scores_indexed(q.baseAddress!, x.baseAddress!, Int32(dim), order, Int32(n), &indexed)
+          ck_scores_batch(
+            q.baseAddress!, Int32(count), x.baseAddress!, Int32(n), Int32(dim), &batch,
+            Int32(stride))
+          for i in 0..<n {
+            let row = x.baseAddress! + i * dim
+            #expect(single[i] == Self.reference(row, q.baseAddress!, dim), "dim \(dim) item \(i)")
+            #expect(
+              indexed[n - 1 - i] == Self.reference(row, q.baseAddress!, dim), "dim \(dim) item \(i)"
+            )
+            for j in 0..<stride {
+              let want = j < count ? Self.reference(row, q.baseAddress! + j * dim, dim) : 0
+              #expect(batch[i * stride + j] == want, "dim \(dim) item \(i) query \(j)")
+            }
+          }
+        }
       }
     }
   }

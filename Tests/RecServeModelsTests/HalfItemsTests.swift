@@ -67,7 +67,7 @@ import Testing
         }
         // (Compared as one Bool: a failure prints where, not two lists of a thousand.)
         let same = fast.count == exact.count && zip(fast, exact).allSatisfy { $0 == $1 }
-        let first = zip(fast, exact).firstIndex { $0 != $1 }
+        let first = (0..<min(fast.count, exact.count)).first { fast[$0] != exact[$0] }
         #expect(
           same,
           "query \(j), parallel \(parallel): \(fast.count) vs \(exact.count) items, first difference at \(first.map(String.init) ?? "the end")"

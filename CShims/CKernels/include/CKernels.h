@@ -2,29 +2,30 @@
 #define CKERNELS_H
 #include <stddef.h>
 
-// Hand-vectorised kernels that Swift cannot target per CPU: the function picks AVX2 + FMA at run
+// Hand-vectorised kernels that Swift cannot target per CPU: each function picks AVX2 + FMA at run
 // time when the CPU has them, else a portable loop. No allocation, no threads, no policy.
+//
+// Every exact score (single, indexed, batch) is the same sum in the same order: lane l of 8
+// accumulates x[d] * q[d] for d = l, l + 8, ... with fused multiply-adds, and the lanes are added
+// as ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)); the portable loops do exactly that. So a
+// query scored alone, in a batch, or over a shortlist gets bit-identical floats.
 
-// Scores of up to 32 queries against `count` item rows, item-major:
-//   out[i * stride + j] = sum_d items[i * dim + d] * queries_t[d * stride + j]
-// for i < count and j < stride, where queries_t holds the queries transposed ([dim][stride],
-// stride a multiple of 8 no larger than 32, unused columns zero) and items is row-major.
-void ck_scores_batch(const float *queries_t, int stride, const float *items, int count, int dim,
-                     float *out);
+// Scores of `count` queries (row-major [count][dim]) against `n` item rows, item-major:
+//   out[i * stride + j] = score(items row i, query j)   for j < count,
+//   out[i * stride + j] = 0                              for count <= j < stride.
+void ck_scores_batch(const float *queries, int count, const float *items, int n, int dim,
+                     float *out, int stride);
 
-// One query against `count` item rows: out[i] = sum_d items[i * dim + d] * query[d]. Every sum
-// here and in ck_scores_batch is taken in order of d with fused multiply-adds, so one query
-// scored alone and the same query scored in a batch give the same floats.
+// One query against `count` item rows: out[i] = score(items row i, query).
 void ck_scores_single(const float *query, const float *items, int count, int dim, float *out);
 
-// The same sums as ck_scores_single for the rows named by `indices`:
-//   out[j] = sum_d items[indices[j] * dim + d] * query[d]
-// (bit-identical to scoring those rows with ck_scores_single).
+// One query against the rows named by `indices`: out[j] = score(items row indices[j], query).
 void ck_scores_indexed(const float *query, const float *items, int dim, const int *indices,
                        int count, float *out);
 
-// One query against `count` half-precision (IEEE binary16) rows, summed in f32:
-//   out[i] = sum_d float(items[i * dim + d]) * query[d]  (the order of the sum may vary).
+// One query against `count` half-precision (IEEE binary16) rows, summed in f32 (an
+// approximation; the order of the sum may differ from the exact kernels):
+//   out[i] ~ sum_d float(items[i * dim + d]) * query[d]
 void ck_scores_half(const float *query, const unsigned short *items, int count, int dim,
                     float *out);
 

@@ -402,23 +402,16 @@ extension MFModel {
 }
 
 /// Item-major scores of several queries against a block of item rows (see
-/// `RecommendationModel.scoreBlock`), without the offsets and per-item terms: the queries are
-/// transposed into a per-thread buffer and handed to the hand-vectorised kernel, which reads each
-/// item row once for all of them.
+/// `RecommendationModel.scoreBlock`), without the offsets and per-item terms, from the
+/// hand-vectorised kernel, which reads each item row once for all of them.
 enum BatchScores {
   static func raw(
     queries: UnsafePointer<Float>, count: Int, dim: Int, rows: UnsafePointer<Float>, rowCount: Int,
     into out: UnsafeMutablePointer<Float>, stride: Int
   ) {
-    precondition(
-      count <= stride && stride % 8 == 0 && stride <= 32, "stride \(stride) for \(count)")
-    let transposed = ThreadScratch.current.floats(dim * stride, slot: 7)
-    for d in 0..<dim {
-      let column = transposed + d * stride
-      for j in 0..<count { column[j] = queries[j * dim + d] }
-      for j in count..<stride { column[j] = 0 }
-    }
-    ck_scores_batch(transposed, Int32(stride), rows, Int32(rowCount), Int32(dim), out)
+    precondition(count <= stride && stride % 8 == 0, "stride \(stride) for \(count)")
+    ck_scores_batch(
+      queries, Int32(count), rows, Int32(rowCount), Int32(dim), out, Int32(stride))
   }
 
   /// out[i·stride + j] += offsets[j] + perItem(i) for j < count, 8 columns at a time (the
