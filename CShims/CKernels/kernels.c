@@ -84,8 +84,53 @@ __attribute__((target("avx2,fma"))) static inline void rows8(const float *const 
   _mm256_storeu_ps(out, reduce8(acc));
 }
 
+// One query against rows of up to 8 chunks (dim <= 64), the query's chunks held in registers
+// and each row read front to back (a sequential stream the prefetchers follow); eight rows'
+// accumulators reduced together. C: chunks; the last is masked when dim is not a multiple of 8.
+#define SINGLE_CHUNKS(C)                                                                          \
+  __attribute__((target("avx2,fma"))) static void single_##C(const float *q, const float *items,  \
+                                                             int count, int dim, float *out) {    \
+    const int left = dim - 8 * (C - 1);                                                           \
+    const __m256i mask = tail_mask(left < 8 ? left : 8);                                          \
+    __m256 qv[C];                                                                                 \
+    for (int k = 0; k < C - 1; k++) qv[k] = _mm256_loadu_ps(q + 8 * k);                          \
+    qv[C - 1] = _mm256_maskload_ps(q + 8 * (C - 1), mask);                                        \
+    int i = 0;                                                                                    \
+    for (; i + 8 <= count; i += 8) {                                                              \
+      __m256 acc[8];                                                                              \
+      for (int s = 0; s < 8; s++) {                                                               \
+        const float *row = items + (size_t)(i + s) * dim;                                         \
+        __m256 a = _mm256_setzero_ps();                                                           \
+        for (int k = 0; k < C - 1; k++) a = _mm256_fmadd_ps(_mm256_loadu_ps(row + 8 * k), qv[k], a); \
+        acc[s] = _mm256_fmadd_ps(_mm256_maskload_ps(row + 8 * (C - 1), mask), qv[C - 1], a);    \
+      }                                                                                           \
+      _mm256_storeu_ps(out + i, reduce8(acc));                                                    \
+    }                                                                                             \
+    for (; i < count; i++) out[i] = dot_ref(items + (size_t)i * dim, q, dim);                     \
+  }
+
+SINGLE_CHUNKS(1)
+SINGLE_CHUNKS(2)
+SINGLE_CHUNKS(3)
+SINGLE_CHUNKS(4)
+SINGLE_CHUNKS(5)
+SINGLE_CHUNKS(6)
+SINGLE_CHUNKS(7)
+SINGLE_CHUNKS(8)
+
 __attribute__((target("avx2,fma"))) static void single_avx2(const float *q, const float *items,
                                                             int count, int dim, float *out) {
+  switch ((dim + 7) / 8) {
+    case 1: single_1(q, items, count, dim, out); return;
+    case 2: single_2(q, items, count, dim, out); return;
+    case 3: single_3(q, items, count, dim, out); return;
+    case 4: single_4(q, items, count, dim, out); return;
+    case 5: single_5(q, items, count, dim, out); return;
+    case 6: single_6(q, items, count, dim, out); return;
+    case 7: single_7(q, items, count, dim, out); return;
+    case 8: single_8(q, items, count, dim, out); return;
+    default: break;
+  }
   int i = 0;
   for (; i + 8 <= count; i += 8) {
     const float *rows[8];
@@ -110,7 +155,9 @@ __attribute__((target("avx2,fma"))) static void indexed_avx2(const float *q, con
 // Two item rows against four queries at a time: eight accumulators, reduced together; each item
 // row chunk is loaded once per group of four queries and stays in L1 across the groups.
 __attribute__((target("avx2,fma"))) static void batch_avx2(const float *queries, int count,
-                                                           const float *items, int n, int dim,
+                                                           const float *offsets,
+                                                           const float *items,
+                                                           const float *terms, int n, int dim,
                                                            float *out, int stride) {
   static const float zeros[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   const int full = dim & ~7;
@@ -147,15 +194,25 @@ __attribute__((target("avx2,fma"))) static void batch_avx2(const float *queries,
           acc[4 + t] = _mm256_fmadd_ps(v1, qv, acc[4 + t]);
         }
       }
-      const __m256 r = reduce8(acc);
+      // (dot + offset) + term, as the single-query path adds them.
+      float o4[4];
+      for (int t = 0; t < 4; t++) o4[t] = j + t < count ? offsets[j + t] : 0;
+      const __m128 ov = _mm_loadu_ps(o4);
+      const float t0 = terms ? terms[i] : 0, t1 = terms && i + 1 < n ? terms[i + 1] : 0;
+      __m256 r = _mm256_add_ps(reduce8(acc), _mm256_set_m128(ov, ov));
+      r = _mm256_add_ps(r, _mm256_set_m128(_mm_set1_ps(t1), _mm_set1_ps(t0)));
       // Items i and i + 1, queries j..j+3; the padding columns of a row get zeros.
-      float lanes[8];
-      _mm256_storeu_ps(lanes, r);
       float *o0 = out + (size_t)i * stride + j;
-      for (int t = 0; t < 4 && j + t < stride; t++) o0[t] = j + t < count ? lanes[t] : 0;
-      if (i + 1 < n) {
-        float *o1 = out + (size_t)(i + 1) * stride + j;
-        for (int t = 0; t < 4 && j + t < stride; t++) o1[t] = j + t < count ? lanes[4 + t] : 0;
+      float *o1 = out + (size_t)(i + 1) * stride + j;
+      if (j + 4 <= count) {
+        _mm_storeu_ps(o0, _mm256_castps256_ps128(r));
+        if (i + 1 < n) _mm_storeu_ps(o1, _mm256_extractf128_ps(r, 1));
+      } else {
+        float lanes[8];
+        _mm256_storeu_ps(lanes, r);
+        for (int t = 0; t < 4 && j + t < stride; t++) o0[t] = j + t < count ? lanes[t] : 0;
+        if (i + 1 < n)
+          for (int t = 0; t < 4 && j + t < stride; t++) o1[t] = j + t < count ? lanes[4 + t] : 0;
       }
     }
     for (int j = (count + 3) & ~3; j < stride; j++) {
@@ -165,27 +222,63 @@ __attribute__((target("avx2,fma"))) static void batch_avx2(const float *queries,
   }
 }
 
-// Half-precision rows, converted on the fly (F16C); the same pattern as single_avx2, reading half
-// the bytes. (An approximation: the order of the sum is free here.)
+// Half-precision rows (dim a multiple of 8), converted on the fly (F16C), read front to back
+// like single_C, half the bytes. (An approximation: the order of the sum is free here.)
+#define HALF_CHUNKS(C)                                                                            \
+  __attribute__((target("avx2,fma,f16c"))) static void half_##C(                                  \
+      const float *q, const unsigned short *items, int count, int dim, float *out) {              \
+    __m256 qv[C];                                                                                 \
+    for (int k = 0; k < C; k++) qv[k] = _mm256_loadu_ps(q + 8 * k);                              \
+    int i = 0;                                                                                    \
+    for (; i + 8 <= count; i += 8) {                                                              \
+      __m256 acc[8];                                                                              \
+      for (int s = 0; s < 8; s++) {                                                               \
+        const unsigned short *row = items + (size_t)(i + s) * dim;                                \
+        __m256 a = _mm256_setzero_ps();                                                           \
+        for (int k = 0; k < C; k++)                                                               \
+          a = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + 8 * k))),   \
+                              qv[k], a);                                                          \
+        acc[s] = a;                                                                               \
+      }                                                                                           \
+      _mm256_storeu_ps(out + i, reduce8(acc));                                                    \
+    }                                                                                             \
+    for (; i < count; i++) {                                                                      \
+      const unsigned short *row = items + (size_t)i * dim;                                        \
+      __m256 a = _mm256_setzero_ps();                                                             \
+      for (int k = 0; k < C; k++)                                                                 \
+        a = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + 8 * k))),     \
+                            qv[k], a);                                                            \
+      __m256 acc[8] = {a, a, a, a, a, a, a, a};                                                   \
+      float lanes[8];                                                                             \
+      _mm256_storeu_ps(lanes, reduce8(acc));                                                      \
+      out[i] = lanes[0];                                                                          \
+    }                                                                                             \
+  }
+
+HALF_CHUNKS(1)
+HALF_CHUNKS(2)
+HALF_CHUNKS(3)
+HALF_CHUNKS(4)
+HALF_CHUNKS(5)
+HALF_CHUNKS(6)
+HALF_CHUNKS(7)
+HALF_CHUNKS(8)
+
 __attribute__((target("avx2,fma,f16c"))) static void half_avx2(const float *q,
                                                                const unsigned short *items,
                                                                int count, int dim, float *out) {
-  int i = 0;
-  for (; i + 8 <= count; i += 8) {
-    __m256 acc[8];
-    for (int s = 0; s < 8; s++) acc[s] = _mm256_setzero_ps();
-    const unsigned short *base = items + (size_t)i * dim;
-    for (int d = 0; d < dim; d += 8) {
-      const __m256 qv = _mm256_loadu_ps(q + d);
-      for (int s = 0; s < 8; s++) {
-        const __m256 x =
-            _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(base + (size_t)s * dim + d)));
-        acc[s] = _mm256_fmadd_ps(x, qv, acc[s]);
-      }
-    }
-    _mm256_storeu_ps(out + i, reduce8(acc));
+  switch (dim / 8) {
+    case 1: half_1(q, items, count, dim, out); return;
+    case 2: half_2(q, items, count, dim, out); return;
+    case 3: half_3(q, items, count, dim, out); return;
+    case 4: half_4(q, items, count, dim, out); return;
+    case 5: half_5(q, items, count, dim, out); return;
+    case 6: half_6(q, items, count, dim, out); return;
+    case 7: half_7(q, items, count, dim, out); return;
+    case 8: half_8(q, items, count, dim, out); return;
+    default: break;
   }
-  for (; i < count; i++) {
+  for (int i = 0; i < count; i++) {
     __m256 acc = _mm256_setzero_ps();
     const unsigned short *row = items + (size_t)i * dim;
     for (int d = 0; d < dim; d += 8)
@@ -220,18 +313,20 @@ void ck_scores_indexed(const float *query, const float *items, int dim, const in
   for (int i = 0; i < count; i++) out[i] = dot_ref(items + (size_t)indices[i] * dim, query, dim);
 }
 
-void ck_scores_batch(const float *queries, int count, const float *items, int n, int dim,
-                     float *out, int stride) {
+void ck_scores_batch(const float *queries, int count, const float *offsets, const float *items,
+                     const float *terms, int n, int dim, float *out, int stride) {
 #if defined(__x86_64__)
   if (has_avx2_fma()) {
-    batch_avx2(queries, count, items, n, dim, out, stride);
+    batch_avx2(queries, count, offsets, items, terms, n, dim, out, stride);
     return;
   }
 #endif
   for (int i = 0; i < n; i++) {
     float *o = out + (size_t)i * stride;
     const float *x = items + (size_t)i * dim;
-    for (int j = 0; j < stride; j++) o[j] = j < count ? dot_ref(x, queries + (size_t)j * dim, dim) : 0;
+    const float term = terms ? terms[i] : 0;
+    for (int j = 0; j < stride; j++)
+      o[j] = j < count ? (dot_ref(x, queries + (size_t)j * dim, dim) + offsets[j]) + term : 0;
   }
 }
 

@@ -102,9 +102,9 @@ struct ServeCommand: ParsableCommand {
     name: .customLong("batch-threads"),
     help: """
       Threads that serve concurrent Rank requests for the same model in batches, one scan of \
-      the catalog for all (0: no batching); default: the number of cores.
+      the catalog for all, split over every core (0: no batching).
       """)
-  var batchThreads: Int?
+  var batchThreads: Int = 1
 
   @Option(name: .customLong("max-batch"), help: "Most Rank requests in one batch.")
   var maxBatch: Int = 32
@@ -211,7 +211,7 @@ struct ServeCommand: ParsableCommand {
     }
     if inlineWork < 0 { throw ValidationError("--inline-work must be >= 0") }
     if maxDiversityWork < 0 { throw ValidationError("--max-diversity-work must be >= 0") }
-    if let batchThreads, !(0...256).contains(batchThreads) {
+    if !(0...256).contains(batchThreads) {
       throw ValidationError("--batch-threads must be in 0...256, got \(batchThreads)")
     }
     if !(1...1024).contains(maxBatch) {
@@ -298,7 +298,7 @@ struct ServeCommand: ParsableCommand {
     configuration.maxStreams = maxStreams
     configuration.maxStreamsPerConnection = maxStreamsPerConnection
     configuration.limits.inlineWork = inlineWork
-    if let batchThreads { configuration.batchThreads = batchThreads }
+    configuration.batchThreads = batchThreads
     configuration.maxBatch = maxBatch
     configuration.batchWaitMicroseconds = batchWaitMicroseconds
     configuration.batchMinWork = batchMinWork

@@ -116,13 +116,15 @@ import Testing
       var indexed = [Float](repeating: .nan, count: n)
       var batch = [Float](repeating: .nan, count: n * stride)
       let order: [Int32] = (0..<Int32(n)).reversed()
+      let offsets = (0..<count).map { _ in Float(rng.nextGaussian()) }
+      let terms = (0..<n).map { _ in Float(rng.nextGaussian()) }
       items.withUnsafeBufferPointer { x in
         queries.withUnsafeBufferPointer { q in
           ck_scores_single(q.baseAddress!, x.baseAddress!, Int32(n), Int32(dim), &single)
           ck_scores_indexed(q.baseAddress!, x.baseAddress!, Int32(dim), order, Int32(n), &indexed)
           ck_scores_batch(
-            q.baseAddress!, Int32(count), x.baseAddress!, Int32(n), Int32(dim), &batch,
-            Int32(stride))
+            q.baseAddress!, Int32(count), offsets, x.baseAddress!, terms, Int32(n), Int32(dim),
+            &batch, Int32(stride))
           for i in 0..<n {
             let row = x.baseAddress! + i * dim
             #expect(single[i] == Self.reference(row, q.baseAddress!, dim), "dim \(dim) item \(i)")
@@ -130,7 +132,9 @@ import Testing
               indexed[n - 1 - i] == Self.reference(row, q.baseAddress!, dim), "dim \(dim) item \(i)"
             )
             for j in 0..<stride {
-              let want = j < count ? Self.reference(row, q.baseAddress! + j * dim, dim) : 0
+              let want =
+                j < count
+                ? (Self.reference(row, q.baseAddress! + j * dim, dim) + offsets[j]) + terms[i] : 0
               #expect(batch[i * stride + j] == want, "dim \(dim) item \(i) query \(j)")
             }
           }

@@ -10,11 +10,12 @@
 // as ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)); the portable loops do exactly that. So a
 // query scored alone, in a batch, or over a shortlist gets bit-identical floats.
 
-// Scores of `count` queries (row-major [count][dim]) against `n` item rows, item-major:
-//   out[i * stride + j] = score(items row i, query j)   for j < count,
-//   out[i * stride + j] = 0                              for count <= j < stride.
-void ck_scores_batch(const float *queries, int count, const float *items, int n, int dim,
-                     float *out, int stride);
+// Scores of `count` queries (row-major [count][dim]) against `n` item rows, item-major, with each
+// query's offset and each item's term (NULL: none) added in that order:
+//   out[i * stride + j] = (score(items row i, query j) + offsets[j]) + terms[i]   for j < count,
+//   out[i * stride + j] = 0                                                       otherwise.
+void ck_scores_batch(const float *queries, int count, const float *offsets, const float *items,
+                     const float *terms, int n, int dim, float *out, int stride);
 
 // One query against `count` item rows: out[i] = score(items row i, query).
 void ck_scores_single(const float *query, const float *items, int count, int dim, float *out);

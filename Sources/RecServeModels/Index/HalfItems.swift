@@ -12,7 +12,9 @@ import CKernels
 public final class HalfItems: @unchecked Sendable {
   public let count: Int
   public let dim: Int
-  /// Row-major [count, dim] binary16 values of the item vectors times `scale`.
+  /// dim rounded up to a multiple of 8 (rows are padded with zeros, for the vector kernel).
+  private let paddedDim: Int
+  /// Row-major [count, paddedDim] binary16 values of the item vectors times `scale`.
   private let rows: UnsafeMutablePointer<UInt16>
   /// The model's per-item term of each score (an MF item bias; 0 for a sequence model).
   private let terms: UnsafeMutablePointer<Float>
@@ -23,7 +25,7 @@ public final class HalfItems: @unchecked Sendable {
   private let maxTerm: Float
 
   /// Bytes this copy holds.
-  public var byteCount: Int { count * dim * 2 + count * 4 }
+  public var byteCount: Int { count * paddedDim * 2 + count * 4 }
 
   /// Nil when the vectors are not all finite (the model would not score sensibly anyway).
   public init?(model: any RecommendationModel) {
@@ -50,9 +52,14 @@ public final class HalfItems: @unchecked Sendable {
     let scale = Float(sign: .plus, exponent: exponent, significand: 1)
     count = n
     self.dim = dim
-    rows = .allocate(capacity: max(1, n * dim))
-    for j in 0..<(n * dim) {
-      rows[j] = Float16(items[j] * scale).bitPattern
+    let padded = (dim + 7) / 8 * 8
+    paddedDim = padded
+    rows = .allocate(capacity: max(1, n * padded))
+    rows.initialize(repeating: 0, count: max(1, n * padded))
+    for i in 0..<n {
+      for d in 0..<dim {
+        rows[i * padded + d] = Float16(items[i * dim + d] * scale).bitPattern
+      }
     }
     inverseScale = Float(sign: .plus, exponent: -exponent, significand: 1)
     self.maxNorm = maxNorm
@@ -104,12 +111,13 @@ public final class HalfItems: @unchecked Sendable {
     // The query on the copy's scale (a power of two: exact, barring underflow far below any
     // score that matters, which the error bound's absolute part covers).
     let scratch = ThreadScratch.current
-    let scaled = scratch.floats(dim, slot: 8)
+    let scaled = scratch.floats(paddedDim, slot: 8)
     var queryNorm: Float = 0
     for d in 0..<dim {
       scaled[d] = query[d] * inverseScale
       queryNorm += query[d] * query[d]
     }
+    for d in dim..<paddedDim { scaled[d] = 0 }
     queryNorm = queryNorm.squareRoot()
     let penalty = selection.penalty
     var maxPenalty: Float = 0
@@ -201,21 +209,39 @@ public final class HalfItems: @unchecked Sendable {
     var lo = items.lowerBound
     while lo < items.upperBound {
       let hi = min(items.upperBound, lo + block)
-      ck_scores_half(query, rows + lo * dim, Int32(hi - lo), Int32(dim), scores)
+      ck_scores_half(query, rows + lo * paddedDim, Int32(hi - lo), Int32(paddedDim), scores)
       var bar = heap.count < k ? -Float.infinity : heap.rootScore - margin
-      for i in lo..<hi {
-        var s = scores[i - lo] + offset + terms[i]
-        if penalty > 0, let penalties { s -= penalty * penalties[i] }
-        if !(s >= bar) || s < floor { continue }
-        let item = Int32(i)
-        if skip(item) { continue }
-        candidates.append((item, s))
-        if heap.count < k {
-          heap.push(item, s)
-          if heap.count == k { bar = heap.rootScore - margin }
-        } else if s > heap.rootScore {
-          heap.replaceRoot(item, s)
-          bar = heap.rootScore - margin
+      // Eight at a time against the bar (and the floor); the few over it one by one.
+      typealias V = SIMD8<Float>
+      let raw = UnsafeRawPointer(scores)
+      let termsRaw = UnsafeRawPointer(terms)
+      var i = lo
+      while i < hi {
+        if i + 8 <= hi && penalty == 0 {
+          let v =
+            raw.loadUnaligned(fromByteOffset: (i - lo) * 4, as: V.self) + V(repeating: offset)
+            + termsRaw.loadUnaligned(fromByteOffset: i * 4, as: V.self)
+          if !any(v .>= V(repeating: max(bar, floor))) {
+            i += 8
+            continue
+          }
+        }
+        let end = min(hi, i + 8)
+        while i < end {
+          defer { i += 1 }
+          var s = scores[i - lo] + offset + terms[i]
+          if penalty > 0, let penalties { s -= penalty * penalties[i] }
+          if !(s >= bar) || s < floor { continue }
+          let item = Int32(i)
+          if skip(item) { continue }
+          candidates.append((item, s))
+          if heap.count < k {
+            heap.push(item, s)
+            if heap.count == k { bar = heap.rootScore - margin }
+          } else if s > heap.rootScore {
+            heap.replaceRoot(item, s)
+            bar = heap.rootScore - margin
+          }
         }
       }
       // Drops what fell behind the bar, now and then.

@@ -28,7 +28,7 @@ public final class RecServeServer: Sendable {
     /// What one request may ask for, and when it leaves the request threads.
     public var limits = RecommenderService.Limits()
     /// Threads that serve batches of concurrent Rank requests (0: no batching).
-    public var batchThreads = max(1, ProcessInfo.processInfo.activeProcessorCount)
+    public var batchThreads = 1
     /// Most requests in one batch.
     public var maxBatch = 32
     /// Microseconds a batch waits for more requests once one waits (0: none).
@@ -77,7 +77,8 @@ public final class RecServeServer: Sendable {
       configuration.batchThreads > 0
       ? RankBatcher(
         service: recommender, threads: configuration.batchThreads,
-        maxBatch: configuration.maxBatch, maxWait: configuration.batchWaitMicroseconds) : nil
+        maxBatch: configuration.maxBatch, maxWait: configuration.batchWaitMicroseconds,
+        parallel: configuration.limits.cores) : nil
     admin = AdminService(registry: registry)
     let rpc = self.rpc
     health = HealthService(registry: registry, isShuttingDown: { rpc.isShuttingDown })

@@ -40,6 +40,8 @@ final class RankBatcher: Sendable {
   /// Microseconds a worker waits for more requests after the first, when fewer than
   /// `maxBatch` wait (0: none).
   let maxWait: Int
+  /// Threads one batch's scan is split over (parts of the catalog).
+  let parallel: Int
   private let state = Mutex(State())
   private let wake = DispatchSemaphore(value: 0)
   /// Batches served and the requests in them (for tests and metrics).
@@ -50,8 +52,9 @@ final class RankBatcher: Sendable {
 
   init(
     service: RecommenderService, threads: Int, maxBatch: Int = 32, maxQueued: Int = 1024,
-    maxWait: Int = 0
+    maxWait: Int = 0, parallel: Int = 1
   ) {
+    self.parallel = max(1, parallel)
     self.service = service
     self.maxBatch = max(1, maxBatch)
     self.maxQueued = max(1, maxQueued)
@@ -142,7 +145,7 @@ final class RankBatcher: Sendable {
       answer(job) {
         try service.rankWork(
           job.request, served: job.served, knownUser: job.knownUser, k: job.k,
-          check: { try job.responder.context.checkDeadline() })
+          parallel: parallel, check: { try job.responder.context.checkDeadline() })
       }
       return
     }
@@ -179,6 +182,7 @@ final class RankBatcher: Sendable {
           try BlockedScan.select(
             model: model, queries: queries, offsets: offsets.baseAddress!,
             selections: setups.map(\.selection), penalties: penalties,
+            parallel: parallel,
             skip: { j, item in RecommenderService.skips(setups[j], item) }, check: {})
         }
       }

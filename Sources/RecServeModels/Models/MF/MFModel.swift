@@ -251,12 +251,10 @@ public final class MFModel: RecommendationModel, @unchecked Sendable {
       for i in 0..<n { out[i] = out[i] + o + itemBias[lo + i] }
       return
     }
-    BatchScores.raw(
-      queries: queries, count: count, dim: dim, rows: itemFactors + lo * dim, rowCount: n,
-      into: out, stride: stride)
-    BatchScores.addOffsets(offsets, count: count, to: out, rows: n, stride: stride) {
-      itemBias[lo + $0]
-    }
+    precondition(count <= stride && stride % 8 == 0, "stride \(stride) for \(count)")
+    ck_scores_batch(
+      queries, Int32(count), offsets, itemFactors + lo * dim, itemBias + lo, Int32(n), Int32(dim),
+      out, Int32(stride))
   }
 
   public func queryWork(user: Int32?, recentCount: Int) -> Int {
@@ -398,41 +396,5 @@ extension MFModel {
       itemFactors: array(itemFactors, itemCount * dim),
       userBias: array(userBias, userCount), itemBias: array(itemBias, itemCount),
       csr: SeenItems.build(users: users, items: items, userCount: userCount, itemCount: itemCount))
-  }
-}
-
-/// Item-major scores of several queries against a block of item rows (see
-/// `RecommendationModel.scoreBlock`), without the offsets and per-item terms, from the
-/// hand-vectorised kernel, which reads each item row once for all of them.
-enum BatchScores {
-  static func raw(
-    queries: UnsafePointer<Float>, count: Int, dim: Int, rows: UnsafePointer<Float>, rowCount: Int,
-    into out: UnsafeMutablePointer<Float>, stride: Int
-  ) {
-    precondition(count <= stride && stride % 8 == 0, "stride \(stride) for \(count)")
-    ck_scores_batch(
-      queries, Int32(count), rows, Int32(rowCount), Int32(dim), out, Int32(stride))
-  }
-
-  /// out[i·stride + j] += offsets[j] + perItem(i) for j < count, 8 columns at a time (the
-  /// padding columns get junk nobody reads).
-  @inline(__always)
-  static func addOffsets(
-    _ offsets: UnsafePointer<Float>, count: Int, to out: UnsafeMutablePointer<Float>, rows: Int,
-    stride: Int, perItem: (Int) -> Float
-  ) {
-    typealias V = SIMD8<Float>
-    var padded = [V](repeating: V(), count: stride / 8)
-    for j in 0..<count { padded[j / 8][j % 8] = offsets[j] }
-    let raw = UnsafeMutableRawPointer(out)
-    for i in 0..<rows {
-      let b = V(repeating: perItem(i))
-      for g in 0..<(stride / 8) {
-        let at = (i * stride + g * 8) * 4
-        raw.storeBytes(
-          of: raw.loadUnaligned(fromByteOffset: at, as: V.self) + padded[g] + b,
-          toByteOffset: at, as: V.self)
-      }
-    }
   }
 }

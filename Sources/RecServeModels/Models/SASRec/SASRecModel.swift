@@ -269,10 +269,10 @@ public final class SASRecModel: RecommendationModel, @unchecked Sendable {
       for i in 0..<n { out[i] = out[i] + o + 0 }
       return
     }
-    BatchScores.raw(
-      queries: queries, count: count, dim: dim, rows: itemFactors + lo * dim, rowCount: n,
-      into: out, stride: stride)
-    BatchScores.addOffsets(offsets, count: count, to: out, rows: n, stride: stride) { _ in 0 }
+    precondition(count <= stride && stride % 8 == 0, "stride \(stride) for \(count)")
+    ck_scores_batch(
+      queries, Int32(count), offsets, itemFactors + lo * dim, nil, Int32(n), Int32(dim), out,
+      Int32(stride))
   }
 
   /// A known user alone: a copy of its state; otherwise one pass of the network over the last
