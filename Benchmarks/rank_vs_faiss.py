@@ -90,8 +90,9 @@ def faiss_rates(tensors, duration: float):
 
 
 def recserve_rates(binary: str, models: pathlib.Path, duration: float, users_file: pathlib.Path,
-                   runs=((1, "exact"), (16, "exact"), (1, "f16"), (16, "f16"))):
-    server = subprocess.Popen([binary, "serve", "--models", str(models), "--port", "0", "--threads", "2", "--f16"],
+                   runs=((1, "exact"), (16, "exact"), (1, "f16"), (16, "f16")), extra=(), recall=True):
+    server = subprocess.Popen([binary, "serve", "--models", str(models), "--port", "0", "--threads", "2", "--f16",
+                               *extra],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         port = None
@@ -113,7 +114,8 @@ def recserve_rates(binary: str, models: pathlib.Path, duration: float, users_fil
             r = json.loads(result.stdout)
             out[(inflight, search)] = {"queries_per_s": r["calls_per_s"], "p50_ms": r["latency_ms"]["p50"],
                                        "p99_ms": r["latency_ms"]["p99"], "errors": r["errors"]}
-        out["recall"] = f16_recall(port, users_file)
+        if recall:
+            out["recall"] = f16_recall(port, users_file)
         return out
     finally:
         server.terminate()
@@ -166,6 +168,9 @@ def main():
         users_file = models / "big" / "1" / "users.txt"
         faiss_out = faiss_rates(tensors, args.duration)
         rec = recserve_rates(args.binary, models, args.duration, users_file)
+        # A lone request with the batcher off, to show that batching adds no wait to it.
+        off = recserve_rates(args.binary, models, args.duration, users_file, runs=((1, "exact"),),
+                             extra=("--batch-threads", "0"), recall=False)[(1, "exact")]
     print(f"Rank top-10, {args.items:,} items x {args.dim}, {os.cpu_count()} cores; FAISS IndexFlatIP one thread in "
           f"process, RecServe through gRPC (recserve load)\n")
     single = faiss_out[1]["queries_per_s"]
@@ -178,12 +183,18 @@ def main():
     for (n, search), r in ((key, value) for key, value in rec.items() if key != "recall"):
         print(f"| RecServe Rank, {search} | {n} | {r['queries_per_s']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
               f"{r['queries_per_s'] / single:.2f}x |")
+    print(f"| RecServe Rank, exact, batching off | 1 | {off['queries_per_s']:.0f} | {off['p50_ms']:.3f} | "
+          f"{off['p99_ms']:.3f} | {off['queries_per_s'] / single:.2f}x |")
+    on = rec[(1, "exact")]
     print(f"\nrecall@10 of SEARCH_F16 against SEARCH_EXACT: {rec['recall']:.4f}")
+    print(f"lone request, batching on / off: p50 {on['p50_ms'] / off['p50_ms']:.2f}x, "
+          f"p99 {on['p99_ms'] / off['p99_ms']:.2f}x")
     if args.json:
         recserve = {f"{n}-{search}": value for (n, search), value in
                     ((key, value) for key, value in rec.items() if key != "recall")}
         pathlib.Path(args.json).write_text(json.dumps({"faiss": faiss_out, "recserve": recserve,
-                                                       "f16_recall": rec["recall"], "items": args.items,
+                                                       "f16_recall": rec["recall"], "batching_off": off,
+                                                       "items": args.items,
                                                        "dim": args.dim}, indent=2))
 
 

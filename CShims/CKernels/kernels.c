@@ -1,5 +1,7 @@
 #include "CKernels.h"
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 // Every exact score here is the same sum, in the same order, whichever kernel computes it:
 // lane l (0..7) accumulates x[d] * q[d] for d = l, l + 8, l + 16, ... with fused multiply-adds
@@ -22,23 +24,32 @@ static float dot_ref(const float *x, const float *q, int dim) {
 #if defined(__x86_64__)
 #include <immintrin.h>
 
-static int has_avx2_fma(void) {
-  static int cached = -1;
-  if (cached < 0) {
-    __builtin_cpu_init();
-    cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+// What the CPU offers: 0 portable C, 1 AVX2 + FMA + F16C, 2 also AVX-512 (F, DQ). Detected once;
+// RECSERVE_KERNELS=portable|avx2 caps it, and ck_set_level caps it for tests.
+static int detected_level(void) {
+  __builtin_cpu_init();
+  int level = 0;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+      __builtin_cpu_supports("f16c")) {
+    level = 1;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")) level = 2;
   }
-  return cached;
+  const char *cap = getenv("RECSERVE_KERNELS");
+  if (cap && strcmp(cap, "portable") == 0) level = 0;
+  if (cap && strcmp(cap, "avx2") == 0 && level > 1) level = 1;
+  return level;
 }
 
-static int has_f16c(void) {
-  static int cached = -1;
-  if (cached < 0) {
-    __builtin_cpu_init();
-    cached = has_avx2_fma() && __builtin_cpu_supports("f16c");
-  }
-  return cached;
+static int level_cache = -1;
+
+static int level(void) {
+  if (level_cache < 0) level_cache = detected_level();
+  return level_cache;
 }
+
+static int has_avx2_fma(void) { return level() >= 1; }
+static int has_f16c(void) { return level() >= 1; }
+static int has_avx512(void) { return level() >= 2; }
 
 // Eight accumulators to one vector of their eight lane sums, in the order of dot_ref:
 // r[s] = ((a_s0 + a_s4) + (a_s2 + a_s6)) + ((a_s1 + a_s5) + (a_s3 + a_s7)).
@@ -102,7 +113,9 @@ __attribute__((target("avx2,fma"))) static inline void rows8(const float *const 
         const float *row = items + (size_t)(i + s) * dim;                                         \
         __m256 a = _mm256_setzero_ps();                                                           \
         for (int k = 0; k < C - 1; k++) a = _mm256_fmadd_ps(_mm256_loadu_ps(row + 8 * k), qv[k], a); \
-        acc[s] = _mm256_fmadd_ps(_mm256_maskload_ps(row + 8 * (C - 1), mask), qv[C - 1], a);    \
+        const __m256 last = left == 8 ? _mm256_loadu_ps(row + 8 * (C - 1))                        \
+                                      : _mm256_maskload_ps(row + 8 * (C - 1), mask);            \
+        acc[s] = _mm256_fmadd_ps(last, qv[C - 1], a);                                             \
       }                                                                                           \
       _mm256_storeu_ps(out + i, reduce8(acc));                                                    \
     }                                                                                             \
@@ -222,6 +235,89 @@ __attribute__((target("avx2,fma"))) static void batch_avx2(const float *queries,
   }
 }
 
+// The batch kernel at 512 bits, in the same order: a 512-bit accumulator holds two 8-lane
+// accumulators of the canonical sum, (item, query t) in its low half and (item, query t + 4) in its
+// high half, so the lanes still sum d = l, l + 8, ... for one pair each. Tiles of 2 items x 8
+// queries: per chunk of 8 dims, each item's chunk is broadcast to both halves and multiplied with
+// four packed query pairs. The reduction is the canonical tree on all sixteen accumulators at
+// once, and leaves item 0's eight queries in the low 256 bits and item 1's in the high ones.
+__attribute__((target("avx2,fma,avx512f,avx512dq"))) static void batch_avx512(
+    const float *queries, int count, const float *offsets, const float *items,
+    const float *terms, int n, int dim, float *out, int stride) {
+  const int chunks = (dim + 7) / 8;
+  const int groups = (count + 7) / 8;
+  // packed[((g * chunks + c) * 4 + t) * 16 + h * 8 + l] = query (8g + t + 4h), dim 8c + l (0 past
+  // dim or count).
+  float packed[4 * 4 * 64 * 16] __attribute__((aligned(64)));
+  for (int g = 0; g < groups; g++)
+    for (int c = 0; c < chunks; c++)
+      for (int t = 0; t < 4; t++)
+        for (int h = 0; h < 2; h++) {
+          const int j = 8 * g + t + 4 * h;
+          float *to = packed + (((size_t)g * chunks + c) * 4 + t) * 16 + h * 8;
+          for (int l = 0; l < 8; l++) {
+            const int d = 8 * c + l;
+            to[l] = j < count && d < dim ? queries[(size_t)j * dim + d] : 0;
+          }
+        }
+  const int full = dim & ~7;
+  const int left = dim - full;
+  const __m256i mask = left ? tail_mask(left) : _mm256_setzero_si256();
+  for (int i = 0; i < n; i += 2) {
+    const float *x0 = items + (size_t)i * dim;
+    const float *x1 = i + 1 < n ? x0 + dim : x0;
+    const float t0 = terms ? terms[i] : 0, t1 = terms && i + 1 < n ? terms[i + 1] : 0;
+    const __m512 tv = _mm512_insertf32x8(_mm512_set1_ps(t0), _mm256_set1_ps(t1), 1);
+    for (int g = 0; g < groups; g++) {
+      __m512 acc[8];
+      for (int s = 0; s < 8; s++) acc[s] = _mm512_setzero_ps();
+      const float *qp = packed + (size_t)g * chunks * 64;
+      for (int c = 0; c < chunks; c++, qp += 64) {
+        __m512 v0, v1;
+        if (8 * c < full) {
+          v0 = _mm512_broadcast_f32x8(_mm256_loadu_ps(x0 + 8 * c));
+          v1 = _mm512_broadcast_f32x8(_mm256_loadu_ps(x1 + 8 * c));
+        } else {
+          v0 = _mm512_broadcast_f32x8(_mm256_maskload_ps(x0 + 8 * c, mask));
+          v1 = _mm512_broadcast_f32x8(_mm256_maskload_ps(x1 + 8 * c, mask));
+        }
+        for (int t = 0; t < 4; t++) {
+          const __m512 q = _mm512_load_ps(qp + 16 * t);
+          acc[t] = _mm512_fmadd_ps(v0, q, acc[t]);
+          acc[4 + t] = _mm512_fmadd_ps(v1, q, acc[4 + t]);
+        }
+      }
+      // The canonical tree, per 8-lane accumulator: b[l] = a[l] + a[l + 4] ...
+      __m512 b[4];
+      for (int s = 0; s < 4; s++)
+        b[s] = _mm512_add_ps(_mm512_shuffle_f32x4(acc[s], acc[s + 4], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_f32x4(acc[s], acc[s + 4], _MM_SHUFFLE(3, 1, 3, 1)));
+      // ... e = b[0] + b[2], o = b[1] + b[3] ...
+      const __m512 c01 = _mm512_add_ps(_mm512_unpacklo_ps(b[0], b[1]), _mm512_unpackhi_ps(b[0], b[1]));
+      const __m512 c23 = _mm512_add_ps(_mm512_unpacklo_ps(b[2], b[3]), _mm512_unpackhi_ps(b[2], b[3]));
+      // ... e + o. 128-bit lane L of r holds, for s = 0..3, the sum of b[s]'s lane L: lane 0 acc[s]
+      // low (item 0, query s), 1 acc[s] high (item 0, query s + 4), 2 and 3 the same for item 1.
+      __m512 r = _mm512_add_ps(_mm512_shuffle_ps(c01, c23, _MM_SHUFFLE(1, 0, 1, 0)),
+                               _mm512_shuffle_ps(c01, c23, _MM_SHUFFLE(3, 2, 3, 2)));
+      // (dot + offset) + term, as everywhere.
+      float o8[8];
+      for (int t = 0; t < 8; t++) o8[t] = 8 * g + t < count ? offsets[8 * g + t] : 0;
+      const __m256 ov = _mm256_loadu_ps(o8);
+      r = _mm512_add_ps(r, _mm512_insertf32x8(_mm512_castps256_ps512(ov), ov, 1));
+      r = _mm512_add_ps(r, tv);
+      const int valid = count - 8 * g < 8 ? count - 8 * g : 8;
+      const __mmask16 keep = (__mmask16)(((1u << valid) - 1) * 0x101u);
+      r = _mm512_maskz_mov_ps(keep, r);
+      _mm256_storeu_ps(out + (size_t)i * stride + 8 * g, _mm512_castps512_ps256(r));
+      if (i + 1 < n) _mm256_storeu_ps(out + (size_t)(i + 1) * stride + 8 * g, _mm512_extractf32x8_ps(r, 1));
+    }
+    for (int j = 8 * groups; j < stride; j++) {
+      out[(size_t)i * stride + j] = 0;
+      if (i + 1 < n) out[(size_t)(i + 1) * stride + j] = 0;
+    }
+  }
+}
+
 // Half-precision rows (dim a multiple of 8), converted on the fly (F16C), read front to back
 // like single_C, half the bytes. (An approximation: the order of the sum is free here.)
 #define HALF_CHUNKS(C)                                                                            \
@@ -316,6 +412,10 @@ void ck_scores_indexed(const float *query, const float *items, int dim, const in
 void ck_scores_batch(const float *queries, int count, const float *offsets, const float *items,
                      const float *terms, int n, int dim, float *out, int stride) {
 #if defined(__x86_64__)
+  if (dim <= 512 && count <= 32 && has_avx512()) {
+    batch_avx512(queries, count, offsets, items, terms, n, dim, out, stride);
+    return;
+  }
   if (has_avx2_fma()) {
     batch_avx2(queries, count, offsets, items, terms, n, dim, out, stride);
     return;
@@ -330,10 +430,21 @@ void ck_scores_batch(const float *queries, int count, const float *offsets, cons
   }
 }
 
-int ck_vectorised(void) {
+int ck_level(void) {
 #if defined(__x86_64__)
-  return has_avx2_fma();
+  return level();
 #else
+  return 0;
+#endif
+}
+
+int ck_set_level(int wanted) {
+#if defined(__x86_64__)
+  const int most = detected_level();
+  level_cache = wanted < most ? (wanted < 0 ? 0 : wanted) : most;
+  return level_cache;
+#else
+  (void)wanted;
   return 0;
 #endif
 }

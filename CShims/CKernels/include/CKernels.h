@@ -30,7 +30,12 @@ void ck_scores_indexed(const float *query, const float *items, int dim, const in
 void ck_scores_half(const float *query, const unsigned short *items, int count, int dim,
                     float *out);
 
-// 1 when the vectorised path is in use (for tests and logs).
-int ck_vectorised(void);
+// The kernels in use: 0 portable C, 1 AVX2 + FMA (+ F16C), 2 AVX-512 for batches. Chosen from
+// the CPU once; the environment variable RECSERVE_KERNELS=portable or =avx2 caps it.
+int ck_level(void);
+
+// Caps the level (for tests: every level gives the same floats); returns the level now in use.
+// Not for use while other threads score.
+int ck_set_level(int level);
 
 #endif
