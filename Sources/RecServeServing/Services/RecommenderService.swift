@@ -173,8 +173,11 @@ public final class RecommenderService: Sendable {
       try self.rankWork(
         request, served: served, knownUser: knownUser, k: k, search: search, check: check)
     }
+    // Exact and f16 searches give the same answer, so either may join a batch (which scans
+    // the f32 matrix once for all: compute-bound, where the f16 copy saves nothing); a lone f16
+    // request reads the half copy.
     .batchable(
-      request.candidates.isEmpty && search == .exact
+      request.candidates.isEmpty && (search == .exact || search == .f16)
         ? RankBatcher.Key(served: served, knownUser: knownUser, k: k) : nil
     )
     let cores = limits.cores
