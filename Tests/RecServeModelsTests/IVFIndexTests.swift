@@ -179,8 +179,9 @@ import Testing
     #expect(a.listSizes == b.listSizes)
     #expect((0..<a.lists).allSatisfy { a.items(inList: $0) == b.items(inList: $0) })
     #expect(a.listSizes != c.listSizes)
-    // No list is left empty on clustered data, and none swallows the catalog.
-    #expect(a.listSizes.min()! >= 1)
+    // Few lists are left empty (points near a coarse border may all leave one), and none
+    // swallows the catalog.
+    #expect(a.listSizes.filter { $0 == 0 }.count <= a.lists / 50)
     #expect(a.listSizes.max()! < 30_000 / 500 * 8)
   }
 

@@ -42,6 +42,8 @@ public final class IVFIndex: @unchecked Sendable {
 
   /// Iterations of each k-means.
   public static let iterations = 12
+  /// Coarse cells whose lists a point may join (see `cluster`).
+  static let refineCells = 3
   /// Sample size of a k-means, per cell it trains.
   public static let pointsPerList = 96
 
@@ -267,10 +269,13 @@ public final class IVFIndex: @unchecked Sendable {
     return top
   }
 
-  /// Two-level k-means: returns lists x dim centroids and writes each point's cell to `labels`.
+  /// Two-level k-means: returns lists x dim centroids and writes each point's list to `labels`.
   /// Up to 64 lists (or as many points as lists): one k-means. Above: about √lists coarse
-  /// cells, every point assigned to one, and each coarse cell split by its own k-means into a
-  /// share of the lists proportional to its points (at least one, at most its points).
+  /// cells; each coarse cell split by its own k-means (on the points nearest it) into a share
+  /// of the lists proportional to its points (at least one, at most its points); and each point
+  /// placed in the nearest list among those of its `refineCells` nearest coarse cells, so that
+  /// points near a coarse border are not left in a list of the wrong cluster (where no probe
+  /// finds them).
   private static func cluster(
     points: UnsafePointer<Float>, count n: Int, dim: Int, lists: Int, seed: UInt64,
     rng: inout Xoshiro256, labels: UnsafeMutablePointer<Int32>, threads: Int
@@ -288,67 +293,126 @@ public final class IVFIndex: @unchecked Sendable {
     let coarseCount = max(2, Int(Double(lists).squareRoot().rounded()))
     let coarse = flat(
       points: points, count: n, dim: dim, k: coarseCount, rng: &rng, threads: threads)
+    // Each point's nearest coarse cells: the first trains that cell's lists, and all of them
+    // are searched for the point's final list (a point near a coarse border belongs with
+    // lists across it).
+    let m = min(refineCells, coarseCount)
+    var nearCells = [Int32](repeating: 0, count: n * m)
     coarse.withUnsafeBufferPointer { c in
-      KMeans.assign(
-        points: points, count: n, dim: dim, centroids: c.baseAddress!, k: coarseCount,
-        labels: labels, threads: threads)
+      nearCells.withUnsafeMutableBufferPointer { near in
+        KMeans.nearest(
+          points: points, count: n, dim: dim, centroids: c.baseAddress!, k: coarseCount, m: m,
+          labels: near.baseAddress!, distances: nil, threads: threads)
+      }
     }
-    // Members of each coarse cell.
+    // Members of each coarse cell (nearest first), and for each cell the (point, rank) slots
+    // that name it.
     var memberStarts = [Int](repeating: 0, count: coarseCount + 1)
-    for i in 0..<n { memberStarts[Int(labels[i]) + 1] += 1 }
-    for c in 0..<coarseCount { memberStarts[c + 1] += memberStarts[c] }
+    var slotStarts = [Int](repeating: 0, count: coarseCount + 1)
+    for i in 0..<n { memberStarts[Int(nearCells[i * m]) + 1] += 1 }
+    for e in nearCells { slotStarts[Int(e) + 1] += 1 }
+    for c in 0..<coarseCount {
+      memberStarts[c + 1] += memberStarts[c]
+      slotStarts[c + 1] += slotStarts[c]
+    }
     var members = [Int32](repeating: 0, count: n)
+    var slots = [Int32](repeating: 0, count: n * m)
     var fill = Array(memberStarts[0..<coarseCount])
+    var slotFill = Array(slotStarts[0..<coarseCount])
     for i in 0..<n {
-      let c = Int(labels[i])
+      let c = Int(nearCells[i * m])
       members[fill[c]] = Int32(i)
       fill[c] += 1
+      for r in 0..<m {
+        let cell = Int(nearCells[i * m + r])
+        slots[slotFill[cell]] = Int32(i * m + r)
+        slotFill[cell] += 1
+      }
     }
     let sizes = (0..<coarseCount).map { memberStarts[$0 + 1] - memberStarts[$0] }
     let shares = apportion(lists, sizes: sizes)
     var firstList = [Int](repeating: 0, count: coarseCount + 1)
     for c in 0..<coarseCount { firstList[c + 1] = firstList[c] + shares[c] }
 
-    // Each coarse cell split on its own (largest first, spread over the threads).
+    // Each coarse cell split by its own k-means (largest first, spread over the threads), then
+    // every point placed in the nearest list of its m nearest cells: for each slot, the nearest
+    // list of that cell, and the best slot wins.
     var centroids = [Float](repeating: 0, count: lists * dim)
+    var slotLabels = [Int32](repeating: 0, count: n * m)
+    var slotDistances = [Float](repeating: .infinity, count: n * m)
     let byWork = (0..<coarseCount).sorted {
       sizes[$0] > sizes[$1] || (sizes[$0] == sizes[$1] && $0 < $1)
     }
     let parts = max(1, min(threads, coarseCount))
-    centroids.withUnsafeMutableBufferPointer { centroids in
-      members.withUnsafeBufferPointer { members in
-        Parallel.run(parts) { part in
-          var position = part
-          while position < coarseCount {
-            let c = byWork[position]
-            position += parts
-            let size = sizes[c]
-            let share = shares[c]
-            if size == 0 || share == 0 { continue }
-            let local = UnsafeMutablePointer<Float>.allocate(capacity: size * dim)
-            defer { local.deallocate() }
-            for j in 0..<size {
-              (local + j * dim).update(
-                from: points + Int(members[memberStarts[c] + j]) * dim, count: dim)
-            }
-            var cellRng = Xoshiro256(seed: seed, stream: UInt64(c + 1))
-            let sub = flat(
-              points: local, count: size, dim: dim, k: share, rng: &cellRng, threads: 1)
-            let subLabels = UnsafeMutablePointer<Int32>.allocate(capacity: size)
-            defer { subLabels.deallocate() }
-            sub.withUnsafeBufferPointer { s in
-              KMeans.assign(
-                points: local, count: size, dim: dim, centroids: s.baseAddress!, k: share,
-                labels: subLabels, threads: 1)
-              (centroids.baseAddress! + firstList[c] * dim).update(
-                from: s.baseAddress!, count: share * dim)
-            }
-            for j in 0..<size {
-              labels[Int(members[memberStarts[c] + j])] = Int32(firstList[c]) + subLabels[j]
+    for phase in 0..<2 {
+      centroids.withUnsafeMutableBufferPointer { centroids in
+        slotLabels.withUnsafeMutableBufferPointer { slotLabels in
+          slotDistances.withUnsafeMutableBufferPointer { slotDistances in
+            Parallel.run(parts) { part in
+              var position = part
+              while position < coarseCount {
+                let c = byWork[position]
+                position += parts
+                let share = shares[c]
+                if share == 0 { continue }
+                let cellCentroids = centroids.baseAddress! + firstList[c] * dim
+                if phase == 0 {
+                  let size = sizes[c]
+                  let local = UnsafeMutablePointer<Float>.allocate(capacity: size * dim)
+                  defer { local.deallocate() }
+                  for j in 0..<size {
+                    (local + j * dim).update(
+                      from: points + Int(members[memberStarts[c] + j]) * dim, count: dim)
+                  }
+                  var cellRng = Xoshiro256(seed: seed, stream: UInt64(c + 1))
+                  let sub = flat(
+                    points: local, count: size, dim: dim, k: share, rng: &cellRng, threads: 1)
+                  cellCentroids.update(from: sub, count: share * dim)
+                  continue
+                }
+                // The nearest of this cell's lists for every slot naming it, in blocks.
+                let block = KMeans.blockRows
+                let local = UnsafeMutablePointer<Float>.allocate(capacity: block * dim)
+                let label = UnsafeMutablePointer<Int32>.allocate(capacity: block)
+                let distance = UnsafeMutablePointer<Float>.allocate(capacity: block)
+                defer {
+                  local.deallocate()
+                  label.deallocate()
+                  distance.deallocate()
+                }
+                var lo = slotStarts[c]
+                while lo < slotStarts[c + 1] {
+                  let hi = min(slotStarts[c + 1], lo + block)
+                  for j in lo..<hi {
+                    (local + (j - lo) * dim).update(
+                      from: points + Int(slots[j]) / m * dim, count: dim)
+                  }
+                  KMeans.nearest(
+                    points: local, count: hi - lo, dim: dim, centroids: cellCentroids, k: share,
+                    m: 1, labels: label, distances: distance, threads: 1)
+                  for j in lo..<hi {
+                    slotLabels[Int(slots[j])] = Int32(firstList[c]) + label[j - lo]
+                    slotDistances[Int(slots[j])] = distance[j - lo]
+                  }
+                  lo = hi
+                }
+              }
             }
           }
         }
       }
+    }
+    for i in 0..<n {
+      var best = i * m
+      for r in 1..<max(1, m) {
+        let s = i * m + r
+        if slotDistances[s] < slotDistances[best]
+          || (slotDistances[s] == slotDistances[best] && slotLabels[s] < slotLabels[best])
+        {
+          best = s
+        }
+      }
+      labels[i] = slotLabels[best]
     }
     return centroids
   }

@@ -92,7 +92,21 @@ enum KMeans {
     points: UnsafePointer<Float>, count: Int, dim: Int, centroids: UnsafePointer<Float>, k: Int,
     labels: UnsafeMutablePointer<Int32>, threads: Int
   ) {
+    nearest(
+      points: points, count: count, dim: dim, centroids: centroids, k: k, m: 1, labels: labels,
+      distances: nil, threads: threads)
+  }
+
+  /// The `m` centroids nearest to each point, nearest first (ties: the lower index):
+  /// labels[i·m + r] and, when asked, distances[i·m + r] = |c|² − 2 x·c (the squared distance
+  /// less |x|², comparable between centroids for the same point).
+  static func nearest(
+    points: UnsafePointer<Float>, count: Int, dim: Int, centroids: UnsafePointer<Float>, k: Int,
+    m: Int, labels: UnsafeMutablePointer<Int32>, distances: UnsafeMutablePointer<Float>?,
+    threads: Int
+  ) {
     if count == 0 { return }
+    let m = min(m, k)
     var norms = [Float](repeating: 0, count: k)
     for j in 0..<k {
       var s: Float = 0
@@ -105,6 +119,8 @@ enum KMeans {
       Parallel.run(parts) { part in
         let products = UnsafeMutablePointer<Float>.allocate(capacity: blockRows * k)
         defer { products.deallocate() }
+        var topLabels = [Int32](repeating: 0, count: m)
+        var topDistances = [Float](repeating: .infinity, count: m)
         var b = part
         while b < blocks {
           let lo = b * blockRows
@@ -114,16 +130,40 @@ enum KMeans {
             points + lo * dim, Int32(dim), centroids, Int32(dim), 0, products, Int32(k))
           for r in 0..<rows {
             let row = products + r * k
-            var best: Int32 = 0
-            var bestDistance = Float.infinity
+            if m == 1 {
+              var best: Int32 = 0
+              var bestDistance = Float.infinity
+              for j in 0..<k {
+                let distance = norms[j] - 2 * row[j]
+                if distance < bestDistance {
+                  bestDistance = distance
+                  best = Int32(j)
+                }
+              }
+              labels[lo + r] = best
+              distances?[lo + r] = bestDistance
+              continue
+            }
+            for t in 0..<m {
+              topDistances[t] = .infinity
+              topLabels[t] = Int32(t)
+            }
             for j in 0..<k {
               let distance = norms[j] - 2 * row[j]
-              if distance < bestDistance {
-                bestDistance = distance
-                best = Int32(j)
+              if !(distance < topDistances[m - 1]) { continue }
+              var t = m - 1
+              while t > 0 && distance < topDistances[t - 1] {
+                topDistances[t] = topDistances[t - 1]
+                topLabels[t] = topLabels[t - 1]
+                t -= 1
               }
+              topDistances[t] = distance
+              topLabels[t] = Int32(j)
             }
-            labels[lo + r] = best
+            for t in 0..<m {
+              labels[(lo + r) * m + t] = topLabels[t]
+              distances?[(lo + r) * m + t] = topDistances[t]
+            }
           }
           b += parts
         }
