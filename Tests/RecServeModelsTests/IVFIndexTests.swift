@@ -80,7 +80,7 @@ import Testing
     let index = IVFIndex(model: model)
     #expect(index.lists == IVFIndex.defaultLists(items: 40_000))
     #expect(index.lists == 800)
-    #expect(index.defaultProbe == 40)
+    #expect(index.defaultProbe == 10)
     var hits = 0
     var lowProbeHits = 0
     for user in 0..<model.userCount {
