@@ -20,7 +20,7 @@ import Foundation
 /// nearest coarse cells (a quarter of them, at least 8) and one restricted Lloyd step. A flat
 /// k-means compares every sampled item with every centroid for each iteration; this compares
 /// each item with about a quarter of the centroids twice (1M x 64 with 4,000 lists: a few
-/// seconds on two cores, where FAISS's flat training takes about a minute).
+/// seconds on two cores, where FAISS takes about a minute to train and add).
 public final class IVFIndex: @unchecked Sendable {
   /// Number of inverted lists (k-means cells).
   public let lists: Int
