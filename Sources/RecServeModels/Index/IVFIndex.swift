@@ -316,8 +316,8 @@ public final class IVFIndex: @unchecked Sendable {
           labels: near.baseAddress!, distances: nil, threads: threads)
       }
     }
-    // Members of each coarse cell (nearest first), and for each cell the (point, rank) slots
-    // that name it.
+    // Members of each coarse cell (the points nearest it), and for each cell the points that
+    // have it among their m nearest.
     var memberStarts = [Int](repeating: 0, count: coarseCount + 1)
     var slotStarts = [Int](repeating: 0, count: coarseCount + 1)
     for i in 0..<n { memberStarts[Int(nearCells[i * m]) + 1] += 1 }
@@ -336,7 +336,7 @@ public final class IVFIndex: @unchecked Sendable {
       fill[c] += 1
       for r in 0..<m {
         let cell = Int(nearCells[i * m + r])
-        slots[slotFill[cell]] = Int32(i * m + r)
+        slots[slotFill[cell]] = Int32(i)
         slotFill[cell] += 1
       }
     }
@@ -346,15 +346,16 @@ public final class IVFIndex: @unchecked Sendable {
     for c in 0..<coarseCount { firstList[c + 1] = firstList[c] + shares[c] }
 
     // Each coarse cell split by its own k-means (largest first, spread over the threads), then
-    // every point placed in the nearest list of its m nearest cells: for each slot, the nearest
-    // list of that cell, and the best slot wins.
+    // every point placed in the nearest list of its m nearest cells: each thread keeps the best
+    // (distance, then lower list) it saw for each point, and the threads' bests are merged (the
+    // same result however the cells fall to the threads).
     var centroids = [Float](repeating: 0, count: lists * dim)
-    var slotLabels = [Int32](repeating: 0, count: n * m)
-    var slotDistances = [Float](repeating: .infinity, count: n * m)
     let byWork = (0..<coarseCount).sorted {
       sizes[$0] > sizes[$1] || (sizes[$0] == sizes[$1] && $0 < $1)
     }
     let parts = max(1, min(threads, coarseCount))
+    var bestLabels = [Int32](repeating: 0, count: parts * n)
+    var bestDistances = [Float](repeating: .infinity, count: parts * n)
     for phase in 0..<(2 + refineRounds) {
       if phase >= 2 {
         // A Lloyd step restricted as above: each list's centroid moves to its members' mean.
@@ -370,10 +371,14 @@ public final class IVFIndex: @unchecked Sendable {
           for d in 0..<dim { centroids[l * dim + d] = Float(sums[l * dim + d] / Double(counts[l])) }
         }
       }
+      if phase >= 1 {
+        for j in 0..<(parts * n) { bestDistances[j] = .infinity }
+      }
       centroids.withUnsafeMutableBufferPointer { centroids in
-        slotLabels.withUnsafeMutableBufferPointer { slotLabels in
-          slotDistances.withUnsafeMutableBufferPointer { slotDistances in
+        bestLabels.withUnsafeMutableBufferPointer { bestLabels in
+          bestDistances.withUnsafeMutableBufferPointer { bestDistances in
             Parallel.run(parts) { part in
+              let best = part * n
               var position = part
               while position < coarseCount {
                 let c = byWork[position]
@@ -410,14 +415,19 @@ public final class IVFIndex: @unchecked Sendable {
                   let hi = min(slotStarts[c + 1], lo + block)
                   for j in lo..<hi {
                     (local + (j - lo) * dim).update(
-                      from: points + Int(slots[j]) / m * dim, count: dim)
+                      from: points + Int(slots[j]) * dim, count: dim)
                   }
                   KMeans.nearest(
                     points: local, count: hi - lo, dim: dim, centroids: cellCentroids, k: share,
                     m: 1, labels: label, distances: distance, threads: 1)
                   for j in lo..<hi {
-                    slotLabels[Int(slots[j])] = Int32(firstList[c]) + label[j - lo]
-                    slotDistances[Int(slots[j])] = distance[j - lo]
+                    let i = best + Int(slots[j])
+                    let l = Int32(firstList[c]) + label[j - lo]
+                    let d = distance[j - lo]
+                    if d < bestDistances[i] || (d == bestDistances[i] && l < bestLabels[i]) {
+                      bestDistances[i] = d
+                      bestLabels[i] = l
+                    }
                   }
                   lo = hi
                 }
@@ -428,16 +438,16 @@ public final class IVFIndex: @unchecked Sendable {
       }
       if phase >= 1 {
         for i in 0..<n {
-          var best = i * m
-          for r in 1..<max(1, m) {
-            let s = i * m + r
-            if slotDistances[s] < slotDistances[best]
-              || (slotDistances[s] == slotDistances[best] && slotLabels[s] < slotLabels[best])
+          var best = i
+          for part in 1..<parts {
+            let s = part * n + i
+            if bestDistances[s] < bestDistances[best]
+              || (bestDistances[s] == bestDistances[best] && bestLabels[s] < bestLabels[best])
             {
               best = s
             }
           }
-          labels[i] = slotLabels[best]
+          labels[i] = bestLabels[best]
         }
       }
     }
