@@ -22,10 +22,6 @@ struct LoadCommand: ParsableCommand {
     case predict, rank
   }
 
-  static let searches: [String: Recserve_V1_Search] = [
-    "default": .default, "exact": .exact, "f16": .f16, "ivf": .ivf,
-  ]
-
   @Option(help: "Server address, HOST:PORT.")
   var target: String
 
@@ -63,10 +59,18 @@ struct LoadCommand: ParsableCommand {
       """)
   var recent: Int = 0
 
-  @Option(help: "Rank: how the server searches the catalog: default, exact, f16 or ivf.")
-  var search: String = "default"
+  enum Search: String, ExpressibleByArgument, CaseIterable {
+    case exact, f16, ivf
+  }
 
-  @Option(help: "Rank with --search ivf: inverted lists to visit (0: the model's default).")
+  @Option(
+    help: """
+      Rank: the search each request asks for (exact, f16 or ivf; default: the server's own \
+      choice, SEARCH_DEFAULT).
+      """)
+  var search: Search?
+
+  @Option(help: "Rank with --search ivf: lists each request visits (0: the model's default).")
   var nprobe: Int32 = 0
 
   @Option(name: .customLong("users-file"), help: "User ids to draw from, one a line.")
@@ -109,10 +113,9 @@ struct LoadCommand: ParsableCommand {
     if k < 1 { throw ValidationError("--k must be at least 1") }
     if recent < 0 || recent > 100_000 { throw ValidationError("--recent must be in 0...100000") }
     if recent > 0 && rpc != .rank { throw ValidationError("--recent is for --rpc rank") }
-    if Self.searches[search] == nil {
-      throw ValidationError("--search must be default, exact, f16 or ivf, got '\(search)'")
-    }
-    if nprobe < 0 { throw ValidationError("--nprobe must be >= 0, got \(nprobe)") }
+    if search != nil && rpc != .rank { throw ValidationError("--search is for --rpc rank") }
+    if nprobe < 0 { throw ValidationError("--nprobe must be >= 0") }
+    if nprobe > 0 && search != .ivf { throw ValidationError("--nprobe needs --search ivf") }
     if users < 1 || items < 1 { throw ValidationError("--users and --items must be at least 1") }
     if !(timeout > 0) { throw ValidationError("--timeout must be positive") }
   }
@@ -252,7 +255,12 @@ struct LoadCommand: ParsableCommand {
           request.userID = userIds[Int(generator.next() % UInt64(userIds.count))]
         }
         request.k = k
-        request.search = Self.searches[search] ?? .default
+        switch search {
+        case .exact: request.search = .exact
+        case .f16: request.search = .f16
+        case .ivf: request.search = .ivf
+        case nil: break
+        }
         request.nprobe = nprobe
         return try request.serializedBytes()
       }

@@ -156,7 +156,7 @@ struct ServeCommand: ParsableCommand {
 
   @Option(
     name: .customLong("ivf-nprobe"),
-    help: "Cells a SEARCH_IVF Rank visits when it sets no nprobe (0: chosen from the cell count).")
+    help: "Cells a SEARCH_IVF Rank visits when it sets no nprobe (0: cells / 80, at least 8).")
   var ivfProbe: Int = 0
 
   @Option(

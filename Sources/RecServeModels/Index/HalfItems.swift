@@ -199,7 +199,7 @@ public final class HalfItems: @unchecked Sendable {
     margin: Float, skip: (Int32) -> Bool, check: () throws -> Void
   ) throws -> Part {
     let block = BlockedScan.blockItems
-    let scores = ThreadScratch.current.floats(block, slot: 10)
+    let scores = ThreadScratch.current.floats(block, slot: 12)
     var heap = TopK.Heap(capacity: k)
     defer { heap.free() }
     var candidates: [(index: Int32, score: Float)] = []

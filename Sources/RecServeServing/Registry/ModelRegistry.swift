@@ -474,6 +474,12 @@ public final class ModelRegistry: @unchecked Sendable {
       let served = ServedVersion(name: name, version: version, loaded: loaded, indexes: indexes)
       served.warm()
       readable("load", path, "version \(version) of '\(name)' loaded")
+      if let ivf = served.ivf {
+        let seconds = (ivf.buildSeconds * 1000).rounded() / 1000
+        log(
+          "version \(version) of '\(name)': IVF index of \(ivf.lists) lists (default nprobe \(ivf.defaultProbe)) over \(ivf.itemCount) items built in \(seconds) s"
+        )
+      }
       return .loaded(
         VersionRecord(version: version, state: .available, reason: "", served: served))
     } catch let error as ModelLoadError where error.ioError != nil {
