@@ -106,6 +106,14 @@ struct ServeCommand: ParsableCommand {
       """)
   var batchThreads: Int = 1
 
+  @Option(
+    name: .customLong("rank-threads"),
+    help: """
+      Threads one catalog scan is split over: a Rank alone on the server, or a batch \
+      (default: the number of cores).
+      """)
+  var rankThreads: Int?
+
   @Option(name: .customLong("max-batch"), help: "Most Rank requests in one batch.")
   var maxBatch: Int = 32
 
@@ -128,18 +136,20 @@ struct ServeCommand: ParsableCommand {
   @Option(
     name: .customLong("search"),
     help: """
-      How a Rank that leaves `search` unset searches: exact, f16 (needs --f16) or ivf (needs \
-      --ivf-min-items); a version without what that needs is searched exactly.
+      How a Rank that leaves `search` unset searches: exact, f16 (the default; needs the f16 \
+      copy) or ivf (needs --ivf-min-items); a version without what that needs is searched \
+      exactly. f16 gives the exact answer, reading half the bytes.
       """)
-  var search: String = "exact"
+  var search: String?
 
   @Flag(
     name: .customLong("f16"),
+    inversion: .prefixedNo,
     help: """
       Keep a half-precision copy of every loaded version's item vectors (half the f32 matrix's \
       memory more) for Rank with SEARCH_F16: a shortlist read from it, re-scored exactly.
       """)
-  var f16 = false
+  var f16 = true
 
   @Option(
     name: .customLong("ivf-min-items"),
@@ -211,17 +221,20 @@ struct ServeCommand: ParsableCommand {
     }
     if inlineWork < 0 { throw ValidationError("--inline-work must be >= 0") }
     if maxDiversityWork < 0 { throw ValidationError("--max-diversity-work must be >= 0") }
+    if let rankThreads, !(1...256).contains(rankThreads) {
+      throw ValidationError("--rank-threads must be in 1...256, got \(rankThreads)")
+    }
     if !(0...256).contains(batchThreads) {
       throw ValidationError("--batch-threads must be in 0...256, got \(batchThreads)")
     }
     if !(1...1024).contains(maxBatch) {
       throw ValidationError("--max-batch must be in 1...1024, got \(maxBatch)")
     }
-    if !["exact", "f16", "ivf"].contains(search) {
+    if let search, !["exact", "f16", "ivf"].contains(search) {
       throw ValidationError("--search must be exact, f16 or ivf, got '\(search)'")
     }
     if search == "f16" && !f16 {
-      throw ValidationError("--search f16 needs --f16 (the half-precision copy it reads)")
+      throw ValidationError("--search f16 needs the f16 copy, which --no-f16 turns off")
     }
     if search == "ivf" && ivfMinItems == 0 {
       throw ValidationError("--search ivf needs --ivf-min-items (which versions get an index)")
@@ -299,10 +312,11 @@ struct ServeCommand: ParsableCommand {
     configuration.maxStreamsPerConnection = maxStreamsPerConnection
     configuration.limits.inlineWork = inlineWork
     configuration.batchThreads = batchThreads
+    if let rankThreads { configuration.limits.cores = rankThreads }
     configuration.maxBatch = maxBatch
     configuration.batchWaitMicroseconds = batchWaitMicroseconds
     configuration.batchMinWork = batchMinWork
-    configuration.limits.search = ["f16": .f16, "ivf": .ivf][search] ?? .exact
+    configuration.limits.search = ["exact": .exact, "ivf": .ivf][search ?? "f16"] ?? .f16
     configuration.indexes.f16 = f16
     configuration.indexes.ivfMinItems = ivfMinItems
     configuration.indexes.ivfLists = ivfLists

@@ -41,9 +41,9 @@ def free_port() -> int:
 def batching_server(catalog):
     metrics = free_port()
     # Every Rank may join a batch (--batch-min-work 1), and a batch waits 3 ms for company, so
-    # concurrent calls do meet; a half-precision copy for SEARCH_F16.
+    # concurrent calls do meet; the half-precision copy for SEARCH_F16 is made by default.
     server = Server(catalog, "--batch-min-work", "1", "--batch-threads", "2", "--batch-wait-us", "3000",
-                    "--max-batch", "16", "--f16", "--metrics-port", str(metrics))
+                    "--max-batch", "16", "--metrics-port", str(metrics))
     server.metrics = metrics
     yield server
     assert server.stop() == 0
@@ -140,8 +140,8 @@ def test_bad_search_fields_are_named(batching_server):
         assert len(stub.Rank(pb.RankRequest(**base), timeout=10).items) == 5
 
 
-def test_f16_needs_the_flag(catalog):
-    server = Server(catalog)
+def test_f16_needs_the_copy(catalog):
+    server = Server(catalog, "--no-f16")
     try:
         with grpc.insecure_channel(server.target) as channel:
             stub = rpc.RecommenderStub(channel)
@@ -149,13 +149,13 @@ def test_f16_needs_the_flag(catalog):
                 stub.Rank(pb.RankRequest(model=pb.ModelSpec(name="cat"), user_id="u1", k=5, search=pb.SEARCH_F16),
                           timeout=10)
             assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-            assert "--f16" in error.value.details()
+            assert "--no-f16" in error.value.details()
     finally:
         assert server.stop() == 0
 
 
 def test_default_search_flag_checks(catalog):
-    result = run_cli("serve", "--models", catalog, "--search", "f16", check=False, timeout=30)
-    assert result.returncode != 0 and "--f16" in result.stderr
+    result = run_cli("serve", "--models", catalog, "--search", "f16", "--no-f16", check=False, timeout=30)
+    assert result.returncode != 0 and "--no-f16" in result.stderr
     result = run_cli("serve", "--models", catalog, "--search", "fast", check=False, timeout=30)
     assert result.returncode != 0 and "--search" in result.stderr

@@ -58,6 +58,8 @@ public final class RecServeServer: Sendable {
   let reflection: ReflectionResponder
   let trainer: TrainService
   let batcher: RankBatcher?
+  /// Catalog-scale Ranks in flight, batched or not: one that finds none is served alone.
+  let rankers: RanksInFlight
 
   public init(configuration: Configuration) {
     self.configuration = configuration
@@ -73,10 +75,11 @@ public final class RecServeServer: Sendable {
     rpcConfiguration.maxConcurrentStreamsPerConnection = configuration.maxStreamsPerConnection
     rpc = RPCServer(configuration: rpcConfiguration)
     recommender = RecommenderService(registry: registry, limits: configuration.limits)
+    rankers = RanksInFlight()
     batcher =
       configuration.batchThreads > 0
       ? RankBatcher(
-        service: recommender, threads: configuration.batchThreads,
+        service: recommender, inFlight: rankers, threads: configuration.batchThreads,
         maxBatch: configuration.maxBatch, maxWait: configuration.batchWaitMicroseconds,
         parallel: configuration.limits.cores) : nil
     admin = AdminService(registry: registry)
@@ -123,32 +126,41 @@ public final class RecServeServer: Sendable {
         try recommender.planPredict(request)
       })
     let batcher = self.batcher
+    let rankers = self.rankers
     let batchFrom = configuration.batchMinWork
     rpc.register(
       "/recserve.v1.Recommender/Rank",
       .unaryDeferrable { context, bytes in
         let request = try Self.decode(Recserve_V1_RankRequest.self, bytes)
         let planned = try recommender.planRank(request)
-        // A scan of a large catalog, with little else to do: alone it is served here at once;
-        // while other Ranks are in flight it joins the batcher, which scans once for many.
-        if let batcher, let key = planned.batchKey, planned.shared >= batchFrom,
+        // A scan of a large catalog, with little else to do: alone it is served here at once,
+        // split over every core; while other Ranks are in flight it joins the batcher, which
+        // scans once for many (with batching off, it runs like any request).
+        if let key = planned.batchKey, planned.shared >= batchFrom,
           planned.work - planned.shared <= inline
         {
-          if batcher.enterAlone() {
-            defer { batcher.leaveAlone() }
+          if rankers.enterAlone() {
+            defer { rankers.leave() }
             let run = planned.runAlone ?? planned.run
             return .response(try run({ try context.checkDeadline() }).serializedBytes())
           }
-          return .handedOff { responder in
-            let job = RankBatcher.Job(
-              request: request, served: key.served, knownUser: key.knownUser, k: key.k,
-              responder: responder)
-            if !batcher.submit(job) {
-              responder.fail(
-                RPCError(
-                  .resourceExhausted,
-                  "\(batcher.maxQueued) Rank requests are waiting already; retry later"))
+          if let batcher {
+            return .handedOff { responder in
+              let job = RankBatcher.Job(
+                request: request, served: key.served, knownUser: key.knownUser, k: key.k,
+                responder: responder)
+              if !batcher.submit(job) {
+                responder.fail(
+                  RPCError(
+                    .resourceExhausted,
+                    "\(batcher.maxQueued) Rank requests are waiting already; retry later"))
+              }
             }
+          }
+          if planned.work <= inline {
+            rankers.enter()
+            defer { rankers.leave() }
+            return .response(try planned.run({ try context.checkDeadline() }).serializedBytes())
           }
         }
         if planned.work <= inline {

@@ -11,7 +11,7 @@ import Synchronization
 /// waiting request of one version (up to `maxBatch`) and scores them together, block by block
 /// (`BlockedScan`), each with its own k, filters and strategies. Nothing waits on purpose unless
 /// `maxWait` is set: a request that finds the queue empty is served at once, alone, on the
-/// single-query path. Requests past their deadline when their turn comes are answered
+/// single-query path (see `RanksInFlight`). Requests past their deadline when their turn comes are answered
 /// DEADLINE_EXCEEDED without work; past `maxQueued` waiting, RESOURCE_EXHAUSTED.
 final class RankBatcher: Sendable {
   /// What a priced Rank passes on: its version, user and k.
@@ -47,15 +47,16 @@ final class RankBatcher: Sendable {
   /// Batches served and the requests in them (for tests and metrics).
   let batches = Atomic<Int>(0)
   let batched = Atomic<Int>(0)
-  /// Rank requests being served now, alone or in the queue and batches.
-  private let inFlight = Atomic<Int>(0)
+  /// Catalog-scale Rank requests being served now, alone or in the queue and batches.
+  private let inFlight: RanksInFlight
 
   init(
-    service: RecommenderService, threads: Int, maxBatch: Int = 32, maxQueued: Int = 1024,
-    maxWait: Int = 0, parallel: Int = 1
+    service: RecommenderService, inFlight: RanksInFlight, threads: Int, maxBatch: Int = 32,
+    maxQueued: Int = 1024, maxWait: Int = 0, parallel: Int = 1
   ) {
     self.parallel = max(1, parallel)
     self.service = service
+    self.inFlight = inFlight
     self.maxBatch = max(1, maxBatch)
     self.maxQueued = max(1, maxQueued)
     self.maxWait = max(0, maxWait)
@@ -67,17 +68,8 @@ final class RankBatcher: Sendable {
     }
   }
 
-  /// True when no Rank is in flight: the caller then serves its request alone, on its own
-  /// thread (no hand-off, no added latency), and calls `leaveAlone()` after. False: queue it.
-  func enterAlone() -> Bool {
-    inFlight.compareExchange(expected: 0, desired: 1, ordering: .acquiringAndReleasing).exchanged
-  }
-
-  func leaveAlone() {
-    inFlight.subtract(1, ordering: .acquiringAndReleasing)
-  }
-
-  /// Queues `job`; false (the caller answers RESOURCE_EXHAUSTED) when the queue is full.
+  /// Queues `job` (its request counts as in flight until answered); false (the caller answers
+  /// RESOURCE_EXHAUSTED) when the queue is full. false (the caller answers RESOURCE_EXHAUSTED) when the queue is full.
   func submit(_ job: Job) -> Bool {
     let accepted = state.withLock { s -> Bool in
       if s.stopping || s.queue.count >= maxQueued { return false }
@@ -85,7 +77,7 @@ final class RankBatcher: Sendable {
       return true
     }
     if accepted {
-      inFlight.add(1, ordering: .acquiringAndReleasing)
+      inFlight.enter()
       wake.signal()
     }
     return accepted
@@ -99,7 +91,7 @@ final class RankBatcher: Sendable {
       return s.queue
     }
     for job in left {
-      inFlight.subtract(1, ordering: .acquiringAndReleasing)
+      inFlight.leave()
       job.responder.fail(RPCError(.unavailable, "the server is shutting down"))
     }
     for _ in 0..<64 { wake.signal() }
@@ -201,7 +193,7 @@ final class RankBatcher: Sendable {
   }
 
   private func answer(_ job: Job, _ body: () throws -> Recserve_V1_RankResponse) {
-    defer { inFlight.subtract(1, ordering: .acquiringAndReleasing) }
+    defer { inFlight.leave() }
     do {
       job.responder.succeed(try body().serializedBytes())
     } catch let error as RPCError {
@@ -210,4 +202,19 @@ final class RankBatcher: Sendable {
       job.responder.fail(RPCError.internal("\(error)"))
     }
   }
+}
+
+/// How many catalog-scale Rank requests are being served: a request that finds none is alone
+/// and may use every core at once, without waiting for anyone.
+final class RanksInFlight: Sendable {
+  private let count = Atomic<Int>(0)
+
+  /// Enters as the only one in flight (true), or not at all (false).
+  func enterAlone() -> Bool {
+    count.compareExchange(expected: 0, desired: 1, ordering: .acquiringAndReleasing).exchanged
+  }
+
+  func enter() { count.add(1, ordering: .acquiringAndReleasing) }
+
+  func leave() { count.subtract(1, ordering: .acquiringAndReleasing) }
 }

@@ -307,7 +307,7 @@ public final class RecommenderService: Sendable {
       if served.halfItems != nil { return .f16 }
       if !explicit { return .exact }
       throw RPCError.failedPrecondition(
-        "search SEARCH_F16: \(what) has no half-precision copy; the server makes one for every version when started with --f16"
+        "search SEARCH_F16: \(what) has no half-precision copy; the server makes one for every version unless started with --no-f16"
       )
     case .ivf:
       guard let ivf = served.ivf else {
