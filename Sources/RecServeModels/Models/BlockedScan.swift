@@ -168,10 +168,32 @@ public enum BlockedScan {
       if heaps[j].count < k { return selections[j].minScore }
       return max(selections[j].minScore, heaps[j].rootScore.nextUp)
     }
-    var bars = [V](repeating: V(repeating: .infinity), count: groups)
+    let bars = UnsafeMutablePointer<V>.allocate(capacity: groups)
+    defer { bars.deallocate() }
+    bars.initialize(repeating: V(repeating: .infinity), count: groups)
     for j in 0..<n { bars[j / 8][j % 8] = bar(j) }
     let raw = UnsafeMutableRawPointer(scores)
-    for i in items {
+    // The common case first: no penalty, and most items under every bar (four rows a test).
+    let fast = !anyPenalty && groups == 1
+    var i = items.lowerBound
+    var slowUntil = i
+    while i < items.upperBound {
+      if fast && i >= slowUntil && i + 4 <= items.upperBound {
+        let row = raw + (i - lo) * 32
+        let b = bars[0]
+        let over =
+          (row.loadUnaligned(as: V.self) .>= b)
+          .| (row.loadUnaligned(fromByteOffset: 32, as: V.self) .>= b)
+          .| (row.loadUnaligned(fromByteOffset: 64, as: V.self) .>= b)
+          .| (row.loadUnaligned(fromByteOffset: 96, as: V.self) .>= b)
+        if !any(over) {
+          i += 4
+          continue
+        }
+        // Those four one by one.
+        slowUntil = i + 4
+      }
+      defer { i += 1 }
       let row = raw + (i - lo) * stride * 4
       for g in 0..<groups {
         var v = row.loadUnaligned(fromByteOffset: g * 32, as: V.self)
