@@ -140,9 +140,18 @@ public final class RecServeServer: Sendable {
           planned.work - planned.shared <= inline
         {
           if rankers.enterAlone() {
-            defer { rankers.leave() }
             let run = planned.runAlone ?? planned.run
-            return .response(try run({ try context.checkDeadline() }).serializedBytes())
+            if planned.work <= inline {
+              defer { rankers.leave() }
+              return .response(try run({ try context.checkDeadline() }).serializedBytes())
+            }
+            // A catalog too large to scan on a request thread (calls queued behind it would
+            // wait): the work pool, still alone and on every core.
+            let guardian = LeaveOnce(rankers)
+            return .deferred { context in
+              defer { guardian.leave() }
+              return try run({ try context.checkDeadline() }).serializedBytes()
+            }
           }
           if let batcher {
             return .handedOff { responder in

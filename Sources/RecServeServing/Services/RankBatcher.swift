@@ -218,3 +218,18 @@ final class RanksInFlight: Sendable {
 
   func leave() { count.subtract(1, ordering: .acquiringAndReleasing) }
 }
+
+/// Leaves `RanksInFlight` once: when told to, or when dropped without that (work the pool
+/// refused and never ran), so the count never leaks.
+final class LeaveOnce: Sendable {
+  private let rankers: RanksInFlight
+  private let done = Atomic<Bool>(false)
+
+  init(_ rankers: RanksInFlight) { self.rankers = rankers }
+
+  func leave() {
+    if !done.exchange(true, ordering: .acquiringAndReleasing) { rankers.leave() }
+  }
+
+  deinit { leave() }
+}
