@@ -318,6 +318,69 @@ __attribute__((target("avx2,fma,avx512f,avx512dq"))) static void batch_avx512(
   }
 }
 
+// Many queries against half-precision rows (dim a multiple of 8, at most 512; count at most
+// 32): the tiles of batch_avx512, each item chunk converted from half once per group of queries.
+// An approximation like every half score, (dot + offset) + term as elsewhere.
+__attribute__((target("avx2,fma,f16c,avx512f,avx512dq"))) static void half_batch_avx512(
+    const float *queries, int count, const float *offsets, const unsigned short *items,
+    const float *terms, int n, int dim, float *out, int stride) {
+  const int chunks = dim / 8;
+  const int groups = (count + 7) / 8;
+  float packed[4 * 4 * 64 * 16] __attribute__((aligned(64)));
+  for (int g = 0; g < groups; g++)
+    for (int c = 0; c < chunks; c++)
+      for (int t = 0; t < 4; t++)
+        for (int h = 0; h < 2; h++) {
+          const int j = 8 * g + t + 4 * h;
+          float *to = packed + (((size_t)g * chunks + c) * 4 + t) * 16 + h * 8;
+          for (int l = 0; l < 8; l++) to[l] = j < count ? queries[(size_t)j * dim + 8 * c + l] : 0;
+        }
+  for (int i = 0; i < n; i += 2) {
+    const unsigned short *x0 = items + (size_t)i * dim;
+    const unsigned short *x1 = i + 1 < n ? x0 + dim : x0;
+    const float t0 = terms ? terms[i] : 0, t1 = terms && i + 1 < n ? terms[i + 1] : 0;
+    const __m512 tv = _mm512_insertf32x8(_mm512_set1_ps(t0), _mm256_set1_ps(t1), 1);
+    for (int g = 0; g < groups; g++) {
+      __m512 acc[8];
+      for (int s = 0; s < 8; s++) acc[s] = _mm512_setzero_ps();
+      const float *qp = packed + (size_t)g * chunks * 64;
+      for (int c = 0; c < chunks; c++, qp += 64) {
+        const __m512 v0 = _mm512_broadcast_f32x8(
+            _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x0 + 8 * c))));
+        const __m512 v1 = _mm512_broadcast_f32x8(
+            _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x1 + 8 * c))));
+        for (int t = 0; t < 4; t++) {
+          const __m512 q = _mm512_load_ps(qp + 16 * t);
+          acc[t] = _mm512_fmadd_ps(v0, q, acc[t]);
+          acc[4 + t] = _mm512_fmadd_ps(v1, q, acc[4 + t]);
+        }
+      }
+      __m512 b[4];
+      for (int s = 0; s < 4; s++)
+        b[s] = _mm512_add_ps(_mm512_shuffle_f32x4(acc[s], acc[s + 4], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_f32x4(acc[s], acc[s + 4], _MM_SHUFFLE(3, 1, 3, 1)));
+      const __m512 c01 = _mm512_add_ps(_mm512_unpacklo_ps(b[0], b[1]), _mm512_unpackhi_ps(b[0], b[1]));
+      const __m512 c23 = _mm512_add_ps(_mm512_unpacklo_ps(b[2], b[3]), _mm512_unpackhi_ps(b[2], b[3]));
+      __m512 r = _mm512_add_ps(_mm512_shuffle_ps(c01, c23, _MM_SHUFFLE(1, 0, 1, 0)),
+                               _mm512_shuffle_ps(c01, c23, _MM_SHUFFLE(3, 2, 3, 2)));
+      float o8[8];
+      for (int t = 0; t < 8; t++) o8[t] = 8 * g + t < count ? offsets[8 * g + t] : 0;
+      const __m256 ov = _mm256_loadu_ps(o8);
+      r = _mm512_add_ps(r, _mm512_insertf32x8(_mm512_castps256_ps512(ov), ov, 1));
+      r = _mm512_add_ps(r, tv);
+      const int valid = count - 8 * g < 8 ? count - 8 * g : 8;
+      const __mmask16 keep = (__mmask16)(((1u << valid) - 1) * 0x101u);
+      r = _mm512_maskz_mov_ps(keep, r);
+      _mm256_storeu_ps(out + (size_t)i * stride + 8 * g, _mm512_castps512_ps256(r));
+      if (i + 1 < n) _mm256_storeu_ps(out + (size_t)(i + 1) * stride + 8 * g, _mm512_extractf32x8_ps(r, 1));
+    }
+    for (int j = 8 * groups; j < stride; j++) {
+      out[(size_t)i * stride + j] = 0;
+      if (i + 1 < n) out[(size_t)(i + 1) * stride + j] = 0;
+    }
+  }
+}
+
 // Half-precision rows (dim a multiple of 8), converted on the fly (F16C), read front to back
 // like single_C, half the bytes. (An approximation: the order of the sum is free here.)
 #define HALF_CHUNKS(C)                                                                            \
@@ -483,4 +546,18 @@ void ck_scores_half(const float *query, const unsigned short *items, int count, 
     for (int d = 0; d < dim; d++) acc = fmaf(half_to_float(row[d]), query[d], acc);
     out[i] = acc;
   }
+}
+
+int ck_scores_half_batch(const float *queries, int count, const float *offsets,
+                         const unsigned short *items, const float *terms, int n, int dim,
+                         float *out, int stride) {
+#if defined(__x86_64__)
+  if ((dim & 7) == 0 && dim <= 512 && count <= 32 && has_avx512()) {
+    half_batch_avx512(queries, count, offsets, items, terms, n, dim, out, stride);
+    return 1;
+  }
+#endif
+  (void)queries, (void)count, (void)offsets, (void)items, (void)terms, (void)n, (void)dim,
+      (void)out, (void)stride;
+  return 0;
 }

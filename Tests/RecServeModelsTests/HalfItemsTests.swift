@@ -113,3 +113,68 @@ import Testing
     #expect(HalfItems(model: model) == nil)
   }
 }
+
+extension HalfItemsTests {
+  /// Many queries in one pass over the half copy (what a batch of f16 Ranks does): each gets the
+  /// exact scan's answer, whatever its k, penalty, threshold and exclusions, whole or split.
+  @Test(arguments: [(items: 9_001, dim: 20, queries: 13), (items: 20_000, dim: 64, queries: 40)])
+  func batchShortlistsEqualTheExactScan(shape: (items: Int, dim: Int, queries: Int)) throws {
+    let queryCount = shape.queries
+    let itemCount = shape.items
+    let model = try Self.model(items: itemCount, dim: shape.dim, seed: 11)
+    let half = try #require(HalfItems(model: model))
+    var rng = Xoshiro256(seed: 23)
+    let dim = shape.dim
+    var queries = (0..<(queryCount * dim)).map { j in
+      Float(rng.nextGaussian()) * [0.001, 1, 50][(j / dim) % 3]
+    }
+    for j in stride(from: 0, to: queryCount, by: 4) {
+      // Some aimed at an item (near-ties at the top); the others tiny, unit or large.
+      let target = (j * 977) % itemCount
+      for d in 0..<dim {
+        queries[j * dim + d] = model.itemFactors[target * dim + d]
+      }
+    }
+    let offsets = (0..<queryCount).map { Float($0) * 0.03 }
+    let penalties = (0..<itemCount).map { Float(($0 * 7) % 11) * 0.04 }
+    let selections = (0..<queryCount).map { j in
+      BlockedScan.Selection(
+        k: [1_000, 10, 1_000, 100, 0, 1][j % 6], penalty: j % 4 == 2 ? 0.25 : 0,
+        minScore: j % 7 == 5 ? 1.5 : -.infinity)
+    }
+    var excluded: [Set<Int32>] = []
+    for j in 0..<queryCount {
+      var set = Set<Int32>()
+      for t in 0..<30 { set.insert(Int32((t * 211 + j * 7) % itemCount)) }
+      excluded.append(set)
+    }
+    let exact = try queries.withUnsafeBufferPointer { q in
+      try offsets.withUnsafeBufferPointer { o in
+        try penalties.withUnsafeBufferPointer { p in
+          try BlockedScan.select(
+            model: model, queries: q.baseAddress!, offsets: o.baseAddress!,
+            selections: selections, penalties: p, skip: { j, item in excluded[j].contains(item) },
+            check: {})
+        }
+      }
+    }
+    for parallel in [1, 2] {
+      let fast = try queries.withUnsafeBufferPointer { q in
+        try offsets.withUnsafeBufferPointer { o in
+          try penalties.withUnsafeBufferPointer { p in
+            try half.selectBatch(
+              model: model, queries: q.baseAddress!, offsets: o.baseAddress!,
+              selections: selections, penalties: p, parallel: parallel,
+              skip: { j, item in excluded[j].contains(item) }, check: {})
+          }
+        }
+      }
+      #expect(fast.count == queryCount)
+      for j in 0..<min(fast.count, exact.count) {
+        let same =
+          fast[j].count == exact[j].count && zip(fast[j], exact[j]).allSatisfy { $0 == $1 }
+        #expect(same, "query \(j), parallel \(parallel): \(fast[j].count) vs \(exact[j].count)")
+      }
+    }
+  }
+}

@@ -259,6 +259,233 @@ public final class HalfItems: @unchecked Sendable {
   }
 }
 
+extension HalfItems {
+  /// The exact top `selections[j].k` of several queries at once (rows of `queries`, with
+  /// `offsets`), as `BlockedScan.select` returns them (same items, scores and order), from one
+  /// pass over the half copy: each query keeps its shortlist as in `select`, re-scored exactly.
+  /// Where the CPU has no batch kernel for the half copy (AVX-512), each query runs `select`.
+  public func selectBatch(
+    model: any RecommendationModel, queries: UnsafePointer<Float>, offsets: UnsafePointer<Float>,
+    selections: [BlockedScan.Selection], penalties: UnsafeBufferPointer<Float>?, parallel: Int = 1,
+    skip: (Int, Int32) -> Bool, check: () throws -> Void
+  ) throws -> [[TopK.Entry]] {
+    var results: [[TopK.Entry]] = []
+    results.reserveCapacity(selections.count)
+    if ck_level() < 2 || paddedDim > 512 {
+      for j in 0..<selections.count {
+        results.append(
+          try select(
+            model: model, query: queries + j * dim, offset: offsets[j], selection: selections[j],
+            penalties: penalties, parallel: parallel, skip: { skip(j, $0) }, check: check))
+      }
+      return results
+    }
+    var first = 0
+    while first < selections.count {
+      let last = min(selections.count, first + 32)
+      results += try selectGroup(
+        model: model, queries: queries + first * dim, offsets: offsets + first,
+        selections: Array(selections[first..<last]), penalties: penalties, parallel: parallel,
+        skip: { j, item in skip(first + j, item) }, check: check)
+      first = last
+    }
+    return results
+  }
+
+  /// What one query needs to keep a safe shortlist (see `select`).
+  private struct Limits {
+    var k: Int
+    var bound: Float
+    var margin: Float
+    var floor: Float
+    var penalty: Float
+  }
+
+  private func selectGroup(
+    model: any RecommendationModel, queries: UnsafePointer<Float>, offsets: UnsafePointer<Float>,
+    selections: [BlockedScan.Selection], penalties: UnsafeBufferPointer<Float>?, parallel: Int,
+    skip: (Int, Int32) -> Bool, check: () throws -> Void
+  ) throws -> [[TopK.Entry]] {
+    let n = selections.count
+    let scratch = ThreadScratch.current
+    let scaled = scratch.floats(n * paddedDim, slot: 13)
+    var maxLogPopularity: Float = 0
+    if selections.contains(where: { $0.penalty > 0 }), let penalties {
+      maxLogPopularity = penalties.max() ?? 0
+    }
+    var limits: [Limits] = []
+    limits.reserveCapacity(n)
+    for j in 0..<n {
+      let q = queries + j * dim
+      var norm: Float = 0
+      for d in 0..<dim {
+        scaled[j * paddedDim + d] = q[d] * inverseScale
+        norm += q[d] * q[d]
+      }
+      for d in dim..<paddedDim { scaled[j * paddedDim + d] = 0 }
+      norm = norm.squareRoot()
+      let selection = selections[j]
+      let dot = norm * maxNorm
+      let magnitude =
+        abs(offsets[j]) + maxTerm + dot + max(0, selection.penalty) * maxLogPopularity
+      let bound: Float =
+        (0x1p-11 + Float(dim) * 0x1p-22) * dot * 1.01 + magnitude * 0x1p-19
+        + Float.leastNormalMagnitude
+      if !(2 * bound).isFinite { throw HalfItemsError.unbounded }
+      limits.append(
+        Limits(
+          k: min(max(0, selection.k), count), bound: bound, margin: 2 * bound,
+          floor: selection.minScore - bound, penalty: selection.penalty))
+    }
+    let parts = max(1, min(parallel, count / BlockedScan.blockItems))
+    var results = [[Part]](repeating: [], count: parts)
+    var failure: Error? = nil
+    if parts == 1 {
+      results[0] = try scanBatchPart(
+        0..<count, queries: scaled, offsets: offsets, limits: limits, penalties: penalties,
+        skip: skip, check: check)
+    } else {
+      let lock = NSLockLike()
+      results.withUnsafeMutableBufferPointer { out in
+        let out = Parallel.Confined(out)
+        Parallel.run(parts) { part in
+          let lo = count * part / parts
+          let hi = count * (part + 1) / parts
+          do {
+            out.value[part] = try scanBatchPart(
+              lo..<hi, queries: scaled, offsets: offsets, limits: limits, penalties: penalties,
+              skip: skip, check: part == 0 ? check : {})
+          } catch {
+            lock.run { failure = error }
+          }
+        }
+      }
+    }
+    if let failure { throw failure }
+    try check()
+    // Per query: the k-th best approximate score over all parts, the shortlist within the
+    // margin of it, re-scored exactly.
+    var out: [[TopK.Entry]] = []
+    out.reserveCapacity(n)
+    for j in 0..<n {
+      let limit = limits[j]
+      if limit.k == 0 {
+        out.append([])
+        continue
+      }
+      var tops = results.flatMap { $0[j].top }
+      var bar = -Float.infinity
+      if tops.count >= limit.k {
+        tops.sort(by: >)
+        bar = tops[limit.k - 1] - limit.margin
+      }
+      var shortlist: [Int32] = []
+      for part in results {
+        for c in part[j].candidates where c.score >= bar { shortlist.append(c.index) }
+      }
+      let exact = scratch.floats(max(1, shortlist.count), slot: 9)
+      shortlist.withUnsafeBufferPointer { list in
+        model.scoreItems(query: queries + j * dim, offset: offsets[j], items: list, into: exact)
+      }
+      var entries: [TopK.Entry] = []
+      entries.reserveCapacity(shortlist.count)
+      for (m, item) in shortlist.enumerated() {
+        var s = exact[m]
+        if limit.penalty > 0, let penalties { s -= limit.penalty * penalties[Int(item)] }
+        if s.isNaN || s < selections[j].minScore { continue }
+        entries.append((item, s))
+      }
+      entries.sort { a, b in a.score > b.score || (a.score == b.score && a.index < b.index) }
+      out.append(Array(entries.prefix(limit.k)))
+    }
+    return out
+  }
+
+  /// One part of the catalog for a group of queries: per query, its k best approximate scores
+  /// and the items within its margin of them.
+  private func scanBatchPart(
+    _ items: Range<Int>, queries: UnsafePointer<Float>, offsets: UnsafePointer<Float>,
+    limits: [Limits], penalties: UnsafeBufferPointer<Float>?, skip: (Int, Int32) -> Bool,
+    check: () throws -> Void
+  ) throws -> [Part] {
+    typealias V = SIMD8<Float>
+    let n = limits.count
+    let stride = (n + 7) / 8 * 8
+    let groups = stride / 8
+    let block = BlockedScan.blockItems
+    let scores = ThreadScratch.current.floats(stride * block, slot: 14)
+    var heaps = limits.map { TopK.Heap(capacity: max(1, $0.k)) }
+    defer { for h in heaps { h.free() } }
+    var candidates = [[(index: Int32, score: Float)]](repeating: [], count: n)
+    // Per lane: what a score must reach to be kept (the floor, then the heap's bar).
+    let thresholds = UnsafeMutablePointer<V>.allocate(capacity: groups)
+    defer { thresholds.deallocate() }
+    thresholds.initialize(repeating: V(repeating: .infinity), count: groups)
+    var penaltyLanes = [V](repeating: V(), count: groups)
+    var anyPenalty = false
+    for j in 0..<n {
+      thresholds[j / 8][j % 8] = limits[j].k > 0 ? limits[j].floor : .infinity
+      if limits[j].penalty > 0 && penalties != nil {
+        penaltyLanes[j / 8][j % 8] = limits[j].penalty
+        anyPenalty = true
+      }
+    }
+    func threshold(_ j: Int) -> Float {
+      let limit = limits[j]
+      if heaps[j].count < limit.k { return limit.floor }
+      return max(limit.floor, heaps[j].rootScore - limit.margin)
+    }
+    let raw = UnsafeMutableRawPointer(scores)
+    var lo = items.lowerBound
+    while lo < items.upperBound {
+      let hi = min(items.upperBound, lo + block)
+      let done = ck_scores_half_batch(
+        queries, Int32(n), offsets, rows + lo * paddedDim, terms + lo, Int32(hi - lo),
+        Int32(paddedDim), scores, Int32(stride))
+      precondition(done == 1, "half batch kernel unavailable")
+      for i in lo..<hi {
+        let row = raw + (i - lo) * stride * 4
+        for g in 0..<groups {
+          var v = row.loadUnaligned(fromByteOffset: g * 32, as: V.self)
+          if anyPenalty, let penalties {
+            v -= penaltyLanes[g] * V(repeating: penalties[i])
+          }
+          let over = v .>= thresholds[g]
+          if !any(over) { continue }
+          for lane in 0..<8 where over[lane] {
+            let j = g * 8 + lane
+            let s = v[lane]
+            let item = Int32(i)
+            if skip(j, item) { continue }
+            candidates[j].append((item, s))
+            let k = limits[j].k
+            if heaps[j].count < k {
+              heaps[j].push(item, s)
+            } else if s > heaps[j].rootScore {
+              heaps[j].replaceRoot(item, s)
+            }
+            thresholds[g][lane] = threshold(j)
+          }
+        }
+      }
+      // Drops what fell behind the bars, now and then.
+      for j in 0..<n where candidates[j].count > 8 * limits[j].k + 1024 {
+        let t = threshold(j)
+        candidates[j].removeAll { !($0.score >= t) }
+      }
+      lo = hi
+      try check()
+    }
+    return (0..<n).map { j in
+      var part = Part()
+      part.top = (0..<heaps[j].count).map { heaps[j].val[$0] }
+      let t = heaps[j].count < limits[j].k ? -Float.infinity : heaps[j].rootScore - limits[j].margin
+      part.candidates = candidates[j].filter { $0.score >= t }
+      return part
+    }
+  }
+}
+
 public enum HalfItemsError: Error, CustomStringConvertible {
   case unbounded
   public var description: String {

@@ -157,7 +157,7 @@ public final class RecServeServer: Sendable {
             return .handedOff { responder in
               let job = RankBatcher.Job(
                 request: request, served: key.served, knownUser: key.knownUser, k: key.k,
-                responder: responder)
+                half: key.half, responder: responder)
               if !batcher.submit(job) {
                 responder.fail(
                   RPCError(

@@ -19,6 +19,8 @@ final class RankBatcher: Sendable {
     let served: ServedVersion
     let knownUser: Int32?
     let k: Int
+    /// The request may be answered from the half-precision copy (SEARCH_F16).
+    let half: Bool
   }
 
   struct Job: Sendable {
@@ -26,6 +28,7 @@ final class RankBatcher: Sendable {
     let served: ServedVersion
     let knownUser: Int32?
     let k: Int
+    let half: Bool
     let responder: UnaryResponder
   }
 
@@ -171,7 +174,15 @@ final class RankBatcher: Sendable {
     do {
       pools = try served.logPopularity.withUnsafeBufferPointer { penalties in
         try offsets.withUnsafeBufferPointer { offsets in
-          try BlockedScan.select(
+          // From the half copy when every request allows it (the same answer, half the bytes
+          // read), else from the f32 matrix.
+          if let half = served.halfItems, live.allSatisfy(\.half) {
+            return try half.selectBatch(
+              model: model, queries: queries, offsets: offsets.baseAddress!,
+              selections: setups.map(\.selection), penalties: penalties, parallel: parallel,
+              skip: { j, item in RecommenderService.skips(setups[j], item) }, check: {})
+          }
+          return try BlockedScan.select(
             model: model, queries: queries, offsets: offsets.baseAddress!,
             selections: setups.map(\.selection), penalties: penalties,
             parallel: parallel,

@@ -173,12 +173,11 @@ public final class RecommenderService: Sendable {
       try self.rankWork(
         request, served: served, knownUser: knownUser, k: k, search: search, check: check)
     }
-    // Exact and f16 searches give the same answer, so either may join a batch (which scans
-    // the f32 matrix once for all: compute-bound, where the f16 copy saves nothing); a lone f16
-    // request reads the half copy.
+    // Exact and f16 searches may join a batch; a batch of f16 requests reads the half copy, one
+    // with any SEARCH_EXACT request the f32 matrix (the answers are the same).
     .batchable(
       request.candidates.isEmpty && (search == .exact || search == .f16)
-        ? RankBatcher.Key(served: served, knownUser: knownUser, k: k) : nil
+        ? RankBatcher.Key(served: served, knownUser: knownUser, k: k, half: search == .f16) : nil
     )
     let cores = limits.cores
     plan.runAlone = { check in
