@@ -74,13 +74,15 @@ import Testing
   @Test func aFullPoolRefusesWithResourceExhausted() throws {
     let spinner = Spinner()
     let server = try server(workThreads: 1, workQueue: 1, spinner: spinner)
-    defer { server.shutdown(gracePeriod: 2) }
-    // One running and one queued (each 5 s), from their own connections; the third is refused.
+    // Long enough for both calls to finish: a call answered after the server's queues are gone
+    // is left to the process exit.
+    defer { server.shutdown(gracePeriod: 15) }
+    // One running and one queued (each 3 s), from their own connections; the third is refused.
     let background = DispatchGroup()
     for _ in 0..<2 {
       DispatchQueue.global().async(group: background) {
         let channel = Channel(target: "127.0.0.1:\(server.port)")
-        _ = channel.unary("/test.Work/Spin", request: [50], timeout: 30)
+        _ = channel.unary("/test.Work/Spin", request: [30], timeout: 30)
       }
     }
     // Waits until the server holds both (on a loaded machine the calls can take a while to arrive).

@@ -84,7 +84,8 @@ public final class RecServeServer: Sendable {
         parallel: configuration.limits.cores) : nil
     admin = AdminService(registry: registry)
     let rpc = self.rpc
-    health = HealthService(registry: registry, isShuttingDown: { rpc.isShuttingDown })
+    health = HealthService(
+      registry: registry, isShuttingDown: { [weak rpc] in rpc?.isShuttingDown ?? true })
     reflection = ReflectionResponder()
     trainer = TrainService(
       registry: registry, dataRoot: configuration.dataRoot,
@@ -106,8 +107,10 @@ public final class RecServeServer: Sendable {
     batcher?.stop()
   }
 
+  /// Returns once the server has shut down (see `shutdown`), its Rank batcher included.
   public func wait() {
     rpc.wait()
+    batcher?.waitUntilStopped()
   }
 
   // MARK: wiring

@@ -47,6 +47,10 @@ final class RankBatcher: Sendable {
   let parallel: Int
   private let state = Mutex(State())
   private let wake = DispatchSemaphore(value: 0)
+  /// Signalled by each worker as it ends, and once `stop` has seen them all end.
+  private let exited = DispatchSemaphore(value: 0)
+  private let stopped = DispatchSemaphore(value: 0)
+  private let threadCount: Int
   /// Batches served and the requests in them (for tests and metrics).
   let batches = Atomic<Int>(0)
   let batched = Atomic<Int>(0)
@@ -63,8 +67,12 @@ final class RankBatcher: Sendable {
     self.maxBatch = max(1, maxBatch)
     self.maxQueued = max(1, maxQueued)
     self.maxWait = max(0, maxWait)
-    for index in 0..<max(1, threads) {
-      let thread = Thread { [self] in run() }
+    threadCount = max(1, threads)
+    for index in 0..<threadCount {
+      let thread = Thread { [self] in
+        run()
+        exited.signal()
+      }
       thread.name = "recserve-rank-\(index)"
       thread.stackSize = 4 << 20
       thread.start()
@@ -88,16 +96,27 @@ final class RankBatcher: Sendable {
 
   /// Answers what waits with UNAVAILABLE and lets the workers end.
   func stop() {
-    let left = state.withLock { s -> [Job] in
+    let (already, left) = state.withLock { s -> (Bool, [Job]) in
+      let already = s.stopping
       s.stopping = true
       defer { s.queue.removeAll() }
-      return s.queue
+      return (already, s.queue)
     }
+    if already { return }
     for job in left {
       inFlight.leave()
       job.responder.fail(RPCError(.unavailable, "the server is shutting down"))
     }
-    for _ in 0..<64 { wake.signal() }
+    for _ in 0..<(threadCount + 64) { wake.signal() }
+    // The workers end once what they are serving is answered (at most one batch each).
+    for _ in 0..<threadCount { _ = exited.wait(timeout: .now() + 30) }
+    stopped.signal()
+  }
+
+  /// Returns once `stop` has returned (its workers have ended).
+  func waitUntilStopped() {
+    stopped.wait()
+    stopped.signal()
   }
 
   private func run() {
