@@ -189,6 +189,10 @@ public final class RPCServer: @unchecked Sendable {
       if DispatchTime.now().uptimeNanoseconds > patience {
         // A handler that ignores cancellation: leave the queues to the process exit rather than
         // risk a post on a destroyed queue.
+        FileHandle.standardError.write(
+          Data(
+            "recserve: \(activeStreamHandlers.load(ordering: .acquiring)) streaming call(s) still running after the grace period; leaving them to the process exit\n"
+              .utf8))
         stopped.store(true, ordering: .releasing)
         stoppedSignal.signal()
         return
