@@ -235,20 +235,20 @@ __attribute__((target("avx2,fma"))) static void batch_avx2(const float *queries,
   }
 }
 
-// The batch kernel at 512 bits, in the same order: a 512-bit accumulator holds two 8-lane
+// The batch kernels at 512 bits, in the same order: a 512-bit accumulator holds two 8-lane
 // accumulators of the canonical sum, (item, query t) in its low half and (item, query t + 4) in its
 // high half, so the lanes still sum d = l, l + 8, ... for one pair each. Tiles of 2 items x 8
 // queries: per chunk of 8 dims, each item's chunk is broadcast to both halves and multiplied with
 // four packed query pairs. The reduction is the canonical tree on all sixteen accumulators at
 // once, and leaves item 0's eight queries in the low 256 bits and item 1's in the high ones.
-__attribute__((target("avx2,fma,avx512f,avx512dq"))) static void batch_avx512(
-    const float *queries, int count, const float *offsets, const float *items,
-    const float *terms, int n, int dim, float *out, int stride) {
+
+// packed[((g * chunks + c) * 4 + t) * 16 + h * 8 + l] = query (8g + t + 4h), dim 8c + l (0 past
+// dim or count). Room for 32 queries of up to 512 dims.
+enum { PACKED_FLOATS = 4 * 4 * 64 * 16 };
+
+static void pack_query_pairs(const float *queries, int count, int dim, float *packed) {
   const int chunks = (dim + 7) / 8;
   const int groups = (count + 7) / 8;
-  // packed[((g * chunks + c) * 4 + t) * 16 + h * 8 + l] = query (8g + t + 4h), dim 8c + l (0 past
-  // dim or count).
-  float packed[4 * 4 * 64 * 16] __attribute__((aligned(64)));
   for (int g = 0; g < groups; g++)
     for (int c = 0; c < chunks; c++)
       for (int t = 0; t < 4; t++)
@@ -260,61 +260,84 @@ __attribute__((target("avx2,fma,avx512f,avx512dq"))) static void batch_avx512(
             to[l] = j < count && d < dim ? queries[(size_t)j * dim + d] : 0;
           }
         }
+}
+
+// One tile's accumulators to scores: the canonical tree, then (dot + offset) + term as everywhere,
+// columns past `count` zero; stored to items i and i + 1 (when i + 1 < n), queries 8g..8g+7.
+__attribute__((target("avx2,fma,avx512f,avx512dq"))) static inline void finish_tile(
+    const __m512 *acc, const float *offsets, int count, int g, const float *terms, int i, int n,
+    float *out, int stride) {
+  // b[l] = a[l] + a[l + 4] ...
+  __m512 b[4];
+  for (int s = 0; s < 4; s++)
+    b[s] = _mm512_add_ps(_mm512_shuffle_f32x4(acc[s], acc[s + 4], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(acc[s], acc[s + 4], _MM_SHUFFLE(3, 1, 3, 1)));
+  // ... e = b[0] + b[2], o = b[1] + b[3] ...
+  const __m512 c01 = _mm512_add_ps(_mm512_unpacklo_ps(b[0], b[1]), _mm512_unpackhi_ps(b[0], b[1]));
+  const __m512 c23 = _mm512_add_ps(_mm512_unpacklo_ps(b[2], b[3]), _mm512_unpackhi_ps(b[2], b[3]));
+  // ... e + o. 128-bit lane L of r holds, for s = 0..3, the sum of b[s]'s lane L: lane 0 acc[s]
+  // low (item 0, query s), 1 acc[s] high (item 0, query s + 4), 2 and 3 the same for item 1.
+  __m512 r = _mm512_add_ps(_mm512_shuffle_ps(c01, c23, _MM_SHUFFLE(1, 0, 1, 0)),
+                           _mm512_shuffle_ps(c01, c23, _MM_SHUFFLE(3, 2, 3, 2)));
+  float o8[8];
+  for (int t = 0; t < 8; t++) o8[t] = 8 * g + t < count ? offsets[8 * g + t] : 0;
+  const __m256 ov = _mm256_loadu_ps(o8);
+  r = _mm512_add_ps(r, _mm512_insertf32x8(_mm512_castps256_ps512(ov), ov, 1));
+  const float t0 = terms ? terms[i] : 0, t1 = terms && i + 1 < n ? terms[i + 1] : 0;
+  r = _mm512_add_ps(r, _mm512_insertf32x8(_mm512_set1_ps(t0), _mm256_set1_ps(t1), 1));
+  const int valid = count - 8 * g < 8 ? count - 8 * g : 8;
+  const __mmask16 keep = (__mmask16)(((1u << valid) - 1) * 0x101u);
+  r = _mm512_maskz_mov_ps(keep, r);
+  _mm256_storeu_ps(out + (size_t)i * stride + 8 * g, _mm512_castps512_ps256(r));
+  if (i + 1 < n)
+    _mm256_storeu_ps(out + (size_t)(i + 1) * stride + 8 * g, _mm512_extractf32x8_ps(r, 1));
+}
+
+// The padding columns past the last group of items i and i + 1.
+static inline void zero_padding(int count, int i, int n, float *out, int stride) {
+  for (int j = (count + 7) / 8 * 8; j < stride; j++) {
+    out[(size_t)i * stride + j] = 0;
+    if (i + 1 < n) out[(size_t)(i + 1) * stride + j] = 0;
+  }
+}
+
+// One group of 8 packed queries (qp) against two item rows, whose chunk c the LOAD expression
+// gives as a __m256 (x0 / x1 and c in scope): into acc[8].
+#define TILE_ACCUMULATE(LOAD0, LOAD1)                                                             \
+  for (int s = 0; s < 8; s++) acc[s] = _mm512_setzero_ps();                                       \
+  for (int c = 0; c < chunks; c++, qp += 64) {                                                    \
+    const __m512 v0 = _mm512_broadcast_f32x8(LOAD0);                                              \
+    const __m512 v1 = _mm512_broadcast_f32x8(LOAD1);                                              \
+    for (int t = 0; t < 4; t++) {                                                                 \
+      const __m512 q = _mm512_load_ps(qp + 16 * t);                                               \
+      acc[t] = _mm512_fmadd_ps(v0, q, acc[t]);                                                    \
+      acc[4 + t] = _mm512_fmadd_ps(v1, q, acc[4 + t]);                                            \
+    }                                                                                             \
+  }
+
+__attribute__((target("avx2,fma,avx512f,avx512dq"))) static void batch_avx512(
+    const float *queries, int count, const float *offsets, const float *items,
+    const float *terms, int n, int dim, float *out, int stride) {
+  const int chunks = (dim + 7) / 8;
+  const int groups = (count + 7) / 8;
+  float packed[PACKED_FLOATS] __attribute__((aligned(64)));
+  pack_query_pairs(queries, count, dim, packed);
   const int full = dim & ~7;
   const int left = dim - full;
   const __m256i mask = left ? tail_mask(left) : _mm256_setzero_si256();
   for (int i = 0; i < n; i += 2) {
     const float *x0 = items + (size_t)i * dim;
     const float *x1 = i + 1 < n ? x0 + dim : x0;
-    const float t0 = terms ? terms[i] : 0, t1 = terms && i + 1 < n ? terms[i + 1] : 0;
-    const __m512 tv = _mm512_insertf32x8(_mm512_set1_ps(t0), _mm256_set1_ps(t1), 1);
     for (int g = 0; g < groups; g++) {
       __m512 acc[8];
-      for (int s = 0; s < 8; s++) acc[s] = _mm512_setzero_ps();
       const float *qp = packed + (size_t)g * chunks * 64;
-      for (int c = 0; c < chunks; c++, qp += 64) {
-        __m512 v0, v1;
-        if (8 * c < full) {
-          v0 = _mm512_broadcast_f32x8(_mm256_loadu_ps(x0 + 8 * c));
-          v1 = _mm512_broadcast_f32x8(_mm256_loadu_ps(x1 + 8 * c));
-        } else {
-          v0 = _mm512_broadcast_f32x8(_mm256_maskload_ps(x0 + 8 * c, mask));
-          v1 = _mm512_broadcast_f32x8(_mm256_maskload_ps(x1 + 8 * c, mask));
-        }
-        for (int t = 0; t < 4; t++) {
-          const __m512 q = _mm512_load_ps(qp + 16 * t);
-          acc[t] = _mm512_fmadd_ps(v0, q, acc[t]);
-          acc[4 + t] = _mm512_fmadd_ps(v1, q, acc[4 + t]);
-        }
-      }
-      // The canonical tree, per 8-lane accumulator: b[l] = a[l] + a[l + 4] ...
-      __m512 b[4];
-      for (int s = 0; s < 4; s++)
-        b[s] = _mm512_add_ps(_mm512_shuffle_f32x4(acc[s], acc[s + 4], _MM_SHUFFLE(2, 0, 2, 0)),
-                             _mm512_shuffle_f32x4(acc[s], acc[s + 4], _MM_SHUFFLE(3, 1, 3, 1)));
-      // ... e = b[0] + b[2], o = b[1] + b[3] ...
-      const __m512 c01 = _mm512_add_ps(_mm512_unpacklo_ps(b[0], b[1]), _mm512_unpackhi_ps(b[0], b[1]));
-      const __m512 c23 = _mm512_add_ps(_mm512_unpacklo_ps(b[2], b[3]), _mm512_unpackhi_ps(b[2], b[3]));
-      // ... e + o. 128-bit lane L of r holds, for s = 0..3, the sum of b[s]'s lane L: lane 0 acc[s]
-      // low (item 0, query s), 1 acc[s] high (item 0, query s + 4), 2 and 3 the same for item 1.
-      __m512 r = _mm512_add_ps(_mm512_shuffle_ps(c01, c23, _MM_SHUFFLE(1, 0, 1, 0)),
-                               _mm512_shuffle_ps(c01, c23, _MM_SHUFFLE(3, 2, 3, 2)));
-      // (dot + offset) + term, as everywhere.
-      float o8[8];
-      for (int t = 0; t < 8; t++) o8[t] = 8 * g + t < count ? offsets[8 * g + t] : 0;
-      const __m256 ov = _mm256_loadu_ps(o8);
-      r = _mm512_add_ps(r, _mm512_insertf32x8(_mm512_castps256_ps512(ov), ov, 1));
-      r = _mm512_add_ps(r, tv);
-      const int valid = count - 8 * g < 8 ? count - 8 * g : 8;
-      const __mmask16 keep = (__mmask16)(((1u << valid) - 1) * 0x101u);
-      r = _mm512_maskz_mov_ps(keep, r);
-      _mm256_storeu_ps(out + (size_t)i * stride + 8 * g, _mm512_castps512_ps256(r));
-      if (i + 1 < n) _mm256_storeu_ps(out + (size_t)(i + 1) * stride + 8 * g, _mm512_extractf32x8_ps(r, 1));
+      TILE_ACCUMULATE(8 * c < full ? _mm256_loadu_ps(x0 + 8 * c)
+                                   : _mm256_maskload_ps(x0 + 8 * c, mask),
+                      8 * c < full ? _mm256_loadu_ps(x1 + 8 * c)
+                                   : _mm256_maskload_ps(x1 + 8 * c, mask))
+      finish_tile(acc, offsets, count, g, terms, i, n, out, stride);
     }
-    for (int j = 8 * groups; j < stride; j++) {
-      out[(size_t)i * stride + j] = 0;
-      if (i + 1 < n) out[(size_t)(i + 1) * stride + j] = 0;
-    }
+    zero_padding(count, i, n, out, stride);
   }
 }
 
@@ -326,58 +349,19 @@ __attribute__((target("avx2,fma,f16c,avx512f,avx512dq"))) static void half_batch
     const float *terms, int n, int dim, float *out, int stride) {
   const int chunks = dim / 8;
   const int groups = (count + 7) / 8;
-  float packed[4 * 4 * 64 * 16] __attribute__((aligned(64)));
-  for (int g = 0; g < groups; g++)
-    for (int c = 0; c < chunks; c++)
-      for (int t = 0; t < 4; t++)
-        for (int h = 0; h < 2; h++) {
-          const int j = 8 * g + t + 4 * h;
-          float *to = packed + (((size_t)g * chunks + c) * 4 + t) * 16 + h * 8;
-          for (int l = 0; l < 8; l++) to[l] = j < count ? queries[(size_t)j * dim + 8 * c + l] : 0;
-        }
+  float packed[PACKED_FLOATS] __attribute__((aligned(64)));
+  pack_query_pairs(queries, count, dim, packed);
   for (int i = 0; i < n; i += 2) {
     const unsigned short *x0 = items + (size_t)i * dim;
     const unsigned short *x1 = i + 1 < n ? x0 + dim : x0;
-    const float t0 = terms ? terms[i] : 0, t1 = terms && i + 1 < n ? terms[i + 1] : 0;
-    const __m512 tv = _mm512_insertf32x8(_mm512_set1_ps(t0), _mm256_set1_ps(t1), 1);
     for (int g = 0; g < groups; g++) {
       __m512 acc[8];
-      for (int s = 0; s < 8; s++) acc[s] = _mm512_setzero_ps();
       const float *qp = packed + (size_t)g * chunks * 64;
-      for (int c = 0; c < chunks; c++, qp += 64) {
-        const __m512 v0 = _mm512_broadcast_f32x8(
-            _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x0 + 8 * c))));
-        const __m512 v1 = _mm512_broadcast_f32x8(
-            _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x1 + 8 * c))));
-        for (int t = 0; t < 4; t++) {
-          const __m512 q = _mm512_load_ps(qp + 16 * t);
-          acc[t] = _mm512_fmadd_ps(v0, q, acc[t]);
-          acc[4 + t] = _mm512_fmadd_ps(v1, q, acc[4 + t]);
-        }
-      }
-      __m512 b[4];
-      for (int s = 0; s < 4; s++)
-        b[s] = _mm512_add_ps(_mm512_shuffle_f32x4(acc[s], acc[s + 4], _MM_SHUFFLE(2, 0, 2, 0)),
-                             _mm512_shuffle_f32x4(acc[s], acc[s + 4], _MM_SHUFFLE(3, 1, 3, 1)));
-      const __m512 c01 = _mm512_add_ps(_mm512_unpacklo_ps(b[0], b[1]), _mm512_unpackhi_ps(b[0], b[1]));
-      const __m512 c23 = _mm512_add_ps(_mm512_unpacklo_ps(b[2], b[3]), _mm512_unpackhi_ps(b[2], b[3]));
-      __m512 r = _mm512_add_ps(_mm512_shuffle_ps(c01, c23, _MM_SHUFFLE(1, 0, 1, 0)),
-                               _mm512_shuffle_ps(c01, c23, _MM_SHUFFLE(3, 2, 3, 2)));
-      float o8[8];
-      for (int t = 0; t < 8; t++) o8[t] = 8 * g + t < count ? offsets[8 * g + t] : 0;
-      const __m256 ov = _mm256_loadu_ps(o8);
-      r = _mm512_add_ps(r, _mm512_insertf32x8(_mm512_castps256_ps512(ov), ov, 1));
-      r = _mm512_add_ps(r, tv);
-      const int valid = count - 8 * g < 8 ? count - 8 * g : 8;
-      const __mmask16 keep = (__mmask16)(((1u << valid) - 1) * 0x101u);
-      r = _mm512_maskz_mov_ps(keep, r);
-      _mm256_storeu_ps(out + (size_t)i * stride + 8 * g, _mm512_castps512_ps256(r));
-      if (i + 1 < n) _mm256_storeu_ps(out + (size_t)(i + 1) * stride + 8 * g, _mm512_extractf32x8_ps(r, 1));
+      TILE_ACCUMULATE(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x0 + 8 * c))),
+                      _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x1 + 8 * c))))
+      finish_tile(acc, offsets, count, g, terms, i, n, out, stride);
     }
-    for (int j = 8 * groups; j < stride; j++) {
-      out[(size_t)i * stride + j] = 0;
-      if (i + 1 < n) out[(size_t)(i + 1) * stride + j] = 0;
-    }
+    zero_padding(count, i, n, out, stride);
   }
 }
 
