@@ -106,76 +106,109 @@ public final class HalfItems: @unchecked Sendable {
     selection: BlockedScan.Selection, penalties: UnsafeBufferPointer<Float>?, parallel: Int = 1,
     skip: (Int32) -> Bool, check: () throws -> Void
   ) throws -> [TopK.Entry] {
-    let k = min(selection.k, count)
-    if k <= 0 { return [] }
-    // The query on the copy's scale (a power of two: exact, barring underflow far below any
-    // score that matters, which the error bound's absolute part covers).
-    let scratch = ThreadScratch.current
-    let scaled = scratch.floats(paddedDim, slot: 8)
-    var queryNorm: Float = 0
+    var maxLogPopularity: Float = 0
+    if selection.penalty > 0, let penalties { maxLogPopularity = penalties.max() ?? 0 }
+    let scaled = ThreadScratch.current.floats(paddedDim, slot: 8)
+    let limit = try prepare(
+      query: query, offset: offset, selection: selection, maxLogPopularity: maxLogPopularity,
+      into: scaled)
+    if limit.k == 0 { return [] }
+    let parts = try inParts(parallel: parallel, check: check) { items, check in
+      try scanPart(
+        items, query: scaled, offset: offset, limit: limit, penalties: penalties, skip: skip,
+        check: check)
+    }
+    try check()
+    return rescore(
+      model: model, query: query, offset: offset, limit: limit, parts: parts,
+      penalties: penalties)
+  }
+
+  /// What one query needs to keep a safe shortlist: its k (capped by the catalog), E, the
+  /// margin 2E, the floor (min_score − E) and its penalty.
+  struct Limits {
+    var k: Int
+    var bound: Float
+    var margin: Float
+    var floor: Float
+    var penalty: Float
+    var minScore: Float
+  }
+
+  /// Writes the query on the copy's scale to `scaled` (paddedDim floats; a power of two: exact,
+  /// barring underflow far below any score that matters, which the bound's absolute part
+  /// covers) and returns its limits. E: half rounding (relative 2^-11 of each product, so
+  /// 2^-11 |q| |v| in all), the f32 sums of both scores (dim · 2^-24 relative each, doubled),
+  /// and a few roundings of the additions at the magnitude of the whole score.
+  private func prepare(
+    query: UnsafePointer<Float>, offset: Float, selection: BlockedScan.Selection,
+    maxLogPopularity: Float, into scaled: UnsafeMutablePointer<Float>
+  ) throws -> Limits {
+    var norm: Float = 0
     for d in 0..<dim {
       scaled[d] = query[d] * inverseScale
-      queryNorm += query[d] * query[d]
+      norm += query[d] * query[d]
     }
     for d in dim..<paddedDim { scaled[d] = 0 }
-    queryNorm = queryNorm.squareRoot()
-    let penalty = selection.penalty
-    var maxPenalty: Float = 0
-    if penalty > 0, let penalties { maxPenalty = penalty * (penalties.max() ?? 0) }
-    // E: half rounding (relative 2^-11 of each product, so 2^-11 |q| |v| in all), the f32 sums
-    // of both scores (dim · 2^-24 relative each, doubled), and a few roundings of the
-    // additions at the magnitude of the whole score.
-    let dot = queryNorm * maxNorm
-    let magnitude = abs(offset) + maxTerm + dot + maxPenalty
+    let dot = norm.squareRoot() * maxNorm
+    let magnitude =
+      abs(offset) + maxTerm + dot + max(0, selection.penalty) * maxLogPopularity
     let bound: Float =
       (0x1p-11 + Float(dim) * 0x1p-22) * dot * 1.01 + magnitude * 0x1p-19
       + Float.leastNormalMagnitude
-    let margin = 2 * bound
-    if !margin.isFinite { throw HalfItemsError.unbounded }
+    if !(2 * bound).isFinite { throw HalfItemsError.unbounded }
+    return Limits(
+      k: min(max(0, selection.k), count), bound: bound, margin: 2 * bound,
+      floor: selection.minScore - bound, penalty: selection.penalty,
+      minScore: selection.minScore)
+  }
 
+  /// `body` over contiguous parts of the catalog: one part, or with `parallel` > 1 as many as
+  /// threads (at least a block each), run at once; `check` goes to the first part only.
+  private func inParts<T>(
+    parallel: Int, check: () throws -> Void,
+    _ body: (Range<Int>, () throws -> Void) throws -> T
+  ) throws -> [T] {
     let parts = max(1, min(parallel, count / BlockedScan.blockItems))
-    var results = [Part](repeating: Part(), count: parts)
-    var failure: Error? = nil
-    if parts == 1 {
-      do {
-        results[0] = try scanPart(
-          0..<count, query: scaled, offset: offset, k: k, selection: selection,
-          penalties: penalties, bound: bound, margin: margin, skip: skip, check: check)
-      } catch { failure = error }
-    } else {
+    return try withoutActuallyEscaping(check) { check in
+      if parts == 1 { return [try body(0..<count, check)] }
+      var results = [T?](repeating: nil, count: parts)
+      var failure: Error? = nil
       let lock = NSLockLike()
       results.withUnsafeMutableBufferPointer { out in
         let out = Parallel.Confined(out)
         Parallel.run(parts) { part in
-          let lo = count * part / parts
-          let hi = count * (part + 1) / parts
           do {
-            out.value[part] = try scanPart(
-              lo..<hi, query: scaled, offset: offset, k: k, selection: selection,
-              penalties: penalties, bound: bound, margin: margin, skip: skip,
-              check: part == 0 ? check : {})
+            out.value[part] = try body(
+              (count * part / parts)..<(count * (part + 1) / parts), part == 0 ? check : {})
           } catch {
             lock.run { failure = error }
           }
         }
       }
+      if let failure { throw failure }
+      return results.map { $0! }
     }
-    if let failure { throw failure }
+  }
 
-    // A: the k-th best approximate score over the whole catalog (each part kept its k best).
-    var tops = results.flatMap(\.top)
+  /// The exact top k of one query from its parts: A, the k-th best approximate score over all
+  /// of them (each part kept its k best); the candidates at A − 2E or above, re-scored as the
+  /// full scan computes them; penalty and min_score applied; the scan's order.
+  private func rescore(
+    model: any RecommendationModel, query: UnsafePointer<Float>, offset: Float, limit: Limits,
+    parts: [Part], penalties: UnsafeBufferPointer<Float>?
+  ) -> [TopK.Entry] {
+    var tops = parts.flatMap(\.top)
     var bar = -Float.infinity
-    if tops.count >= k {
+    if tops.count >= limit.k {
       tops.sort(by: >)
-      bar = tops[k - 1] - margin
+      bar = tops[limit.k - 1] - limit.margin
     }
     var shortlist: [Int32] = []
-    for part in results {
+    for part in parts {
       for c in part.candidates where c.score >= bar { shortlist.append(c.index) }
     }
-    try check()
-    // The exact re-score, as the full scan computes it.
-    let exact = scratch.floats(max(1, shortlist.count), slot: 9)
+    let exact = ThreadScratch.current.floats(max(1, shortlist.count), slot: 9)
     shortlist.withUnsafeBufferPointer { list in
       model.scoreItems(query: query, offset: offset, items: list, into: exact)
     }
@@ -183,29 +216,30 @@ public final class HalfItems: @unchecked Sendable {
     entries.reserveCapacity(shortlist.count)
     for (j, item) in shortlist.enumerated() {
       var s = exact[j]
-      if penalty > 0, let penalties { s -= penalty * penalties[Int(item)] }
-      if s.isNaN || s < selection.minScore { continue }
+      if limit.penalty > 0, let penalties { s -= limit.penalty * penalties[Int(item)] }
+      if s.isNaN || s < limit.minScore { continue }
       entries.append((item, s))
     }
     entries.sort { a, b in a.score > b.score || (a.score == b.score && a.index < b.index) }
-    return Array(entries.prefix(k))
+    return Array(entries.prefix(limit.k))
   }
 
   /// One contiguous part of the catalog: its k best approximate scores and every item that
   /// could still be within `margin` of them.
   private func scanPart(
-    _ items: Range<Int>, query: UnsafePointer<Float>, offset: Float, k: Int,
-    selection: BlockedScan.Selection, penalties: UnsafeBufferPointer<Float>?, bound: Float,
-    margin: Float, skip: (Int32) -> Bool, check: () throws -> Void
+    _ items: Range<Int>, query: UnsafePointer<Float>, offset: Float, limit: Limits,
+    penalties: UnsafeBufferPointer<Float>?, skip: (Int32) -> Bool, check: () throws -> Void
   ) throws -> Part {
+    let k = limit.k
+    let margin = limit.margin
     let block = BlockedScan.blockItems
     let scores = ThreadScratch.current.floats(block, slot: 12)
     var heap = TopK.Heap(capacity: k)
     defer { heap.free() }
     var candidates: [(index: Int32, score: Float)] = []
     candidates.reserveCapacity(4 * k + 64)
-    let floor = selection.minScore - bound
-    let penalty = selection.penalty
+    let floor = limit.floor
+    let penalty = limit.penalty
     var lo = items.lowerBound
     while lo < items.upperBound {
       let hi = min(items.upperBound, lo + block)
@@ -292,23 +326,13 @@ extension HalfItems {
     return results
   }
 
-  /// What one query needs to keep a safe shortlist (see `select`).
-  private struct Limits {
-    var k: Int
-    var bound: Float
-    var margin: Float
-    var floor: Float
-    var penalty: Float
-  }
-
   private func selectGroup(
     model: any RecommendationModel, queries: UnsafePointer<Float>, offsets: UnsafePointer<Float>,
     selections: [BlockedScan.Selection], penalties: UnsafeBufferPointer<Float>?, parallel: Int,
     skip: (Int, Int32) -> Bool, check: () throws -> Void
   ) throws -> [[TopK.Entry]] {
     let n = selections.count
-    let scratch = ThreadScratch.current
-    let scaled = scratch.floats(n * paddedDim, slot: 13)
+    let scaled = ThreadScratch.current.floats(n * paddedDim, slot: 13)
     var maxLogPopularity: Float = 0
     if selections.contains(where: { $0.penalty > 0 }), let penalties {
       maxLogPopularity = penalties.max() ?? 0
@@ -316,89 +340,24 @@ extension HalfItems {
     var limits: [Limits] = []
     limits.reserveCapacity(n)
     for j in 0..<n {
-      let q = queries + j * dim
-      var norm: Float = 0
-      for d in 0..<dim {
-        scaled[j * paddedDim + d] = q[d] * inverseScale
-        norm += q[d] * q[d]
-      }
-      for d in dim..<paddedDim { scaled[j * paddedDim + d] = 0 }
-      norm = norm.squareRoot()
-      let selection = selections[j]
-      let dot = norm * maxNorm
-      let magnitude =
-        abs(offsets[j]) + maxTerm + dot + max(0, selection.penalty) * maxLogPopularity
-      let bound: Float =
-        (0x1p-11 + Float(dim) * 0x1p-22) * dot * 1.01 + magnitude * 0x1p-19
-        + Float.leastNormalMagnitude
-      if !(2 * bound).isFinite { throw HalfItemsError.unbounded }
       limits.append(
-        Limits(
-          k: min(max(0, selection.k), count), bound: bound, margin: 2 * bound,
-          floor: selection.minScore - bound, penalty: selection.penalty))
+        try prepare(
+          query: queries + j * dim, offset: offsets[j], selection: selections[j],
+          maxLogPopularity: maxLogPopularity, into: scaled + j * paddedDim))
     }
-    let parts = max(1, min(parallel, count / BlockedScan.blockItems))
-    var results = [[Part]](repeating: [], count: parts)
-    var failure: Error? = nil
-    if parts == 1 {
-      results[0] = try scanBatchPart(
-        0..<count, queries: scaled, offsets: offsets, limits: limits, penalties: penalties,
+    let parts = try inParts(parallel: parallel, check: check) { items, check in
+      try scanBatchPart(
+        items, queries: scaled, offsets: offsets, limits: limits, penalties: penalties,
         skip: skip, check: check)
-    } else {
-      let lock = NSLockLike()
-      results.withUnsafeMutableBufferPointer { out in
-        let out = Parallel.Confined(out)
-        Parallel.run(parts) { part in
-          let lo = count * part / parts
-          let hi = count * (part + 1) / parts
-          do {
-            out.value[part] = try scanBatchPart(
-              lo..<hi, queries: scaled, offsets: offsets, limits: limits, penalties: penalties,
-              skip: skip, check: part == 0 ? check : {})
-          } catch {
-            lock.run { failure = error }
-          }
-        }
-      }
     }
-    if let failure { throw failure }
     try check()
-    // Per query: the k-th best approximate score over all parts, the shortlist within the
-    // margin of it, re-scored exactly.
-    var out: [[TopK.Entry]] = []
-    out.reserveCapacity(n)
-    for j in 0..<n {
-      let limit = limits[j]
-      if limit.k == 0 {
-        out.append([])
-        continue
-      }
-      var tops = results.flatMap { $0[j].top }
-      var bar = -Float.infinity
-      if tops.count >= limit.k {
-        tops.sort(by: >)
-        bar = tops[limit.k - 1] - limit.margin
-      }
-      var shortlist: [Int32] = []
-      for part in results {
-        for c in part[j].candidates where c.score >= bar { shortlist.append(c.index) }
-      }
-      let exact = scratch.floats(max(1, shortlist.count), slot: 9)
-      shortlist.withUnsafeBufferPointer { list in
-        model.scoreItems(query: queries + j * dim, offset: offsets[j], items: list, into: exact)
-      }
-      var entries: [TopK.Entry] = []
-      entries.reserveCapacity(shortlist.count)
-      for (m, item) in shortlist.enumerated() {
-        var s = exact[m]
-        if limit.penalty > 0, let penalties { s -= limit.penalty * penalties[Int(item)] }
-        if s.isNaN || s < selections[j].minScore { continue }
-        entries.append((item, s))
-      }
-      entries.sort { a, b in a.score > b.score || (a.score == b.score && a.index < b.index) }
-      out.append(Array(entries.prefix(limit.k)))
+    return (0..<n).map { j in
+      limits[j].k == 0
+        ? []
+        : rescore(
+          model: model, query: queries + j * dim, offset: offsets[j], limit: limits[j],
+          parts: parts.map { $0[j] }, penalties: penalties)
     }
-    return out
   }
 
   /// One part of the catalog for a group of queries: per query, its k best approximate scores
