@@ -113,7 +113,8 @@ public final class HalfItems: @unchecked Sendable {
       query: query, offset: offset, selection: selection, maxLogPopularity: maxLogPopularity,
       into: scaled)
     if limit.k == 0 { return [] }
-    let parts = try inParts(parallel: parallel, check: check) { items, check in
+    let parts = try BlockedScan.inParts(itemCount: count, parallel: parallel, check: check) {
+      items, check in
       try scanPart(
         items, query: scaled, offset: offset, limit: limit, penalties: penalties, skip: skip,
         check: check)
@@ -161,34 +162,6 @@ public final class HalfItems: @unchecked Sendable {
       k: min(max(0, selection.k), count), bound: bound, margin: 2 * bound,
       floor: selection.minScore - bound, penalty: selection.penalty,
       minScore: selection.minScore)
-  }
-
-  /// `body` over contiguous parts of the catalog: one part, or with `parallel` > 1 as many as
-  /// threads (at least a block each), run at once; `check` goes to the first part only.
-  private func inParts<T>(
-    parallel: Int, check: () throws -> Void,
-    _ body: (Range<Int>, () throws -> Void) throws -> T
-  ) throws -> [T] {
-    let parts = max(1, min(parallel, count / BlockedScan.blockItems))
-    return try withoutActuallyEscaping(check) { check in
-      if parts == 1 { return [try body(0..<count, check)] }
-      var results = [T?](repeating: nil, count: parts)
-      var failure: Error? = nil
-      let lock = NSLockLike()
-      results.withUnsafeMutableBufferPointer { out in
-        let out = Parallel.Confined(out)
-        Parallel.run(parts) { part in
-          do {
-            out.value[part] = try body(
-              (count * part / parts)..<(count * (part + 1) / parts), part == 0 ? check : {})
-          } catch {
-            lock.run { failure = error }
-          }
-        }
-      }
-      if let failure { throw failure }
-      return results.map { $0! }
-    }
   }
 
   /// The exact top k of one query from its parts: A, the k-th best approximate score over all
@@ -345,7 +318,8 @@ extension HalfItems {
           query: queries + j * dim, offset: offsets[j], selection: selections[j],
           maxLogPopularity: maxLogPopularity, into: scaled + j * paddedDim))
     }
-    let parts = try inParts(parallel: parallel, check: check) { items, check in
+    let parts = try BlockedScan.inParts(itemCount: count, parallel: parallel, check: check) {
+      items, check in
       try scanBatchPart(
         items, queries: scaled, offsets: offsets, limits: limits, penalties: penalties,
         skip: skip, check: check)

@@ -37,38 +37,49 @@ public enum BlockedScan {
     skip: (Int, Int32) -> Bool, check: () throws -> Void
   ) throws -> [[TopK.Entry]] {
     let itemCount = model.itemCount
-    let parts = min(parallel, itemCount / blockItems)
-    if parts > 1 {
-      var results = [[[TopK.Entry]]](repeating: [], count: parts)
+    let results = try inParts(itemCount: itemCount, parallel: parallel, check: check) {
+      items, check in
+      try selectGroups(
+        model: model, items: items, queries: queries, offsets: offsets, selections: selections,
+        penalties: penalties, skip: skip, check: check)
+    }
+    if results.count == 1 { return results[0] }
+    // Merged in the order one scan keeps: higher score first, then lower index.
+    return (0..<selections.count).map { j in
+      let all = results.flatMap { $0[j] }.sorted { a, b in
+        a.score > b.score || (a.score == b.score && a.index < b.index)
+      }
+      return Array(all.prefix(selections[j].k))
+    }
+  }
+
+  /// `body` over contiguous parts of `0..<itemCount`: one part, or with `parallel` > 1 as many
+  /// as threads (at least a block each), run at once; `check` goes to the first part only.
+  static func inParts<T>(
+    itemCount: Int, parallel: Int, check: () throws -> Void,
+    _ body: (Range<Int>, () throws -> Void) throws -> T
+  ) throws -> [T] {
+    let parts = max(1, min(parallel, itemCount / blockItems))
+    return try withoutActuallyEscaping(check) { check in
+      if parts == 1 { return [try body(0..<itemCount, check)] }
+      var results = [T?](repeating: nil, count: parts)
       var failure: Error? = nil
       let lock = NSLockLike()
       results.withUnsafeMutableBufferPointer { out in
         let out = Parallel.Confined(out)
         Parallel.run(parts) { part in
-          let lo = itemCount * part / parts
-          let hi = itemCount * (part + 1) / parts
           do {
-            out.value[part] = try selectGroups(
-              model: model, items: lo..<hi, queries: queries, offsets: offsets,
-              selections: selections, penalties: penalties, skip: skip,
-              check: part == 0 ? check : {})
+            out.value[part] = try body(
+              (itemCount * part / parts)..<(itemCount * (part + 1) / parts),
+              part == 0 ? check : {})
           } catch {
             lock.run { failure = error }
           }
         }
       }
       if let failure { throw failure }
-      // Merged in the order one scan keeps: higher score first, then lower index.
-      return (0..<selections.count).map { j in
-        let all = results.flatMap { $0[j] }.sorted { a, b in
-          a.score > b.score || (a.score == b.score && a.index < b.index)
-        }
-        return Array(all.prefix(selections[j].k))
-      }
+      return results.map { $0! }
     }
-    return try selectGroups(
-      model: model, items: 0..<itemCount, queries: queries, offsets: offsets,
-      selections: selections, penalties: penalties, skip: skip, check: check)
   }
 
   private static func selectGroups(
