@@ -34,8 +34,7 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "Scripts"))
 sys.path.insert(0, str(REPO / "Benchmarks"))
-from export_sasrec import safetensors_bytes  # noqa: E402
-from rank_vs_faiss import sha256_file  # noqa: E402
+from rank_vs_faiss import write_folder as write_model  # noqa: E402
 
 K = 10
 
@@ -60,26 +59,6 @@ def clustered_tensors(users: int, items: int, dim: int, clusters: int, noise: fl
         "item_bias": np.zeros(items, np.float32),
         "global_mean": np.zeros(1, np.float32),
     }
-
-
-def write_model(models: pathlib.Path, name: str, tensors: dict):
-    """The model folder as `rank_vs_faiss.write_model` writes it, for given tensors."""
-    folder = models / name / "1"
-    folder.mkdir(parents=True)
-    users, items = len(tensors["user_factors"]), len(tensors["item_factors"])
-    dim = tensors["item_factors"].shape[1]
-    (folder / "weights.safetensors").write_bytes(
-        safetensors_bytes(tensors, {"format": "recserve-model", "kind": "bpr"}))
-    (folder / "users.txt").write_text("".join(f"u{u}\n" for u in range(users)))
-    (folder / "items.txt").write_text("".join(f"i{i}\n" for i in range(items)))
-    manifest = {
-        "format": "recserve-model", "format_version": 1, "kind": "bpr", "name": name,
-        "created_at": "2026-12-02T00:00:00Z", "hyperparameters": {"dim": dim},
-        "counts": {"users": users, "items": items, "dim": dim}, "training_data": {}, "metrics": {},
-        "files": {f: sha256_file(folder / f) for f in ["weights.safetensors", "users.txt", "items.txt"]},
-    }
-    (folder / "model.json").write_text(json.dumps(manifest))
-    return folder
 
 
 def recall(found, truth):

@@ -34,20 +34,12 @@ def sha256_file(path: pathlib.Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_model(models: pathlib.Path, name: str, users: int, items: int, dim: int, seed: int = 1):
+def write_folder(models: pathlib.Path, name: str, tensors: dict) -> pathlib.Path:
+    """Version 1 of a BPR-kind model `name` under `models`, from its tensors, with ids u0.. and i0.."""
     folder = models / name / "1"
     folder.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    scale = 1 / np.sqrt(dim)
-    # Items with a popularity-like spread of norms, as trained factors have.
-    item_factors = (rng.standard_normal((items, dim)) * scale * rng.lognormal(0, 0.3, (items, 1))).astype(np.float32)
-    tensors = {
-        "user_factors": (rng.standard_normal((users, dim)) * scale).astype(np.float32),
-        "item_factors": item_factors,
-        "user_bias": np.zeros(users, np.float32),
-        "item_bias": np.zeros(items, np.float32),
-        "global_mean": np.zeros(1, np.float32),
-    }
+    users, items = len(tensors["user_factors"]), len(tensors["item_factors"])
+    dim = tensors["item_factors"].shape[1]
     (folder / "weights.safetensors").write_bytes(
         safetensors_bytes(tensors, {"format": "recserve-model", "kind": "bpr"}))
     (folder / "users.txt").write_text("".join(f"u{u}\n" for u in range(users)))
@@ -59,6 +51,22 @@ def write_model(models: pathlib.Path, name: str, users: int, items: int, dim: in
         "files": {f: sha256_file(folder / f) for f in ["weights.safetensors", "users.txt", "items.txt"]},
     }
     (folder / "model.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def write_model(models: pathlib.Path, name: str, users: int, items: int, dim: int, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    scale = 1 / np.sqrt(dim)
+    # Items with a popularity-like spread of norms, as trained factors have.
+    item_factors = (rng.standard_normal((items, dim)) * scale * rng.lognormal(0, 0.3, (items, 1))).astype(np.float32)
+    tensors = {
+        "user_factors": (rng.standard_normal((users, dim)) * scale).astype(np.float32),
+        "item_factors": item_factors,
+        "user_bias": np.zeros(users, np.float32),
+        "item_bias": np.zeros(items, np.float32),
+        "global_mean": np.zeros(1, np.float32),
+    }
+    write_folder(models, name, tensors)
     return tensors
 
 
