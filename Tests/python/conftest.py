@@ -75,6 +75,7 @@ class Server:
         finally:
             if log is not None:
                 stderr.close()
+        self._stderr: str | None = None
         self.port = self._wait_for_listening()
         self.target = f"127.0.0.1:{self.port}"
 
@@ -96,7 +97,9 @@ class Server:
         """The server's stderr: so far when it logs to a file, everything once stopped when piped."""
         if self.log is not None:
             return pathlib.Path(self.log).read_text(errors="replace")
-        return self.process.stderr.read() if self.process.poll() is not None else ""
+        if self._stderr is None and self.process.poll() is not None:
+            self._stderr = self.process.stderr.read()
+        return self._stderr or ""
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -110,6 +113,10 @@ class Server:
                 self.process.kill()
                 self.process.wait()
                 raise AssertionError("recserve serve did not stop after a signal")
+        # The server checks at shutdown that every call record it allocated was freed; one that
+        # was not is a reference-count bug that would leak memory with every such call.
+        unreleased = [line for line in self.log_text().splitlines() if "not released at shutdown" in line]
+        assert not unreleased, "\n".join(unreleased)
         return self.process.returncode
 
 
@@ -130,7 +137,7 @@ def server(dataset):
     server = Server(dataset["models"])
     yield server
     code = server.stop()
-    assert code == 0, f"server exited with {code}: {server.process.stderr.read()}"
+    assert code == 0, f"server exited with {code}: {server.log_text()}"
 
 
 @pytest.fixture(scope="session")

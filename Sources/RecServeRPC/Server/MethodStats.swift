@@ -16,6 +16,9 @@ public final class MethodStats: Sendable {
     ManagedAtomic(0)
   }
   private let totalNanos = ManagedAtomic<UInt64>(0)
+  /// Calls of this method whose record is allocated: requested ahead, in flight, or (after a
+  /// shutdown, a bug) never released. Checked by `RPCServer.shutdown` once every thread exited.
+  let liveCalls = ManagedAtomic<Int>(0)
 
   init(path: String) {
     self.path = path

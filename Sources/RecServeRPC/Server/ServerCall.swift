@@ -31,18 +31,21 @@ final class ServerCall: @unchecked Sendable {
   var isFinishing = false
   /// When the call was accepted (`DispatchTime` nanoseconds).
   var arrival: UInt64 = 0
-  /// Where the call's outcome is counted.
-  var stats: MethodStats?
+  /// Where the call's outcome is counted, and the call itself while it is allocated.
+  let stats: MethodStats
 
   init(worker: ServerWorker, method: RegisteredMethod?) {
     self.worker = worker
     self.method = method
+    self.stats = method?.stats ?? worker.server.unknownMethodStats
+    stats.liveCalls.wrappingIncrement(ordering: .relaxed)
     self.raw = cgrpc_server_call_create(nil)
     cgrpc_server_call_set_user(raw, Unmanaged.passRetained(self).toOpaque())
   }
 
   deinit {
     cgrpc_server_call_destroy(raw)
+    stats.liveCalls.wrappingDecrement(ordering: .releasing)
   }
 
   static func from(_ owner: UnsafeMutableRawPointer) -> ServerCall {
@@ -108,7 +111,7 @@ final class ServerCall: @unchecked Sendable {
 
   /// Posts the final batch: an optional message, then the status. Finishes the call.
   func finish(message: [UInt8]?, code: StatusCode, details: String) {
-    stats?.record(code, nanoseconds: DispatchTime.now().uptimeNanoseconds &- arrival)
+    stats.record(code, nanoseconds: DispatchTime.now().uptimeNanoseconds &- arrival)
     // The finished bit and the send's count go up together, so a completing operation on
     // another thread never sees "nothing in flight, finished" before this send is counted.
     state.add(3, ordering: .acquiringAndReleasing)

@@ -93,7 +93,6 @@ final class ServerWorker: @unchecked Sendable {
     }
     if !server.isStopping { request(call.method) }
     call.arrival = DispatchTime.now().uptimeNanoseconds
-    call.stats = call.method?.stats ?? server.unknownMethodStats
     call.startRecvClose()
     if server.isShuttingDown {
       call.finish(

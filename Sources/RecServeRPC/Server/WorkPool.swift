@@ -14,7 +14,9 @@ final class WorkPool: Sendable {
   typealias Job = @Sendable () -> Void
 
   struct State {
-    var queue: [Job] = []
+    /// Jobs in order; taken ones (before `head`) are nil, so that a job's captures (a call and
+    /// everything it holds) go as soon as it ran, not when the queue is next compacted.
+    var queue: [Job?] = []
     var head = 0
     var threads = 0
     var idle = 0
@@ -94,6 +96,7 @@ final class WorkPool: Sendable {
         s.idle -= 1
         guard s.head < s.queue.count else { return nil }
         let job = s.queue[s.head]
+        s.queue[s.head] = nil
         s.head += 1
         if s.head > 64 && s.head * 2 > s.queue.count {
           s.queue.removeFirst(s.head)
