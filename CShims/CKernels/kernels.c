@@ -165,74 +165,174 @@ __attribute__((target("avx2,fma"))) static void indexed_avx2(const float *q, con
   for (; i < count; i++) out[i] = dot_ref(items + (size_t)indices[i] * dim, q, dim);
 }
 
-// Two item rows against four queries at a time: eight accumulators, reduced together; each item
-// row chunk is loaded once per group of four queries and stays in L1 across the groups.
-__attribute__((target("avx2,fma"))) static void batch_avx2(const float *queries, int count,
-                                                           const float *offsets,
-                                                           const float *items,
-                                                           const float *terms, int n, int dim,
-                                                           float *out, int stride) {
-  static const float zeros[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+// The batch kernels at 256 bits: tiles of 2 items x 4 queries, eight accumulators (acc[t] item i
+// with query 4g + t, acc[4 + t] item i + 1), reduced together by reduce8, which leaves item i's
+// four scores in the low 128 bits and item i + 1's in the high ones. The queries are packed
+// first, zero-padded to whole chunks and groups, so that the inner loop reads them in order
+// without bounds; each item chunk is loaded once per group of four and stays in L1 across them.
+
+// packed[((g * chunks + c) * 4 + t) * 8 + l] = query (4g + t), dim 8c + l (0 past dim or count).
+// PACKED_FLOATS (below) leaves room for 32 queries of up to 512 dims.
+static void pack_query_quads(const float *queries, int count, int dim, float *packed) {
+  const int chunks = (dim + 7) / 8;
+  const int groups = (count + 3) / 4;
+  for (int g = 0; g < groups; g++)
+    for (int c = 0; c < chunks; c++)
+      for (int t = 0; t < 4; t++) {
+        const int j = 4 * g + t;
+        float *to = packed + (((size_t)g * chunks + c) * 4 + t) * 8;
+        for (int l = 0; l < 8; l++) {
+          const int d = 8 * c + l;
+          to[l] = j < count && d < dim ? queries[(size_t)j * dim + d] : 0;
+        }
+      }
+}
+
+// One 256-bit tile's accumulators to scores: (dot + offset) + term as everywhere, stored to items
+// i and i + 1 (when i + 1 < n), queries 4g..4g+3 (those below count; padding columns get 0).
+__attribute__((target("avx2,fma"))) static inline void finish_quad(
+    const __m256 *acc, const float *offsets, int count, int g, const float *terms, int i, int n,
+    float *out, int stride) {
+  const int j = 4 * g;
+  float o4[4];
+  for (int t = 0; t < 4; t++) o4[t] = j + t < count ? offsets[j + t] : 0;
+  const __m128 ov = _mm_loadu_ps(o4);
+  const float t0 = terms ? terms[i] : 0, t1 = terms && i + 1 < n ? terms[i + 1] : 0;
+  __m256 r = _mm256_add_ps(reduce8(acc), _mm256_set_m128(ov, ov));
+  r = _mm256_add_ps(r, _mm256_set_m128(_mm_set1_ps(t1), _mm_set1_ps(t0)));
+  float *o0 = out + (size_t)i * stride + j;
+  float *o1 = out + (size_t)(i + 1) * stride + j;
+  if (j + 4 <= count) {
+    _mm_storeu_ps(o0, _mm256_castps256_ps128(r));
+    if (i + 1 < n) _mm_storeu_ps(o1, _mm256_extractf128_ps(r, 1));
+  } else {
+    float lanes[8];
+    _mm256_storeu_ps(lanes, r);
+    for (int t = 0; t < 4 && j + t < stride; t++) o0[t] = j + t < count ? lanes[t] : 0;
+    if (i + 1 < n)
+      for (int t = 0; t < 4 && j + t < stride; t++) o1[t] = j + t < count ? lanes[4 + t] : 0;
+  }
+}
+
+// The padding columns past the last group of four, for items i and i + 1.
+static inline void zero_padding_quads(int count, int i, int n, float *out, int stride) {
+  for (int j = (count + 3) & ~3; j < stride; j++) {
+    out[(size_t)i * stride + j] = 0;
+    if (i + 1 < n) out[(size_t)(i + 1) * stride + j] = 0;
+  }
+}
+
+// One group of 4 packed queries (qp) against two item rows, whose chunk c the LOAD expressions
+// give as a __m256 (x0 / x1 and c in scope): into acc[8].
+#define QUAD_ACCUMULATE(CHUNKS, LOAD0, LOAD1)                                                     \
+  for (int s = 0; s < 8; s++) acc[s] = _mm256_setzero_ps();                                       \
+  for (int c = 0; c < (CHUNKS); c++, qp += 32) {                                                  \
+    const __m256 v0 = (LOAD0);                                                                    \
+    const __m256 v1 = (LOAD1);                                                                    \
+    for (int t = 0; t < 4; t++) {                                                                 \
+      const __m256 q = _mm256_load_ps(qp + 8 * t);                                                \
+      acc[t] = _mm256_fmadd_ps(v0, q, acc[t]);                                                    \
+      acc[4 + t] = _mm256_fmadd_ps(v1, q, acc[4 + t]);                                            \
+    }                                                                                             \
+  }
+
+// The f32 tiles over every item pair. Inlined with a constant `chunks` for whole-chunk dims up to
+// 64, so that the chunk loop unrolls.
+__attribute__((target("avx2,fma"), always_inline)) static inline void batch_quads(
+    const float *packed, int count, const float *offsets, const float *items, const float *terms,
+    int n, int dim, int chunks, float *out, int stride) {
+  const int groups = (count + 3) / 4;
   const int full = dim & ~7;
   const int left = dim - full;
   const __m256i mask = left ? tail_mask(left) : _mm256_setzero_si256();
   for (int i = 0; i < n; i += 2) {
     const float *x0 = items + (size_t)i * dim;
     const float *x1 = i + 1 < n ? x0 + dim : x0;
-    for (int j = 0; j < count; j += 4) {
-      const float *q[4];
-      int qstep[4];
-      for (int t = 0; t < 4; t++) {
-        q[t] = j + t < count ? queries + (size_t)(j + t) * dim : zeros;
-        qstep[t] = j + t < count ? 8 : 0;
-      }
+    for (int g = 0; g < groups; g++) {
       __m256 acc[8];
-      for (int s = 0; s < 8; s++) acc[s] = _mm256_setzero_ps();
-      const float *qp[4] = {q[0], q[1], q[2], q[3]};
-      for (int d = 0; d < full; d += 8) {
-        const __m256 v0 = _mm256_loadu_ps(x0 + d), v1 = _mm256_loadu_ps(x1 + d);
-        for (int t = 0; t < 4; t++) {
-          const __m256 qv = _mm256_loadu_ps(qp[t]);
-          acc[t] = _mm256_fmadd_ps(v0, qv, acc[t]);
-          acc[4 + t] = _mm256_fmadd_ps(v1, qv, acc[4 + t]);
-          qp[t] += qstep[t];
-        }
-      }
-      if (left) {
-        const __m256 v0 = _mm256_maskload_ps(x0 + full, mask);
-        const __m256 v1 = _mm256_maskload_ps(x1 + full, mask);
-        for (int t = 0; t < 4; t++) {
-          const __m256 qv = qstep[t] ? _mm256_maskload_ps(q[t] + full, mask) : _mm256_setzero_ps();
-          acc[t] = _mm256_fmadd_ps(v0, qv, acc[t]);
-          acc[4 + t] = _mm256_fmadd_ps(v1, qv, acc[4 + t]);
-        }
-      }
-      // (dot + offset) + term, as the single-query path adds them.
-      float o4[4];
-      for (int t = 0; t < 4; t++) o4[t] = j + t < count ? offsets[j + t] : 0;
-      const __m128 ov = _mm_loadu_ps(o4);
-      const float t0 = terms ? terms[i] : 0, t1 = terms && i + 1 < n ? terms[i + 1] : 0;
-      __m256 r = _mm256_add_ps(reduce8(acc), _mm256_set_m128(ov, ov));
-      r = _mm256_add_ps(r, _mm256_set_m128(_mm_set1_ps(t1), _mm_set1_ps(t0)));
-      // Items i and i + 1, queries j..j+3; the padding columns of a row get zeros.
-      float *o0 = out + (size_t)i * stride + j;
-      float *o1 = out + (size_t)(i + 1) * stride + j;
-      if (j + 4 <= count) {
-        _mm_storeu_ps(o0, _mm256_castps256_ps128(r));
-        if (i + 1 < n) _mm_storeu_ps(o1, _mm256_extractf128_ps(r, 1));
-      } else {
-        float lanes[8];
-        _mm256_storeu_ps(lanes, r);
-        for (int t = 0; t < 4 && j + t < stride; t++) o0[t] = j + t < count ? lanes[t] : 0;
-        if (i + 1 < n)
-          for (int t = 0; t < 4 && j + t < stride; t++) o1[t] = j + t < count ? lanes[4 + t] : 0;
-      }
+      const float *qp = packed + (size_t)g * chunks * 32;
+      QUAD_ACCUMULATE(chunks,
+                      8 * c < full ? _mm256_loadu_ps(x0 + 8 * c)
+                                   : _mm256_maskload_ps(x0 + 8 * c, mask),
+                      8 * c < full ? _mm256_loadu_ps(x1 + 8 * c)
+                                   : _mm256_maskload_ps(x1 + 8 * c, mask))
+      finish_quad(acc, offsets, count, g, terms, i, n, out, stride);
     }
-    for (int j = (count + 3) & ~3; j < stride; j++) {
-      out[(size_t)i * stride + j] = 0;
-      if (i + 1 < n) out[(size_t)(i + 1) * stride + j] = 0;
+    zero_padding_quads(count, i, n, out, stride);
+  }
+}
+
+enum { PACKED_FLOATS = 4 * 4 * 64 * 16 };
+
+__attribute__((target("avx2,fma"))) static void batch_avx2(const float *queries, int count,
+                                                           const float *offsets,
+                                                           const float *items,
+                                                           const float *terms, int n, int dim,
+                                                           float *out, int stride) {
+  float packed[PACKED_FLOATS] __attribute__((aligned(32)));
+  pack_query_quads(queries, count, dim, packed);
+  const int chunks = (dim + 7) / 8;
+#define BATCH_QUADS_CASE(C) \
+  case C: batch_quads(packed, count, offsets, items, terms, n, dim, C, out, stride); return;
+  if ((dim & 7) == 0) {
+    switch (chunks) {
+      BATCH_QUADS_CASE(1)
+      BATCH_QUADS_CASE(2)
+      BATCH_QUADS_CASE(3)
+      BATCH_QUADS_CASE(4)
+      BATCH_QUADS_CASE(5)
+      BATCH_QUADS_CASE(6)
+      BATCH_QUADS_CASE(7)
+      BATCH_QUADS_CASE(8)
+      default: break;
     }
   }
+#undef BATCH_QUADS_CASE
+  batch_quads(packed, count, offsets, items, terms, n, dim, chunks, out, stride);
+}
+
+// Many queries against half-precision rows (dim a multiple of 8, at most 512; count at most 32):
+// the tiles of batch_avx2, each item chunk converted from half (F16C) once per group of four
+// queries. An approximation like every half score, (dot + offset) + term as elsewhere.
+__attribute__((target("avx2,fma,f16c"), always_inline)) static inline void half_batch_quads(
+    const float *packed, int count, const float *offsets, const unsigned short *items,
+    const float *terms, int n, int dim, int chunks, float *out, int stride) {
+  const int groups = (count + 3) / 4;
+  for (int i = 0; i < n; i += 2) {
+    const unsigned short *x0 = items + (size_t)i * dim;
+    const unsigned short *x1 = i + 1 < n ? x0 + dim : x0;
+    for (int g = 0; g < groups; g++) {
+      __m256 acc[8];
+      const float *qp = packed + (size_t)g * chunks * 32;
+      QUAD_ACCUMULATE(chunks, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x0 + 8 * c))),
+                      _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x1 + 8 * c))))
+      finish_quad(acc, offsets, count, g, terms, i, n, out, stride);
+    }
+    zero_padding_quads(count, i, n, out, stride);
+  }
+}
+
+__attribute__((target("avx2,fma,f16c"))) static void half_batch_avx2(
+    const float *queries, int count, const float *offsets, const unsigned short *items,
+    const float *terms, int n, int dim, float *out, int stride) {
+  float packed[PACKED_FLOATS] __attribute__((aligned(32)));
+  pack_query_quads(queries, count, dim, packed);
+  const int chunks = dim / 8;
+#define HALF_QUADS_CASE(C) \
+  case C: half_batch_quads(packed, count, offsets, items, terms, n, dim, C, out, stride); return;
+  switch (chunks) {
+    HALF_QUADS_CASE(1)
+    HALF_QUADS_CASE(2)
+    HALF_QUADS_CASE(3)
+    HALF_QUADS_CASE(4)
+    HALF_QUADS_CASE(5)
+    HALF_QUADS_CASE(6)
+    HALF_QUADS_CASE(7)
+    HALF_QUADS_CASE(8)
+    default: break;
+  }
+#undef HALF_QUADS_CASE
+  half_batch_quads(packed, count, offsets, items, terms, n, dim, chunks, out, stride);
 }
 
 // The batch kernels at 512 bits, in the same order: a 512-bit accumulator holds two 8-lane
@@ -243,8 +343,7 @@ __attribute__((target("avx2,fma"))) static void batch_avx2(const float *queries,
 // once, and leaves item 0's eight queries in the low 256 bits and item 1's in the high ones.
 
 // packed[((g * chunks + c) * 4 + t) * 16 + h * 8 + l] = query (8g + t + 4h), dim 8c + l (0 past
-// dim or count). Room for 32 queries of up to 512 dims.
-enum { PACKED_FLOATS = 4 * 4 * 64 * 16 };
+// dim or count). Room (PACKED_FLOATS) for 32 queries of up to 512 dims.
 
 static void pack_query_pairs(const float *queries, int count, int dim, float *packed) {
   const int chunks = (dim + 7) / 8;
@@ -463,7 +562,7 @@ void ck_scores_batch(const float *queries, int count, const float *offsets, cons
     batch_avx512(queries, count, offsets, items, terms, n, dim, out, stride);
     return;
   }
-  if (has_avx2_fma()) {
+  if (dim <= 512 && count <= 32 && has_avx2_fma()) {
     batch_avx2(queries, count, offsets, items, terms, n, dim, out, stride);
     return;
   }
@@ -538,6 +637,10 @@ int ck_scores_half_batch(const float *queries, int count, const float *offsets,
 #if defined(__x86_64__)
   if ((dim & 7) == 0 && dim <= 512 && count <= 32 && has_avx512()) {
     half_batch_avx512(queries, count, offsets, items, terms, n, dim, out, stride);
+    return 1;
+  }
+  if ((dim & 7) == 0 && dim <= 512 && count <= 32 && has_f16c()) {
+    half_batch_avx2(queries, count, offsets, items, terms, n, dim, out, stride);
     return 1;
   }
 #endif

@@ -140,6 +140,7 @@ import Testing
           ck_scores_batch(
             q.baseAddress!, Int32(count), offsets, x.baseAddress!, terms, Int32(n), Int32(dim),
             &batch, Int32(stride))
+          if dim % 8 == 0 { checkHalfBatch(level, dim, n, count, stride, x, q, offsets, terms) }
           for i in 0..<n {
             let row = x.baseAddress! + i * dim
             #expect(
@@ -156,6 +157,36 @@ import Testing
                 batch[i * stride + j] == want, "level \(level) dim \(dim) item \(i) query \(j)")
             }
           }
+        }
+      }
+    }
+  }
+
+  /// The half-precision batch kernel (where this level has one) sums the f16-rounded rows in the
+  /// same documented order, so it matches the reference on those rows exactly.
+  func checkHalfBatch(
+    _ level: Int32, _ dim: Int, _ n: Int, _ count: Int, _ stride: Int,
+    _ x: UnsafeBufferPointer<Float>, _ q: UnsafeBufferPointer<Float>, _ offsets: [Float],
+    _ terms: [Float]
+  ) {
+    let halves = x.map { Float16($0).bitPattern }
+    let rounded = halves.map { Float(Float16(bitPattern: $0)) }
+    var out = [Float](repeating: .nan, count: n * stride)
+    let done = ck_scores_half_batch(
+      q.baseAddress!, Int32(count), offsets, halves, terms, Int32(n), Int32(dim), &out,
+      Int32(stride))
+    if done == 0 {
+      #expect(level == 0, "level \(level) has a half batch kernel and did not use it")
+      return
+    }
+    rounded.withUnsafeBufferPointer { r in
+      for i in 0..<n {
+        for j in 0..<stride {
+          let want =
+            j < count
+            ? (Self.reference(r.baseAddress! + i * dim, q.baseAddress! + j * dim, dim) + offsets[j])
+              + terms[i] : 0
+          #expect(out[i * stride + j] == want, "half, level \(level) dim \(dim) item \(i) query \(j)")
         }
       }
     }

@@ -31,13 +31,14 @@ void ck_scores_half(const float *query, const unsigned short *items, int count, 
                     float *out);
 
 // Approximate scores of `count` queries against half-precision rows, laid out as ck_scores_batch
-// lays out exact ones (padding columns 0). Only where it pays: with AVX-512, dim a multiple of 8
-// up to 512 and count up to 32; returns 0 (and writes nothing) otherwise.
+// lays out exact ones (padding columns 0), each summed in the documented order over the rows as
+// rounded to half. With AVX2 + F16C or AVX-512, dim a multiple of 8 up to 512 and count up to 32;
+// returns 0 (and writes nothing) otherwise.
 int ck_scores_half_batch(const float *queries, int count, const float *offsets,
                          const unsigned short *items, const float *terms, int n, int dim,
                          float *out, int stride);
 
-// The kernels in use: 0 portable C, 1 AVX2 + FMA (+ F16C), 2 AVX-512 for batches. Chosen from
+// The kernels in use: 0 portable C, 1 AVX2 + FMA + F16C, 2 AVX-512 for batches. Chosen from
 // the CPU once; the environment variable RECSERVE_KERNELS=portable or =avx2 caps it.
 int ck_level(void);
 

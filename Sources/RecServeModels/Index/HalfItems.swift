@@ -270,7 +270,8 @@ extension HalfItems {
   /// The exact top `selections[j].k` of several queries at once (rows of `queries`, with
   /// `offsets`), as `BlockedScan.select` returns them (same items, scores and order), from one
   /// pass over the half copy: each query keeps its shortlist as in `select`, re-scored exactly.
-  /// Where the CPU has no batch kernel for the half copy (AVX-512), each query runs `select`.
+  /// Where the CPU has no batch kernel for the half copy (AVX2 with F16C, or AVX-512), each query
+  /// runs `select`.
   public func selectBatch(
     model: any RecommendationModel, queries: UnsafePointer<Float>, offsets: UnsafePointer<Float>,
     selections: [BlockedScan.Selection], penalties: UnsafeBufferPointer<Float>?, parallel: Int = 1,
@@ -278,7 +279,7 @@ extension HalfItems {
   ) throws -> [[TopK.Entry]] {
     var results: [[TopK.Entry]] = []
     results.reserveCapacity(selections.count)
-    if ck_level() < 2 || paddedDim > 512 {
+    if ck_level() < 1 || paddedDim > 512 {
       for j in 0..<selections.count {
         results.append(
           try select(
