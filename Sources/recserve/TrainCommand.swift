@@ -9,8 +9,9 @@ struct TrainCommand: ParsableCommand {
     abstract: "Train a model on a ratings file and publish it as a new version.",
     discussion: """
       Loads FILE (MovieLens u.data, ratings.csv, or any CSV/TSV with user, item, rating and \
-      timestamp columns), holds out --holdout of the rows at random (seeded) for evaluation, \
-      trains, and publishes the model atomically as DIR/NAME/<next version>. Prints the \
+      timestamp columns), holds out rows for evaluation (--split: mf holds out a random \
+      fraction, --holdout 0.1; bpr, als and sasrec each user's latest row), trains on the rest, \
+      and publishes the model atomically as DIR/NAME/<next version>. Prints the \
       version and its metrics (one JSON object with --json); per-epoch progress goes to stderr.
       """)
 
@@ -58,8 +59,13 @@ struct TrainCommand: ParsableCommand {
   @Option(help: "Random seed for the split, initialisation and shuffling.")
   var seed: UInt64 = 42
 
-  @Option(help: "Fraction of rows held out for the reported metrics; 0 trains on every row.")
-  var holdout: Double = 0.1
+  @Option(
+    help: """
+      Fraction of rows held out at random for the reported metrics (mf default 0.1). 0 holds \
+      out nothing, for every kind (the same as --split none); a fraction on bpr/als/sasrec \
+      means --split holdout.
+      """)
+  var holdout: Double?
 
   @Option(
     help: """
@@ -173,17 +179,46 @@ struct TrainCommand: ParsableCommand {
     }
   }
 
+  /// The split a training uses, from `--split` and `--holdout` together: `--holdout 0` holds
+  /// out nothing for every kind, a fraction on an implicit kind asks for a random holdout, and a
+  /// combination that says two different things is refused rather than half obeyed.
+  static func resolveSplit(kind: String, split: String?, holdout: Double?) throws -> String {
+    let implicit = kind != "mf"
+    guard let holdout else { return split ?? (implicit ? "leave-last-out" : "holdout") }
+    switch split {
+    case nil:
+      return holdout == 0 ? "none" : "holdout"
+    case "holdout":
+      if holdout == 0 {
+        throw ValidationError(
+          "--split holdout with --holdout 0 holds out nothing: use --split none, or a fraction")
+      }
+      return "holdout"
+    case "none":
+      if holdout > 0 {
+        throw ValidationError(
+          "--split none holds out nothing, but --holdout \(holdout) asks for a fraction: drop one")
+      }
+      return "none"
+    default:
+      throw ValidationError(
+        "--holdout sets a random holdout, but --split \(split!) holds out each user's latest row: drop --holdout, or use --split holdout"
+      )
+    }
+  }
+
   private func execute() throws {
     guard ["mf", "bpr", "als", "sasrec"].contains(kind) else {
       throw ValidationError("unknown --kind '\(kind)' (expected mf, bpr, als or sasrec)")
     }
-    guard holdout.isFinite, holdout >= 0, holdout < 1 else {
+    if let holdout, !(holdout.isFinite && holdout >= 0 && holdout < 1) {
       throw ValidationError("--holdout must be in [0, 1) (got \(holdout))")
     }
     if let split, !["holdout", "leave-last-out", "none"].contains(split) {
       throw ValidationError(
         "unknown --split '\(split)' (expected holdout, leave-last-out or none)")
     }
+    let split = try Self.resolveSplit(kind: kind, split: split, holdout: holdout)
     if kind != "sasrec" {
       for (flag, set) in [
         ("--maxlen", maxlen != nil), ("--blocks", blocks != nil), ("--heads", heads != nil),
@@ -193,13 +228,13 @@ struct TrainCommand: ParsableCommand {
       }
     }
     if kind == "bpr" || kind == "als" || kind == "sasrec" {
-      try executeImplicit()
+      try executeImplicit(split: split)
       return
     }
     if split == "leave-last-out" {
       throw ValidationError("--split leave-last-out is for bpr and als; mf uses --holdout")
     }
-    let effectiveHoldout = split == "none" ? 0 : holdout
+    let effectiveHoldout = split == "none" ? 0 : holdout ?? 0.1
     var config = MFConfig()
     if let optimizer {
       guard let o = MFConfig.Optimizer(rawValue: optimizer) else {
@@ -247,6 +282,8 @@ struct TrainCommand: ParsableCommand {
         "version": .int(result.version),
         "kind": .string(result.kind),
         "directory": .string(result.directory),
+        "split": .string(effectiveHoldout > 0 ? "holdout" : "none"),
+        "holdout": .double(effectiveHoldout),
         "metrics": .object(metrics),
         "train_seconds": .double(result.trainSeconds),
         "load_seconds": .double(loadSeconds),
@@ -272,7 +309,7 @@ struct TrainCommand: ParsableCommand {
           "  held out: rmse \(CLI.fmt(e.rmse))  mae \(CLI.fmt(e.mae))  (\(e.count) ratings, \(e.unknownPairs) with an unknown user or item)"
         )
       } else {
-        print("  held out: none (--holdout 0); evaluate with `recserve eval`")
+        print("  held out: none (--split none); evaluate with `recserve eval`")
       }
       print(
         "  train: rmse \(CLI.fmt(result.metrics["train_rmse"] ?? .nan))  mae \(CLI.fmt(result.metrics["train_mae"] ?? .nan))"
@@ -362,7 +399,7 @@ extension TrainCommand {
   }
 
   /// `--kind bpr|als|sasrec`: implicit feedback, ranking metrics.
-  fileprivate func executeImplicit() throws {
+  fileprivate func executeImplicit(split: String) throws {
     let config: ImplicitModelConfig
     if kind == "sasrec" {
       var c = SASRecConfig()
@@ -412,8 +449,8 @@ extension TrainCommand {
     try config.validate()
     try ModelStore.validateName(name)
     let splitChoice: ImplicitSplit
-    switch split ?? "leave-last-out" {
-    case "holdout": splitChoice = .holdout(holdout)
+    switch split {
+    case "holdout": splitChoice = .holdout(holdout ?? 0.1)
     case "none": splitChoice = .none
     default: splitChoice = .leaveLastOut
     }

@@ -112,3 +112,56 @@ def test_a_failure_starts_on_a_fresh_line_after_the_bar(small_data, tmp_path):
                                           "--progress", "bar"))
     assert code == 1 and stderr.startswith("\repoch  1/30 ["), stderr
     assert "\x1b[K\nerror: training diverged" in stderr, repr(stderr)
+
+
+@pytest.mark.parametrize("kind", ["bpr", "als"])
+def test_split_flags_say_what_they_do(small_data, tmp_path, kind):
+    """Issue 11: `--holdout 0` holds out nothing for every kind (it used to leave bpr/als on the
+    default leave-last-out, training without each user's latest item); a fraction on an implicit
+    kind is a random holdout; flags that contradict each other are refused, naming both; the JSON
+    summary says which split was used."""
+    import json  # noqa: PLC0415
+
+    models = tmp_path / "models"
+
+    def train(*extra):
+        return run_cli(*train_args(small_data, models, kind, "--epochs", 2, "--json", *extra), check=False)
+
+    default = train()
+    assert default.returncode == 0, default.stderr
+    summary = json.loads(default.stdout)
+    assert summary["split"] == "leave-last-out"
+    assert summary["test_rows"] > 0
+
+    nothing = train("--holdout", 0)
+    assert nothing.returncode == 0, nothing.stderr
+    summary = json.loads(nothing.stdout)
+    assert summary["split"] == "none"
+    assert summary["test_rows"] == 0
+    assert summary["train_rows"] == summary["rows"]
+
+    fraction = train("--holdout", 0.2)
+    assert fraction.returncode == 0, fraction.stderr
+    summary = json.loads(fraction.stdout)
+    assert summary["split"].startswith("holdout")
+    assert 0.1 * summary["rows"] < summary["test_rows"] < 0.3 * summary["rows"]
+
+    for extra, words in [(("--split", "leave-last-out", "--holdout", 0.2), ["--holdout", "--split leave-last-out"]),
+                         (("--split", "none", "--holdout", 0.2), ["--split none", "--holdout"]),
+                         (("--split", "holdout", "--holdout", 0), ["--split holdout", "--holdout 0"])]:
+        refused = train(*extra)
+        assert refused.returncode != 0, extra
+        for word in words:
+            assert word in refused.stderr, (extra, refused.stderr)
+
+
+def test_mf_summary_names_its_split(small_data, tmp_path):
+    import json  # noqa: PLC0415
+
+    models = tmp_path / "models"
+    for extra, split, holdout in [((), "holdout", 0.1), (("--holdout", 0), "none", 0.0),
+                                  (("--split", "none"), "none", 0.0)]:
+        result = run_cli(*train_args(small_data, models, "mf", "--epochs", 2, "--json", *extra))
+        summary = json.loads(result.stdout)
+        assert (summary["split"], summary["holdout"]) == (split, holdout), extra
+        assert (summary["test_rows"] == 0) == (split == "none")
