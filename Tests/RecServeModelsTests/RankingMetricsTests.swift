@@ -572,29 +572,48 @@ private let recBolePython = #"""
   main()
   """#
 
-/// The test models rank known users only (what evaluation asks of them).
+/// The test models rank known users only (what evaluation asks of them), from a table of scores
+/// (`scoreAll(user:)`): a user's query carries the user's index in its first component, and the
+/// batch and per-item scores are read from that user's row.
 private protocol UsersOnly: RecommendationModel {}
 
 extension UsersOnly {
   var isSequential: Bool { false }
   func query(
     user: Int32?, recentItems: UnsafeBufferPointer<Int32>, into vector: UnsafeMutablePointer<Float>
-  ) -> Float? { nil }
+  ) -> Float? {
+    guard let user else { return nil }
+    vector.update(repeating: 0, count: dim)
+    vector[0] = Float(user)
+    return 0
+  }
+  /// The row of scores of the user a query stands for.
+  func row(_ query: UnsafePointer<Float>) -> [Float] {
+    var all = [Float](repeating: 0, count: itemCount)
+    all.withUnsafeMutableBufferPointer { scoreAll(user: Int32(query[0]), into: $0.baseAddress!) }
+    return all
+  }
   func scoreAll(query: UnsafePointer<Float>, offset: Float, into out: UnsafeMutablePointer<Float>) {
-    fatalError("not used by evaluation")
+    for (i, s) in row(query).enumerated() { out[i] = s + offset }
   }
   func scoreItems(
     query: UnsafePointer<Float>, offset: Float, items: UnsafeBufferPointer<Int32>,
     into out: UnsafeMutablePointer<Float>
   ) {
-    fatalError("not used by evaluation")
+    let all = row(query)
+    for (k, i) in items.enumerated() { out[k] = all[Int(i)] + offset }
   }
   func queryWork(user: Int32?, recentCount: Int) -> Int { 0 }
   func scoreBlock(
     queries: UnsafePointer<Float>, count: Int, offsets: UnsafePointer<Float>, items: Range<Int>,
     into out: UnsafeMutablePointer<Float>, stride: Int
   ) {
-    fatalError("not used by evaluation")
+    for j in 0..<stride {
+      let all = j < count ? row(queries + j * dim) : []
+      for i in items {
+        out[(i - items.lowerBound) * stride + j] = j < count ? all[i] + offsets[j] : 0
+      }
+    }
   }
 }
 

@@ -120,8 +120,9 @@ public enum RankingEvaluator {
   ///   is skipped and counted.
   /// - The training history ("seen" items, never recommended in full ranking and never sampled
   ///   as negatives) is `train`'s rows when given, else the model's own `seenItems`.
-  /// - Full ranking: `model.scoreAll` into a scratch buffer, then `TopK.select` of the largest
-  ///   K, skipping seen items (ties: lower item index first).
+  /// - Full ranking: the largest K scores of every item not seen in training (ties: lower item
+  ///   index first), by `BlockedScan.select` for up to 32 users at once, which scores them as
+  ///   the Rank RPC does (the same floats).
   /// - Sampled: negatives are items the user has neither in the history nor anywhere in `test`.
   public static func evaluate(
     model: any RecommendationModel, train: Interactions?, test: Interactions,
@@ -217,92 +218,139 @@ public enum RankingEvaluator {
     let anyTestLists = anyTest
     let evalUsersList = evalUsers
 
+    let batch = BlockedScan.maxQueries
+    let selections = [BlockedScan.Selection](repeating: .init(k: min(maxK, I)), count: batch)
     let work: (Int) -> Void = { t in
+      // Scores of the few items the sampled protocol reads (a user's relevant items and
+      // negatives), at their item index; the full ranking never needs all scores at once.
       let scores = UnsafeMutablePointer<Float>.allocate(capacity: max(1, I))
       defer { scores.deallocate() }
-      let seenMark = UnsafeMutablePointer<Int32>.allocate(capacity: max(1, I))
-      seenMark.initialize(repeating: -1, count: max(1, I))
-      defer { seenMark.deallocate() }
+      let queries = UnsafeMutablePointer<Float>.allocate(capacity: batch * max(1, dim))
+      queries.initialize(repeating: 0, count: batch * max(1, dim))
+      defer { queries.deallocate() }
+      var offsets = [Float](repeating: 0, count: batch)
+      var picked = [Float](repeating: 0, count: max(1, negatives) + 64)
       let excluded = UnsafeMutablePointer<Int32>.allocate(capacity: max(1, I))
       excluded.initialize(repeating: -1, count: max(1, I))
       defer { excluded.deallocate() }
       let myFirstRank = firstRank.baseAddress! + t * I
       var flags = [Bool](repeating: false, count: maxK)
       var negs = [Int32]()
+      var histories = [[Int32]](repeating: [], count: batch)
       var b = t
       while b < blockCount {
         var sums = BlockSums(nk: nk)
-        for e in (b * blockSize)..<min(evalUsersList.count, (b + 1) * blockSize) {
-          let u = evalUsersList[e]
-          let rel = relevantLists[e]
-          model.scoreAll(user: u, into: scores)
-          let history: [Int32] = seenLists?[Int(u)] ?? Array(model.seenItems(user: u))
-          for i in history { seenMark[Int(i)] = u }
-          sums.users += 1
-
+        let blockEnd = min(evalUsersList.count, (b + 1) * blockSize)
+        var first = b * blockSize
+        while first < blockEnd {
+          // Up to `batch` users share one pass over the items (the batch kernel, as concurrent
+          // Rank requests do), each keeping its own top K without its history.
+          let last = min(blockEnd, first + batch)
+          let n = last - first
+          for e in first..<last {
+            let u = evalUsersList[e]
+            let row = queries + (e - first) * dim
+            offsets[e - first] =
+              model.query(
+                user: u, recentItems: UnsafeBufferPointer(start: nil, count: 0), into: row)
+              ?? {
+                row.update(repeating: 0, count: dim)
+                return 0
+              }()
+            histories[e - first] = seenLists?[Int(u)] ?? Array(model.seenItems(user: u))
+          }
+          var tops: [[TopK.Entry]] = []
           if config.fullRanking && maxK > 0 {
-            let top = TopK.select(scores: scores, count: I, k: maxK) { seenMark[Int($0)] == u }
-            let ranked = top.map { $0.index }
-            for j in 0..<maxK { flags[j] = j < ranked.count && binarySearch(rel, ranked[j]) }
-            for (j, i) in ranked.enumerated() where Int32(j) < myFirstRank[Int(i)] {
-              myFirstRank[Int(i)] = Int32(j)
-            }
-            flags.withUnsafeBufferPointer { f in
-              for (x, k) in ks.enumerated() {
-                sums.full[x] =
-                  sums.full[x]
-                  + RankingMetrics.scores(hitFlags: f, relevantCount: rel.count, k: k)!
-              }
-            }
-            for (x, k) in ks.enumerated() {
-              let n = min(k, ranked.count)
-              if n > 0 {
-                var s = 0.0
-                for j in 0..<n {
-                  s += RankingMetrics.selfInformation(
-                    popularity: popularity[Int(ranked[j])], userCount: trainUsers)
-                }
-                sums.novelty[x] += s / Double(n)
-                sums.noveltyUsers[x] += 1
-              }
-              if n > 1 {
-                let list = Array(ranked.prefix(n))
-                sums.ild[x] += RankingMetrics.pairwiseDistance(
-                  list, norms: list.map { norms[Int($0)] }, embeddings: factors, dim: dim)
-                sums.ildUsers[x] += 1
-              }
+            tops = offsets.withUnsafeBufferPointer { offsets in
+              // No `check` that throws, so this cannot fail.
+              (try? BlockedScan.select(
+                model: model, queries: queries, offsets: offsets.baseAddress!,
+                selections: Array(selections[0..<n]), penalties: nil,
+                skip: { j, item in binarySearch(histories[j], item) }, check: {})) ?? []
             }
           }
+          for e in first..<last {
+            let j = e - first
+            let u = evalUsersList[e]
+            let rel = relevantLists[e]
+            let history = histories[j]
+            sums.users += 1
 
-          if config.sampled {
-            for i in history { excluded[Int(i)] = u }
-            if let all = anyTestLists[u] { for i in all { excluded[Int(i)] = u } }
-            var rng = Xoshiro256(seed: config.seed, stream: 0x5A3D_0000_0000 &+ UInt64(u))
-            sampleNegatives(
-              count: negatives, itemCount: I, excluded: excluded, stamp: u, rng: &rng,
-              into: &negs)
-            var hr = [Double](repeating: 0, count: nk)
-            var nd = [Double](repeating: 0, count: nk)
-            var rr = 0.0
-            negs.withUnsafeBufferPointer { nb in
-              for p in rel {
-                let rank = RankingMetrics.sampledRank(
-                  positive: (p, scores[Int(p)]), negatives: nb, scores: scores)
-                rr += 1 / Double(rank)
-                for (x, k) in ks.enumerated() where rank <= k {
-                  hr[x] += 1
-                  nd[x] += 1 / log2(Double(rank + 1))
+            if config.fullRanking && maxK > 0 {
+              let ranked = tops[j].map { $0.index }
+              for x in 0..<maxK { flags[x] = x < ranked.count && binarySearch(rel, ranked[x]) }
+              for (x, i) in ranked.enumerated() where Int32(x) < myFirstRank[Int(i)] {
+                myFirstRank[Int(i)] = Int32(x)
+              }
+              flags.withUnsafeBufferPointer { f in
+                for (x, k) in ks.enumerated() {
+                  sums.full[x] =
+                    sums.full[x]
+                    + RankingMetrics.scores(hitFlags: f, relevantCount: rel.count, k: k)!
+                }
+              }
+              for (x, k) in ks.enumerated() {
+                let count = min(k, ranked.count)
+                if count > 0 {
+                  var s = 0.0
+                  for r in 0..<count {
+                    s += RankingMetrics.selfInformation(
+                      popularity: popularity[Int(ranked[r])], userCount: trainUsers)
+                  }
+                  sums.novelty[x] += s / Double(count)
+                  sums.noveltyUsers[x] += 1
+                }
+                if count > 1 {
+                  let list = Array(ranked.prefix(count))
+                  sums.ild[x] += RankingMetrics.pairwiseDistance(
+                    list, norms: list.map { norms[Int($0)] }, embeddings: factors, dim: dim)
+                  sums.ildUsers[x] += 1
                 }
               }
             }
-            let c = Double(rel.count)
-            for x in 0..<nk {
-              sums.sampledHit[x] += hr[x] / c
-              sums.sampledNDCG[x] += nd[x] / c
+
+            if config.sampled {
+              for i in history { excluded[Int(i)] = u }
+              if let all = anyTestLists[u] { for i in all { excluded[Int(i)] = u } }
+              var rng = Xoshiro256(seed: config.seed, stream: 0x5A3D_0000_0000 &+ UInt64(u))
+              sampleNegatives(
+                count: negatives, itemCount: I, excluded: excluded, stamp: u, rng: &rng,
+                into: &negs)
+              // The scores the ranks read: the relevant items' and the negatives'.
+              let wanted = rel + negs
+              if picked.count < wanted.count { picked = [Float](repeating: 0, count: wanted.count) }
+              wanted.withUnsafeBufferPointer { items in
+                picked.withUnsafeMutableBufferPointer { out in
+                  model.scoreItems(
+                    query: queries + j * dim, offset: offsets[j], items: items,
+                    into: out.baseAddress!)
+                }
+              }
+              for (x, i) in wanted.enumerated() { scores[Int(i)] = picked[x] }
+              var hr = [Double](repeating: 0, count: nk)
+              var nd = [Double](repeating: 0, count: nk)
+              var rr = 0.0
+              negs.withUnsafeBufferPointer { nb in
+                for p in rel {
+                  let rank = RankingMetrics.sampledRank(
+                    positive: (p, scores[Int(p)]), negatives: nb, scores: scores)
+                  rr += 1 / Double(rank)
+                  for (x, k) in ks.enumerated() where rank <= k {
+                    hr[x] += 1
+                    nd[x] += 1 / log2(Double(rank + 1))
+                  }
+                }
+              }
+              let c = Double(rel.count)
+              for x in 0..<nk {
+                sums.sampledHit[x] += hr[x] / c
+                sums.sampledNDCG[x] += nd[x] / c
+              }
+              sums.sampledMRR += rr / c
+              sums.sampledPairs += rel.count
             }
-            sums.sampledMRR += rr / c
-            sums.sampledPairs += rel.count
           }
+          first = last
         }
         blocks[b] = sums
         b += T

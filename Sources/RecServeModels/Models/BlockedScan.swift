@@ -10,6 +10,9 @@ public enum BlockedScan {
   public static let blockItems = 4096
 
   /// What one query keeps and leaves out.
+  /// Queries that share one pass over the items (more are scanned in groups of this many).
+  public static let maxQueries = 32
+
   public struct Selection {
     /// How many to keep.
     public var k: Int
@@ -87,12 +90,12 @@ public enum BlockedScan {
     offsets: UnsafePointer<Float>, selections: [Selection],
     penalties: UnsafeBufferPointer<Float>?, skip: (Int, Int32) -> Bool, check: () throws -> Void
   ) throws -> [[TopK.Entry]] {
-    // Groups of at most 32 queries share a scan (what the batch kernel takes).
+    // Groups of at most `maxQueries` share a scan (what the batch kernel takes).
     var results: [[TopK.Entry]] = []
     results.reserveCapacity(selections.count)
     var first = 0
     while first < selections.count {
-      let last = min(selections.count, first + 32)
+      let last = min(selections.count, first + maxQueries)
       results += try scan(
         model: model, items: items, queries: queries + first * model.dim, offsets: offsets + first,
         selections: Array(selections[first..<last]), penalties: penalties,
