@@ -478,7 +478,7 @@ public nonisolated struct Recserve_V1_TrainRequest: @unchecked Sendable {
     set {_uniqueStorage()._earlyStopping = newValue}
   }
 
-  /// als: confidence c = 1 + alpha * r; unset means 40.
+  /// als: confidence c = 1 + alpha * r; unset means 1.
   public var alpha: Float {
     get {_storage._alpha ?? 0}
     set {_uniqueStorage()._alpha = newValue}

@@ -33,7 +33,7 @@ public struct ALSConfig: Sendable, Equatable {
   public var popularityExponent: Float
 
   public init(
-    dim: Int = 64, iterations: Int = 15, regularization: Float = 0.01, alpha: Float = 40,
+    dim: Int = 64, iterations: Int = 15, regularization: Float = 0.01, alpha: Float = 1,
     cgSteps: Int = 3, initScale: Float = 0.01, seed: UInt64 = 42, threads: Int = 2,
     popularityExponent: Float = 0
   ) {
