@@ -202,6 +202,7 @@ struct EvalCommand: ParsableCommand {
       ]
       if let train { out["train_rows"] = .int(Int64(train.count)) }
       if split != "none" { out["seed"] = .int(Int64(truncatingIfNeeded: seed)) }
+      if let tuning = loaded.manifest.hyperparameters["tuning"] { out["tuning"] = tuning }
       if let e = ratingEval {
         out["pairs"] = .int(Int64(e.count))
         out["unknown_pairs"] = .int(Int64(e.unknownPairs))
@@ -229,6 +230,19 @@ struct EvalCommand: ParsableCommand {
       break
     }
     print(header + ":")
+    if case .object(let tuning)? = loaded.manifest.hyperparameters["tuning"],
+      case .array(let trials)? = tuning["trials"], case .int(let winner)? = tuning["winner"]
+    {
+      // What `recserve train --tune` chose, from model.json.
+      var chosen = ""
+      if Int(winner) < trials.count, case .object(let trial) = trials[Int(winner)],
+        case .object(let settings)? = trial["settings"]
+      {
+        chosen = settings.keys.sorted().map { "\($0) \(settings[$0]!.serialized(pretty: false))" }
+          .joined(separator: ", ")
+      }
+      print("  tuned: trial \(winner + 1) of \(trials.count) won (\(chosen))")
+    }
     if let e = ratingEval {
       print("  ratings: rmse \(CLI.fmt(e.rmse))  mae \(CLI.fmt(e.mae))  (\(e.count) ratings)")
       print(

@@ -2,6 +2,7 @@
 
 import fcntl
 import os
+import pathlib
 import pty
 import re
 import select
@@ -165,3 +166,30 @@ def test_mf_summary_names_its_split(small_data, tmp_path):
         summary = json.loads(result.stdout)
         assert (summary["split"], summary["holdout"]) == (split, holdout), extra
         assert (summary["test_rows"] == 0) == (split == "none")
+
+
+def test_tune_searches_and_records_the_search(small_data, tmp_path):
+    """`--tune N` (issue 11): N trials, the given settings among them, the winner trained and
+    published with the search in model.json and in the JSON summary; flags given stay fixed;
+    kinds it does not cover are refused by name."""
+    import json  # noqa: PLC0415
+
+    models = tmp_path / "models"
+    result = run_cli(*train_args(small_data, models, "als", "--epochs", 6, "--tune", 4, "--reg", 0.05, "--json"))
+    summary = json.loads(result.stdout)
+    tuning = summary["tuning"]
+    assert len(tuning["trials"]) == 4
+    assert 0 <= tuning["winner"] < 4
+    assert all(t["settings"]["reg"] == pytest.approx(0.05) for t in tuning["trials"])
+    assert tuning["trials"][0]["settings"]["alpha"] == pytest.approx(1.0)  # the defaults are trial 0
+    winner = tuning["trials"][tuning["winner"]]["settings"]
+    assert summary["hyperparameters"]["alpha"] == pytest.approx(winner["alpha"])
+    manifest = json.loads((pathlib.Path(summary["directory"]) / "model.json").read_text())
+    assert manifest["hyperparameters"]["tuning"]["winner"] == tuning["winner"]
+
+    for kind, extra in [("mf", ()), ("sasrec", ())]:
+        refused = run_cli(*train_args(small_data, models, kind, "--tune", 3, *extra), check=False)
+        assert refused.returncode != 0
+        assert "--tune is for --kind bpr and als" in refused.stderr
+    refused = run_cli(*train_args(small_data, models, "bpr", "--tune", 0), check=False)
+    assert refused.returncode != 0 and "--tune must be in 1...200" in refused.stderr

@@ -107,6 +107,8 @@ public struct ImplicitTrainResult: Sendable {
   public var positivePairs: Int
   public var testRows: Int
   public var model: any RecommendationModel
+  /// The hyperparameter search, when one ran.
+  public var tuning: Tuner.Result? = nil
 }
 
 /// Trains a BPR, ALS or SASRec model directly (no split, no publishing): every row of `data` is
@@ -141,6 +143,7 @@ public func trainImplicit(
 public func trainAndPublishImplicit(
   data: consuming Interactions, config: ImplicitModelConfig, split: ImplicitSplit = .leaveLastOut,
   threshold: Float? = nil, ks: [Int] = [10], modelsDirectory: String, name: String,
+  tune: Int = 0, fixed: Set<String> = [], tuneReport: ((String) -> Void)? = nil,
   progress: TrainingProgressHandler? = nil, isCancelled: (@Sendable () -> Bool)? = nil
 ) throws -> ImplicitTrainResult {
   try ModelStore.validateName(name)
@@ -155,6 +158,18 @@ public func trainAndPublishImplicit(
   let dataSummary = data.summary
   let (train, test) = try split.apply(to: data, seed: seed)
   _ = consume data
+  // A search only ever sees the training rows; the winner is then trained on all of them.
+  var config = config
+  var tuning: Tuner.Result? = nil
+  if tune > 0 {
+    var holdout: Double? = nil
+    if case .holdout(let h) = split { holdout = h }
+    let result = try Tuner.tune(
+      train: train, base: config, trials: tune, holdout: holdout, threshold: threshold,
+      fixed: fixed, report: tuneReport, isCancelled: isCancelled)
+    config = result.best
+    tuning = result
+  }
   let start = monotonicSeconds()
   let model = try trainImplicit(
     data: train, config: config, threshold: threshold, progress: progress,
@@ -188,6 +203,7 @@ public func trainAndPublishImplicit(
     for (k, v) in evaluation.counts { trainingData["eval_\(k)"] = .int(Int64(v)) }
   }
   var hyper = config.hyperparameters
+  if let tuning { hyper["tuning"] = tuning.json }
   if let threshold {
     hyper["implicit_threshold"] = .double(Double("\(threshold)") ?? Double(threshold))
   }
@@ -204,5 +220,6 @@ public func trainAndPublishImplicit(
   return ImplicitTrainResult(
     name: name, kind: config.kind, version: version, directory: directory, metrics: metrics,
     evaluation: evaluation, trainSeconds: trainSeconds, evalSeconds: evalSeconds,
-    trainRows: train.count, positivePairs: positivePairs, testRows: test.count, model: model)
+    trainRows: train.count, positivePairs: positivePairs, testRows: test.count, model: model,
+    tuning: tuning)
 }
