@@ -119,6 +119,10 @@ def test_bad_training_data_is_refused(trainer, path, code, words):
     ({"name": "x", "kind": "als", "data_path": "ratings.csv", "negative_sampling": "popularity"}, "negative_sampling"),
     ({"name": "x", "kind": "als", "data_path": "ratings.csv", "popularity_exponent": -1.0}, "popularity exponent"),
     ({"name": "x", "data_path": "ratings.csv", "cg_steps": 5}, "cg_steps"),
+    ({"name": "x", "data_path": "ratings.csv", "tune": 3}, "tune applies to kinds bpr and als"),
+    ({"name": "x", "kind": "sasrec", "data_path": "ratings.csv", "tune": 3}, "tune applies"),
+    ({"name": "x", "kind": "bpr", "data_path": "ratings.csv", "tune": -1}, "tune must be in 1...200"),
+    ({"name": "x", "kind": "als", "data_path": "ratings.csv", "tune": 500}, "tune must be in 1...200"),
 ])
 def test_bad_train_requests(trainer, request_fields, word):
     stub, _, _ = trainer
@@ -198,3 +202,38 @@ def test_train_rpc_takes_each_kinds_own_options(trainer):
                                             negative_candidates=5, negative_sampling="popularity"), timeout=120))[-1]
     hyper = _model_json(models, "opt-bpr", final.version)["hyperparameters"]
     assert (hyper["negative_candidates"], hyper["negative_sampling"]) == (5, "popularity"), hyper
+
+
+def test_train_rpc_tunes_and_records_the_search(trainer):
+    """Issue 11: `tune` on the Train RPC runs the same search as `recserve train --tune`: a
+    progress message per trial, the winner published, the search in model.json."""
+    import json  # noqa: PLC0415
+
+    stub, models, _ = trainer
+    messages = list(stub.Train(pb.TrainRequest(name="tuned", kind="als", data_path="ratings.csv", dim=8, epochs=6,
+                                               seed=5, tune=4, regularization=0.05), timeout=120))
+    trials = [m.message for m in messages if m.message.startswith("tune: trial")]
+    assert len(trials) >= 4, [m.message for m in messages]
+    final = messages[-1]
+    assert final.done and final.version == 1
+    tuning = json.loads((models / "tuned" / "1" / "model.json").read_text())["hyperparameters"]["tuning"]
+    assert len(tuning["trials"]) == 4
+    assert all(t["settings"]["reg"] == pytest.approx(0.05) for t in tuning["trials"])  # given: fixed
+
+
+def test_cancelled_tuning_publishes_nothing(trainer):
+    stub, models, _ = trainer
+    stream = stub.Train(pb.TrainRequest(name="tune-cancelled", kind="bpr", data_path="ratings.csv", dim=16,
+                                        epochs=300, tune=60), timeout=120)
+    for message in stream:
+        if message.message.startswith("tune: trial"):
+            break
+    stream.cancel()
+    with pytest.raises(grpc.RpcError) as error:
+        list(stream)
+    assert error.value.code() == grpc.StatusCode.CANCELLED
+    import time
+    time.sleep(2.0)
+    folder = models / "tune-cancelled"
+    published = [p for p in folder.glob("*") if not p.name.startswith(".")] if folder.exists() else []
+    assert published == []

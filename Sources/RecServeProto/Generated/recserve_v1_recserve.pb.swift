@@ -546,6 +546,14 @@ public nonisolated struct Recserve_V1_TrainRequest: @unchecked Sendable {
     set {_uniqueStorage()._batchSize = newValue}
   }
 
+  /// bpr, als: try this many hyperparameter settings (0: none; at most 200) on a validation slice
+  /// of the training rows and train the best (as `recserve train --tune`); settings given in this
+  /// request stay fixed. One progress message per trial.
+  public var tune: Int32 {
+    get {_storage._tune}
+    set {_uniqueStorage()._tune = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1287,7 +1295,7 @@ nonisolated extension Recserve_V1_Interaction: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}kind\0\u{3}data_path\0\u{1}interactions\0\u{1}dim\0\u{1}epochs\0\u{1}seed\0\u{1}holdout\0\u{3}learning_rate\0\u{1}regularization\0\u{1}promote\0\u{3}promote_metric\0\u{3}promote_tolerance\0\u{1}optimizer\0\u{3}early_stopping\0\u{1}alpha\0\u{3}negative_candidates\0\u{3}negative_sampling\0\u{3}cg_steps\0\u{3}popularity_exponent\0\u{1}maxlen\0\u{1}blocks\0\u{1}heads\0\u{1}dropout\0\u{3}batch_size\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}kind\0\u{3}data_path\0\u{1}interactions\0\u{1}dim\0\u{1}epochs\0\u{1}seed\0\u{1}holdout\0\u{3}learning_rate\0\u{1}regularization\0\u{1}promote\0\u{3}promote_metric\0\u{3}promote_tolerance\0\u{1}optimizer\0\u{3}early_stopping\0\u{1}alpha\0\u{3}negative_candidates\0\u{3}negative_sampling\0\u{3}cg_steps\0\u{3}popularity_exponent\0\u{1}maxlen\0\u{1}blocks\0\u{1}heads\0\u{1}dropout\0\u{3}batch_size\0\u{1}tune\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -1315,6 +1323,7 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
     var _heads: Int32 = 0
     var _dropout: Float? = nil
     var _batchSize: Int32 = 0
+    var _tune: Int32 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1350,6 +1359,7 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       _heads = source._heads
       _dropout = source._dropout
       _batchSize = source._batchSize
+      _tune = source._tune
     }
   }
 
@@ -1393,6 +1403,7 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         case 23: try { try decoder.decodeSingularInt32Field(value: &_storage._heads) }()
         case 24: try { try decoder.decodeSingularFloatField(value: &_storage._dropout) }()
         case 25: try { try decoder.decodeSingularInt32Field(value: &_storage._batchSize) }()
+        case 26: try { try decoder.decodeSingularInt32Field(value: &_storage._tune) }()
         default: break
         }
       }
@@ -1480,6 +1491,9 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       if _storage._batchSize != 0 {
         try visitor.visitSingularInt32Field(value: _storage._batchSize, fieldNumber: 25)
       }
+      if _storage._tune != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._tune, fieldNumber: 26)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1514,6 +1528,7 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         if _storage._heads != rhs_storage._heads {return false}
         if _storage._dropout != rhs_storage._dropout {return false}
         if _storage._batchSize != rhs_storage._batchSize {return false}
+        if _storage._tune != rhs_storage._tune {return false}
         return true
       }
       if !storagesAreEqual {return false}

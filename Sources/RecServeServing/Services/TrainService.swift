@@ -264,10 +264,20 @@ public final class TrainService: Sendable {
       parts: estimate)
     try send(
       writer, message: "training \(request.name) (\(request.kind)) on \(data.count) interactions")
+    var fixed: Set<String> = []
+    for (setting, given) in [
+      ("lr", request.hasLearningRate), ("reg", request.hasRegularization),
+      ("alpha", request.hasAlpha), ("negative_candidates", request.negativeCandidates != 0),
+      ("negative_sampling", !request.negativeSampling.isEmpty),
+    ] where given {
+      fixed.insert(setting)
+    }
     let result = try statusOfTraining(request.name) {
       try trainAndPublishImplicit(
         data: data, config: config, split: split, ks: ks, modelsDirectory: registry.directory,
-        name: request.name, progress: progressSender(writer), isCancelled: { writer.isCancelled })
+        name: request.name, tune: Int(request.tune), fixed: fixed,
+        tuneReport: { line in try? self.send(writer, message: line) },
+        progress: progressSender(writer), isCancelled: { writer.isCancelled })
     }
     registry.loadAll()
     var promoted = false
@@ -522,6 +532,14 @@ public final class TrainService: Sendable {
     ]
     if let (field, _, _) = fields.first(where: { $0.1 && $0.2 != kind }) {
       throw RPCError.invalidArgument("\(field) does not apply to kind \(kind)")
+    }
+    if request.tune != 0 {
+      guard kind == "bpr" || kind == "als" else {
+        throw RPCError.invalidArgument("tune applies to kinds bpr and als, not \(kind)")
+      }
+      guard (1...200).contains(request.tune) else {
+        throw RPCError.invalidArgument("tune must be in 1...200 trials, got \(request.tune)")
+      }
     }
   }
 
