@@ -4,7 +4,9 @@ import Foundation
 /// `trials` settings, the first the given configuration and the rest drawn (seeded) from each
 /// kind's search space, are all trained for a ninth of the epochs (ALS: iterations; at least
 /// 3); the best third goes on to a third of them, and the best third of those to the full count.
-/// The given settings always reach the full count, so the winner is never worse on validation. Each trial
+/// The given settings always reach the full count, and another trial wins only when it beats
+/// them on validation by more than one standard error of the difference (the best of many noisy
+/// scores is biased upwards), so a search does not trade good defaults for luck. Each trial
 /// is scored by NDCG@10 with full ranking on a validation split carved from the rows it is given
 /// (each user's latest training row, or a random tenth for a random-holdout split), never on
 /// held-out test rows: the caller passes only training rows. Trials run one after another, each
@@ -30,6 +32,11 @@ public enum Tuner {
     public var winner: Int
     public var validationSplit: String
     public var validationRows: Int
+    /// Users scored on validation.
+    public var validationUsers: Int
+    /// The best trial other than the given settings, when it did not beat them by more than the
+    /// noise of the validation score (and so did not win).
+    public var runnerUp: Int?
     public var seconds: Double
 
     /// For model.json: the search, its trials and the winner.
@@ -40,6 +47,8 @@ public enum Tuner {
         "metric": .string("validation ndcg@10"),
         "validation_split": .string(validationSplit),
         "validation_rows": .int(Int64(validationRows)),
+        "validation_users": .int(Int64(validationUsers)),
+        "best_other_trial": runnerUp.map { .int(Int64($0)) } ?? .null,
         "seconds": .double(seconds),
         "winner": .int(Int64(winner)),
         "trials": .array(
@@ -100,6 +109,7 @@ public enum Tuner {
     // fast they start, not where they end.
     let rungs = [max(min(full, 3), full / 9), max(min(full, 3), full / 3), full]
     var alive = Array(pool.indices)
+    var validationUsers = 0
     for (r, epochs) in rungs.enumerated() {
       if r > 0 {
         // The best third goes on (at least one); ties keep the earlier trial. The given
@@ -127,20 +137,37 @@ public enum Tuner {
             ks: [10], fullRanking: true, sampled: false, seed: seed,
             threads: max(1, config.threads), relevanceThreshold: threshold))
         let ndcg = evaluation.metrics["ndcg@10"] ?? 0
+        validationUsers = evaluation.users
         pool[index].scores.append((epochs, ndcg))
         report?(
           "tune: trial \(index + 1)/\(trials), \(epochs) \(base.kind == "als" ? "iterations" : "epochs"): \(describe(pool[index].config)) -> validation ndcg@10 \(String(format: "%.4f", ndcg))"
         )
       }
     }
-    let winner = alive.max { a, b in
+    var winner = alive.max { a, b in
       let x = pool[a].scores.last!.ndcg
       let y = pool[b].scores.last!.ndcg
       return x < y || (x == y && a > b)
     }!
+    // The best of many trials on one validation sample is partly luck (the winner's curse): a
+    // trial replaces the given settings only when it beats them by more than the score's noise,
+    // one standard error of the difference of two means of per-user NDCG (each in [0, 1], so its
+    // variance is at most m(1 - m) for a mean m).
+    var runnerUp: Int? = nil
+    if winner != 0 {
+      let base = pool[0].scores.last!.ndcg
+      let best = pool[winner].scores.last!.ndcg
+      let n = Double(max(1, validationUsers))
+      let noise = ((base * (1 - base) + best * (1 - best)) / n).squareRoot()
+      if best - base <= noise {
+        runnerUp = winner
+        winner = 0
+      }
+    }
     return Result(
       best: pool[winner].config, trials: pool, winner: winner, validationSplit: validationSplit,
-      validationRows: validation.count, seconds: monotonicSeconds() - start)
+      validationRows: validation.count, validationUsers: validationUsers, runnerUp: runnerUp,
+      seconds: monotonicSeconds() - start)
   }
 
   /// Epochs (BPR) or iterations (ALS).

@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""RecServe's defaults, RecServe with `--tune N`, and `implicit`'s defaults, on every data set
+(issue 11, done-when 1).
+
+Each data set is split leave-last-out in Python (each user's latest interaction held out);
+`recserve train --split none` and `implicit` train on the rest, RecServe's `--tune` carving its
+own validation rows out of that training part (it never sees the held-out rows); every model's
+factors are scored by the same full ranking of every item not in the user's training history.
+64 factors, 2 threads, BPR 100 epochs and ALS 15 iterations for everyone, each library's own
+defaults otherwise (implicit 0.7.3: BPR lr 0.01 with plain sampling, ALS alpha 1.0).
+
+    swift build -c release --product recserve && pip install implicit threadpoolctl numpy scipy
+    python3 Benchmarks/datasets.py
+    python3 Benchmarks/tune_vs_implicit.py [--tune 20] [--seeds 2] [--datasets ml-100k,...]
+
+Prints a markdown table per kind: NDCG@10 and HR@10 (means over seeds), the ratios to implicit,
+and seconds (RecServe's whole `recserve train` process, tuning included; implicit's fit).
+"""
+
+import argparse
+import os
+import pathlib
+import sys
+import tempfile
+
+import numpy as np
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import datasets  # noqa: E402
+import implicit_vs_recserve as ivr  # noqa: E402
+
+SHARED = HERE.parent.parent / "shared" / "data" / "ml-latest-small" / "ratings.csv"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default="ml-latest-small,ml-100k,ml-1m,instacart,insteval")
+    parser.add_argument("--kinds", default="bpr,als")
+    parser.add_argument("--tune", type=int, default=20)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--data-dir", default=os.path.expanduser("~/.cache/recserve-datasets"))
+    parser.add_argument("--binary", default=str(HERE.parent / ".build" / "release" / "recserve"))
+    args = parser.parse_args()
+
+    from implicit.cpu.als import AlternatingLeastSquares  # noqa: PLC0415
+    from implicit.cpu.bpr import BayesianPersonalizedRanking  # noqa: PLC0415
+
+    binary = ivr.ensure_binary(args.binary)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="tune-vs-implicit-"))
+    rows_out = {kind: [] for kind in args.kinds.split(",")}
+    for name in args.datasets.split(","):
+        path = SHARED if name == "ml-latest-small" else datasets.fetch(name, pathlib.Path(args.data_dir))
+        if not path.exists():
+            print(f"skipping {name}: {path} is not there", file=sys.stderr)
+            continue
+        train, test = ivr.leave_last_out(ivr.read_ratings(str(path)))
+        split = ivr.Split(train, test)
+        train_csv = tmp / f"{name}.csv"
+        with open(train_csv, "w") as f:
+            f.write("user,item,rating,timestamp\n")
+            f.writelines(f"{u},{i},{r:g},{t}\n" for u, i, r, t in train)
+        for kind in rows_out:
+            common = ["--dim", "64", "--threads", "2", "--epochs", "100" if kind == "bpr" else "15"]
+            runs = {"default": [], "tuned": [], "implicit": []}
+            for seed in range(42, 42 + args.seeds):
+                for label, extra in (("default", []), ("tuned", ["--tune", str(args.tune)])):
+                    u, uf, i, itf, _, wall = ivr.run_recserve(
+                        binary, str(train_csv), str(tmp / "models"), f"{kind}-{label}", kind, common + extra, seed)
+                    runs[label].append((*split.evaluate(u, uf, i, itf), wall))
+                model = (BayesianPersonalizedRanking(factors=64, iterations=100, num_threads=2, random_state=seed)
+                         if kind == "bpr" else
+                         AlternatingLeastSquares(factors=64, iterations=15, num_threads=2, random_state=seed))
+                u, uf, i, itf, seconds = ivr.run_implicit(model, split)
+                runs["implicit"].append((*split.evaluate(u, uf, i, itf), seconds))
+            mean = {k: [float(np.mean([r[j] for r in v])) for j in range(3)] for k, v in runs.items()}
+            rows_out[kind].append((name, mean))
+            print(f"{name} {kind}: " + ", ".join(f"{k} ndcg@10 {v[0]:.4f} ({v[2]:.1f} s)" for k, v in mean.items()),
+                  file=sys.stderr, flush=True)
+
+    for kind, table in rows_out.items():
+        print(f"\n{kind}: NDCG@10 / HR@10, mean of {args.seeds} seeds; --tune {args.tune}")
+        print("| data set | defaults | --tune | implicit | defaults / implicit | tuned / implicit | "
+              "HR@10 defaults / tuned / implicit | seconds defaults / tuned / implicit |")
+        print("|---|---|---|---|---|---|---|---|")
+        for name, m in table:
+            d, t, im = m["default"], m["tuned"], m["implicit"]
+            print(f"| {name} | {d[0]:.4f} | {t[0]:.4f} | {im[0]:.4f} | {d[0] / im[0]:.2f} | {t[0] / im[0]:.2f} | "
+                  f"{d[1]:.4f} / {t[1]:.4f} / {im[1]:.4f} | {d[2]:.1f} / {t[2]:.1f} / {im[2]:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
