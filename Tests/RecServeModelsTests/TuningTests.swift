@@ -99,3 +99,17 @@ import Testing
     #expect(manifest.contains("successive halving"))
   }
 }
+
+extension TuningTests {
+  /// The winner's-curse guard: a gain within the noise of a mean of per-user NDCG keeps the
+  /// given settings; a gain beyond it, or the same gain on many more users, does not.
+  @Test func aGainWithinTheNoiseKeepsTheGivenSettings() {
+    // 500 users at NDCG about 0.03: the standard error of the difference is about 0.011.
+    #expect(!Tuner.beatsBeyondNoise(0.038, 0.030, users: 500))
+    #expect(Tuner.beatsBeyondNoise(0.045, 0.030, users: 500))
+    // The same +0.008 on 6,000 users (about 0.003) is beyond the noise.
+    #expect(Tuner.beatsBeyondNoise(0.038, 0.030, users: 6_000))
+    #expect(!Tuner.beatsBeyondNoise(0.030, 0.030, users: 1_000_000))
+    #expect(!Tuner.beatsBeyondNoise(0.020, 0.030, users: 6_000))
+  }
+}

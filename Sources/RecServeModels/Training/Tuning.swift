@@ -154,20 +154,26 @@ public enum Tuner {
     // one standard error of the difference of two means of per-user NDCG (each in [0, 1], so its
     // variance is at most m(1 - m) for a mean m).
     var runnerUp: Int? = nil
-    if winner != 0 {
-      let base = pool[0].scores.last!.ndcg
-      let best = pool[winner].scores.last!.ndcg
-      let n = Double(max(1, validationUsers))
-      let noise = ((base * (1 - base) + best * (1 - best)) / n).squareRoot()
-      if best - base <= noise {
-        runnerUp = winner
-        winner = 0
-      }
+    if winner != 0
+      && !beatsBeyondNoise(
+        pool[winner].scores.last!.ndcg, pool[0].scores.last!.ndcg, users: validationUsers)
+    {
+      runnerUp = winner
+      winner = 0
     }
     return Result(
       best: pool[winner].config, trials: pool, winner: winner, validationSplit: validationSplit,
       validationRows: validation.count, validationUsers: validationUsers, runnerUp: runnerUp,
       seconds: monotonicSeconds() - start)
+  }
+
+  /// Whether a mean per-user NDCG of `best` beats `base` on the same `users` by more than one
+  /// standard error of the difference, bounded without pairing (a mean m of values in [0, 1]
+  /// has variance at most m(1 - m) / n).
+  static func beatsBeyondNoise(_ best: Double, _ base: Double, users: Int) -> Bool {
+    let n = Double(max(1, users))
+    let noise = ((base * (1 - base) + best * (1 - best)) / n).squareRoot()
+    return best - base > noise
   }
 
   /// Epochs (BPR) or iterations (ALS).
