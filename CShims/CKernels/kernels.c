@@ -171,21 +171,26 @@ __attribute__((target("avx2,fma"))) static void indexed_avx2(const float *q, con
 // first, zero-padded to whole chunks and groups, so that the inner loop reads them in order
 // without bounds; each item chunk is loaded once per group of four and stays in L1 across them.
 
-// packed[((g * chunks + c) * 4 + t) * 8 + l] = query (4g + t), dim 8c + l (0 past dim or count).
+// The queries packed for the batch kernels, zero past dim or count, in groups of 4 (halves 1:
+// the 256-bit tiles) or of 8 (halves 2: the 512-bit ones, two 8-lane halves a register):
+//   packed[(((g * chunks + c) * 4 + t) * halves + h) * 8 + l] = query (4 * halves * g + t + 4h),
+//   dim 8c + l.
 // PACKED_FLOATS (below) leaves room for 32 queries of up to 512 dims.
-static void pack_query_quads(const float *queries, int count, int dim, float *packed) {
+static void pack_queries(const float *queries, int count, int dim, int halves, float *packed) {
   const int chunks = (dim + 7) / 8;
-  const int groups = (count + 3) / 4;
+  const int per = 4 * halves;
+  const int groups = (count + per - 1) / per;
   for (int g = 0; g < groups; g++)
     for (int c = 0; c < chunks; c++)
-      for (int t = 0; t < 4; t++) {
-        const int j = 4 * g + t;
-        float *to = packed + (((size_t)g * chunks + c) * 4 + t) * 8;
-        for (int l = 0; l < 8; l++) {
-          const int d = 8 * c + l;
-          to[l] = j < count && d < dim ? queries[(size_t)j * dim + d] : 0;
+      for (int t = 0; t < 4; t++)
+        for (int h = 0; h < halves; h++) {
+          const int j = per * g + t + 4 * h;
+          float *to = packed + ((((size_t)g * chunks + c) * 4 + t) * halves + h) * 8;
+          for (int l = 0; l < 8; l++) {
+            const int d = 8 * c + l;
+            to[l] = j < count && d < dim ? queries[(size_t)j * dim + d] : 0;
+          }
         }
-      }
 }
 
 // One 256-bit tile's accumulators to scores: (dot + offset) + term as everywhere, stored to items
@@ -270,7 +275,7 @@ __attribute__((target("avx2,fma"))) static void batch_avx2(const float *queries,
                                                            const float *terms, int n, int dim,
                                                            float *out, int stride) {
   float packed[PACKED_FLOATS] __attribute__((aligned(32)));
-  pack_query_quads(queries, count, dim, packed);
+  pack_queries(queries, count, dim, 1, packed);
   const int chunks = (dim + 7) / 8;
 #define BATCH_QUADS_CASE(C) \
   case C: batch_quads(packed, count, offsets, items, terms, n, dim, C, out, stride); return;
@@ -316,7 +321,7 @@ __attribute__((target("avx2,fma,f16c"))) static void half_batch_avx2(
     const float *queries, int count, const float *offsets, const unsigned short *items,
     const float *terms, int n, int dim, float *out, int stride) {
   float packed[PACKED_FLOATS] __attribute__((aligned(32)));
-  pack_query_quads(queries, count, dim, packed);
+  pack_queries(queries, count, dim, 1, packed);
   const int chunks = dim / 8;
 #define HALF_QUADS_CASE(C) \
   case C: half_batch_quads(packed, count, offsets, items, terms, n, dim, C, out, stride); return;
@@ -341,25 +346,6 @@ __attribute__((target("avx2,fma,f16c"))) static void half_batch_avx2(
 // queries: per chunk of 8 dims, each item's chunk is broadcast to both halves and multiplied with
 // four packed query pairs. The reduction is the canonical tree on all sixteen accumulators at
 // once, and leaves item 0's eight queries in the low 256 bits and item 1's in the high ones.
-
-// packed[((g * chunks + c) * 4 + t) * 16 + h * 8 + l] = query (8g + t + 4h), dim 8c + l (0 past
-// dim or count). Room (PACKED_FLOATS) for 32 queries of up to 512 dims.
-
-static void pack_query_pairs(const float *queries, int count, int dim, float *packed) {
-  const int chunks = (dim + 7) / 8;
-  const int groups = (count + 7) / 8;
-  for (int g = 0; g < groups; g++)
-    for (int c = 0; c < chunks; c++)
-      for (int t = 0; t < 4; t++)
-        for (int h = 0; h < 2; h++) {
-          const int j = 8 * g + t + 4 * h;
-          float *to = packed + (((size_t)g * chunks + c) * 4 + t) * 16 + h * 8;
-          for (int l = 0; l < 8; l++) {
-            const int d = 8 * c + l;
-            to[l] = j < count && d < dim ? queries[(size_t)j * dim + d] : 0;
-          }
-        }
-}
 
 // One tile's accumulators to scores: the canonical tree, then (dot + offset) + term as everywhere,
 // columns past `count` zero; stored to items i and i + 1 (when i + 1 < n), queries 8g..8g+7.
@@ -420,7 +406,7 @@ __attribute__((target("avx2,fma,avx512f,avx512dq"))) static void batch_avx512(
   const int chunks = (dim + 7) / 8;
   const int groups = (count + 7) / 8;
   float packed[PACKED_FLOATS] __attribute__((aligned(64)));
-  pack_query_pairs(queries, count, dim, packed);
+  pack_queries(queries, count, dim, 2, packed);
   const int full = dim & ~7;
   const int left = dim - full;
   const __m256i mask = left ? tail_mask(left) : _mm256_setzero_si256();
@@ -449,7 +435,7 @@ __attribute__((target("avx2,fma,f16c,avx512f,avx512dq"))) static void half_batch
   const int chunks = dim / 8;
   const int groups = (count + 7) / 8;
   float packed[PACKED_FLOATS] __attribute__((aligned(64)));
-  pack_query_pairs(queries, count, dim, packed);
+  pack_queries(queries, count, dim, 2, packed);
   for (int i = 0; i < n; i += 2) {
     const unsigned short *x0 = items + (size_t)i * dim;
     const unsigned short *x1 = i + 1 < n ? x0 + dim : x0;
