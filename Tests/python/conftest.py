@@ -120,6 +120,20 @@ class Server:
         return self.process.returncode
 
 
+def cancel_and_expect_nothing_published(stream, folder: pathlib.Path, settle: float = 1.0):
+    """Cancels a Train stream: it ends CANCELLED, and after `settle` seconds the server has left no
+    version of the model in `folder` (at most the folder itself, or hidden staging entries)."""
+    import grpc  # noqa: PLC0415
+
+    stream.cancel()
+    with pytest.raises(grpc.RpcError) as error:
+        list(stream)
+    assert error.value.code() == grpc.StatusCode.CANCELLED
+    time.sleep(settle)
+    published = [p for p in folder.iterdir() if not p.name.startswith(".")] if folder.exists() else []
+    assert published == []
+
+
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory):
     """Generated ratings with planted structure, and an MF model trained on them."""

@@ -5,7 +5,7 @@ import shutil
 import grpc
 import pytest
 
-from conftest import Server
+from conftest import Server, cancel_and_expect_nothing_published
 from recserve.v1 import recserve_pb2 as pb
 from recserve.v1 import recserve_pb2_grpc as rpc
 
@@ -64,16 +64,8 @@ def test_cancelled_training_publishes_nothing(trainer):
     first = next(stream)
     assert first.message.startswith("training cancelled")
     next(stream)  # an epoch finished
-    stream.cancel()
-    with pytest.raises(grpc.RpcError) as error:
-        list(stream)
-    assert error.value.code() == grpc.StatusCode.CANCELLED
-    # The server noticed, stopped, and left no version behind (only, at most, an empty folder).
-    import time
-    time.sleep(1.0)
-    published = [p for p in (models / "cancelled").glob("*") if not p.name.startswith(".")] \
-        if (models / "cancelled").exists() else []
-    assert published == []
+    # The server notices, stops, and leaves no version behind.
+    cancel_and_expect_nothing_published(stream, models / "cancelled")
 
 
 @pytest.mark.parametrize("path,code,words", [
@@ -228,12 +220,4 @@ def test_cancelled_tuning_publishes_nothing(trainer):
     for message in stream:
         if message.message.startswith("tune: trial"):
             break
-    stream.cancel()
-    with pytest.raises(grpc.RpcError) as error:
-        list(stream)
-    assert error.value.code() == grpc.StatusCode.CANCELLED
-    import time
-    time.sleep(2.0)
-    folder = models / "tune-cancelled"
-    published = [p for p in folder.glob("*") if not p.name.startswith(".")] if folder.exists() else []
-    assert published == []
+    cancel_and_expect_nothing_published(stream, models / "tune-cancelled", settle=2.0)
