@@ -29,6 +29,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import datasets  # noqa: E402
 import implicit_vs_recserve as ivr  # noqa: E402
+from defaults_sweep import prepare  # noqa: E402
 
 SHARED = HERE.parent.parent / "shared" / "data" / "ml-latest-small" / "ratings.csv"
 
@@ -54,12 +55,7 @@ def main():
         if not path.exists():
             print(f"skipping {name}: {path} is not there", file=sys.stderr)
             continue
-        train, test = ivr.leave_last_out(ivr.read_ratings(str(path)))
-        split = ivr.Split(train, test)
-        train_csv = tmp / f"{name}.csv"
-        with open(train_csv, "w") as f:
-            f.write("user,item,rating,timestamp\n")
-            f.writelines(f"{u},{i},{r:g},{t}\n" for u, i, r, t in train)
+        split, train_csv, _ = prepare(path, tmp)
         for kind in rows_out:
             common = ["--dim", "64", "--threads", "2", "--epochs", "100" if kind == "bpr" else "15"]
             runs = {"default": [], "tuned": [], "implicit": []}
