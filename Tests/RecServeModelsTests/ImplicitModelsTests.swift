@@ -134,6 +134,7 @@ import Testing
     func correct(_ candidates: Int) throws -> (Double, MFModel) {
       var c = Self.bpr()
       c.negativeCandidates = candidates
+      c.recencyBoost = 0  // triples drawn uniformly, so only the negatives differ
       var last = 0.0
       let model = try BPRTrainer.train(train, config: c) { p in
         last = p.validation["correct"] ?? -1

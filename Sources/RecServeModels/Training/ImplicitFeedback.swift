@@ -1,3 +1,5 @@
+import Foundation
+
 /// Implicit feedback: which (user, item) pairs are positive and how strongly, as a user → items
 /// CSR with summed strengths (and its item → users transpose for ALS).
 public struct ImplicitMatrix: Sendable {
@@ -157,5 +159,61 @@ enum ImplicitKernels {
     _ n: Int
   ) {
     for r in 0..<n { out[r] = VectorMath.dot(A + r * n, v, n) }
+  }
+}
+
+extension ImplicitMatrix {
+  /// The user → items matrix of `data` with recent interactions weighted up: the row a user
+  /// made p interactions before their latest (time order, file order among equal timestamps)
+  /// weighs 1 + boost·2^(−p / h), h = halfLife × the user's row count (at least 1), and an
+  /// entry's strength is the sum of its rows' weights (a repeated pair adds up, as without
+  /// recency). The next item a user picks is most like their last few, which a uniform weight
+  /// dilutes among a long history.
+  public init(_ data: Interactions, recencyBoost boost: Float, halfLife: Float) {
+    self.init(data)
+    if boost == 0 || data.isEmpty { return }
+    let U = data.userCount
+    // Each user's rows in time order.
+    var start = [Int](repeating: 0, count: U + 1)
+    for u in data.users { start[Int(u) + 1] += 1 }
+    for u in 0..<U { start[u + 1] += start[u] }
+    var fill = start
+    var order = [Int32](repeating: 0, count: data.count)
+    for r in 0..<data.count {
+      let u = Int(data.users[r])
+      order[fill[u]] = Int32(r)
+      fill[u] += 1
+    }
+    fill = []
+    var values = [Float](repeating: 0, count: nnz)
+    let timestamps = data.timestamps
+    order.withUnsafeMutableBufferPointer { buf in
+      for u in 0..<U {
+        var rows = UnsafeMutableBufferPointer(rebasing: buf[start[u]..<start[u + 1]])
+        rows.sort { a, b in
+          let ta = timestamps[Int(a)]
+          let tb = timestamps[Int(b)]
+          return ta < tb || (ta == tb && a < b)
+        }
+        let n = rows.count
+        let h = max(1, Double(halfLife) * Double(n))
+        let lo = indptr[u]
+        let hi = indptr[u + 1]
+        for (k, r) in rows.enumerated() {
+          let p = Double(n - 1 - k)
+          let weight = 1 + Double(boost) * pow(2, -p / h)
+          // The entry of (u, item): columns are sorted and distinct within the row.
+          let item = data.items[Int(r)]
+          var a = lo
+          var b = hi
+          while a < b {
+            let mid = (a + b) >> 1
+            if indices[mid] < item { a = mid + 1 } else { b = mid }
+          }
+          values[a] += Float(weight)
+        }
+      }
+    }
+    self = ImplicitMatrix(rows: rows, cols: cols, indptr: indptr, indices: indices, values: values)
   }
 }
