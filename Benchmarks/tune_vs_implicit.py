@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """RecServe's defaults, RecServe with `--tune N`, and `implicit`'s defaults, on every data set
-(issue 11, done-when 1).
+(issue 11, done-when 1); and explicit MF's defaults against MF with `--tune N` (done-when 2).
 
 Each data set is split leave-last-out in Python (each user's latest interaction held out);
 `recserve train --split none` and `implicit` train on the rest, RecServe's `--tune` carving its
@@ -15,7 +15,16 @@ defaults otherwise (implicit 0.7.3: BPR lr 0.01 with plain sampling, ALS alpha 1
 
 Prints a markdown table per kind: NDCG@10 and HR@10 (means over seeds), the ratios to implicit,
 and seconds (RecServe's whole `recserve train` process, tuning included; implicit's fit).
+
+MF (`--kinds mf`, on the data sets with explicit ratings): `recserve train --kind mf` on the
+whole file with its default random 10% holdout (seeded, so the defaults and the tuned run are
+scored on the same held-out rows, which the search never sees: it carves its validation rows
+from the other 90%); 20 epochs, dim 64 unless the search picks another; RMSE, mean over seeds.
 """
+
+import json
+import subprocess
+import time
 
 import argparse
 import os
@@ -37,7 +46,7 @@ SHARED = HERE.parent.parent / "shared" / "data" / "ml-latest-small" / "ratings.c
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="ml-latest-small,ml-100k,ml-1m,instacart,insteval")
-    parser.add_argument("--kinds", default="bpr,als")
+    parser.add_argument("--kinds", default="bpr,als,mf")
     parser.add_argument("--tune", type=int, default=20)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--data-dir", default=os.path.expanduser("~/.cache/recserve-datasets"))
@@ -49,11 +58,22 @@ def main():
 
     binary = ivr.ensure_binary(args.binary)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="tune-vs-implicit-"))
-    rows_out = {kind: [] for kind in args.kinds.split(",")}
+    rows_out = {kind: [] for kind in args.kinds.split(",") if kind != "mf"}
+    mf_rows = []
     for name in args.datasets.split(","):
         path = SHARED if name == "ml-latest-small" else datasets.fetch(name, pathlib.Path(args.data_dir))
         if not path.exists():
             print(f"skipping {name}: {path} is not there", file=sys.stderr)
+            continue
+        if "mf" in args.kinds.split(",") and name != "instacart":  # instacart has no ratings
+            runs = {label: [run_mf(binary, path, tmp / "models", seed, extra)
+                            for seed in range(42, 42 + args.seeds)]
+                    for label, extra in (("default", []), ("tuned", ["--tune", str(args.tune)]))}
+            mean = {k: [float(np.mean([r[j] for r in v])) for j in range(2)] for k, v in runs.items()}
+            mf_rows.append((name, mean, runs))
+            print(f"{name} mf: rmse defaults {mean['default'][0]:.4f}, tuned {mean['tuned'][0]:.4f}",
+                  file=sys.stderr, flush=True)
+        if not rows_out:
             continue
         split, train_csv, _ = prepare(path, tmp)
         for kind in rows_out:
@@ -83,6 +103,29 @@ def main():
             d, t, im = m["default"], m["tuned"], m["implicit"]
             print(f"| {name} | {d[0]:.4f} | {t[0]:.4f} | {im[0]:.4f} | {d[0] / im[0]:.2f} | {t[0] / im[0]:.2f} | "
                   f"{d[1]:.4f} / {t[1]:.4f} / {im[1]:.4f} | {d[2]:.1f} / {t[2]:.1f} / {im[2]:.1f} |")
+
+    if mf_rows:
+        print(f"\nmf: held-out RMSE (random 10%), mean of {args.seeds} seeds; --tune {args.tune}")
+        print("| data set | defaults RMSE | --tune RMSE | tuned / defaults | tuned lower on every seed | "
+              "seconds defaults / tuned |")
+        print("|---|---|---|---|---|---|")
+        for name, m, runs in mf_rows:
+            d, t = m["default"], m["tuned"]
+            every = all(b[0] < a[0] for a, b in zip(runs["default"], runs["tuned"]))
+            print(f"| {name} | {d[0]:.4f} | {t[0]:.4f} | {t[0] / d[0]:.3f} | {'yes' if every else 'no'} | "
+                  f"{d[1]:.1f} / {t[1]:.1f} |")
+
+
+def run_mf(binary, data, models, seed, extra):
+    """(held-out RMSE, wall seconds) of `recserve train --kind mf` with its default holdout."""
+    cmd = [binary, "train", "--data", str(data), "--kind", "mf", "--models", str(models), "--name", "mf",
+           "--seed", str(seed), "--threads", "2", "--json", "--quiet", *extra]
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if out.returncode != 0:
+        sys.exit(f"recserve failed: {' '.join(cmd)}\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])["metrics"]["rmse"], wall
 
 
 if __name__ == "__main__":

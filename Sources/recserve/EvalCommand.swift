@@ -230,18 +230,9 @@ struct EvalCommand: ParsableCommand {
       break
     }
     print(header + ":")
-    if case .object(let tuning)? = loaded.manifest.hyperparameters["tuning"],
-      case .array(let trials)? = tuning["trials"], case .int(let winner)? = tuning["winner"]
-    {
+    if let tuning = loaded.manifest.hyperparameters["tuning"].flatMap(Tuner.summary) {
       // What `recserve train --tune` chose, from model.json.
-      var chosen = ""
-      if Int(winner) < trials.count, case .object(let trial) = trials[Int(winner)],
-        case .object(let settings)? = trial["settings"]
-      {
-        chosen = settings.keys.sorted().map { "\($0) \(settings[$0]!.serialized(pretty: false))" }
-          .joined(separator: ", ")
-      }
-      print("  tuned: trial \(winner + 1) of \(trials.count) won (\(chosen))")
+      print("  tuned: \(tuning)")
     }
     if let e = ratingEval {
       print("  ratings: rmse \(CLI.fmt(e.rmse))  mae \(CLI.fmt(e.mae))  (\(e.count) ratings)")

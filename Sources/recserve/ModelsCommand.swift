@@ -195,6 +195,7 @@ enum ModelTable {
       ["VERSION", "STATE", "LABELS", "KIND", "SIZE MB", "CREATED", "METRICS"]
     ]
     var reasons: [Int: String] = [:]
+    var tunings: [Int: String] = [:]
     for version in status.versions {
       rows.append([
         String(version.version),
@@ -206,12 +207,14 @@ enum ModelTable {
         metrics(version.metrics),
       ])
       if !version.reason.isEmpty { reasons[rows.count - 1] = version.reason }
+      if !version.tuning.isEmpty { tunings[rows.count - 1] = version.tuning }
     }
     for (index, line) in layout(rows).enumerated() {
       Swift.print("  " + line)
       if let reason = reasons[index] {
         Swift.print("      reason: " + reason.replacingOccurrences(of: "\n", with: " "))
       }
+      if let tuning = tunings[index] { Swift.print("      tuned: " + tuning) }
     }
   }
 

@@ -21,7 +21,7 @@ import Testing
     #expect(first.best == again.best)
     #expect(first.trials.map { $0.config } == again.trials.map { $0.config })
     #expect(
-      first.trials.map { $0.scores.map(\.ndcg) } == again.trials.map { $0.scores.map(\.ndcg) })
+      first.trials.map { $0.scores.map(\.value) } == again.trials.map { $0.scores.map(\.value) })
     // Another seed draws other settings.
     let other = try Tuner.tune(train: train, base: Self.als(seed: 7), trials: 6)
     #expect(other.trials[1].config != first.trials[1].config)
@@ -33,7 +33,7 @@ import Testing
     #expect(base.budget == full)
     let best = try #require(first.trials[first.winner].scores.last)
     #expect(best.budget == full)
-    #expect(best.ndcg >= base.ndcg)
+    #expect(best.value >= base.value)
     // Successive halving: every trial ran the first rung, fewer went on.
     #expect(first.trials.allSatisfy { !$0.scores.isEmpty })
     #expect(first.trials.filter { $0.scores.count == 3 }.count < first.trials.count)
@@ -101,15 +101,87 @@ import Testing
 }
 
 extension TuningTests {
-  /// The winner's-curse guard: a gain within the noise of a mean of per-user NDCG keeps the
-  /// given settings; a gain beyond it, or the same gain on many more users, does not.
+  /// The winner's-curse guard pairs users: a gain that every user shares is beyond the noise
+  /// even when the users' scores differ widely; the same mean gain made of large gains and
+  /// losses that nearly cancel is not; users scored by only one side are left out.
   @Test func aGainWithinTheNoiseKeepsTheGivenSettings() {
-    // 500 users at NDCG about 0.03: the standard error of the difference is about 0.011.
-    #expect(!Tuner.beatsBeyondNoise(0.038, 0.030, users: 500))
-    #expect(Tuner.beatsBeyondNoise(0.045, 0.030, users: 500))
-    // The same +0.008 on 6,000 users (about 0.003) is beyond the noise.
-    #expect(Tuner.beatsBeyondNoise(0.038, 0.030, users: 6_000))
-    #expect(!Tuner.beatsBeyondNoise(0.030, 0.030, users: 1_000_000))
-    #expect(!Tuner.beatsBeyondNoise(0.020, 0.030, users: 6_000))
+    let users = (0..<500).map { Int32($0) }
+    // Scores spread over [0, 1] (hard and easy users), the trial +0.01 on every user.
+    let base = users.map { ($0, Double($0 % 10) / 10) }
+    let steady = users.map { ($0, Double($0 % 10) / 10 + 0.01) }
+    let g = Tuner.pairedGain(steady, over: base)
+    #expect(abs(g.mean - 0.01) < 1e-12)
+    #expect(g.standardError < 1e-9)
+    #expect(Tuner.beatsBeyondNoise(g))
+    // The same +0.01 on average, from +0.51 and -0.49 alternately: noise.
+    let swinging = users.map { ($0, Double($0 % 10) / 10 + ($0 % 2 == 0 ? 0.51 : -0.49)) }
+    let h = Tuner.pairedGain(swinging, over: base)
+    #expect(abs(h.mean - 0.01) < 1e-9)
+    #expect(!Tuner.beatsBeyondNoise(h))
+    // A loss never wins, and neither does no gain.
+    #expect(!Tuner.beatsBeyondNoise(Tuner.pairedGain(base, over: steady)))
+    #expect(!Tuner.beatsBeyondNoise(Tuner.pairedGain(base, over: base)))
+    // Only users on both sides count: the trial's extra user 999 is ignored.
+    let extra = steady + [(Int32(999), 1.0)]
+    #expect(abs(Tuner.pairedGain(extra, over: base).mean - 0.01) < 1e-12)
+  }
+}
+
+extension TuningTests {
+  static func ratings() throws -> Interactions {
+    try SyntheticData.generate(users: 150, items: 120, seed: 11, dim: 4, density: 0.15)
+  }
+
+  /// MF's search scores trials by RMSE on a tenth of the training rows: it is reproducible for
+  /// a seed, keeps a dim the user gave, and beats or keeps the given settings' validation RMSE.
+  @Test func theMFSearchIsReproducibleAndKeepsFixedSettings() throws {
+    let data = try Self.ratings()
+    let base = MFConfig(dim: 8, epochs: 9, seed: 5)
+    let first = try Tuner.tune(train: data, base: base, trials: 6, fixed: ["dim"])
+    let again = try Tuner.tune(train: data, base: base, trials: 6, fixed: ["dim"])
+    #expect(
+      first.trials.map { $0.scores.map(\.value) } == again.trials.map { $0.scores.map(\.value) })
+    #expect(first.winner == again.winner)
+    #expect(first.metric == "rmse")
+    #expect(first.trials.allSatisfy { $0.config.dim == 8 })
+    #expect(Set(first.trials.map { $0.config.learningRate }).count > 1)
+    #expect(first.trials[0].config == base)
+    let given = try #require(first.trials[0].scores.last)
+    let won = try #require(first.trials[first.winner].scores.last)
+    #expect(given.budget == 9 && won.budget == 9)
+    #expect(won.value <= given.value)
+    #expect(
+      first.validationRows == data.count
+        - data.randomSplit(holdout: 0.1, seed: 5 ^ 0x7475_6E65).train.count)
+  }
+
+  /// `trainAndPublishMF` hands the search its training split only: the search it records is
+  /// exactly the one run on that split, so the held-out rows cannot have moved any score.
+  @Test func theMFSearchSeesOnlyTheTrainingSplit() throws {
+    let data = try Self.ratings()
+    let config = MFConfig(dim: 8, epochs: 9, seed: 5)
+    let directory = TempDir()
+    let result = try trainAndPublishMF(
+      data: data, config: config, holdout: 0.2, modelsDirectory: directory.path, name: "m",
+      tune: 4)
+    let tuning = try #require(result.tuning)
+    let (train, test) = data.randomSplit(holdout: 0.2, seed: 5)
+    #expect(result.testRows == test.count)
+    let direct = try Tuner.tune(train: train, base: config, trials: 4)
+    #expect(
+      tuning.trials.map { $0.scores.map(\.value) } == direct.trials.map { $0.scores.map(\.value) })
+    #expect(tuning.validationRows == direct.validationRows)
+    #expect(tuning.validationRows < train.count / 5)
+    let manifest = try String(contentsOfFile: result.directory + "/model.json", encoding: .utf8)
+    #expect(manifest.contains("\"validation rmse\""))
+    guard case .object(let root) = try JSONValue.parse(manifest),
+      case .object(let hyper)? = root["hyperparameters"], let record = hyper["tuning"]
+    else {
+      Issue.record("model.json has no hyperparameters.tuning")
+      return
+    }
+    let line = try #require(Tuner.summary(of: record))
+    #expect(line.hasPrefix("trial \(tuning.winner + 1) of 4 won ("))
+    #expect(line.contains("validation rmse"))
   }
 }

@@ -221,3 +221,17 @@ def test_unload_and_reload(admin):
         assert by_version[3]["state"] == "FAILED"  # and a corrupt one stays FAILED
     finally:
         models_cli(admin, "set-label", "movies", "stable", 0)
+
+
+def test_status_shows_how_a_tuned_version_was_chosen(admin, dataset):
+    """Issue 11: a version trained with --tune carries its search; `models status` (and the
+    ModelAdmin status it prints) says which trial won with which settings; an untuned version
+    says nothing about tuning."""
+    run_cli("train", "--data", dataset["data"], "--kind", "als", "--name", "tuned", "--models",
+            admin["root"] / "models", "--dim", 8, "--epochs", 4, "--tune", 3, "--quiet")
+    ok(models_cli(admin, "reload"))
+    out = ok(models_cli(admin, "status", "tuned")).stdout
+    assert "tuned: trial " in out and " of 3 won (" in out and "validation ndcg@10" in out
+    assert "searched in" in out
+    assert status_json(admin, "tuned")["versions"][0]["tuning"].startswith("trial ")
+    assert "tuned:" not in ok(models_cli(admin, "status", "movies")).stdout

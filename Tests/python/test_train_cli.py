@@ -187,9 +187,34 @@ def test_tune_searches_and_records_the_search(small_data, tmp_path):
     manifest = json.loads((pathlib.Path(summary["directory"]) / "model.json").read_text())
     assert manifest["hyperparameters"]["tuning"]["winner"] == tuning["winner"]
 
-    for kind, extra in [("mf", ()), ("sasrec", ())]:
-        refused = run_cli(*train_args(small_data, models, kind, "--tune", 3, *extra), check=False)
-        assert refused.returncode != 0
-        assert "--tune is for --kind bpr and als" in refused.stderr
+    refused = run_cli(*train_args(small_data, models, "sasrec", "--tune", 3), check=False)
+    assert refused.returncode != 0
+    assert "--tune is for --kind mf, bpr and als" in refused.stderr
     refused = run_cli(*train_args(small_data, models, "bpr", "--tune", 0), check=False)
     assert refused.returncode != 0 and "--tune must be in 1...200" in refused.stderr
+
+
+def test_tune_mf_searches_by_rmse_on_training_rows_only(small_data, tmp_path):
+    """`--tune N` on mf (issue 11): trials scored by validation RMSE on a tenth of the training
+    rows (the held-out tenth stays out of the search), the given --dim kept by every trial, the
+    winner trained and recorded; and the search shown by `recserve eval`."""
+    import json  # noqa: PLC0415
+
+    models = tmp_path / "models"
+    result = run_cli(*train_args(small_data, models, "mf", "--tune", 5, "--json"))
+    summary = json.loads(result.stdout)
+    tuning = summary["tuning"]
+    assert tuning["metric"] == "validation rmse"
+    assert len(tuning["trials"]) == 5
+    assert all(t["settings"]["dim"] == 4 for t in tuning["trials"])  # --dim 4 was given
+    assert len({t["settings"]["lr"] for t in tuning["trials"]}) > 1  # lr was searched
+    # Every trial has an RMSE at each budget it reached; trial 0 (the defaults) reached the end.
+    assert all(all(s["rmse"] > 0 for s in t["scores"]) for t in tuning["trials"])
+    assert tuning["trials"][0]["scores"][-1]["budget"] == 30
+    # The tuning rows are 10% of the training rows: the held-out rows are not among them.
+    assert tuning["validation_rows"] == pytest.approx(summary["train_rows"] * 0.1, abs=2)
+    winner = tuning["trials"][tuning["winner"]]["settings"]
+    assert summary["hyperparameters"]["lr"] == pytest.approx(winner["lr"])
+    assert summary["metrics"]["rmse"] > 0
+    shown = run_cli("eval", "--models", models, "--name", "m", "--data", small_data)
+    assert "tuned: trial" in shown.stdout

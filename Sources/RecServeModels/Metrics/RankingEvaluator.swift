@@ -80,6 +80,20 @@ public struct RankingEvaluation: Sendable, Equatable {
   public var seenTestItems: Int
   /// Held-out (user, item) pairs ranked in the sampled protocol.
   public var sampledPairs: Int
+  /// Full-ranking NDCG at the smallest cutoff of each evaluated user (model user index), in
+  /// ascending user order: for paired comparisons of two models on the same users (a
+  /// difference of means has far less noise when each user is compared with itself). Empty
+  /// without full ranking.
+  public var userNDCG: [(user: Int32, ndcg: Double)] = []
+
+  public static func == (a: RankingEvaluation, b: RankingEvaluation) -> Bool {
+    a.ks == b.ks && a.full == b.full && a.coverage == b.coverage && a.novelty == b.novelty
+      && a.diversity == b.diversity && a.sampled == b.sampled && a.sampledMRR == b.sampledMRR
+      && a.users == b.users && a.unknownUsers == b.unknownUsers
+      && a.usersWithoutTestItems == b.usersWithoutTestItems
+      && a.unknownTestItems == b.unknownTestItems && a.seenTestItems == b.seenTestItems
+      && a.sampledPairs == b.sampledPairs && a.userNDCG.elementsEqual(b.userNDCG, by: ==)
+  }
 
   /// Lowercase metric names with `@k`: hr, precision, recall, f1, ndcg, mrr, map, coverage,
   /// novelty, ild (full ranking); sampled_hr, sampled_ndcg and sampled_mrr (sampled).
@@ -200,6 +214,10 @@ public enum RankingEvaluator {
       blocks.deallocate()
     }
     let T = max(1, min(config.threads, blockCount))
+    // Each evaluated user's NDCG at the smallest cutoff (written by the thread of its block).
+    let userNDCG = UnsafeMutableBufferPointer<Double>.allocate(capacity: max(1, evalUsers.count))
+    userNDCG.initialize(repeating: 0)
+    defer { userNDCG.deallocate() }
     let firstRank = UnsafeMutableBufferPointer<Int32>.allocate(capacity: max(1, T * I))
     firstRank.initialize(repeating: Int32.max)
     defer { firstRank.deallocate() }
@@ -284,9 +302,9 @@ public enum RankingEvaluator {
               }
               flags.withUnsafeBufferPointer { f in
                 for (x, k) in ks.enumerated() {
-                  sums.full[x] =
-                    sums.full[x]
-                    + RankingMetrics.scores(hitFlags: f, relevantCount: rel.count, k: k)!
+                  let s = RankingMetrics.scores(hitFlags: f, relevantCount: rel.count, k: k)!
+                  sums.full[x] = sums.full[x] + s
+                  if x == 0 { userNDCG[e] = s.ndcg }
                 }
               }
               for (x, k) in ks.enumerated() {
@@ -367,6 +385,7 @@ public enum RankingEvaluator {
       seenTestItems: seenTestItems, sampledPairs: total.sampledPairs)
     let n = Double(total.users)
     if total.users > 0 && config.fullRanking {
+      result.userNDCG = evalUsers.indices.map { (evalUsers[$0], userNDCG[$0]) }
       var best = [Int32](repeating: Int32.max, count: I)
       for t in 0..<T {
         for i in 0..<I { best[i] = min(best[i], firstRank[t * I + i]) }

@@ -46,6 +46,33 @@ public enum RatingMetrics {
   public static func evaluate(model: any RecommendationModel, on data: Interactions)
     -> RatingEvaluation
   {
+    var acc = ErrorAccumulator()
+    let (unknownPairs, unknownUsers, unknownItems) = forEachPrediction(model: model, on: data) {
+      acc.add(predicted: $1, actual: data.ratings[$0])
+    }
+    return RatingEvaluation(
+      rmse: acc.rmse, mae: acc.mae, count: acc.count, unknownPairs: unknownPairs,
+      unknownUsers: unknownUsers, unknownItems: unknownItems)
+  }
+
+  /// The squared error of `model.predict` on each row of `data`, in row order (ids matched as
+  /// `evaluate` does): for paired comparisons of two models on the same rows.
+  public static func squaredErrors(model: any RecommendationModel, on data: Interactions)
+    -> [Double]
+  {
+    var errors = [Double](repeating: 0, count: data.count)
+    _ = forEachPrediction(model: model, on: data) { r, p in
+      let e = Double(p) - Double(data.ratings[r])
+      errors[r] = e * e
+    }
+    return errors
+  }
+
+  /// Calls `body(row, prediction)` for every row of `data`; returns the rows with an unknown
+  /// user or item, and the unknown distinct users and items.
+  static func forEachPrediction(
+    model: any RecommendationModel, on data: Interactions, _ body: (Int, Float) -> Void
+  ) -> (pairs: Int, users: Int, items: Int) {
     var userMap = [Int32](repeating: -1, count: data.userCount)
     var itemMap = [Int32](repeating: -1, count: data.itemCount)
     var unknownUsers = 0
@@ -56,17 +83,13 @@ public enum RatingMetrics {
     for (i, id) in data.itemIds.enumerated() {
       if let m = model.itemIndex(id) { itemMap[i] = m } else { unknownItems += 1 }
     }
-    var acc = ErrorAccumulator()
     var unknownPairs = 0
     for r in 0..<data.count {
       let u = userMap[Int(data.users[r])]
       let i = itemMap[Int(data.items[r])]
       if u < 0 || i < 0 { unknownPairs += 1 }
-      let p = model.predict(user: u < 0 ? nil : u, item: i < 0 ? nil : i)
-      acc.add(predicted: p, actual: data.ratings[r])
+      body(r, model.predict(user: u < 0 ? nil : u, item: i < 0 ? nil : i))
     }
-    return RatingEvaluation(
-      rmse: acc.rmse, mae: acc.mae, count: acc.count, unknownPairs: unknownPairs,
-      unknownUsers: unknownUsers, unknownItems: unknownItems)
+    return (unknownPairs, unknownUsers, unknownItems)
   }
 }

@@ -16,6 +16,8 @@ public struct TrainResult: Sendable {
   public var trainRows: Int
   public var testRows: Int
   public var model: MFModel
+  /// The hyperparameter search, when one ran.
+  public var tuning: Tuner.Result<MFConfig>? = nil
 }
 
 /// Splits `data` (seeded by `config.seed`; `holdout` 0 trains on every row), trains an MF model,
@@ -24,11 +26,14 @@ public struct TrainResult: Sendable {
 /// pick the epoch (the held-out test rows never influence the model), and the model is fitted on
 /// the rest. It and publishes it as the next version of `name` under
 /// `modelsDirectory`. The server calls this to train the demo model, and the Train RPC with
-/// inline or file data. Throws `TrainingError`, `ModelLoadError` (bad name, I/O) or
-/// `DataError`.
+/// inline or file data. With `tune` > 0, a search (`Tuner.tune`) on the training split picks
+/// the settings first (`fixed`: settings the user chose, which it keeps). Throws
+/// `TrainingError`, `ModelLoadError` (bad name, I/O) or `DataError`.
 public func trainAndPublishMF(
   data: consuming Interactions, config: MFConfig = MFConfig(), holdout: Double = 0.1,
-  modelsDirectory: String, name: String, progress: TrainingProgressHandler? = nil
+  modelsDirectory: String, name: String, tune: Int = 0, fixed: Set<String> = [],
+  tuneReport: ((String) -> Void)? = nil, progress: TrainingProgressHandler? = nil,
+  isCancelled: (@Sendable () -> Bool)? = nil
 ) throws -> TrainResult {
   try ModelStore.validateName(name)
   try config.validate()
@@ -44,6 +49,16 @@ public func trainAndPublishMF(
   _ = consume data
   if train.isEmpty {
     throw TrainingError.invalidData("\(source): no training rows left after the holdout")
+  }
+  // A search only ever sees the training rows; the winner is then trained on all of them.
+  var config = config
+  var tuning: Tuner.Result<MFConfig>? = nil
+  if tune > 0 {
+    let result = try Tuner.tune(
+      train: train, base: config, trials: tune, fixed: fixed, report: tuneReport,
+      isCancelled: isCancelled)
+    config = result.best
+    tuning = result
   }
   var fit = train
   var validation: Interactions? = test.isEmpty ? nil : test
@@ -93,8 +108,10 @@ public func trainAndPublishMF(
   if let evaluation {
     trainingData["test_unknown_pairs"] = .int(Int64(evaluation.unknownPairs))
   }
+  var hyper = config.hyperparameters
+  if let tuning { hyper["tuning"] = tuning.json(settings: \.hyperparameters) }
   var manifest = ModelManifest(
-    kind: "mf", name: name, hyperparameters: config.hyperparameters,
+    kind: "mf", name: name, hyperparameters: hyper,
     counts: ["train_interactions": .int(Int64(fit.count))], trainingData: trainingData,
     metrics: metrics, trainSeconds: trainSeconds, ratingRange: model.ratingRange)
   manifest.counts["test_interactions"] = .int(Int64(test.count))
@@ -103,7 +120,7 @@ public func trainAndPublishMF(
   return TrainResult(
     name: name, kind: "mf", version: version, directory: directory, metrics: metrics,
     evaluation: evaluation, trainSeconds: trainSeconds, trainRows: fit.count,
-    testRows: test.count, model: model)
+    testRows: test.count, model: model, tuning: tuning)
 }
 
 extension DataSummary {

@@ -108,7 +108,7 @@ public struct ImplicitTrainResult: Sendable {
   public var testRows: Int
   public var model: any RecommendationModel
   /// The hyperparameter search, when one ran.
-  public var tuning: Tuner.Result? = nil
+  public var tuning: Tuner.Result<ImplicitModelConfig>? = nil
 }
 
 /// Trains a BPR, ALS or SASRec model directly (no split, no publishing): every row of `data` is
@@ -160,7 +160,7 @@ public func trainAndPublishImplicit(
   _ = consume data
   // A search only ever sees the training rows; the winner is then trained on all of them.
   var config = config
-  var tuning: Tuner.Result? = nil
+  var tuning: Tuner.Result<ImplicitModelConfig>? = nil
   if tune > 0 {
     var holdout: Double? = nil
     if case .holdout(let h) = split { holdout = h }
@@ -203,7 +203,7 @@ public func trainAndPublishImplicit(
     for (k, v) in evaluation.counts { trainingData["eval_\(k)"] = .int(Int64(v)) }
   }
   var hyper = config.hyperparameters
-  if let tuning { hyper["tuning"] = tuning.json }
+  if let tuning { hyper["tuning"] = tuning.json(settings: \.hyperparameters) }
   if let threshold {
     hyper["implicit_threshold"] = .double(Double("\(threshold)") ?? Double(threshold))
   }

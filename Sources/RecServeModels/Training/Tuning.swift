@@ -1,72 +1,143 @@
 import Foundation
 
-/// A hyperparameter search for BPR and ALS by successive halving (Jamieson and Talwalkar, 2016):
-/// `trials` settings, the first the given configuration and the rest drawn (seeded) from each
-/// kind's search space, are all trained for a ninth of the epochs (ALS: iterations; at least
-/// 3); the best third goes on to a third of them, and the best third of those to the full count.
-/// The given settings always reach the full count, and another trial wins only when it beats
-/// them on validation by more than one standard error of the difference (the best of many noisy
-/// scores is biased upwards), so a search does not trade good defaults for luck. Each trial
-/// is scored by NDCG@10 with full ranking on a validation split carved from the rows it is given
-/// (each user's latest training row, or a random tenth for a random-holdout split), never on
-/// held-out test rows: the caller passes only training rows. Trials run one after another, each
-/// on every thread the configuration has.
+/// A hyperparameter search by successive halving (Jamieson and Talwalkar, 2016): `trials`
+/// settings, the first the given configuration and the rest drawn (seeded) from each kind's
+/// search space, are all trained for a ninth of the epochs (ALS: iterations; at least 3); the
+/// best third goes on to a third of them, and the best third of those to the full count. The
+/// given settings always reach the full count, and another trial wins only when it beats them
+/// on validation by more than `guardStandardErrors` standard errors of the paired difference
+/// (per user for ranking, per row for ratings: the best of many noisy scores is biased
+/// upwards), so a search does not trade good defaults for luck. Validation rows are carved from
+/// the rows the search is given, never from held-out test rows (the callers pass only training
+/// rows): for BPR and ALS each user's latest row, or a random tenth for a random-holdout split,
+/// scored by NDCG@10 with full ranking; for MF a random tenth, scored by RMSE. Trials run one
+/// after another, each on every thread the configuration has.
 public enum Tuner {
   /// The settings searched, by kind; names as in model.json's hyperparameters.
   public static let searched: [String: [String]] = [
-    "bpr": ["lr", "reg", "negative_candidates", "negative_sampling"],
-    "als": ["alpha", "reg"],
+    "bpr": [
+      "lr", "reg", "negative_candidates", "negative_sampling", "recency_boost",
+      "recency_half_life",
+    ],
+    "als": ["alpha", "reg", "recency_boost", "recency_half_life"],
+    "mf": ["optimizer", "lr", "reg", "dim"],
   ]
 
+  /// How many standard errors of the paired difference a trial must beat the given settings by
+  /// to replace them: about a one-sided 7% chance that a trial no better than them wins on noise
+  /// alone, before the selection among the last rung's few trials.
+  public static let guardStandardErrors = 1.5
+
   /// One trial: its settings, and its score at each budget it reached.
-  public struct Trial: Sendable {
+  public struct Trial<Config: Sendable>: Sendable {
     public var id: Int
-    public var config: ImplicitModelConfig
-    /// (epochs or iterations, validation NDCG@10), one per rung reached.
-    public var scores: [(budget: Int, ndcg: Double)]
+    public var config: Config
+    /// (epochs or iterations, validation metric), one per rung reached.
+    public var scores: [(budget: Int, value: Double)]
+    /// Per-unit validation scores at the last budget reached, higher better (users' NDCG, or
+    /// rows' negated squared error), keyed by unit, ascending: what the guard pairs.
+    public var units: [(unit: Int32, score: Double)] = []
   }
 
-  public struct Result: Sendable {
-    public var best: ImplicitModelConfig
-    public var trials: [Trial]
+  public struct Result<Config: Sendable>: Sendable {
+    public var kind: String
+    public var best: Config
+    public var trials: [Trial<Config>]
     public var winner: Int
+    /// "ndcg@10" (higher is better) or "rmse" (lower is better).
+    public var metric: String
     public var validationSplit: String
     public var validationRows: Int
-    /// Users scored on validation.
-    public var validationUsers: Int
+    /// Users (ranking) or rows (ratings) scored on validation.
+    public var validationUnits: Int
     /// The best trial other than the given settings, when it did not beat them by more than the
     /// noise of the validation score (and so did not win).
     public var runnerUp: Int?
+    /// The best other trial's mean paired gain over the given settings on validation (NDCG@10,
+    /// or squared error saved per row), and its standard error; nil when only the given
+    /// settings reached the last rung.
+    public var gain: (mean: Double, standardError: Double)?
     public var seconds: Double
 
     /// For model.json: the search, its trials and the winner.
-    public var json: JSONValue {
-      let names = Tuner.searched[best.kind] ?? []
+    public func json(settings: (Config) -> [String: JSONValue]) -> JSONValue {
+      let names = Tuner.searched[kind] ?? []
       return .object([
         "method": .string("successive halving, eta 3"),
-        "metric": .string("validation ndcg@10"),
+        "metric": .string("validation \(metric)"),
         "validation_split": .string(validationSplit),
         "validation_rows": .int(Int64(validationRows)),
-        "validation_users": .int(Int64(validationUsers)),
+        (metric == "rmse" ? "validation_rows_scored" : "validation_users"):
+          .int(Int64(validationUnits)),
         "best_other_trial": runnerUp.map { .int(Int64($0)) } ?? .null,
+        "gain_over_given": gain.map { .double($0.mean) } ?? .null,
+        "gain_standard_error": gain.map { .double($0.standardError) } ?? .null,
+        "guard_standard_errors": .double(Tuner.guardStandardErrors),
         "seconds": .double(seconds),
         "winner": .int(Int64(winner)),
         "trials": .array(
           trials.map { trial in
-            var settings: [String: JSONValue] = [:]
-            let all = trial.config.hyperparameters
-            for name in names { settings[name] = all[name] ?? .null }
+            var chosen: [String: JSONValue] = [:]
+            let all = settings(trial.config)
+            for name in names { chosen[name] = all[name] ?? .null }
             return .object([
               "id": .int(Int64(trial.id)),
-              "settings": .object(settings),
+              "settings": .object(chosen),
               "scores": .array(
                 trial.scores.map {
-                  .object(["budget": .int(Int64($0.budget)), "ndcg@10": .double($0.ndcg)])
+                  .object(["budget": .int(Int64($0.budget)), metric: .double($0.value)])
                 }),
             ])
           }),
       ])
     }
+  }
+
+  /// Successive halving over `configs` (the first the given settings) with `full` epochs at
+  /// the last rung. `run(config, budget)` trains one trial and scores it: its metric and the
+  /// per-unit scores the guard pairs; `higherIsBetter` orders the metric.
+  static func halve<Config: Sendable>(
+    _ configs: [Config], full: Int, higherIsBetter: Bool,
+    isCancelled: (@Sendable () -> Bool)?,
+    run: (Config, Int) throws -> (value: Double, units: [(unit: Int32, score: Double)]),
+    report: (Trial<Config>) -> Void
+  ) throws -> (trials: [Trial<Config>], winner: Int, runnerUp: Int?, gain: (Double, Double)?) {
+    var pool = configs.enumerated().map { Trial(id: $0.offset, config: $0.element, scores: []) }
+    func better(_ a: Int, _ b: Int) -> Bool {
+      let x = pool[a].scores.last!.value
+      let y = pool[b].scores.last!.value
+      return (higherIsBetter ? x > y : x < y) || (x == y && a < b)
+    }
+    // A first rung of at least 3 epochs or iterations: one ALS sweep ranks settings by how
+    // fast they start, not where they end.
+    let rungs = [max(min(full, 3), full / 9), max(min(full, 3), full / 3), full]
+    var alive = Array(pool.indices)
+    for (r, epochs) in rungs.enumerated() {
+      if r > 0 {
+        // The best third goes on (at least one); ties keep the earlier trial. The given
+        // settings (trial 0) always go on, so that the search ends no worse on validation
+        // than training without it.
+        let keep = max(1, (alive.count + 2) / 3)
+        alive = Array(alive.sorted(by: better).prefix(keep))
+        if !alive.contains(0) { alive.append(0) }
+        if r < rungs.count - 1 && rungs[r] == rungs[r - 1] { continue }
+      }
+      for index in alive {
+        if isCancelled?() == true { throw TrainingError.cancelled }
+        if let last = pool[index].scores.last, last.budget == epochs { continue }
+        let (value, units) = try run(pool[index].config, epochs)
+        pool[index].scores.append((epochs, value))
+        pool[index].units = units
+        report(pool[index])
+      }
+    }
+    // The best other trial of the last rung. The best of many trials on one validation sample
+    // is partly luck (the winner's curse): it replaces the given settings only when its gain
+    // over them, unit by unit on the same validation rows, is beyond the noise of that gain.
+    let others = alive.filter { $0 != 0 }
+    guard let best = others.min(by: better) else { return (pool, 0, nil, nil) }
+    let g = pairedGain(pool[best].units, over: pool[0].units)
+    return beatsBeyondNoise(g) ? (pool, best, nil, g) : (pool, 0, best, g)
   }
 
   /// Searches around `base` on `train` (training rows only). `fixed` names settings the user
@@ -75,13 +146,11 @@ public enum Tuner {
     train: Interactions, base: ImplicitModelConfig, trials: Int, holdout: Double? = nil,
     threshold: Float? = nil, fixed: Set<String> = [], report: ((String) -> Void)? = nil,
     isCancelled: (@Sendable () -> Bool)? = nil
-  ) throws -> Result {
-    guard (1...200).contains(trials) else {
-      throw TrainingError.invalidConfiguration("tune must be in 1...200 trials (got \(trials))")
-    }
+  ) throws -> Result<ImplicitModelConfig> {
+    try checkTrials(trials)
     guard base.kind == "bpr" || base.kind == "als" else {
       throw TrainingError.invalidConfiguration(
-        "tuning is for bpr and als (got \(base.kind)); set its hyperparameters by hand")
+        "tuning is for mf, bpr and als (got \(base.kind)); set its hyperparameters by hand")
     }
     let start = monotonicSeconds()
     let seed = base.seed
@@ -98,37 +167,15 @@ public enum Tuner {
       throw TrainingError.invalidData(
         "\(train.source): no validation rows to tune on (every user has a single training row)")
     }
-
     var rng = Xoshiro256(seed: seed, stream: 0x7475_6E65)
-    var pool = [Trial(id: 0, config: base, scores: [])]
-    for id in 1..<trials {
-      pool.append(Trial(id: id, config: draw(around: base, fixed: fixed, rng: &rng), scores: []))
-    }
-    let full = budget(of: base)
-    // A first rung of at least 3 epochs or iterations: one ALS sweep ranks settings by how
-    // fast they start, not where they end.
-    let rungs = [max(min(full, 3), full / 9), max(min(full, 3), full / 3), full]
-    var alive = Array(pool.indices)
+    var configs = [base]
+    for _ in 1..<trials { configs.append(draw(around: base, fixed: fixed, rng: &rng)) }
     var validationUsers = 0
-    for (r, epochs) in rungs.enumerated() {
-      if r > 0 {
-        // The best third goes on (at least one); ties keep the earlier trial. The given
-        // settings (trial 0) always go on, so that the search ends no worse on validation
-        // than training without it.
-        let keep = max(1, (alive.count + 2) / 3)
-        alive = Array(
-          alive.sorted { a, b in
-            let x = pool[a].scores.last!.ndcg
-            let y = pool[b].scores.last!.ndcg
-            return x > y || (x == y && a < b)
-          }.prefix(keep))
-        if !alive.contains(0) { alive.append(0) }
-        if r < rungs.count - 1 && rungs[r] == rungs[r - 1] { continue }
-      }
-      for index in alive {
-        if isCancelled?() == true { throw TrainingError.cancelled }
-        if let last = pool[index].scores.last, last.budget == epochs { continue }
-        let config = with(budget: epochs, pool[index].config)
+    let unit = base.kind == "als" ? "iterations" : "epochs"
+    let search = try halve(
+      configs, full: budget(of: base), higherIsBetter: true, isCancelled: isCancelled,
+      run: { config, epochs in
+        let config = with(budget: epochs, config)
         let model = try trainImplicit(
           data: fit, config: config, threshold: threshold, isCancelled: isCancelled)
         let evaluation = RankingEvaluator.evaluate(
@@ -136,44 +183,144 @@ public enum Tuner {
           config: RankingEvaluationConfig(
             ks: [10], fullRanking: true, sampled: false, seed: seed,
             threads: max(1, config.threads), relevanceThreshold: threshold))
-        let ndcg = evaluation.metrics["ndcg@10"] ?? 0
         validationUsers = evaluation.users
-        pool[index].scores.append((epochs, ndcg))
-        report?(
-          "tune: trial \(index + 1)/\(trials), \(epochs) \(base.kind == "als" ? "iterations" : "epochs"): \(describe(pool[index].config)) -> validation ndcg@10 \(String(format: "%.4f", ndcg))"
+        return (
+          evaluation.metrics["ndcg@10"] ?? 0, evaluation.userNDCG.map { ($0.user, $0.ndcg) }
         )
-      }
-    }
-    var winner = alive.max { a, b in
-      let x = pool[a].scores.last!.ndcg
-      let y = pool[b].scores.last!.ndcg
-      return x < y || (x == y && a > b)
-    }!
-    // The best of many trials on one validation sample is partly luck (the winner's curse): a
-    // trial replaces the given settings only when it beats them by more than the score's noise,
-    // one standard error of the difference of two means of per-user NDCG (each in [0, 1], so its
-    // variance is at most m(1 - m) for a mean m).
-    var runnerUp: Int? = nil
-    if winner != 0
-      && !beatsBeyondNoise(
-        pool[winner].scores.last!.ndcg, pool[0].scores.last!.ndcg, users: validationUsers)
-    {
-      runnerUp = winner
-      winner = 0
-    }
+      },
+      report: { trial in
+        report?(
+          "tune: trial \(trial.id + 1)/\(trials), \(trial.scores.last!.budget) \(unit): \(describe(trial.config)) -> validation ndcg@10 \(String(format: "%.4f", trial.scores.last!.value))"
+        )
+      })
     return Result(
-      best: pool[winner].config, trials: pool, winner: winner, validationSplit: validationSplit,
-      validationRows: validation.count, validationUsers: validationUsers, runnerUp: runnerUp,
+      kind: base.kind, best: search.trials[search.winner].config, trials: search.trials,
+      winner: search.winner, metric: "ndcg@10", validationSplit: validationSplit,
+      validationRows: validation.count, validationUnits: validationUsers,
+      runnerUp: search.runnerUp, gain: search.gain, seconds: monotonicSeconds() - start)
+  }
+
+  /// An MF search: `trials` settings of learning rate, regularisation and dim around `base`,
+  /// each trained on nine tenths of `train` (seeded) and scored by RMSE on the other tenth.
+  public static func tune(
+    train: Interactions, base: MFConfig, trials: Int, fixed: Set<String> = [],
+    report: ((String) -> Void)? = nil, isCancelled: (@Sendable () -> Bool)? = nil
+  ) throws -> Result<MFConfig> {
+    try checkTrials(trials)
+    let start = monotonicSeconds()
+    let (fit, validation) = train.randomSplit(holdout: 0.1, seed: base.seed ^ 0x7475_6E65)
+    if fit.isEmpty || validation.isEmpty {
+      throw TrainingError.invalidData(
+        "\(train.source): too few training rows (\(train.count)) to carve a validation tenth to tune on"
+      )
+    }
+    var rng = Xoshiro256(seed: base.seed, stream: 0x7475_6E65)
+    var configs = [base]
+    for _ in 1..<trials { configs.append(draw(around: base, fixed: fixed, rng: &rng)) }
+    let search = try halve(
+      configs, full: base.epochs, higherIsBetter: false, isCancelled: isCancelled,
+      run: { config, epochs in
+        var config = config
+        config.epochs = epochs
+        config.earlyStoppingPatience = nil
+        let model = try MFTrainer.train(fit, config: config)
+        let errors = RatingMetrics.squaredErrors(model: model, on: validation)
+        let mse = errors.reduce(0, +) / Double(max(1, errors.count))
+        return (mse.squareRoot(), errors.enumerated().map { (Int32($0.offset), -$0.element) })
+      },
+      report: { trial in
+        report?(
+          "tune: trial \(trial.id + 1)/\(trials), \(trial.scores.last!.budget) epochs: \(describe(trial.config)) -> validation rmse \(String(format: "%.4f", trial.scores.last!.value))"
+        )
+      })
+    return Result(
+      kind: "mf", best: search.trials[search.winner].config, trials: search.trials,
+      winner: search.winner, metric: "rmse",
+      validationSplit: "random 0.1 of the training rows", validationRows: validation.count,
+      validationUnits: validation.count, runnerUp: search.runnerUp, gain: search.gain,
       seconds: monotonicSeconds() - start)
   }
 
-  /// Whether a mean per-user NDCG of `best` beats `base` on the same `users` by more than one
-  /// standard error of the difference, bounded without pairing (a mean m of values in [0, 1]
-  /// has variance at most m(1 - m) / n).
-  static func beatsBeyondNoise(_ best: Double, _ base: Double, users: Int) -> Bool {
-    let n = Double(max(1, users))
-    let noise = ((base * (1 - base) + best * (1 - best)) / n).squareRoot()
-    return best - base > noise
+  /// One line on a search recorded in model.json (`Result.json`): which trial won with which
+  /// settings, its validation metric against the given settings', and the time; nil when the
+  /// record is not a search.
+  public static func summary(of record: JSONValue) -> String? {
+    guard case .object(let tuning) = record, case .array(let trials)? = tuning["trials"],
+      case .int(let w)? = tuning["winner"], Int(w) >= 0, Int(w) < trials.count,
+      case .object(let winner) = trials[Int(w)]
+    else { return nil }
+    var metric = "metric"
+    if case .string(let m)? = tuning["metric"] { metric = m }
+    let key = metric.replacingOccurrences(of: "validation ", with: "")
+    func last(_ trial: JSONValue) -> Double? {
+      guard case .object(let t) = trial, case .array(let scores)? = t["scores"],
+        case .object(let s)? = scores.last
+      else { return nil }
+      switch s[key] {
+      case .double(let v)?: return v
+      case .int(let v)?: return Double(v)
+      default: return nil
+      }
+    }
+    var settings = ""
+    if case .object(let chosen)? = winner["settings"] {
+      settings = chosen.keys.sorted().map { "\($0) \(chosen[$0]!.serialized(pretty: false))" }
+        .joined(separator: ", ")
+    }
+    var line = "trial \(w + 1) of \(trials.count) won (\(settings))"
+    if let best = last(trials[Int(w)]) {
+      line += "; \(metric) " + String(format: "%.4f", best)
+      if w != 0, let given = last(trials[0]) {
+        line += String(format: " against %.4f with the given settings", given)
+      } else if w == 0 {
+        line += " (the given settings: no other trial beat them beyond the noise)"
+      }
+    }
+    if case .double(let seconds)? = tuning["seconds"] {
+      line += String(format: "; searched in %.1f s", seconds)
+    }
+    return line
+  }
+
+  static func checkTrials(_ trials: Int) throws {
+    guard (1...200).contains(trials) else {
+      throw TrainingError.invalidConfiguration("tune must be in 1...200 trials (got \(trials))")
+    }
+  }
+
+  /// The mean over units scored by both of `trial`'s score minus `base`'s, and the standard
+  /// error of that mean (sample standard deviation of the differences / √n). Pairing removes
+  /// what the two share (how hard each user's held-out item is), which is most of the noise.
+  static func pairedGain(
+    _ trial: [(unit: Int32, score: Double)], over base: [(unit: Int32, score: Double)]
+  ) -> (mean: Double, standardError: Double) {
+    var d: [Double] = []
+    d.reserveCapacity(min(trial.count, base.count))
+    var a = 0
+    var b = 0
+    while a < trial.count && b < base.count {
+      if trial[a].unit < base[b].unit {
+        a += 1
+      } else if trial[a].unit > base[b].unit {
+        b += 1
+      } else {
+        d.append(trial[a].score - base[b].score)
+        a += 1
+        b += 1
+      }
+    }
+    if d.isEmpty { return (0, .infinity) }
+    let n = Double(d.count)
+    let mean = d.reduce(0, +) / n
+    if d.count < 2 { return (mean, .infinity) }
+    let variance = d.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / (n - 1)
+    return (mean, (variance / n).squareRoot())
+  }
+
+  /// Whether a paired gain is beyond the noise: more than `guardStandardErrors` standard errors
+  /// above zero.
+  static func beatsBeyondNoise(_ gain: (mean: Double, standardError: Double)) -> Bool {
+    gain.mean > 0 && gain.mean > guardStandardErrors * gain.standardError
   }
 
   /// Epochs (BPR) or iterations (ALS).
@@ -204,6 +351,15 @@ public enum Tuner {
     Float(exp(log(low) + (log(high) - log(low)) * rng.nextDouble()))
   }
 
+  /// A recency weight: none a quarter of the time (some logs have no useful order), else a
+  /// boost log-uniform in [1, 50] with a half-life log-uniform in [0.02, 0.5] of the history.
+  static func drawRecency(_ rng: inout Xoshiro256) -> (boost: Float, halfLife: Float) {
+    let none = rng.next() % 4 == 0
+    let boost = logUniform(1, 50, &rng)
+    let halfLife = logUniform(0.02, 0.5, &rng)
+    return (none ? 0 : boost, halfLife)
+  }
+
   /// A random point of the kind's search space; settings in `fixed` keep `base`'s value.
   static func draw(around base: ImplicitModelConfig, fixed: Set<String>, rng: inout Xoshiro256)
     -> ImplicitModelConfig
@@ -214,20 +370,50 @@ public enum Tuner {
       let reg = logUniform(0.0001, 0.1, &rng)
       let candidates = [1, 2, 3, 5][Int(rng.next() % 4)]
       let sampling: BPRConfig.NegativeSampling = rng.next() % 2 == 0 ? .uniform : .popularity
+      let (boost, halfLife) = drawRecency(&rng)
       if !fixed.contains("lr") { c.learningRate = lr }
       if !fixed.contains("reg") { c.regularization = reg }
       if !fixed.contains("negative_candidates") { c.negativeCandidates = candidates }
       if !fixed.contains("negative_sampling") { c.negativeSampling = sampling }
+      if !fixed.contains("recency_boost") { c.recencyBoost = boost }
+      if !fixed.contains("recency_half_life") { c.recencyHalfLife = halfLife }
       return .bpr(c)
     case .als(var c):
       let alpha = logUniform(0.05, 100, &rng)
-      let reg = logUniform(0.001, 10, &rng)
+      let reg = logUniform(0.01, 100, &rng)
+      let (boost, halfLife) = drawRecency(&rng)
       if !fixed.contains("alpha") { c.alpha = alpha }
       if !fixed.contains("reg") { c.regularization = reg }
+      if !fixed.contains("recency_boost") { c.recencyBoost = boost }
+      if !fixed.contains("recency_half_life") { c.recencyHalfLife = halfLife }
       return .als(c)
     case .sasrec:
       return base
     }
+  }
+
+  /// A random MF setting: the optimizer (SGD or Adam; kept when the user gave it or a learning
+  /// rate), the learning rate log-uniform within 1/5x-5x that optimizer's default, reg
+  /// log-uniform in [0.005, 0.5], dim one of 16, 32, 64, 128, 256.
+  static func draw(around base: MFConfig, fixed: Set<String>, rng: inout Xoshiro256) -> MFConfig {
+    var c = base
+    let adam = rng.next() % 2 == 0
+    if !fixed.contains("optimizer") && !fixed.contains("lr") { c.use(adam ? .adam : .sgd) }
+    let center = Double(
+      c.optimizer == .adam ? MFConfig.defaultAdamLearningRate : MFConfig().learningRate)
+    let lr = logUniform(center / 5, center * 5, &rng)
+    let reg = logUniform(0.005, 0.5, &rng)
+    let dim = [16, 32, 64, 128, 256][Int(rng.next() % 5)]
+    if !fixed.contains("lr") { c.learningRate = lr }
+    if !fixed.contains("reg") { c.regularization = reg }
+    if !fixed.contains("dim") { c.dim = dim }
+    return c
+  }
+
+  public static func describe(_ c: MFConfig) -> String {
+    "\(c.optimizer.rawValue) "
+      + String(
+        format: "lr %.4g reg %.4g dim %d", Double(c.learningRate), Double(c.regularization), c.dim)
   }
 
   public static func describe(_ config: ImplicitModelConfig) -> String {
@@ -235,9 +421,10 @@ public enum Tuner {
     switch config {
     case .bpr(let c):
       return
-        "lr \(f(c.learningRate)) reg \(f(c.regularization)) negatives \(c.negativeCandidates) \(c.negativeSampling.rawValue)"
+        "lr \(f(c.learningRate)) reg \(f(c.regularization)) negatives \(c.negativeCandidates) \(c.negativeSampling.rawValue) recency \(f(c.recencyBoost))/\(f(c.recencyHalfLife))"
     case .als(let c):
-      return "alpha \(f(c.alpha)) reg \(f(c.regularization))"
+      return
+        "alpha \(f(c.alpha)) reg \(f(c.regularization)) recency \(f(c.recencyBoost))/\(f(c.recencyHalfLife))"
     case .sasrec:
       return "sasrec"
     }

@@ -546,13 +546,36 @@ public nonisolated struct Recserve_V1_TrainRequest: @unchecked Sendable {
     set {_uniqueStorage()._batchSize = newValue}
   }
 
-  /// bpr, als: try this many hyperparameter settings (0: none; at most 200) on a validation slice
-  /// of the training rows and train the best (as `recserve train --tune`); settings given in this
-  /// request stay fixed. One progress message per trial.
+  /// mf, bpr, als: try this many hyperparameter settings (0: none; at most 200) on a validation
+  /// slice of the training rows and train the best (as `recserve train --tune`); settings given
+  /// in this request stay fixed. One progress message per trial.
   public var tune: Int32 {
     get {_storage._tune}
     set {_uniqueStorage()._tune = newValue}
   }
+
+  /// bpr, als: weigh each user's recent interactions up: the one p interactions before the user's
+  /// latest counts 1 + recency_boost * 2^(-p / h), h = recency_half_life x the user's number of
+  /// interactions. Unset means the kind's default (bpr 20, als 10); 0 turns it off.
+  public var recencyBoost: Float {
+    get {_storage._recencyBoost ?? 0}
+    set {_uniqueStorage()._recencyBoost = newValue}
+  }
+  /// Returns true if `recencyBoost` has been explicitly set.
+  public var hasRecencyBoost: Bool {_storage._recencyBoost != nil}
+  /// Clears the value of `recencyBoost`. Subsequent reads from it will return its default value.
+  public mutating func clearRecencyBoost() {_uniqueStorage()._recencyBoost = nil}
+
+  /// bpr, als: the recency weight's half-life as a fraction of each user's history, in (0, 10];
+  /// unset means 0.1.
+  public var recencyHalfLife: Float {
+    get {_storage._recencyHalfLife ?? 0}
+    set {_uniqueStorage()._recencyHalfLife = newValue}
+  }
+  /// Returns true if `recencyHalfLife` has been explicitly set.
+  public var hasRecencyHalfLife: Bool {_storage._recencyHalfLife != nil}
+  /// Clears the value of `recencyHalfLife`. Subsequent reads from it will return its default value.
+  public mutating func clearRecencyHalfLife() {_uniqueStorage()._recencyHalfLife = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -611,6 +634,11 @@ public nonisolated struct Recserve_V1_VersionStatus: Sendable {
   public var sizeBytes: Int64 = 0
 
   public var createdAt: String = String()
+
+  /// How the version's hyperparameters were chosen when a search ran (`recserve train --tune`,
+  /// Train's `tune`), in one line: the winning trial and its settings, the validation metric of
+  /// the winner and of the given settings, the search's time. Empty when no search ran.
+  public var tuning: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1295,7 +1323,7 @@ nonisolated extension Recserve_V1_Interaction: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}kind\0\u{3}data_path\0\u{1}interactions\0\u{1}dim\0\u{1}epochs\0\u{1}seed\0\u{1}holdout\0\u{3}learning_rate\0\u{1}regularization\0\u{1}promote\0\u{3}promote_metric\0\u{3}promote_tolerance\0\u{1}optimizer\0\u{3}early_stopping\0\u{1}alpha\0\u{3}negative_candidates\0\u{3}negative_sampling\0\u{3}cg_steps\0\u{3}popularity_exponent\0\u{1}maxlen\0\u{1}blocks\0\u{1}heads\0\u{1}dropout\0\u{3}batch_size\0\u{1}tune\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}kind\0\u{3}data_path\0\u{1}interactions\0\u{1}dim\0\u{1}epochs\0\u{1}seed\0\u{1}holdout\0\u{3}learning_rate\0\u{1}regularization\0\u{1}promote\0\u{3}promote_metric\0\u{3}promote_tolerance\0\u{1}optimizer\0\u{3}early_stopping\0\u{1}alpha\0\u{3}negative_candidates\0\u{3}negative_sampling\0\u{3}cg_steps\0\u{3}popularity_exponent\0\u{1}maxlen\0\u{1}blocks\0\u{1}heads\0\u{1}dropout\0\u{3}batch_size\0\u{1}tune\0\u{3}recency_boost\0\u{3}recency_half_life\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -1324,6 +1352,8 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
     var _dropout: Float? = nil
     var _batchSize: Int32 = 0
     var _tune: Int32 = 0
+    var _recencyBoost: Float? = nil
+    var _recencyHalfLife: Float? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1360,6 +1390,8 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       _dropout = source._dropout
       _batchSize = source._batchSize
       _tune = source._tune
+      _recencyBoost = source._recencyBoost
+      _recencyHalfLife = source._recencyHalfLife
     }
   }
 
@@ -1404,6 +1436,8 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         case 24: try { try decoder.decodeSingularFloatField(value: &_storage._dropout) }()
         case 25: try { try decoder.decodeSingularInt32Field(value: &_storage._batchSize) }()
         case 26: try { try decoder.decodeSingularInt32Field(value: &_storage._tune) }()
+        case 27: try { try decoder.decodeSingularFloatField(value: &_storage._recencyBoost) }()
+        case 28: try { try decoder.decodeSingularFloatField(value: &_storage._recencyHalfLife) }()
         default: break
         }
       }
@@ -1494,6 +1528,12 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       if _storage._tune != 0 {
         try visitor.visitSingularInt32Field(value: _storage._tune, fieldNumber: 26)
       }
+      try { if let v = _storage._recencyBoost {
+        try visitor.visitSingularFloatField(value: v, fieldNumber: 27)
+      } }()
+      try { if let v = _storage._recencyHalfLife {
+        try visitor.visitSingularFloatField(value: v, fieldNumber: 28)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1529,6 +1569,8 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         if _storage._dropout != rhs_storage._dropout {return false}
         if _storage._batchSize != rhs_storage._batchSize {return false}
         if _storage._tune != rhs_storage._tune {return false}
+        if _storage._recencyBoost != rhs_storage._recencyBoost {return false}
+        if _storage._recencyHalfLife != rhs_storage._recencyHalfLife {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -1610,7 +1652,7 @@ nonisolated extension Recserve_V1_TrainProgress: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Recserve_V1_VersionStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".VersionStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}state\0\u{1}reason\0\u{1}labels\0\u{1}kind\0\u{1}metrics\0\u{3}size_bytes\0\u{3}created_at\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}state\0\u{1}reason\0\u{1}labels\0\u{1}kind\0\u{1}metrics\0\u{3}size_bytes\0\u{3}created_at\0\u{1}tuning\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1626,6 +1668,7 @@ nonisolated extension Recserve_V1_VersionStatus: SwiftProtobuf.Message, SwiftPro
       case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufDouble>.self, value: &self.metrics) }()
       case 7: try { try decoder.decodeSingularInt64Field(value: &self.sizeBytes) }()
       case 8: try { try decoder.decodeSingularStringField(value: &self.createdAt) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.tuning) }()
       default: break
       }
     }
@@ -1656,6 +1699,9 @@ nonisolated extension Recserve_V1_VersionStatus: SwiftProtobuf.Message, SwiftPro
     if !self.createdAt.isEmpty {
       try visitor.visitSingularStringField(value: self.createdAt, fieldNumber: 8)
     }
+    if !self.tuning.isEmpty {
+      try visitor.visitSingularStringField(value: self.tuning, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1668,6 +1714,7 @@ nonisolated extension Recserve_V1_VersionStatus: SwiftProtobuf.Message, SwiftPro
     if lhs.metrics != rhs.metrics {return false}
     if lhs.sizeBytes != rhs.sizeBytes {return false}
     if lhs.createdAt != rhs.createdAt {return false}
+    if lhs.tuning != rhs.tuning {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

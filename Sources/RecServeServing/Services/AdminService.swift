@@ -113,6 +113,7 @@ public final class AdminService: Sendable {
         item.metrics = manifest.metrics
         item.sizeBytes = Int64(served.loaded.sizeBytes)
         item.createdAt = manifest.createdAt
+        item.tuning = manifest.hyperparameters["tuning"].flatMap(Tuner.summary) ?? ""
       }
       status.versions.append(item)
     }

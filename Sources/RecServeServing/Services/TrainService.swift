@@ -125,7 +125,10 @@ public final class TrainService: Sendable {
       TrainingMemory.loading(rows: rows), for: "loading \(source.name) (\(rows) rows)")
     let data = try load(source)
     // Everything the run will allocate, before it allocates it.
-    var estimate = TrainingMemory.estimate(mf: config, data: TrainingDataShape(data))
+    // A search may try dims up to 256 (unless dim is given): hold for the largest.
+    var largest = config
+    if request.tune > 0 && request.dim == 0 { largest.dim = max(config.dim, 256) }
+    var estimate = TrainingMemory.estimate(mf: largest, data: TrainingDataShape(data))
     Self.addRequest(request, to: &estimate)
     try memory.hold(
       estimate.bytes, for: "training '\(request.name)' (mf, dim \(config.dim))", parts: estimate)
@@ -138,7 +141,9 @@ public final class TrainService: Sendable {
     let result = try statusOfTraining(request.name) {
       try trainAndPublishMF(
         data: data, config: config, holdout: holdout, modelsDirectory: registry.directory,
-        name: request.name, progress: progressSender(writer))
+        name: request.name, tune: Int(request.tune), fixed: Self.fixedSettings(request),
+        tuneReport: { line in try? self.send(writer, message: line) },
+        progress: progressSender(writer), isCancelled: { writer.isCancelled })
     }
     registry.loadAll()
     var promoted = false
@@ -222,6 +227,8 @@ public final class TrainService: Sendable {
         }
         bpr.negativeSampling = n
       }
+      if request.hasRecencyBoost { bpr.recencyBoost = request.recencyBoost }
+      if request.hasRecencyHalfLife { bpr.recencyHalfLife = request.recencyHalfLife }
       config = .bpr(bpr)
     } else {
       var als = ALSConfig(seed: seed, threads: Self.trainingThreads)
@@ -235,6 +242,8 @@ public final class TrainService: Sendable {
       if request.hasAlpha { als.alpha = request.alpha }
       if request.cgSteps != 0 { als.cgSteps = Int(request.cgSteps) }
       if request.popularityExponent != 0 { als.popularityExponent = request.popularityExponent }
+      if request.hasRecencyBoost { als.recencyBoost = request.recencyBoost }
+      if request.hasRecencyHalfLife { als.recencyHalfLife = request.recencyHalfLife }
       config = .als(als)
     }
     do {
@@ -264,14 +273,7 @@ public final class TrainService: Sendable {
       parts: estimate)
     try send(
       writer, message: "training \(request.name) (\(request.kind)) on \(data.count) interactions")
-    var fixed: Set<String> = []
-    for (setting, given) in [
-      ("lr", request.hasLearningRate), ("reg", request.hasRegularization),
-      ("alpha", request.hasAlpha), ("negative_candidates", request.negativeCandidates != 0),
-      ("negative_sampling", !request.negativeSampling.isEmpty),
-    ] where given {
-      fixed.insert(setting)
-    }
+    let fixed = Self.fixedSettings(request)
     let result = try statusOfTraining(request.name) {
       try trainAndPublishImplicit(
         data: data, config: config, split: split, ks: ks, modelsDirectory: registry.directory,
@@ -533,14 +535,37 @@ public final class TrainService: Sendable {
     if let (field, _, _) = fields.first(where: { $0.1 && $0.2 != kind }) {
       throw RPCError.invalidArgument("\(field) does not apply to kind \(kind)")
     }
+    for (field, given) in [
+      ("recency_boost", request.hasRecencyBoost),
+      ("recency_half_life", request.hasRecencyHalfLife),
+    ] where given && kind != "bpr" && kind != "als" {
+      throw RPCError.invalidArgument("\(field) applies to kinds bpr and als, not \(kind)")
+    }
     if request.tune != 0 {
-      guard kind == "bpr" || kind == "als" else {
-        throw RPCError.invalidArgument("tune applies to kinds bpr and als, not \(kind)")
+      guard kind != "sasrec" else {
+        throw RPCError.invalidArgument("tune applies to kinds mf, bpr and als, not \(kind)")
       }
       guard (1...200).contains(request.tune) else {
         throw RPCError.invalidArgument("tune must be in 1...200 trials, got \(request.tune)")
       }
     }
+  }
+
+  /// The settings a request gives, which a search keeps (names as in model.json).
+  static func fixedSettings(_ request: Recserve_V1_TrainRequest) -> Set<String> {
+    var fixed: Set<String> = []
+    for (setting, given) in [
+      ("lr", request.hasLearningRate), ("reg", request.hasRegularization),
+      ("dim", request.dim != 0), ("optimizer", !request.optimizer.isEmpty),
+      ("alpha", request.hasAlpha),
+      ("negative_candidates", request.negativeCandidates != 0),
+      ("negative_sampling", !request.negativeSampling.isEmpty),
+      ("recency_boost", request.hasRecencyBoost),
+      ("recency_half_life", request.hasRecencyHalfLife),
+    ] where given {
+      fixed.insert(setting)
+    }
+    return fixed
   }
 
   /// `learning_rate` when set: a positive finite number (unset means the kind's default).
