@@ -24,7 +24,11 @@ import Testing
       first.trials.map { $0.scores.map(\.value) } == again.trials.map { $0.scores.map(\.value) })
     // Another seed draws other settings.
     let other = try Tuner.tune(train: train, base: Self.als(seed: 7), trials: 6)
-    #expect(other.trials[1].config != first.trials[1].config)
+    #expect(other.trials[2].config != first.trials[2].config)
+    // Trial 1 is the given settings without the recency weight, before any random draw.
+    guard case .als(var plain) = Self.als() else { return }
+    plain.recencyBoost = 0
+    #expect(first.trials[1].config == .als(plain))
     // Trial 0 is the given settings and reaches the full budget; the winner is at least as good
     // on validation.
     #expect(first.trials[0].config == Self.als())

@@ -93,11 +93,11 @@ public enum Tuner {
     }
   }
 
-  /// Successive halving over `configs` (the first the given settings) with `full` epochs at
-  /// the last rung. `run(config, budget)` trains one trial and scores it: its metric and the
+  /// Successive halving over `configs` (the first the given settings, and the first
+  /// `protected` of them always kept to the end) with `full` epochs at the last rung. `run(config, budget)` trains one trial and scores it: its metric and the
   /// per-unit scores the guard pairs; `higherIsBetter` orders the metric.
   static func halve<Config: Sendable>(
-    _ configs: [Config], full: Int, higherIsBetter: Bool,
+    _ configs: [Config], protected: Int, full: Int, higherIsBetter: Bool,
     isCancelled: (@Sendable () -> Bool)?,
     run: (Config, Int) throws -> (value: Double, units: [(unit: Int32, score: Double)]),
     report: (Trial<Config>) -> Void
@@ -116,10 +116,11 @@ public enum Tuner {
       if r > 0 {
         // The best third goes on (at least one); ties keep the earlier trial. The given
         // settings (trial 0) always go on, so that the search ends no worse on validation
-        // than training without it.
+        // than training without it, and so do the `protected` alternatives after it (a slow
+        // starter such as Adam would otherwise be judged on its first few epochs).
         let keep = max(1, (alive.count + 2) / 3)
         alive = Array(alive.sorted(by: better).prefix(keep))
-        if !alive.contains(0) { alive.append(0) }
+        for t in 0..<min(protected, pool.count) where !alive.contains(t) { alive.append(t) }
         if r < rungs.count - 1 && rungs[r] == rungs[r - 1] { continue }
       }
       for index in alive {
@@ -168,12 +169,14 @@ public enum Tuner {
         "\(train.source): no validation rows to tune on (every user has a single training row)")
     }
     var rng = Xoshiro256(seed: seed, stream: 0x7475_6E65)
-    var configs = [base]
-    for _ in 1..<trials { configs.append(draw(around: base, fixed: fixed, rng: &rng)) }
+    let preset = alternatives(to: base, fixed: fixed).prefix(trials - 1)
+    var configs = [base] + preset
+    while configs.count < trials { configs.append(draw(around: base, fixed: fixed, rng: &rng)) }
     var validationUsers = 0
     let unit = base.kind == "als" ? "iterations" : "epochs"
     let search = try halve(
-      configs, full: budget(of: base), higherIsBetter: true, isCancelled: isCancelled,
+      configs, protected: 1 + preset.count, full: budget(of: base), higherIsBetter: true,
+      isCancelled: isCancelled,
       run: { config, epochs in
         let config = with(budget: epochs, config)
         let model = try trainImplicit(
@@ -215,10 +218,12 @@ public enum Tuner {
       )
     }
     var rng = Xoshiro256(seed: base.seed, stream: 0x7475_6E65)
-    var configs = [base]
-    for _ in 1..<trials { configs.append(draw(around: base, fixed: fixed, rng: &rng)) }
+    let preset = alternatives(to: base, fixed: fixed).prefix(trials - 1)
+    var configs = [base] + preset
+    while configs.count < trials { configs.append(draw(around: base, fixed: fixed, rng: &rng)) }
     let search = try halve(
-      configs, full: base.epochs, higherIsBetter: false, isCancelled: isCancelled,
+      configs, protected: 1 + preset.count, full: base.epochs, higherIsBetter: false,
+      isCancelled: isCancelled,
       run: { config, epochs in
         var config = config
         config.epochs = epochs
@@ -351,6 +356,34 @@ public enum Tuner {
     Float(exp(log(low) + (log(high) - log(low)) * rng.nextDouble()))
   }
 
+  /// Settings every search tries right after the given ones (before random draws), where a
+  /// whole family of data prefers them: the given settings without the recency weight (logs
+  /// whose order says little, such as baskets bought at once).
+  static func alternatives(to base: ImplicitModelConfig, fixed: Set<String>)
+    -> [ImplicitModelConfig]
+  {
+    if fixed.contains("recency_boost") { return [] }
+    switch base {
+    case .bpr(var c) where c.recencyBoost > 0:
+      c.recencyBoost = 0
+      return [.bpr(c)]
+    case .als(var c) where c.recencyBoost > 0:
+      c.recencyBoost = 0
+      return [.als(c)]
+    default:
+      return []
+    }
+  }
+
+  /// MF's: the other optimizer at its own default learning rate (Adam fits some rating sets
+  /// better in the same epochs, SGD others).
+  static func alternatives(to base: MFConfig, fixed: Set<String>) -> [MFConfig] {
+    if fixed.contains("optimizer") || fixed.contains("lr") { return [] }
+    var c = base
+    c.use(base.optimizer == .adam ? .sgd : .adam)
+    return [c]
+  }
+
   /// A recency weight: none a quarter of the time (some logs have no useful order), else a
   /// boost log-uniform in [1, 50] with a half-life log-uniform in [0.02, 0.5] of the history.
   static func drawRecency(_ rng: inout Xoshiro256) -> (boost: Float, halfLife: Float) {
@@ -393,17 +426,17 @@ public enum Tuner {
   }
 
   /// A random MF setting: the optimizer (SGD or Adam; kept when the user gave it or a learning
-  /// rate), the learning rate log-uniform within 1/5x-5x that optimizer's default, reg
-  /// log-uniform in [0.005, 0.5], dim one of 16, 32, 64, 128, 256.
+  /// rate), the learning rate log-uniform within 1/3x-3x that optimizer's default, reg
+  /// log-uniform in [0.01, 0.3], dim one of 32, 64, 128, 256.
   static func draw(around base: MFConfig, fixed: Set<String>, rng: inout Xoshiro256) -> MFConfig {
     var c = base
     let adam = rng.next() % 2 == 0
     if !fixed.contains("optimizer") && !fixed.contains("lr") { c.use(adam ? .adam : .sgd) }
     let center = Double(
       c.optimizer == .adam ? MFConfig.defaultAdamLearningRate : MFConfig().learningRate)
-    let lr = logUniform(center / 5, center * 5, &rng)
-    let reg = logUniform(0.005, 0.5, &rng)
-    let dim = [16, 32, 64, 128, 256][Int(rng.next() % 5)]
+    let lr = logUniform(center / 3, center * 3, &rng)
+    let reg = logUniform(0.01, 0.3, &rng)
+    let dim = [32, 64, 128, 256][Int(rng.next() % 4)]
     if !fixed.contains("lr") { c.learningRate = lr }
     if !fixed.contains("reg") { c.regularization = reg }
     if !fixed.contains("dim") { c.dim = dim }
