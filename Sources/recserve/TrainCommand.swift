@@ -309,6 +309,7 @@ struct TrainCommand: ParsableCommand {
     var fixed: Set<String> = []
     for (setting, given) in [
       ("optimizer", optimizer != nil), ("lr", lr != nil), ("reg", reg != nil), ("dim", dim != nil),
+      ("epochs", epochs != nil),
     ] where given {
       fixed.insert(setting)
     }

@@ -152,7 +152,11 @@ extension TuningTests {
     #expect(first.trials[0].config == base)
     let given = try #require(first.trials[0].scores.last)
     let won = try #require(first.trials[first.winner].scores.last)
-    #expect(given.budget == 9 && won.budget == 9)
+    #expect(given.budget == 9 && won.budget == first.trials[first.winner].config.epochs)
+    // Epochs are searched too (1-3x the given), and fixed when the user gives them.
+    #expect(first.trials.allSatisfy { [9, 18, 27].contains($0.config.epochs) })
+    let fixedEpochs = try Tuner.tune(train: data, base: base, trials: 6, fixed: ["epochs"])
+    #expect(fixedEpochs.trials.allSatisfy { $0.config.epochs == 9 })
     #expect(won.value <= given.value)
     #expect(
       first.validationRows == data.count

@@ -119,6 +119,9 @@ public enum TrainingMemory {
       estimate.add("parameters", parameters)
       estimate.add("per-thread buffers", threads * c.negativeCandidates * 12 + evaluation)
       estimate.add("data", data(shape))
+      // Recency weights: each user's rows in time order while they are computed (4 bytes a
+      // row), then the alias table the positives are drawn from (8 bytes a pair).
+      if c.recencyBoost > 0 { estimate.add("recency weights", shape.rows * 4 + shape.rows * 8) }
       // The model keeps zero biases beside the factors; publishing writes them all once more.
       estimate.add("publishing", parameters + (U + I) * 4)
       estimate.add("new version loaded", parameters + (U + I) * 4)
@@ -136,6 +139,8 @@ public enum TrainingMemory {
       estimate.add("per-thread buffers", threads * (3 * D + 2 * longestRow) * 4 + evaluation)
       // The item -> users transpose of the interaction matrix.
       estimate.add("data", data(shape) + shape.rows * 8 + (I + 1) * 8)
+      // Recency weights: each user's rows in time order while they are computed.
+      if c.recencyBoost > 0 { estimate.add("recency weights", shape.rows * 4) }
       estimate.add("publishing", parameters + (U + I) * 4)
       estimate.add("new version loaded", parameters + (U + I) * 4)
     case .sasrec(let c):

@@ -20,7 +20,7 @@ public enum Tuner {
       "recency_half_life",
     ],
     "als": ["alpha", "reg", "recency_boost", "recency_half_life"],
-    "mf": ["optimizer", "lr", "reg", "dim"],
+    "mf": ["optimizer", "lr", "reg", "dim", "epochs"],
   ]
 
   /// How many standard errors of the paired difference a trial must beat the given settings by
@@ -94,10 +94,11 @@ public enum Tuner {
   }
 
   /// Successive halving over `configs` (the first the given settings, and the first
-  /// `protected` of them always kept to the end) with `full` epochs at the last rung. `run(config, budget)` trains one trial and scores it: its metric and the
+  /// `protected` of them always kept to the end); a trial runs `full(config)` epochs at the
+  /// last rung and the same fractions of them before (every trial's own schedule). `run(config, budget)` trains one trial and scores it: its metric and the
   /// per-unit scores the guard pairs; `higherIsBetter` orders the metric.
   static func halve<Config: Sendable>(
-    _ configs: [Config], protected: Int, full: Int, higherIsBetter: Bool,
+    _ configs: [Config], protected: Int, full: (Config) -> Int, higherIsBetter: Bool,
     isCancelled: (@Sendable () -> Bool)?,
     run: (Config, Int) throws -> (value: Double, units: [(unit: Int32, score: Double)]),
     report: (Trial<Config>) -> Void
@@ -110,9 +111,12 @@ public enum Tuner {
     }
     // A first rung of at least 3 epochs or iterations: one ALS sweep ranks settings by how
     // fast they start, not where they end.
-    let rungs = [max(min(full, 3), full / 9), max(min(full, 3), full / 3), full]
+    func rungs(_ full: Int) -> [Int] {
+      [max(min(full, 3), full / 9), max(min(full, 3), full / 3), full]
+    }
+    let given = rungs(full(configs[0]))
     var alive = Array(pool.indices)
-    for (r, epochs) in rungs.enumerated() {
+    for r in given.indices {
       if r > 0 {
         // The best third goes on (at least one); ties keep the earlier trial. The given
         // settings (trial 0) always go on, so that the search ends no worse on validation
@@ -121,10 +125,11 @@ public enum Tuner {
         let keep = max(1, (alive.count + 2) / 3)
         alive = Array(alive.sorted(by: better).prefix(keep))
         for t in 0..<min(protected, pool.count) where !alive.contains(t) { alive.append(t) }
-        if r < rungs.count - 1 && rungs[r] == rungs[r - 1] { continue }
+        if r < given.count - 1 && given[r] == given[r - 1] { continue }
       }
       for index in alive {
         if isCancelled?() == true { throw TrainingError.cancelled }
+        let epochs = rungs(full(pool[index].config))[r]
         if let last = pool[index].scores.last, last.budget == epochs { continue }
         let (value, units) = try run(pool[index].config, epochs)
         pool[index].scores.append((epochs, value))
@@ -175,7 +180,7 @@ public enum Tuner {
     var validationUsers = 0
     let unit = base.kind == "als" ? "iterations" : "epochs"
     let search = try halve(
-      configs, protected: 1 + preset.count, full: budget(of: base), higherIsBetter: true,
+      configs, protected: 1 + preset.count, full: budget(of:), higherIsBetter: true,
       isCancelled: isCancelled,
       run: { config, epochs in
         let config = with(budget: epochs, config)
@@ -222,7 +227,7 @@ public enum Tuner {
     var configs = [base] + preset
     while configs.count < trials { configs.append(draw(around: base, fixed: fixed, rng: &rng)) }
     let search = try halve(
-      configs, protected: 1 + preset.count, full: base.epochs, higherIsBetter: false,
+      configs, protected: 1 + preset.count, full: \.epochs, higherIsBetter: false,
       isCancelled: isCancelled,
       run: { config, epochs in
         var config = config
@@ -427,7 +432,8 @@ public enum Tuner {
 
   /// A random MF setting: the optimizer (SGD or Adam; kept when the user gave it or a learning
   /// rate), the learning rate log-uniform within 1/3x-3x that optimizer's default, reg
-  /// log-uniform in [0.01, 0.3], dim one of 32, 64, 128, 256.
+  /// log-uniform in [0.01, 0.3], dim one of 32, 64, 128, 256, and 1, 2 or 3 times the given
+  /// epochs (more epochs with more regularisation often fit better; the rungs scale with them).
   static func draw(around base: MFConfig, fixed: Set<String>, rng: inout Xoshiro256) -> MFConfig {
     var c = base
     let adam = rng.next() % 2 == 0
@@ -437,6 +443,8 @@ public enum Tuner {
     let lr = logUniform(center / 3, center * 3, &rng)
     let reg = logUniform(0.01, 0.3, &rng)
     let dim = [32, 64, 128, 256][Int(rng.next() % 4)]
+    let epochs = base.epochs * [1, 2, 3][Int(rng.next() % 3)]
+    if !fixed.contains("epochs") { c.epochs = min(epochs, 100_000) }
     if !fixed.contains("lr") { c.learningRate = lr }
     if !fixed.contains("reg") { c.regularization = reg }
     if !fixed.contains("dim") { c.dim = dim }

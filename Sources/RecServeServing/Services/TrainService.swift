@@ -556,7 +556,8 @@ public final class TrainService: Sendable {
     var fixed: Set<String> = []
     for (setting, given) in [
       ("lr", request.hasLearningRate), ("reg", request.hasRegularization),
-      ("dim", request.dim != 0), ("optimizer", !request.optimizer.isEmpty),
+      ("dim", request.dim != 0), ("epochs", request.epochs != 0),
+      ("optimizer", !request.optimizer.isEmpty),
       ("alpha", request.hasAlpha),
       ("negative_candidates", request.negativeCandidates != 0),
       ("negative_sampling", !request.negativeSampling.isEmpty),
