@@ -381,12 +381,26 @@ public enum Tuner {
   }
 
   /// MF's: the other optimizer at its own default learning rate (Adam fits some rating sets
-  /// better in the same epochs, SGD others).
+  /// better in the same epochs, SGD others), and each optimizer trained twice as long with more
+  /// regularisation (0.08 for SGD, 0.1 for Adam), which held-out RMSE preferred on every
+  /// MovieLens release (about 0.5-1% lower) but which a random draw rarely lands on. Settings
+  /// the user gave are kept; duplicates of the given settings are dropped.
   static func alternatives(to base: MFConfig, fixed: Set<String>) -> [MFConfig] {
-    if fixed.contains("optimizer") || fixed.contains("lr") { return [] }
-    var c = base
-    c.use(base.optimizer == .adam ? .sgd : .adam)
-    return [c]
+    var out: [MFConfig] = []
+    for optimizer in [base.optimizer == .adam ? MFConfig.Optimizer.sgd : .adam, base.optimizer] {
+      for longer in [false, true] {
+        var c = base
+        if !fixed.contains("optimizer") && !fixed.contains("lr") && optimizer != c.optimizer {
+          c.use(optimizer)
+        }
+        if longer {
+          if !fixed.contains("epochs") { c.epochs = min(2 * base.epochs, 100_000) }
+          if !fixed.contains("reg") { c.regularization = c.optimizer == .adam ? 0.1 : 0.08 }
+        }
+        if c != base && !out.contains(c) { out.append(c) }
+      }
+    }
+    return out
   }
 
   /// A recency weight: none a quarter of the time (some logs have no useful order), else a
