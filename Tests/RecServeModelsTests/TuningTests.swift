@@ -116,15 +116,20 @@ extension TuningTests {
     let g = Tuner.pairedGain(steady, over: base)
     #expect(abs(g.mean - 0.01) < 1e-12)
     #expect(g.standardError < 1e-9)
-    #expect(Tuner.beatsBeyondNoise(g))
+    #expect(Tuner.beatsBeyondNoise(g, standardErrors: 1.5))
     // The same +0.01 on average, from +0.51 and -0.49 alternately: noise.
     let swinging = users.map { ($0, Double($0 % 10) / 10 + ($0 % 2 == 0 ? 0.51 : -0.49)) }
     let h = Tuner.pairedGain(swinging, over: base)
     #expect(abs(h.mean - 0.01) < 1e-9)
-    #expect(!Tuner.beatsBeyondNoise(h))
+    #expect(!Tuner.beatsBeyondNoise(h, standardErrors: 1.5))
     // A loss never wins, and neither does no gain.
-    #expect(!Tuner.beatsBeyondNoise(Tuner.pairedGain(base, over: steady)))
-    #expect(!Tuner.beatsBeyondNoise(Tuner.pairedGain(base, over: base)))
+    #expect(!Tuner.beatsBeyondNoise(Tuner.pairedGain(base, over: steady), standardErrors: 1.5))
+    #expect(!Tuner.beatsBeyondNoise(Tuner.pairedGain(base, over: base), standardErrors: 1.5))
+    // The bar rises with the number of trials competing at the last rung (the one-sided normal
+    // quantile at 10% / candidates).
+    #expect(abs(Tuner.guardStandardErrors(candidates: 1) - 1.2816) < 1e-3)
+    #expect(abs(Tuner.guardStandardErrors(candidates: 4) - 1.9600) < 1e-3)
+    #expect(Tuner.guardStandardErrors(candidates: 10) > Tuner.guardStandardErrors(candidates: 4))
     // Only users on both sides count: the trial's extra user 999 is ignored.
     let extra = steady + [(Int32(999), 1.0)]
     #expect(abs(Tuner.pairedGain(extra, over: base).mean - 0.01) < 1e-12)

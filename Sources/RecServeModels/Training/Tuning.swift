@@ -5,7 +5,8 @@ import Foundation
 /// search space, are all trained for a ninth of the epochs (ALS: iterations; at least 3); the
 /// best third goes on to a third of them, and the best third of those to the full count. The
 /// given settings always reach the full count, and another trial wins only when it beats them
-/// on validation by more than `guardStandardErrors` standard errors of the paired difference
+/// on validation by more than `guardStandardErrors(candidates:)` standard errors of the paired
+/// difference
 /// (per user for ranking, per row for ratings: the best of many noisy scores is biased
 /// upwards), so a search does not trade good defaults for luck. Validation rows are carved from
 /// the rows the search is given, never from held-out test rows (the callers pass only training
@@ -23,10 +24,25 @@ public enum Tuner {
     "mf": ["optimizer", "lr", "reg", "dim", "epochs"],
   ]
 
-  /// How many standard errors of the paired difference a trial must beat the given settings by
-  /// to replace them: about a one-sided 7% chance that a trial no better than them wins on noise
-  /// alone, before the selection among the last rung's few trials.
-  public static let guardStandardErrors = 1.5
+  /// The chance, over the whole search, that some trial no better than the given settings
+  /// replaces them on validation noise alone.
+  public static let guardFalseWinRate = 0.1
+
+  /// How many standard errors of the paired difference the best of `candidates` trials at the
+  /// last rung must beat the given settings by to replace them: the one-sided normal quantile
+  /// at `guardFalseWinRate / candidates` (Bonferroni: the best of several noisy gains is biased
+  /// upwards, the more so the more there are). 1.28 for one candidate, 1.96 for four.
+  public static func guardStandardErrors(candidates: Int) -> Double {
+    let tail = guardFalseWinRate / Double(max(1, candidates))
+    // Bisection on the upper tail 0.5·erfc(z/√2), decreasing in z.
+    var lo = 0.0
+    var hi = 10.0
+    for _ in 0..<60 {
+      let mid = (lo + hi) / 2
+      if 0.5 * erfc(mid / 2.0.squareRoot()) > tail { lo = mid } else { hi = mid }
+    }
+    return (lo + hi) / 2
+  }
 
   /// One trial: its settings, and its score at each budget it reached.
   public struct Trial<Config: Sendable>: Sendable {
@@ -57,6 +73,8 @@ public enum Tuner {
     /// or squared error saved per row), and its standard error; nil when only the given
     /// settings reached the last rung.
     public var gain: (mean: Double, standardError: Double)?
+    /// The standard errors the gain had to exceed (`guardStandardErrors(candidates:)`).
+    public var guardThreshold: Double?
     public var seconds: Double
 
     /// For model.json: the search, its trials and the winner.
@@ -72,7 +90,7 @@ public enum Tuner {
         "best_other_trial": runnerUp.map { .int(Int64($0)) } ?? .null,
         "gain_over_given": gain.map { .double($0.mean) } ?? .null,
         "gain_standard_error": gain.map { .double($0.standardError) } ?? .null,
-        "guard_standard_errors": .double(Tuner.guardStandardErrors),
+        "guard_standard_errors": guardThreshold.map { .double($0) } ?? .null,
         "seconds": .double(seconds),
         "winner": .int(Int64(winner)),
         "trials": .array(
@@ -102,7 +120,10 @@ public enum Tuner {
     isCancelled: (@Sendable () -> Bool)?,
     run: (Config, Int) throws -> (value: Double, units: [(unit: Int32, score: Double)]),
     report: (Trial<Config>) -> Void
-  ) throws -> (trials: [Trial<Config>], winner: Int, runnerUp: Int?, gain: (Double, Double)?) {
+  ) throws -> (
+    trials: [Trial<Config>], winner: Int, runnerUp: Int?, gain: (Double, Double)?,
+    threshold: Double?
+  ) {
     var pool = configs.enumerated().map { Trial(id: $0.offset, config: $0.element, scores: []) }
     func better(_ a: Int, _ b: Int) -> Bool {
       let x = pool[a].scores.last!.value
@@ -141,9 +162,10 @@ public enum Tuner {
     // is partly luck (the winner's curse): it replaces the given settings only when its gain
     // over them, unit by unit on the same validation rows, is beyond the noise of that gain.
     let others = alive.filter { $0 != 0 }
-    guard let best = others.min(by: better) else { return (pool, 0, nil, nil) }
+    guard let best = others.min(by: better) else { return (pool, 0, nil, nil, nil) }
     let g = pairedGain(pool[best].units, over: pool[0].units)
-    return beatsBeyondNoise(g) ? (pool, best, nil, g) : (pool, 0, best, g)
+    let z = guardStandardErrors(candidates: others.count)
+    return beatsBeyondNoise(g, standardErrors: z) ? (pool, best, nil, g, z) : (pool, 0, best, g, z)
   }
 
   /// Searches around `base` on `train` (training rows only). `fixed` names settings the user
@@ -205,7 +227,8 @@ public enum Tuner {
       kind: base.kind, best: search.trials[search.winner].config, trials: search.trials,
       winner: search.winner, metric: "ndcg@10", validationSplit: validationSplit,
       validationRows: validation.count, validationUnits: validationUsers,
-      runnerUp: search.runnerUp, gain: search.gain, seconds: monotonicSeconds() - start)
+      runnerUp: search.runnerUp, gain: search.gain, guardThreshold: search.threshold,
+      seconds: monotonicSeconds() - start)
   }
 
   /// An MF search: `trials` settings of learning rate, regularisation and dim around `base`,
@@ -248,7 +271,7 @@ public enum Tuner {
       winner: search.winner, metric: "rmse",
       validationSplit: "random 0.1 of the training rows", validationRows: validation.count,
       validationUnits: validation.count, runnerUp: search.runnerUp, gain: search.gain,
-      seconds: monotonicSeconds() - start)
+      guardThreshold: search.threshold, seconds: monotonicSeconds() - start)
   }
 
   /// One line on a search recorded in model.json (`Result.json`): which trial won with which
@@ -327,10 +350,12 @@ public enum Tuner {
     return (mean, (variance / n).squareRoot())
   }
 
-  /// Whether a paired gain is beyond the noise: more than `guardStandardErrors` standard errors
+  /// Whether a paired gain is beyond the noise: more than `standardErrors` standard errors
   /// above zero.
-  static func beatsBeyondNoise(_ gain: (mean: Double, standardError: Double)) -> Bool {
-    gain.mean > 0 && gain.mean > guardStandardErrors * gain.standardError
+  static func beatsBeyondNoise(
+    _ gain: (mean: Double, standardError: Double), standardErrors: Double
+  ) -> Bool {
+    gain.mean > 0 && gain.mean > standardErrors * gain.standardError
   }
 
   /// Epochs (BPR) or iterations (ALS).
