@@ -95,7 +95,13 @@ class Split:
         self.skipped = len(test) - len(self.test)
 
     def evaluate(self, user_ids, user_factors, item_ids, item_factors, k=10):
-        """Full-ranking HR@k and NDCG@k; factors are aligned to this split's ids by id."""
+        """Full-ranking NDCG@k and HR@k; factors are aligned to this split's ids by id."""
+        gains = self.user_ndcg(user_ids, user_factors, item_ids, item_factors, k)
+        n = max(1, len(gains))
+        return float(gains.sum()) / n, float((gains > 0).sum()) / n
+
+    def user_ndcg(self, user_ids, user_factors, item_ids, item_factors, k=10):
+        """Each scored test user's NDCG@k (0 for a miss), in the order of `self.test`."""
         U = np.zeros((len(self.users), user_factors.shape[1]), dtype=np.float32)
         I = np.zeros((len(self.items), item_factors.shape[1]), dtype=np.float32)
         for j, u in enumerate(user_ids):
@@ -106,15 +112,28 @@ class Split:
                 I[self.iidx[i]] = item_factors[j]
         scores = U @ I.T
         scores[self.matrix.nonzero()] = -np.inf
-        hr = ndcg = 0.0
-        for u, i in self.test:
+        gains = np.zeros(len(self.test))
+        for n, (u, i) in enumerate(self.test):
             s = scores[u]
             rank = int((s >= s[i]).sum()) - 1  # ties count against the held-out item
             if rank < k:
-                hr += 1
-                ndcg += 1 / np.log2(rank + 2)
-        n = max(1, len(self.test))
-        return ndcg / n, hr / n
+                gains[n] = 1 / np.log2(rank + 2)
+        return gains
+
+
+def ratio_interval(a, b, draws=2000, seed=0):
+    """The 5th and 95th percentiles of mean(a) / mean(b) over test users resampled with
+    replacement (paired: one user's two gains stay together): how far the test rows alone can
+    move a ratio, whatever the training seed."""
+    rng = np.random.default_rng(seed)
+    n = len(a)
+    ratios = []
+    for _ in range(draws):
+        k = rng.integers(0, n, n)
+        den = b[k].mean()
+        if den > 0:
+            ratios.append(a[k].mean() / den)
+    return tuple(np.percentile(ratios, [5, 95])) if ratios else (float("nan"), float("nan"))
 
 
 def read_safetensors(path):

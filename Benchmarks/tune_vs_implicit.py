@@ -14,7 +14,10 @@ defaults otherwise (implicit 0.7.3: BPR lr 0.01 with plain sampling, ALS alpha 1
     python3 Benchmarks/tune_vs_implicit.py [--tune 20] [--seeds 2] [--datasets ml-100k,...]
 
 Prints a markdown table per kind: NDCG@10 and HR@10 (means over seeds), the ratios to implicit,
-and seconds (RecServe's whole `recserve train` process, tuning included; implicit's fit).
+and seconds (RecServe's whole `recserve train` process, tuning included; implicit's fit). Each
+ratio comes with the 5-95% range of the same ratio over the test users resampled with replacement
+(each user's NDCG averaged over seeds first): on a set with few test users a ratio moves that much
+with the users alone, so a ratio whose range straddles 1 is a tie.
 
 MF (`--kinds mf`, on the data sets with explicit ratings): `recserve train --kind mf` on the
 whole file with its default random 10% holdout (seeded, so the defaults and the tuned run are
@@ -79,29 +82,37 @@ def main():
         for kind in rows_out:
             common = ["--dim", "64", "--threads", "2", "--epochs", "100" if kind == "bpr" else "15"]
             runs = {"default": [], "tuned": [], "implicit": []}
+            gains = {"default": [], "tuned": [], "implicit": []}
             for seed in range(42, 42 + args.seeds):
                 for label, extra in (("default", []), ("tuned", ["--tune", str(args.tune)])):
                     u, uf, i, itf, _, wall = ivr.run_recserve(
                         binary, str(train_csv), str(tmp / "models"), f"{kind}-{label}", kind, common + extra, seed)
                     runs[label].append((*split.evaluate(u, uf, i, itf), wall))
+                    gains[label].append(split.user_ndcg(u, uf, i, itf))
                 model = (BayesianPersonalizedRanking(factors=64, iterations=100, num_threads=2, random_state=seed)
                          if kind == "bpr" else
                          AlternatingLeastSquares(factors=64, iterations=15, num_threads=2, random_state=seed))
                 u, uf, i, itf, seconds = ivr.run_implicit(model, split)
                 runs["implicit"].append((*split.evaluate(u, uf, i, itf), seconds))
+                gains["implicit"].append(split.user_ndcg(u, uf, i, itf))
             mean = {k: [float(np.mean([r[j] for r in v])) for j in range(3)] for k, v in runs.items()}
-            rows_out[kind].append((name, mean))
+            user = {k: np.mean(v, axis=0) for k, v in gains.items()}  # each test user's mean over seeds
+            spread = {k: ivr.ratio_interval(user[k], user["implicit"]) for k in ("default", "tuned")}
+            rows_out[kind].append((name, mean, spread, len(split.test)))
             print(f"{name} {kind}: " + ", ".join(f"{k} ndcg@10 {v[0]:.4f} ({v[2]:.1f} s)" for k, v in mean.items()),
                   file=sys.stderr, flush=True)
 
     for kind, table in rows_out.items():
-        print(f"\n{kind}: NDCG@10 / HR@10, mean of {args.seeds} seeds; --tune {args.tune}")
-        print("| data set | defaults | --tune | implicit | defaults / implicit | tuned / implicit | "
+        print(f"\n{kind}: NDCG@10 / HR@10, mean of {args.seeds} seeds; --tune {args.tune}; ratios with the "
+              "5-95% range over test users resampled (paired bootstrap)")
+        print("| data set | test users | defaults | --tune | implicit | defaults / implicit | tuned / implicit | "
               "HR@10 defaults / tuned / implicit | seconds defaults / tuned / implicit |")
-        print("|---|---|---|---|---|---|---|---|")
-        for name, m in table:
+        print("|---|---|---|---|---|---|---|---|---|")
+        for name, m, spread, users in table:
             d, t, im = m["default"], m["tuned"], m["implicit"]
-            print(f"| {name} | {d[0]:.4f} | {t[0]:.4f} | {im[0]:.4f} | {d[0] / im[0]:.2f} | {t[0] / im[0]:.2f} | "
+            (dl, dh), (tl, th) = spread["default"], spread["tuned"]
+            print(f"| {name} | {users} | {d[0]:.4f} | {t[0]:.4f} | {im[0]:.4f} | {d[0] / im[0]:.2f} ({dl:.2f}-{dh:.2f}) | "
+                  f"{t[0] / im[0]:.2f} ({tl:.2f}-{th:.2f}) | "
                   f"{d[1]:.4f} / {t[1]:.4f} / {im[1]:.4f} | {d[2]:.1f} / {t[2]:.1f} / {im[2]:.1f} |")
 
     if mf_rows:
