@@ -12,6 +12,7 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
     .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
     .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
+    .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
   ],
   targets: [
     // C shim over gRPC core: opaque handles, plain pointers and lengths, no policy.
@@ -74,11 +75,20 @@ let package = Package(
       dependencies: [
         "RecServeServing", "RecServeModels", "RecServeRPC", "RecServeProto", "CSystem",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        // `recserve load`'s latency percentiles.
+        .product(name: "Histogram", package: "hdrhistogram-swift"),
       ]
     ),
     .testTarget(name: "RecServeRPCTests", dependencies: ["RecServeRPC"]),
     .testTarget(name: "RecServeModelsTests", dependencies: ["RecServeModels"]),
-    .testTarget(name: "RecServeCLITests", dependencies: ["recserve"]),
+    .testTarget(
+      name: "RecServeCLITests",
+      dependencies: [
+        "recserve", "RecServeModels", "RecServeProto", "RecServeRPC",
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        .product(name: "Histogram", package: "hdrhistogram-swift"),
+      ]
+    ),
     .testTarget(
       name: "RecServeProtoTests",
       dependencies: ["RecServeProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]

@@ -131,6 +131,16 @@ public final class CompletionQueue: @unchecked Sendable {
     return UnaryResult(code: code, message: message, response: response)
   }
 
+  /// Reads a completed call's response bytes in place (empty when it has none); the bytes are
+  /// valid only inside `body`.
+  public static func withResponse<T>(of call: Call, _ body: (UnsafeRawBufferPointer) -> T) -> T {
+    let count = cgrpc_client_call_response_length(call)
+    guard count > 0, let bytes = cgrpc_client_call_response_bytes(call) else {
+      return body(UnsafeRawBufferPointer(start: nil, count: 0))
+    }
+    return body(UnsafeRawBufferPointer(start: bytes, count: count))
+  }
+
   /// The status code of a completed call, without copying anything.
   public static func status(of call: Call) -> StatusCode {
     StatusCode(rawValue: cgrpc_client_call_status(call)) ?? .unknown
