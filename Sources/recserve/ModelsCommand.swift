@@ -170,6 +170,51 @@ struct AdminClient {
 // MARK: - Human output
 
 enum ModelTable {
+  /// One block per poll of `models status --watch`: each loaded version's traffic over the last
+  /// minute, stable first, then the canary, then the rest.
+  static func printTraffic(_ status: Recserve_V1_ModelStatus, at time: Date) {
+    let clock = ISO8601DateFormatter().string(from: time)
+    var canary = ""
+    if status.canaryFraction > 0, let version = status.labels[status.canaryLabel] {
+      canary = "   canary: version \(version) for \(percent(status.canaryFraction)) of users"
+    }
+    Swift.print(
+      "\(clock)   model \(status.name)   serving version \(status.servingVersion)\(canary)")
+    let order = ["stable": 0, "canary": 1]
+    let loaded = status.versions.filter { $0.hasTraffic }.sorted {
+      (order[$0.traffic.role] ?? 2, -$0.version) < (order[$1.traffic.role] ?? 2, -$1.version)
+    }
+    if loaded.isEmpty {
+      Swift.print("  (no version is loaded)")
+      return
+    }
+    var rows: [[String]] = [
+      [
+        "VERSION", "ROLE", "CALLS/S", "ERRORS/S", "ERROR %", "P50 MS", "P99 MS", "CALLS",
+        "WINDOW S",
+      ]
+    ]
+    for version in loaded {
+      let t = version.traffic
+      let windowCalls = t.callsPerSecond * t.windowSeconds
+      let errorShare = windowCalls > 0 ? t.errorsPerSecond * t.windowSeconds / windowCalls * 100 : 0
+      rows.append([
+        String(version.version), t.role, String(format: "%.1f", t.callsPerSecond),
+        String(format: "%.2f", t.errorsPerSecond), String(format: "%.2f", errorShare),
+        String(format: "%.3f", t.p50Ms), String(format: "%.3f", t.p99Ms), String(t.calls),
+        String(format: "%.0f", t.windowSeconds),
+      ])
+    }
+    let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
+    for row in rows {
+      Swift.print(
+        "  "
+          + row.enumerated().map { column, cell in
+            cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
+          }.joined(separator: "  "))
+    }
+  }
+
   /// Prints a model's header line, then one line per version (and a reason line under each
   /// version that has one, e.g. FAILED ones).
   static func print(_ status: Recserve_V1_ModelStatus) {
@@ -334,16 +379,47 @@ extension ModelsCommand {
 
     @OptionGroup var options: AdminOptions
 
-    func validate() throws { try validateName(name) }
+    @Flag(
+      help: """
+        Poll every --interval seconds and print the loaded versions' traffic side by side: \
+        calls/s, errors and p50/p99 over the last minute, by role (a canary beside stable).
+        """)
+    var watch = false
+
+    @Option(help: "Seconds between polls with --watch.")
+    var interval: Double = 2
+
+    @Option(help: "With --watch: stop after this many polls (default: until interrupted).")
+    var count: Int?
+
+    func validate() throws {
+      try validateName(name)
+      if !(interval >= 0.1) || interval > 3600 {
+        throw ValidationError("--interval must be in 0.1...3600 seconds")
+      }
+      if let count, count < 1 { throw ValidationError("--count must be at least 1") }
+      if count != nil && !watch { throw ValidationError("--count is for --watch") }
+    }
 
     func run() throws {
       var request = Recserve_V1_GetModelStatusRequest()
       request.name = name
       let client = AdminClient(options: options)
-      let response = try client.call(
-        "GetModelStatus", request, as: Recserve_V1_GetModelStatusResponse.self)
-      if options.json { return try client.printJSON(response) }
-      ModelTable.print(response.status)
+      var polls = 0
+      repeat {
+        if polls > 0 { Thread.sleep(forTimeInterval: interval) }
+        let response = try client.call(
+          "GetModelStatus", request, as: Recserve_V1_GetModelStatusResponse.self)
+        polls += 1
+        if options.json {
+          try client.printJSON(response)
+        } else if watch {
+          ModelTable.printTraffic(response.status, at: Date())
+        } else {
+          ModelTable.print(response.status)
+        }
+        fflush(nil)
+      } while watch && polls < (count ?? .max)
     }
   }
 

@@ -30,14 +30,15 @@ def _run(*args, timeout=120):
 
 
 def dom(url: str) -> str:
-    """The page's DOM as Chromium serialises it after loading (scripts run)."""
-    result = _run("--virtual-time-budget=5000", "--dump-dom", url)
+    """The page's DOM as Chromium serialises it once loaded. (No virtual-time budget: a page that
+    reloads itself, like the status page, would never let it run out.)"""
+    result = _run("--dump-dom", url)
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 
 
 def screenshot(url: str, out: pathlib.Path, width=1000, height=1400) -> pathlib.Path:
-    result = _run("--virtual-time-budget=5000", "--hide-scrollbars", f"--window-size={width},{height}",
+    result = _run("--hide-scrollbars", f"--window-size={width},{height}",
                   f"--screenshot={out}", url)
     assert result.returncode == 0 and out.exists(), result.stderr[-2000:]
     return out

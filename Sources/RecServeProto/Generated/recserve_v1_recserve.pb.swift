@@ -613,32 +613,102 @@ public nonisolated struct Recserve_V1_TrainProgress: Sendable {
   public init() {}
 }
 
-public nonisolated struct Recserve_V1_VersionStatus: Sendable {
+public nonisolated struct Recserve_V1_VersionStatus: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var version: Int64 = 0
+  public var version: Int64 {
+    get {_storage._version}
+    set {_uniqueStorage()._version = newValue}
+  }
 
-  public var state: Recserve_V1_VersionState = .unspecified
+  public var state: Recserve_V1_VersionState {
+    get {_storage._state}
+    set {_uniqueStorage()._state = newValue}
+  }
 
   /// Why the version FAILED, in words.
-  public var reason: String = String()
+  public var reason: String {
+    get {_storage._reason}
+    set {_uniqueStorage()._reason = newValue}
+  }
 
-  public var labels: [String] = []
+  public var labels: [String] {
+    get {_storage._labels}
+    set {_uniqueStorage()._labels = newValue}
+  }
 
-  public var kind: String = String()
+  public var kind: String {
+    get {_storage._kind}
+    set {_uniqueStorage()._kind = newValue}
+  }
 
-  public var metrics: Dictionary<String,Double> = [:]
+  public var metrics: Dictionary<String,Double> {
+    get {_storage._metrics}
+    set {_uniqueStorage()._metrics = newValue}
+  }
 
-  public var sizeBytes: Int64 = 0
+  public var sizeBytes: Int64 {
+    get {_storage._sizeBytes}
+    set {_uniqueStorage()._sizeBytes = newValue}
+  }
 
-  public var createdAt: String = String()
+  public var createdAt: String {
+    get {_storage._createdAt}
+    set {_uniqueStorage()._createdAt = newValue}
+  }
 
   /// How the version's hyperparameters were chosen when a search ran (`recserve train --tune`,
   /// Train's `tune`), in one line: the winning trial and its settings, the validation metric of
   /// the winner and of the given settings, the search's time. Empty when no search ran.
-  public var tuning: String = String()
+  public var tuning: String {
+    get {_storage._tuning}
+    set {_uniqueStorage()._tuning = newValue}
+  }
+
+  /// The calls this version answered while loaded (absent for a version that is not loaded).
+  public var traffic: Recserve_V1_VersionTraffic {
+    get {_storage._traffic ?? Recserve_V1_VersionTraffic()}
+    set {_uniqueStorage()._traffic = newValue}
+  }
+  /// Returns true if `traffic` has been explicitly set.
+  public var hasTraffic: Bool {_storage._traffic != nil}
+  /// Clears the value of `traffic`. Subsequent reads from it will return its default value.
+  public mutating func clearTraffic() {_uniqueStorage()._traffic = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// Predict, Rank and SimilarItems calls a loaded version answered: totals since it loaded, and
+/// rates and latency over the last minute (or since it loaded, when sooner).
+public nonisolated struct Recserve_V1_VersionTraffic: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var calls: Int64 = 0
+
+  public var errors: Int64 = 0
+
+  public var windowSeconds: Double = 0
+
+  public var callsPerSecond: Double = 0
+
+  public var errorsPerSecond: Double = 0
+
+  /// Latency from accepting a call to sending its status, interpolated within the server's
+  /// histogram buckets.
+  public var p50Ms: Double = 0
+
+  public var p99Ms: Double = 0
+
+  /// What the version does now: "canary", "stable" or "other".
+  public var role: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1652,7 +1722,140 @@ nonisolated extension Recserve_V1_TrainProgress: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Recserve_V1_VersionStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".VersionStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}state\0\u{1}reason\0\u{1}labels\0\u{1}kind\0\u{1}metrics\0\u{3}size_bytes\0\u{3}created_at\0\u{1}tuning\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}state\0\u{1}reason\0\u{1}labels\0\u{1}kind\0\u{1}metrics\0\u{3}size_bytes\0\u{3}created_at\0\u{1}tuning\0\u{1}traffic\0")
+
+  fileprivate class _StorageClass {
+    var _version: Int64 = 0
+    var _state: Recserve_V1_VersionState = .unspecified
+    var _reason: String = String()
+    var _labels: [String] = []
+    var _kind: String = String()
+    var _metrics: Dictionary<String,Double> = [:]
+    var _sizeBytes: Int64 = 0
+    var _createdAt: String = String()
+    var _tuning: String = String()
+    var _traffic: Recserve_V1_VersionTraffic? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _version = source._version
+      _state = source._state
+      _reason = source._reason
+      _labels = source._labels
+      _kind = source._kind
+      _metrics = source._metrics
+      _sizeBytes = source._sizeBytes
+      _createdAt = source._createdAt
+      _tuning = source._tuning
+      _traffic = source._traffic
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularInt64Field(value: &_storage._version) }()
+        case 2: try { try decoder.decodeSingularEnumField(value: &_storage._state) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._reason) }()
+        case 4: try { try decoder.decodeRepeatedStringField(value: &_storage._labels) }()
+        case 5: try { try decoder.decodeSingularStringField(value: &_storage._kind) }()
+        case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufDouble>.self, value: &_storage._metrics) }()
+        case 7: try { try decoder.decodeSingularInt64Field(value: &_storage._sizeBytes) }()
+        case 8: try { try decoder.decodeSingularStringField(value: &_storage._createdAt) }()
+        case 9: try { try decoder.decodeSingularStringField(value: &_storage._tuning) }()
+        case 10: try { try decoder.decodeSingularMessageField(value: &_storage._traffic) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if _storage._version != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._version, fieldNumber: 1)
+      }
+      if _storage._state != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._state, fieldNumber: 2)
+      }
+      if !_storage._reason.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._reason, fieldNumber: 3)
+      }
+      if !_storage._labels.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._labels, fieldNumber: 4)
+      }
+      if !_storage._kind.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._kind, fieldNumber: 5)
+      }
+      if !_storage._metrics.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufDouble>.self, value: _storage._metrics, fieldNumber: 6)
+      }
+      if _storage._sizeBytes != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._sizeBytes, fieldNumber: 7)
+      }
+      if !_storage._createdAt.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._createdAt, fieldNumber: 8)
+      }
+      if !_storage._tuning.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._tuning, fieldNumber: 9)
+      }
+      try { if let v = _storage._traffic {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+      } }()
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Recserve_V1_VersionStatus, rhs: Recserve_V1_VersionStatus) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._version != rhs_storage._version {return false}
+        if _storage._state != rhs_storage._state {return false}
+        if _storage._reason != rhs_storage._reason {return false}
+        if _storage._labels != rhs_storage._labels {return false}
+        if _storage._kind != rhs_storage._kind {return false}
+        if _storage._metrics != rhs_storage._metrics {return false}
+        if _storage._sizeBytes != rhs_storage._sizeBytes {return false}
+        if _storage._createdAt != rhs_storage._createdAt {return false}
+        if _storage._tuning != rhs_storage._tuning {return false}
+        if _storage._traffic != rhs_storage._traffic {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Recserve_V1_VersionTraffic: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".VersionTraffic"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}calls\0\u{1}errors\0\u{3}window_seconds\0\u{3}calls_per_second\0\u{3}errors_per_second\0\u{3}p50_ms\0\u{3}p99_ms\0\u{1}role\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1660,61 +1863,56 @@ nonisolated extension Recserve_V1_VersionStatus: SwiftProtobuf.Message, SwiftPro
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularInt64Field(value: &self.version) }()
-      case 2: try { try decoder.decodeSingularEnumField(value: &self.state) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.reason) }()
-      case 4: try { try decoder.decodeRepeatedStringField(value: &self.labels) }()
-      case 5: try { try decoder.decodeSingularStringField(value: &self.kind) }()
-      case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufDouble>.self, value: &self.metrics) }()
-      case 7: try { try decoder.decodeSingularInt64Field(value: &self.sizeBytes) }()
-      case 8: try { try decoder.decodeSingularStringField(value: &self.createdAt) }()
-      case 9: try { try decoder.decodeSingularStringField(value: &self.tuning) }()
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self.calls) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.errors) }()
+      case 3: try { try decoder.decodeSingularDoubleField(value: &self.windowSeconds) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.callsPerSecond) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.errorsPerSecond) }()
+      case 6: try { try decoder.decodeSingularDoubleField(value: &self.p50Ms) }()
+      case 7: try { try decoder.decodeSingularDoubleField(value: &self.p99Ms) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.role) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.version != 0 {
-      try visitor.visitSingularInt64Field(value: self.version, fieldNumber: 1)
+    if self.calls != 0 {
+      try visitor.visitSingularInt64Field(value: self.calls, fieldNumber: 1)
     }
-    if self.state != .unspecified {
-      try visitor.visitSingularEnumField(value: self.state, fieldNumber: 2)
+    if self.errors != 0 {
+      try visitor.visitSingularInt64Field(value: self.errors, fieldNumber: 2)
     }
-    if !self.reason.isEmpty {
-      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 3)
+    if self.windowSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.windowSeconds, fieldNumber: 3)
     }
-    if !self.labels.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.labels, fieldNumber: 4)
+    if self.callsPerSecond.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.callsPerSecond, fieldNumber: 4)
     }
-    if !self.kind.isEmpty {
-      try visitor.visitSingularStringField(value: self.kind, fieldNumber: 5)
+    if self.errorsPerSecond.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.errorsPerSecond, fieldNumber: 5)
     }
-    if !self.metrics.isEmpty {
-      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufDouble>.self, value: self.metrics, fieldNumber: 6)
+    if self.p50Ms.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.p50Ms, fieldNumber: 6)
     }
-    if self.sizeBytes != 0 {
-      try visitor.visitSingularInt64Field(value: self.sizeBytes, fieldNumber: 7)
+    if self.p99Ms.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.p99Ms, fieldNumber: 7)
     }
-    if !self.createdAt.isEmpty {
-      try visitor.visitSingularStringField(value: self.createdAt, fieldNumber: 8)
-    }
-    if !self.tuning.isEmpty {
-      try visitor.visitSingularStringField(value: self.tuning, fieldNumber: 9)
+    if !self.role.isEmpty {
+      try visitor.visitSingularStringField(value: self.role, fieldNumber: 8)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Recserve_V1_VersionStatus, rhs: Recserve_V1_VersionStatus) -> Bool {
-    if lhs.version != rhs.version {return false}
-    if lhs.state != rhs.state {return false}
-    if lhs.reason != rhs.reason {return false}
-    if lhs.labels != rhs.labels {return false}
-    if lhs.kind != rhs.kind {return false}
-    if lhs.metrics != rhs.metrics {return false}
-    if lhs.sizeBytes != rhs.sizeBytes {return false}
-    if lhs.createdAt != rhs.createdAt {return false}
-    if lhs.tuning != rhs.tuning {return false}
+  public static func ==(lhs: Recserve_V1_VersionTraffic, rhs: Recserve_V1_VersionTraffic) -> Bool {
+    if lhs.calls != rhs.calls {return false}
+    if lhs.errors != rhs.errors {return false}
+    if lhs.windowSeconds != rhs.windowSeconds {return false}
+    if lhs.callsPerSecond != rhs.callsPerSecond {return false}
+    if lhs.errorsPerSecond != rhs.errorsPerSecond {return false}
+    if lhs.p50Ms != rhs.p50Ms {return false}
+    if lhs.p99Ms != rhs.p99Ms {return false}
+    if lhs.role != rhs.role {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,8 +1,10 @@
 import Atomics
 import Foundation
 
-/// Counters of one method: calls finished by status code, and a latency histogram (accept to
-/// final status posted). Lock-free: relaxed atomic increments on the request path.
+/// Counters of one method (or of anything calls are counted for, e.g. the model version that
+/// answered them: `ServerContext.count(in:)`): calls finished by status code, and a latency
+/// histogram (accept to final status posted). Lock-free: relaxed atomic increments on the
+/// request path.
 public final class MethodStats: Sendable {
   /// Upper bounds of the latency buckets, in seconds (a last bucket catches the rest).
   public static let bucketBounds: [Double] = [
@@ -20,12 +22,12 @@ public final class MethodStats: Sendable {
   /// shutdown, a bug) never released. Checked by `RPCServer.shutdown` once every thread exited.
   let liveCalls = ManagedAtomic<Int>(0)
 
-  init(path: String) {
+  public init(path: String) {
     self.path = path
   }
 
   @inline(__always)
-  func record(_ code: StatusCode, nanoseconds: UInt64) {
+  public func record(_ code: StatusCode, nanoseconds: UInt64) {
     codes[Int(code.rawValue)].wrappingIncrement(ordering: .relaxed)
     var bucket = 0
     let bounds = Self.boundsNanos
@@ -47,4 +49,7 @@ public final class MethodStats: Sendable {
   public var bucketCounts: [Int] { buckets.map { $0.load(ordering: .relaxed) } }
 
   public var totalSeconds: Double { Double(totalNanos.load(ordering: .relaxed)) / 1e9 }
+
+  /// Calls finished with each status code, indexed by the code's raw value (0...16).
+  public var callsByCodeValue: [Int] { codes.map { $0.load(ordering: .relaxed) } }
 }

@@ -33,6 +33,9 @@ final class ServerCall: @unchecked Sendable {
   var arrival: UInt64 = 0
   /// Where the call's outcome is counted, and the call itself while it is allocated.
   let stats: MethodStats
+  /// A second place its outcome is counted (`ServerContext.count(in:)`); set by the handler
+  /// before the call finishes.
+  var alsoCountedIn: MethodStats?
 
   init(worker: ServerWorker, method: RegisteredMethod?) {
     self.worker = worker
@@ -111,7 +114,9 @@ final class ServerCall: @unchecked Sendable {
 
   /// Posts the final batch: an optional message, then the status. Finishes the call.
   func finish(message: [UInt8]?, code: StatusCode, details: String) {
-    stats.record(code, nanoseconds: DispatchTime.now().uptimeNanoseconds &- arrival)
+    let nanoseconds = DispatchTime.now().uptimeNanoseconds &- arrival
+    stats.record(code, nanoseconds: nanoseconds)
+    alsoCountedIn?.record(code, nanoseconds: nanoseconds)
     // The finished bit and the send's count go up together, so a completing operation on
     // another thread never sees "nothing in flight, finished" before this send is counted.
     state.add(3, ordering: .acquiringAndReleasing)

@@ -41,6 +41,13 @@ public struct ServerContext: @unchecked Sendable {
     if isCancelled { throw RPCError(.cancelled, "the client went away") }
   }
 
+  /// Counts this call's outcome (status code and latency, like the method's own counters) in
+  /// `stats` too, e.g. the model version that answers it. Call it from the handler, before the
+  /// call finishes; a later call replaces the earlier one.
+  public func count(in stats: MethodStats) {
+    call.alsoCountedIn = stats
+  }
+
   /// True when the deadline passed.
   public var isPastDeadline: Bool {
     guard deadlineRemaining.isFinite else { return false }

@@ -48,6 +48,16 @@ public final class ModelEntry: Sendable {
   }
 }
 
+extension ModelEntry {
+  /// What `version` does now: "canary" (the canary slice's version), "stable" (what a request
+  /// naming no version or label gets otherwise) or "other".
+  public func role(of version: Int64) -> String {
+    if let canary, canary.version == version { return "canary" }
+    if let serving, serving.version == version { return "stable" }
+    return "other"
+  }
+}
+
 /// An immutable picture of every model; requests read the current one without a lock.
 public final class RegistrySnapshot: AtomicReference, @unchecked Sendable {
   public let models: [String: ModelEntry]
@@ -127,6 +137,8 @@ public final class ModelRegistry: @unchecked Sendable {
   private let pollEnded = DispatchSemaphore(value: 0)
   /// Receives one line per event worth telling an operator (a new version serving, a failure).
   public var log: @Sendable (String) -> Void = { _ in }
+  /// The latest events (those logged, and each version loaded), for the status page.
+  public let events = EventLog(capacity: 200)
 
   public init(directory: String, keepVersions: Int = 2, indexes: IndexOptions = IndexOptions()) {
     self.directory = directory
@@ -137,6 +149,12 @@ public final class ModelRegistry: @unchecked Sendable {
 
   /// The current snapshot.
   public var snapshot: RegistrySnapshot { current.load(ordering: .acquiring) }
+
+  /// Logs `line` and keeps it among the recent events.
+  private func note(_ line: String) {
+    events.append(line)
+    log(line)
+  }
 
   // MARK: the loader thread
 
@@ -326,7 +344,7 @@ public final class ModelRegistry: @unchecked Sendable {
     faults = faults.filter { key, _ in
       !Self.path(of: key).hasPrefix(path + "/") && Self.path(of: key) != path
     }
-    log("model '\(name)' is gone from \(directory): no longer served")
+    note("model '\(name)' is gone from \(directory): no longer served")
   }
 
   /// Loader thread: brings one model's records in line with the disk and the policy, and
@@ -430,12 +448,13 @@ public final class ModelRegistry: @unchecked Sendable {
       case .loaded(let record):
         records[version] = record
         kept += 1
+        events.append("version \(version) of '\(name)' loaded and verified")
       case .unreadable(let record):
         records[version] = record
       case .failed(let record):
         records[version] = record
         failures.append("\(name) version \(version): \(record.reason)")
-        log(
+        note(
           "version \(version) of '\(name)' FAILED verification and will not serve: \(record.reason)"
         )
       }
@@ -452,7 +471,7 @@ public final class ModelRegistry: @unchecked Sendable {
     }
     let after = snapshot.models[name]?.serving?.version
     if after != before, let after {
-      log("model '\(name)' now serves version \(after)")
+      note("model '\(name)' now serves version \(after)")
     }
     return failures
   }
@@ -476,7 +495,7 @@ public final class ModelRegistry: @unchecked Sendable {
       readable("load", path, "version \(version) of '\(name)' loaded")
       if let ivf = served.ivf {
         let seconds = (ivf.buildSeconds * 1000).rounded() / 1000
-        log(
+        note(
           "version \(version) of '\(name)': IVF index of \(ivf.lists) lists (default nprobe \(ivf.defaultProbe)) over \(ivf.itemCount) items built in \(seconds) s"
         )
       }
@@ -526,7 +545,7 @@ public final class ModelRegistry: @unchecked Sendable {
     let key = kind + ":" + path
     guard faults[key] != line else { return }
     faults[key] = line
-    log(line)
+    note(line)
   }
 
   private func unreadable(_ kind: String, _ path: String, _ error: any Error, keeping: String?) {
@@ -543,7 +562,7 @@ public final class ModelRegistry: @unchecked Sendable {
     _ kind: String, _ path: String, _ recovered: String?, phrase: String = "can be read again"
   ) {
     guard faults.removeValue(forKey: kind + ":" + path) != nil else { return }
-    log("\(path) \(phrase)" + (recovered.map { ": \($0)" } ?? ""))
+    note("\(path) \(phrase)" + (recovered.map { ": \($0)" } ?? ""))
   }
 
   private func keepingSummary(_ name: String) -> String {
@@ -674,6 +693,7 @@ public final class ModelRegistry: @unchecked Sendable {
         case .loaded(let record):
           model.records[version] = record
           models[name] = model
+          events.append("version \(version) of '\(name)' loaded and verified (for a label)")
         case .unreadable(let record):
           model.records[version] = previous
           models[name] = model
@@ -710,7 +730,7 @@ public final class ModelRegistry: @unchecked Sendable {
     }
     models[name]?.labels = labels
     _ = refreshModel(name, retry: false)
-    log(
+    note(
       "label '\(label)' of '\(name)' \(version == 0 ? "removed" : "now points to version \(version)")"
     )
     guard let entry = snapshot.models[name] else {
@@ -756,7 +776,7 @@ public final class ModelRegistry: @unchecked Sendable {
           version: version, state: .unloaded, reason: "unloaded by an admin", served: nil)
         self.publish(name)
       }
-      self.log("version \(version) of '\(name)' unloaded by an admin")
+      self.note("version \(version) of '\(name)' unloaded by an admin")
       guard let entry = self.snapshot.models[name] else {
         throw RPCError.notFound("model '\(name)' not found")
       }

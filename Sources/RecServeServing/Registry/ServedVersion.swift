@@ -15,6 +15,8 @@ public final class ServedVersion: Sendable {
   /// What was built for faster Rank at load (`IndexOptions`); nil where not asked for.
   public let halfItems: HalfItems?
   public let ivf: IVFIndex?
+  /// The calls this version answered (counted by the server; read by metrics and status).
+  public let traffic = VersionTraffic()
 
   public init(
     name: String, version: Int64, loaded: LoadedModel, indexes: IndexOptions = IndexOptions()

@@ -303,10 +303,62 @@ public final class MetricsServer: @unchecked Sendable {
         "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
         + "Content-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
     }
-    let body = "not found: metrics are at /metrics\n"
+    if parts.count >= 2, parts[0] == "GET",
+      parts[1] == "/" || parts[1] == "/index.html" || parts[1].hasPrefix("/?")
+    {
+      let body = StatusPage.render(server)
+      return
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-store\r\n"
+        + "Content-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
+    }
+    let body = "not found: metrics are at /metrics, the status page at /\n"
     return
       "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\n"
       + "Connection: close\r\n\r\n" + body
+  }
+
+  /// Calls each loaded version answered, by status code, and their latency, with the version's
+  /// role now (canary, stable, other): a canary's errors and p99 beside stable's.
+  func renderVersionTraffic(_ snapshot: RegistrySnapshot, into out: inout String) {
+    var calls = ""
+    var latency = ""
+    for name in snapshot.models.keys.sorted() {
+      let entry = snapshot.models[name]!
+      for version in entry.versions.keys.sorted() {
+        guard let served = entry.versions[version]?.served else { continue }
+        let labels =
+          "model=\"\(Self.escapeLabel(name))\",version=\"\(version)\",role=\"\(entry.role(of: version))\""
+        let counters = served.traffic.counters
+        for (code, count) in counters.callsByCode {
+          calls += "recserve_version_calls_total{\(labels),code=\"\(code)\"} \(count)\n"
+        }
+        let counts = counters.bucketCounts
+        let total = counts.reduce(0, +)
+        var cumulative = 0
+        for (index, bound) in MethodStats.bucketBounds.enumerated() {
+          cumulative += counts[index]
+          latency +=
+            "recserve_version_latency_seconds_bucket{\(labels),le=\"\(bound)\"} \(cumulative)\n"
+        }
+        latency += "recserve_version_latency_seconds_bucket{\(labels),le=\"+Inf\"} \(total)\n"
+        latency += "recserve_version_latency_seconds_sum{\(labels)} \(counters.totalSeconds)\n"
+        latency += "recserve_version_latency_seconds_count{\(labels)} \(total)\n"
+      }
+    }
+    out +=
+      "# HELP recserve_version_calls_total Predict, Rank and SimilarItems calls a loaded model version answered, by status code; role is what the version does now (canary, stable or other).\n"
+    out += "# TYPE recserve_version_calls_total counter\n"
+    out += calls
+    out +=
+      "# HELP recserve_version_latency_seconds Time from accepting a call to sending its status, by the model version that answered it.\n"
+    out += "# TYPE recserve_version_latency_seconds histogram\n"
+    out += latency
+  }
+
+  /// A Prometheus label value: backslash, double quote and newline escaped.
+  static func escapeLabel(_ text: String) -> String {
+    text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+      .replacingOccurrences(of: "\n", with: "\\n")
   }
 
   /// The Prometheus text exposition.
@@ -354,6 +406,7 @@ public final class MetricsServer: @unchecked Sendable {
       out +=
         "recserve_model_serving_version{model=\"\(name)\"} \(snapshot.models[name]!.serving?.version ?? 0)\n"
     }
+    renderVersionTraffic(snapshot, into: &out)
     out += "# HELP recserve_model_versions Versions on disk, by state.\n"
     out += "# TYPE recserve_model_versions gauge\n"
     for name in snapshot.models.keys.sorted() {

@@ -60,6 +60,8 @@ public final class RecServeServer: Sendable {
   let batcher: RankBatcher?
   /// Catalog-scale Ranks in flight, batched or not: one that finds none is served alone.
   let rankers: RanksInFlight
+  /// Samples each version's traffic for rates over the last minute.
+  let sampler: TrafficSampler
 
   public init(configuration: Configuration) {
     self.configuration = configuration
@@ -83,6 +85,7 @@ public final class RecServeServer: Sendable {
         maxBatch: configuration.maxBatch, maxWait: configuration.batchWaitMicroseconds,
         parallel: configuration.limits.cores) : nil
     admin = AdminService(registry: registry)
+    sampler = TrafficSampler(registry: registry)
     let rpc = self.rpc
     health = HealthService(
       registry: registry, isShuttingDown: { [weak rpc] in rpc?.isShuttingDown ?? true })
@@ -98,6 +101,7 @@ public final class RecServeServer: Sendable {
   public func start() throws -> Int {
     let port = try rpc.start()
     registry.startPolling(interval: configuration.pollInterval)
+    sampler.start()
     return port
   }
 
@@ -105,6 +109,7 @@ public final class RecServeServer: Sendable {
     registry.stopPolling()
     rpc.shutdown(gracePeriod: gracePeriod)
     batcher?.stop()
+    sampler.stop()
   }
 
   /// Returns once the server has shut down (see `shutdown`), its Rank batcher included.
@@ -136,6 +141,7 @@ public final class RecServeServer: Sendable {
       .unaryDeferrable { context, bytes in
         let request = try Self.decode(Recserve_V1_RankRequest.self, bytes)
         let planned = try recommender.planRank(request)
+        if let served = planned.served { context.count(in: served.traffic.counters) }
         // A scan of a large catalog, with little else to do: alone it is served here at once,
         // split over every core; while other Ranks are in flight it joins the batcher, which
         // scans once for many (with batching off, it runs like any request).
@@ -294,6 +300,7 @@ public final class RecServeServer: Sendable {
     .unaryDeferrable { context, bytes in
       let request = try decode(Request.self, bytes)
       let planned = try plan(request)
+      if let served = planned.served { context.count(in: served.traffic.counters) }
       if planned.work <= inline {
         return .response(try planned.run({ try context.checkDeadline() }).serializedBytes())
       }

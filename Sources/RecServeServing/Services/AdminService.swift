@@ -114,6 +114,17 @@ public final class AdminService: Sendable {
         item.sizeBytes = Int64(served.loaded.sizeBytes)
         item.createdAt = manifest.createdAt
         item.tuning = manifest.hyperparameters["tuning"].flatMap(Tuner.summary) ?? ""
+        let summary = served.traffic.summary()
+        var traffic = Recserve_V1_VersionTraffic()
+        traffic.calls = Int64(summary.calls)
+        traffic.errors = Int64(summary.errors)
+        traffic.windowSeconds = summary.windowSeconds
+        traffic.callsPerSecond = summary.callsPerSecond
+        traffic.errorsPerSecond = summary.errorsPerSecond
+        traffic.p50Ms = summary.p50Milliseconds
+        traffic.p99Ms = summary.p99Milliseconds
+        traffic.role = entry.role(of: version)
+        item.traffic = traffic
       }
       status.versions.append(item)
     }

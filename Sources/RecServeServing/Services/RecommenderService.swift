@@ -54,6 +54,8 @@ public final class RecommenderService: Sendable {
     var batchKey: RankBatcher.Key? = nil
     /// The work for a request alone on an idle server, which may use every core.
     var runAlone: (@Sendable (_ check: () throws -> Void) throws -> Response)? = nil
+    /// The version that will answer (its traffic counts the call).
+    public var served: ServedVersion? = nil
 
     init(
       work: Int, shared: Int = 0,
@@ -69,6 +71,12 @@ public final class RecommenderService: Sendable {
       plan.batchKey = key
       return plan
     }
+
+    func answered(by served: ServedVersion) -> Plan {
+      var plan = self
+      plan.served = served
+      return plan
+    }
   }
 
   public init(registry: ModelRegistry, limits: Limits = Limits()) {
@@ -82,19 +90,27 @@ public final class RecommenderService: Sendable {
   public func planPredict(_ request: Recserve_V1_PredictRequest) throws -> Plan<
     Recserve_V1_PredictResponse
   > {
-    let served = try resolve(
-      request.model, hasModel: request.hasModel, userKey: request.pairs.first?.userID ?? "")
+    let served = try resolvePredict(request)
     let work = request.pairs.count * (served.model.dim + 2 * Self.lookupWork)
-    return Plan(work: work) { _ in try self.predict(request) }
+    return Plan(work: work) { _ in try self.predict(request, served: served) }.answered(by: served)
+  }
+
+  /// The version that answers a Predict. One version answers the whole batch: with neither
+  /// version nor label, the canary split is decided over all the pairs' users
+  /// (ModelRegistry.resolve(name:userKeys:)).
+  func resolvePredict(_ request: Recserve_V1_PredictRequest) throws -> ServedVersion {
+    request.hasModel && !request.model.name.isEmpty && request.model.selector == nil
+      ? try registry.resolve(name: request.model.name, userKeys: request.pairs.lazy.map(\.userID))
+      : try resolve(request.model, hasModel: request.hasModel)
   }
 
   public func predict(_ request: Recserve_V1_PredictRequest) throws -> Recserve_V1_PredictResponse {
-    // One version answers the whole batch: with neither version nor label, the canary split
-    // is decided over all the pairs' users (ModelRegistry.resolve(name:userKeys:)).
-    let served =
-      request.hasModel && !request.model.name.isEmpty && request.model.selector == nil
-      ? try registry.resolve(name: request.model.name, userKeys: request.pairs.lazy.map(\.userID))
-      : try resolve(request.model, hasModel: request.hasModel)
+    try predict(request, served: try resolvePredict(request))
+  }
+
+  func predict(_ request: Recserve_V1_PredictRequest, served: ServedVersion) throws
+    -> Recserve_V1_PredictResponse
+  {
     let pairs = request.pairs
     if pairs.isEmpty {
       throw RPCError.invalidArgument("pairs is empty: give at least one (user_id, item_id) pair")
@@ -185,6 +201,7 @@ public final class RecommenderService: Sendable {
         request, served: served, knownUser: knownUser, k: k, search: search, parallel: cores,
         check: check)
     }
+    plan.served = served
     return plan
   }
 
@@ -419,13 +436,19 @@ public final class RecommenderService: Sendable {
     let served = try resolve(request.model, hasModel: request.hasModel)
     let work =
       served.model.itemCount * (served.model.dim + 2) + Self.lookupWork * request.exclude.count
-    return Plan(work: work) { _ in try self.similarItems(request) }
+    return Plan(work: work) { _ in try self.similarItems(request, served: served) }
+      .answered(by: served)
   }
 
   public func similarItems(_ request: Recserve_V1_SimilarItemsRequest) throws
     -> Recserve_V1_SimilarItemsResponse
   {
-    let served = try resolve(request.model, hasModel: request.hasModel)
+    try similarItems(request, served: try resolve(request.model, hasModel: request.hasModel))
+  }
+
+  func similarItems(_ request: Recserve_V1_SimilarItemsRequest, served: ServedVersion) throws
+    -> Recserve_V1_SimilarItemsResponse
+  {
     let k = try Self.validateK(request.k, field: "k")
     if request.itemID.isEmpty { throw RPCError.invalidArgument("item_id is empty") }
     if request.exclude.count > Self.maxListEntries {
