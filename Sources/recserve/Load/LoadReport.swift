@@ -206,7 +206,7 @@ struct LoadOutput {
       if let first = s.firstNew {
         var text = String(format: "answers first named version %lld at %.2f s", version, first)
         if let switched = s.switched {
-          text += "; every answer named it from second \(switched + 1) on"
+          text += "; every answer named it from \(switched) s on"
         }
         print(text)
       } else {
