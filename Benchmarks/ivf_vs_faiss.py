@@ -141,7 +141,7 @@ def load(binary, port, users_file, duration, inflight, *extra):
     result = subprocess.run(
         [binary, "load", "--target", f"127.0.0.1:{port}", "--rpc", "rank", "--model", "big", "--k", str(K),
          "--concurrency", str(inflight), "--threads", "1" if inflight == 1 else "2", "--duration", str(duration),
-         "--warmup", "1", "--users-file", str(users_file), "--json", *extra],
+         "--warmup", "1", "--users-file", str(users_file), "--json", "--quiet", *extra],
         capture_output=True, text=True, check=True)
     r = json.loads(result.stdout)
     return {"queries_per_s": r["calls_per_s"], "p50_ms": r["latency_ms"]["p50"], "p99_ms": r["latency_ms"]["p99"],

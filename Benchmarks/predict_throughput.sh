@@ -49,7 +49,7 @@ echo_port=$(wait_listening "$work/echo.out")
 
 run() { # port
   "$bin" load --target "127.0.0.1:$1" --rpc "$rpc" --threads "$threads" --concurrency "$concurrency" \
-    --duration "$duration" --model demo --json
+    --duration "$duration" --model demo --json --quiet
 }
 echo "load: $rpc, $threads client threads x $((concurrency / threads)) in flight, ${duration} s, servers on $server_threads threads, $rounds rounds" >&2
 results=()

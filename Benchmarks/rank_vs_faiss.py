@@ -117,7 +117,7 @@ def recserve_rates(binary: str, models: pathlib.Path, duration: float, users_fil
             result = subprocess.run(
                 [binary, "load", "--target", f"127.0.0.1:{port}", "--rpc", "rank", "--model", "big", "--k", "10",
                  "--concurrency", str(inflight), "--threads", "1" if inflight == 1 else "2", *([] if search == "default" else ["--search", search]),
-                 "--duration", str(duration), "--warmup", "1", "--users-file", str(users_file), "--json"],
+                 "--duration", str(duration), "--warmup", "1", "--users-file", str(users_file), "--json", "--quiet"],
                 capture_output=True, text=True, check=True)
             r = json.loads(result.stdout)
             out[(inflight, search)] = {"queries_per_s": r["calls_per_s"], "p50_ms": r["latency_ms"]["p50"],

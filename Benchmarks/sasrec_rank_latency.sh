@@ -55,7 +55,7 @@ run() {
     --concurrency "$inflight" --threads "$threads" --duration "$duration" --warmup 1 \
     --recent "$recent" --users-file "$models/$model/$([[ $model == seq ]] && echo "$seq_version" || echo "$mf_version")/users.txt" \
     --items-file "$models/$model/$([[ $model == seq ]] && echo "$seq_version" || echo "$mf_version")/items.txt" \
-    --json | python3 -c "import json,sys; r=json.load(sys.stdin); r['label']='$label'; print(json.dumps(r))"
+    --json --quiet | python3 -c "import json,sys; r=json.load(sys.stdin); r['label']='$label'; print(json.dumps(r))"
 }
 {
   for inflight in 1 "$saturation"; do

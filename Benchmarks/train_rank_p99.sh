@@ -36,7 +36,7 @@ port=$(sed -n 's/.*listening on .*:\([0-9]*\).*/\1/p' "$work/out")
 
 load() {
   "$bin" load --target "127.0.0.1:$port" --rpc rank --model ml --rate "$rate" --concurrency 16 --threads 1 \
-    --duration 8 --warmup 0.5 --users-file "$work/users.txt" --items-file "$work/items.txt" --json
+    --duration 8 --warmup 0.5 --users-file "$work/users.txt" --items-file "$work/items.txt" --json --quiet
 }
 idle=$(load)
 python3 - "$port" "$kind" "$epochs" >"$work/train.txt" 2>&1 <<'PY' &
