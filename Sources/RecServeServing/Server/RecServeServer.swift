@@ -130,8 +130,8 @@ public final class RecServeServer: Sendable {
     let inline = recommender.limits.inlineWork
     rpc.register(
       "/recserve.v1.Recommender/Predict",
-      Self.planned(inline: inline) { (request: Recserve_V1_PredictRequest) in
-        try recommender.planPredict(request)
+      Self.planned(inline: inline) { (request: Recserve_V1_PredictRequest, context) in
+        try recommender.planPredict(request) { context.count(in: $0.traffic.counters) }
       })
     let batcher = self.batcher
     let rankers = self.rankers
@@ -140,8 +140,9 @@ public final class RecServeServer: Sendable {
       "/recserve.v1.Recommender/Rank",
       .unaryDeferrable { context, bytes in
         let request = try Self.decode(Recserve_V1_RankRequest.self, bytes)
-        let planned = try recommender.planRank(request)
-        if let served = planned.served { context.count(in: served.traffic.counters) }
+        // The version's traffic counts the call from the moment it is chosen: a request it
+        // refuses (e.g. SEARCH_IVF on a version without an index) is one of its errors.
+        let planned = try recommender.planRank(request) { context.count(in: $0.traffic.counters) }
         // A scan of a large catalog, with little else to do: alone it is served here at once,
         // split over every core; while other Ranks are in flight it joins the batcher, which
         // scans once for many (with batching off, it runs like any request).
@@ -190,8 +191,8 @@ public final class RecServeServer: Sendable {
       })
     rpc.register(
       "/recserve.v1.Recommender/SimilarItems",
-      Self.planned(inline: inline) { (request: Recserve_V1_SimilarItemsRequest) in
-        try recommender.planSimilarItems(request)
+      Self.planned(inline: inline) { (request: Recserve_V1_SimilarItemsRequest, context) in
+        try recommender.planSimilarItems(request) { context.count(in: $0.traffic.counters) }
       })
     let trainer = self.trainer
     rpc.register(
@@ -295,12 +296,12 @@ public final class RecServeServer: Sendable {
   /// ones are answered there, those over `inline` multiply-adds run on the work pool. Either
   /// way the work stops at the call's deadline or when the client goes away.
   static func planned<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
-    inline: Int, _ plan: @escaping @Sendable (Request) throws -> RecommenderService.Plan<Response>
+    inline: Int,
+    _ plan: @escaping @Sendable (Request, ServerContext) throws -> RecommenderService.Plan<Response>
   ) -> MethodHandler {
     .unaryDeferrable { context, bytes in
       let request = try decode(Request.self, bytes)
-      let planned = try plan(request)
-      if let served = planned.served { context.count(in: served.traffic.counters) }
+      let planned = try plan(request, context)
       if planned.work <= inline {
         return .response(try planned.run({ try context.checkDeadline() }).serializedBytes())
       }

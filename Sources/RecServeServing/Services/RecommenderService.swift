@@ -54,8 +54,6 @@ public final class RecommenderService: Sendable {
     var batchKey: RankBatcher.Key? = nil
     /// The work for a request alone on an idle server, which may use every core.
     var runAlone: (@Sendable (_ check: () throws -> Void) throws -> Response)? = nil
-    /// The version that will answer (its traffic counts the call).
-    public var served: ServedVersion? = nil
 
     init(
       work: Int, shared: Int = 0,
@@ -72,11 +70,6 @@ public final class RecommenderService: Sendable {
       return plan
     }
 
-    func answered(by served: ServedVersion) -> Plan {
-      var plan = self
-      plan.served = served
-      return plan
-    }
   }
 
   public init(registry: ModelRegistry, limits: Limits = Limits()) {
@@ -87,12 +80,15 @@ public final class RecommenderService: Sendable {
   // MARK: Predict
 
   /// Predict, priced (one dot product a pair); `predict` does the checks and the work.
-  public func planPredict(_ request: Recserve_V1_PredictRequest) throws -> Plan<
+  public func planPredict(
+    _ request: Recserve_V1_PredictRequest, resolved: (ServedVersion) -> Void = { _ in }
+  ) throws -> Plan<
     Recserve_V1_PredictResponse
   > {
     let served = try resolvePredict(request)
+    resolved(served)
     let work = request.pairs.count * (served.model.dim + 2 * Self.lookupWork)
-    return Plan(work: work) { _ in try self.predict(request, served: served) }.answered(by: served)
+    return Plan(work: work) { _ in try self.predict(request, served: served) }
   }
 
   /// The version that answers a Predict. One version answers the whole batch: with neither
@@ -140,9 +136,11 @@ public final class RecommenderService: Sendable {
 
   /// Rank, checked and priced: the fields are validated and the version resolved at once; the
   /// work (scoring, filters, selection, re-ranking) runs where the caller puts it.
-  public func planRank(_ request: Recserve_V1_RankRequest) throws -> Plan<Recserve_V1_RankResponse>
-  {
+  public func planRank(
+    _ request: Recserve_V1_RankRequest, resolved: (ServedVersion) -> Void = { _ in }
+  ) throws -> Plan<Recserve_V1_RankResponse> {
     let served = try resolve(request.model, hasModel: request.hasModel, userKey: request.userID)
+    resolved(served)
     let k = try Self.validateK(request.k, field: "k")
     if request.diversity.isNaN || request.diversity < 0 || request.diversity > 1 {
       throw RPCError.invalidArgument("diversity must be between 0 and 1, got \(request.diversity)")
@@ -201,7 +199,6 @@ public final class RecommenderService: Sendable {
         request, served: served, knownUser: knownUser, k: k, search: search, parallel: cores,
         check: check)
     }
-    plan.served = served
     return plan
   }
 
@@ -430,14 +427,16 @@ public final class RecommenderService: Sendable {
 
   /// SimilarItems, priced (one pass over the item embeddings); `similarItems` does the checks
   /// and the work.
-  public func planSimilarItems(_ request: Recserve_V1_SimilarItemsRequest) throws -> Plan<
+  public func planSimilarItems(
+    _ request: Recserve_V1_SimilarItemsRequest, resolved: (ServedVersion) -> Void = { _ in }
+  ) throws -> Plan<
     Recserve_V1_SimilarItemsResponse
   > {
     let served = try resolve(request.model, hasModel: request.hasModel)
+    resolved(served)
     let work =
       served.model.itemCount * (served.model.dim + 2) + Self.lookupWork * request.exclude.count
     return Plan(work: work) { _ in try self.similarItems(request, served: served) }
-      .answered(by: served)
   }
 
   public func similarItems(_ request: Recserve_V1_SimilarItemsRequest) throws
