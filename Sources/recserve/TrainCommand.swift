@@ -202,6 +202,19 @@ struct TrainCommand: ParsableCommand {
       """)
   var progress: ProgressReporter.Mode = .auto
 
+  /// The settings given on the command line, which a search (--tune) keeps as they are (a
+  /// kind's search ignores the names it does not search).
+  var fixedSettings: Set<String> {
+    let given: [(String, Bool)] = [
+      ("optimizer", optimizer != nil), ("lr", lr != nil), ("reg", reg != nil), ("dim", dim != nil),
+      ("epochs", epochs != nil), ("alpha", alpha != nil),
+      ("negative_candidates", negativeCandidates != nil),
+      ("negative_sampling", negativeSampling != nil), ("recency_boost", recencyBoost != nil),
+      ("recency_half_life", recencyHalfLife != nil),
+    ]
+    return Set(given.filter(\.1).map(\.0))
+  }
+
   func run() throws {
     do {
       try execute()
@@ -306,17 +319,10 @@ struct TrainCommand: ParsableCommand {
       ("rmse", config.earlyStoppingPatience != nil ? "validation rmse" : "holdout rmse")
     ])
     defer { reporter.finish() }
-    var fixed: Set<String> = []
-    for (setting, given) in [
-      ("optimizer", optimizer != nil), ("lr", lr != nil), ("reg", reg != nil), ("dim", dim != nil),
-      ("epochs", epochs != nil),
-    ] where given {
-      fixed.insert(setting)
-    }
     let quietTuning = quiet || progress == .none
     let result = try trainAndPublishMF(
       data: consume interactions, config: config, holdout: effectiveHoldout,
-      modelsDirectory: models, name: name, tune: tune ?? 0, fixed: fixed,
+      modelsDirectory: models, name: name, tune: tune ?? 0, fixed: fixedSettings,
       tuneReport: quietTuning
         ? nil : { FileHandle.standardError.write(Data(($0 + "\n").utf8)) },
       progress: reporter.report)
@@ -523,19 +529,10 @@ extension TrainCommand {
     let skippedLines = interactions.skippedLines
     let reporter = progressReporter(metrics: [("correct", "correct")])
     defer { reporter.finish() }
-    var fixed: Set<String> = []
-    for (setting, given) in [
-      ("lr", lr != nil), ("reg", reg != nil), ("alpha", alpha != nil),
-      ("negative_candidates", negativeCandidates != nil),
-      ("negative_sampling", negativeSampling != nil), ("recency_boost", recencyBoost != nil),
-      ("recency_half_life", recencyHalfLife != nil),
-    ] where given {
-      fixed.insert(setting)
-    }
     let quietTuning = quiet || progress == .none
     let result = try trainAndPublishImplicit(
       data: consume interactions, config: config, split: splitChoice, threshold: implicitThreshold,
-      modelsDirectory: models, name: name, tune: tune ?? 0, fixed: fixed,
+      modelsDirectory: models, name: name, tune: tune ?? 0, fixed: fixedSettings,
       tuneReport: quietTuning
         ? nil : { FileHandle.standardError.write(Data(($0 + "\n").utf8)) },
       progress: reporter.report)
