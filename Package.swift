@@ -73,7 +73,7 @@ let package = Package(
     .executableTarget(
       name: "recserve",
       dependencies: [
-        "RecServeServing", "RecServeModels", "RecServeRPC", "RecServeProto", "CSystem",
+        "RecServeServing", "RecServeModels", "RecServeRPC", "RecServeProto", "CSystem", "CCrypto",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         // `recserve load`'s latency percentiles.
         .product(name: "Histogram", package: "hdrhistogram-swift"),

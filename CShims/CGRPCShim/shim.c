@@ -100,6 +100,20 @@ void cgrpc_server_register_cq(cgrpc_server *server, grpc_completion_queue *cq) {
   grpc_server_register_completion_queue(server->server, cq, NULL);
 }
 
+int cgrpc_server_add_tls_port(cgrpc_server *server, const char *address, const char *cert_chain_pem,
+                              const char *private_key_pem, const char *client_ca_pem) {
+  grpc_ssl_pem_key_cert_pair pair = {private_key_pem, cert_chain_pem};
+  grpc_server_credentials *creds = grpc_ssl_server_credentials_create_ex(
+      client_ca_pem, &pair, 1,
+      client_ca_pem != NULL ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                            : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+      NULL);
+  if (creds == NULL) return 0;
+  int port = grpc_server_add_http2_port(server->server, address, creds);
+  grpc_server_credentials_release(creds);
+  return port;
+}
+
 int cgrpc_server_add_insecure_port(cgrpc_server *server, const char *address) {
   grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
   int port = grpc_server_add_http2_port(server->server, address, creds);
@@ -319,7 +333,8 @@ struct cgrpc_channel {
   grpc_channel *channel;
 };
 
-cgrpc_channel *cgrpc_channel_create_insecure(const char *target, int max_receive_bytes) {
+static cgrpc_channel *cgrpc_channel_create_with(const char *target, int max_receive_bytes,
+                                                 grpc_channel_credentials *creds) {
   grpc_arg args[1];
   size_t count = 0;
   if (max_receive_bytes > 0) {
@@ -329,7 +344,6 @@ cgrpc_channel *cgrpc_channel_create_insecure(const char *target, int max_receive
     count = 1;
   }
   grpc_channel_args channel_args = {count, args};
-  grpc_channel_credentials *creds = grpc_insecure_credentials_create();
   cgrpc_channel *channel = calloc(1, sizeof(cgrpc_channel));
   if (channel == NULL) {
     grpc_channel_credentials_release(creds);
@@ -338,6 +352,20 @@ cgrpc_channel *cgrpc_channel_create_insecure(const char *target, int max_receive
   channel->channel = grpc_channel_create(target, creds, count > 0 ? &channel_args : NULL);
   grpc_channel_credentials_release(creds);
   return channel;
+}
+
+cgrpc_channel *cgrpc_channel_create_insecure(const char *target, int max_receive_bytes) {
+  return cgrpc_channel_create_with(target, max_receive_bytes, grpc_insecure_credentials_create());
+}
+
+cgrpc_channel *cgrpc_channel_create_tls(const char *target, int max_receive_bytes,
+                                        const char *root_pem, const char *cert_chain_pem,
+                                        const char *private_key_pem) {
+  grpc_ssl_pem_key_cert_pair pair = {private_key_pem, cert_chain_pem};
+  grpc_channel_credentials *creds = grpc_ssl_credentials_create(
+      root_pem, (cert_chain_pem != NULL && private_key_pem != NULL) ? &pair : NULL, NULL, NULL);
+  if (creds == NULL) return NULL;
+  return cgrpc_channel_create_with(target, max_receive_bytes, creds);
 }
 
 void *cgrpc_channel_register_method(cgrpc_channel *channel, const char *path) {

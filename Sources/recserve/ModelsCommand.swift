@@ -38,6 +38,8 @@ struct AdminOptions: ParsableArguments {
   @Option(help: "Seconds to wait for the server's answer.")
   var timeout: Double = 10
 
+  @OptionGroup var tls: TLSClientOptions
+
   @Flag(
     help:
       "Print the server's response as one JSON object (proto3 JSON names, 64-bit integers as numbers, fields at their default value left out)."
@@ -108,7 +110,13 @@ struct AdminClient {
     } catch {
       throw failure("cannot encode the \(method) request: \(error)")
     }
-    let channel = Channel(target: options.target)
+    let tls: Channel.TLS?
+    do {
+      tls = try options.tls.channelTLS()
+    } catch {
+      throw failure("\(error)")
+    }
+    let channel = Channel(target: options.target, tls: tls)
     let result = channel.unary(
       "/recserve.v1.ModelAdmin/\(method)", request: bytes, metadata: metadata,
       timeout: options.timeout)
@@ -129,7 +137,7 @@ struct AdminClient {
     switch result.code {
     case .unavailable where !message.contains("shutting down"):
       text +=
-        " (no server answered at \(options.target): is `recserve serve` running and listening there?)"
+        " (no server answered at \(options.target): is `recserve serve` running and listening there, and do --tls, --tls-ca and --tls-cert match its TLS settings?)"
     case .unauthenticated:
       text +=
         " (the server needs its admin token: pass --token-file FILE or set \(Self.environmentVariable))"

@@ -45,6 +45,24 @@ struct ServeCommand: ParsableCommand {
   )
   var insecureAdmin = false
 
+  @Option(
+    name: .customLong("tls-cert"),
+    help: ArgumentHelp(
+      "Serve gRPC over TLS with this PEM certificate chain (needs --tls-key).", valueName: "file"))
+  var tlsCert: String?
+
+  @Option(
+    name: .customLong("tls-key"),
+    help: ArgumentHelp("The private key (PEM, unencrypted) of --tls-cert.", valueName: "file"))
+  var tlsKey: String?
+
+  @Option(
+    name: .customLong("tls-client-ca"),
+    help: ArgumentHelp(
+      "Mutual TLS: every client must present a certificate these PEM roots verify.",
+      valueName: "file"))
+  var tlsClientCA: String?
+
   @Option(help: "Request threads (one completion queue each); default: the number of cores.")
   var threads: Int?
 
@@ -196,6 +214,13 @@ struct ServeCommand: ParsableCommand {
   var maxTrainings: Int = 1
 
   func validate() throws {
+    if (tlsCert == nil) != (tlsKey == nil) {
+      throw ValidationError("--tls-cert and --tls-key go together")
+    }
+    if tlsClientCA != nil && tlsCert == nil {
+      throw ValidationError(
+        "--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS first)")
+    }
     if !(0...65535).contains(port) {
       throw ValidationError("--port must be in 0...65535, got \(port)")
     }
@@ -332,6 +357,19 @@ struct ServeCommand: ParsableCommand {
         throw CLIError("--data-root \(dataRoot) is not a folder")
       }
       configuration.dataRoot = dataRoot
+    }
+    if let tlsCert, let tlsKey {
+      let chain = try TLSFiles.read(tlsCert, option: "--tls-cert")
+      let key = try TLSFiles.read(tlsKey, option: "--tls-key")
+      try TLSFiles.checkPair(chain: chain, chainPath: tlsCert, key: key, keyPath: tlsKey)
+      var clientCA: String?
+      if let tlsClientCA {
+        let roots = try TLSFiles.read(tlsClientCA, option: "--tls-client-ca")
+        try TLSFiles.checkRoots(roots, path: tlsClientCA, option: "--tls-client-ca")
+        clientCA = roots
+      }
+      configuration.tls = RPCServer.Configuration.TLS(
+        certificateChain: chain, privateKey: key, clientCertificateAuthority: clientCA)
     }
     if let adminTokenFile {
       guard let data = FileManager.default.contents(atPath: adminTokenFile) else {

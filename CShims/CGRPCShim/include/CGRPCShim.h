@@ -73,6 +73,11 @@ cgrpc_server *cgrpc_server_create(int max_receive_bytes, int max_concurrent_stre
 void cgrpc_server_register_cq(cgrpc_server *server, grpc_completion_queue *cq);
 /// Returns the bound port (so port 0 picks a free one), or 0 when binding failed.
 int cgrpc_server_add_insecure_port(cgrpc_server *server, const char *address);
+/// Listens with TLS: the server's certificate chain and private key (PEM); with `client_ca_pem`
+/// (PEM roots), every client must present a certificate those roots verify (mutual TLS), else
+/// client certificates are not asked for. Returns the bound port, or 0.
+int cgrpc_server_add_tls_port(cgrpc_server *server, const char *address, const char *cert_chain_pem,
+                              const char *private_key_pem, const char *client_ca_pem);
 /// `payload_with_call`: the request message arrives with the call (unary and server-streaming).
 /// Returns an opaque method handle, or NULL on failure. Call before start.
 void *cgrpc_server_register_method(cgrpc_server *server, const char *path, int payload_with_call);
@@ -140,6 +145,11 @@ int cgrpc_server_call_cancel(cgrpc_server_call *call, int status, const char *de
 typedef struct cgrpc_channel cgrpc_channel;
 
 cgrpc_channel *cgrpc_channel_create_insecure(const char *target, int max_receive_bytes);
+/// A TLS channel: the server is verified against `root_pem` (NULL: gRPC's default roots); with
+/// `cert_chain_pem` and `private_key_pem`, the client presents that certificate (mutual TLS).
+cgrpc_channel *cgrpc_channel_create_tls(const char *target, int max_receive_bytes,
+                                        const char *root_pem, const char *cert_chain_pem,
+                                        const char *private_key_pem);
 /// Registers a method path on the channel for fast calls; the handle lives as long as the channel.
 void *cgrpc_channel_register_method(cgrpc_channel *channel, const char *path);
 void cgrpc_channel_destroy(cgrpc_channel *channel);

@@ -9,15 +9,50 @@ public struct UnaryResult: Sendable {
   public var response: [UInt8]
 }
 
-/// A client connection to a gRPC server (plain text), for tests, tools and the load generator.
+/// A client connection to a gRPC server (plain text, or TLS), for tests, tools and the load
+/// generator.
 public final class Channel: @unchecked Sendable {
   let raw: OpaquePointer
   private let handles = Mutex<[String: UnsafeMutableRawPointer]>([:])
 
-  /// `target` is `host:port`.
-  public init(target: String, maxReceiveMessageBytes: Int = 64 << 20) {
+  /// How a TLS channel verifies the server and, for mutual TLS, who it says it is (PEM text).
+  public struct TLS: Sendable {
+    /// Roots the server's certificate must chain to (nil: gRPC's default roots).
+    public var rootCertificates: String?
+    /// The client's certificate chain and private key, for servers that require one.
+    public var certificateChain: String?
+    public var privateKey: String?
+
+    public init(
+      rootCertificates: String? = nil, certificateChain: String? = nil, privateKey: String? = nil
+    ) {
+      self.rootCertificates = rootCertificates
+      self.certificateChain = certificateChain
+      self.privateKey = privateKey
+    }
+  }
+
+  /// `target` is `host:port`; with `tls`, the channel speaks TLS (a server that does not is
+  /// never reached: calls end UNAVAILABLE).
+  public init(target: String, maxReceiveMessageBytes: Int = 64 << 20, tls: TLS? = nil) {
     GRPCLibrary.ensureInitialized()
-    raw = cgrpc_channel_create_insecure(target, Int32(clamping: maxReceiveMessageBytes))
+    let limit = Int32(clamping: maxReceiveMessageBytes)
+    if let tls {
+      raw = Self.withOptionalCString(tls.rootCertificates) { root in
+        Self.withOptionalCString(tls.certificateChain) { chain in
+          Self.withOptionalCString(tls.privateKey) { key in
+            cgrpc_channel_create_tls(target, limit, root, chain, key)
+          }
+        }
+      }!
+    } else {
+      raw = cgrpc_channel_create_insecure(target, limit)
+    }
+  }
+
+  static func withOptionalCString<T>(_ text: String?, _ body: (UnsafePointer<CChar>?) -> T) -> T {
+    guard let text else { return body(nil) }
+    return text.withCString { body($0) }
   }
 
   deinit {

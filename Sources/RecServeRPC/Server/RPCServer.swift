@@ -37,6 +37,24 @@ public final class RPCServer: @unchecked Sendable {
     public var maxStreams = 128
     /// Concurrent streams (calls) per client connection, as HTTP/2 SETTINGS tell the client.
     public var maxConcurrentStreamsPerConnection = 100
+    /// Listen with TLS instead of plain text.
+    public var tls: TLS? = nil
+
+    /// The server's certificate chain and private key (PEM text); with a client certificate
+    /// authority, every client must present a certificate it verifies (mutual TLS).
+    public struct TLS: Sendable {
+      public var certificateChain: String
+      public var privateKey: String
+      public var clientCertificateAuthority: String?
+
+      public init(
+        certificateChain: String, privateKey: String, clientCertificateAuthority: String? = nil
+      ) {
+        self.certificateChain = certificateChain
+        self.privateKey = privateKey
+        self.clientCertificateAuthority = clientCertificateAuthority
+      }
+    }
 
     public init(
       host: String = "127.0.0.1", port: Int = 50051,
@@ -129,7 +147,18 @@ public final class RPCServer: @unchecked Sendable {
       configuration.host.contains(":") && !configuration.host.hasPrefix("[")
       ? "[\(configuration.host)]" : configuration.host
     let address = "\(host):\(configuration.port)"
-    let bound = cgrpc_server_add_insecure_port(core, address)
+    let bound: Int32
+    if let tls = configuration.tls {
+      bound = tls.certificateChain.withCString { chain in
+        tls.privateKey.withCString { key in
+          Channel.withOptionalCString(tls.clientCertificateAuthority) { clientCA in
+            cgrpc_server_add_tls_port(core, address, chain, key, clientCA)
+          }
+        }
+      }
+    } else {
+      bound = cgrpc_server_add_insecure_port(core, address)
+    }
     guard bound > 0 else {
       // Nothing was started: the server can be destroyed at once.
       cgrpc_server_destroy(core)
@@ -140,8 +169,10 @@ public final class RPCServer: @unchecked Sendable {
       workers.removeAll()
       core = nil
       throw RPCServerError(
-        description:
-          "cannot listen on \(address): the address is in use or not valid on this machine")
+        description: configuration.tls == nil
+          ? "cannot listen on \(address): the address is in use or not valid on this machine"
+          : "cannot listen with TLS on \(address): the address is in use or not valid on this machine, or gRPC refused the certificate and key"
+      )
     }
     port = Int(bound)
     cgrpc_server_start(core)

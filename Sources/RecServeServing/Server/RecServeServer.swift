@@ -43,6 +43,8 @@ public final class RecServeServer: Sendable {
     public var trainMemoryBytes = TrainService.defaultMemoryBudget
     /// Train RPCs running at once (one per model); more wait in one server-wide queue.
     public var maxTrainings = 1
+    /// TLS (and mutual TLS) on the gRPC port; nil: plain text.
+    public var tls: RPCServer.Configuration.TLS? = nil
 
     public init(modelsDirectory: String) {
       self.modelsDirectory = modelsDirectory
@@ -75,6 +77,7 @@ public final class RecServeServer: Sendable {
     rpcConfiguration.workQueue = configuration.workQueue
     rpcConfiguration.maxStreams = configuration.maxStreams
     rpcConfiguration.maxConcurrentStreamsPerConnection = configuration.maxStreamsPerConnection
+    rpcConfiguration.tls = configuration.tls
     rpc = RPCServer(configuration: rpcConfiguration)
     recommender = RecommenderService(registry: registry, limits: configuration.limits)
     rankers = RanksInFlight()

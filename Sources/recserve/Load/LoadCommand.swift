@@ -155,6 +155,8 @@ struct LoadCommand: ParsableCommand {
     help: "File holding the admin token for --swap-at (default: $RECSERVE_ADMIN_TOKEN).")
   var tokenFile: String?
 
+  @OptionGroup var tls: TLSClientOptions
+
   @Flag(help: "Print the summary as one JSON object.")
   var json = false
 
@@ -278,7 +280,7 @@ struct LoadCommand: ParsableCommand {
     let basePlan = LoadRun.Plan(
       target: target, path: rpc.kind.path, requests: requests, concurrency: concurrency,
       threads: threads, duration: duration, count: count, warmup: warmup, rate: rate,
-      timeout: timeout, trackVersions: swapAt != nil)
+      timeout: timeout, trackVersions: swapAt != nil, tls: try tls.channelTLS())
     var parameters = LoadParameters(command: self, duration: duration)
     let output = LoadOutput(json: json, quiet: quiet)
     let perSecond: ((Int, LoadWindow) -> Void)? = quiet ? nil : { output.line($0, $1) }
@@ -368,6 +370,7 @@ struct LoadCommand: ParsableCommand {
     var options = AdminOptions()
     options.target = target
     options.tokenFile = tokenFile
+    options.tls = tls
     options.timeout = max(timeout, 30)
     let admin = AdminClient(options: options)
     if let swapVersion {

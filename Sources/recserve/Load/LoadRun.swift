@@ -87,6 +87,7 @@ final class LoadRun: @unchecked Sendable {
     var rate: Double?
     var timeout: Double
     var trackVersions: Bool
+    var tls: Channel.TLS? = nil
   }
 
   let plan: Plan
@@ -106,7 +107,7 @@ final class LoadRun: @unchecked Sendable {
     let workers = (0..<threads).map { index in
       let share = { (total: Int) in total / threads + (index < total % threads ? 1 : 0) }
       return LoadWorker(
-        target: plan.target, path: plan.path, requests: plan.requests,
+        target: plan.target, tls: plan.tls, path: plan.path, requests: plan.requests,
         inFlight: share(plan.concurrency), timeout: plan.timeout,
         rate: plan.rate.map { $0 / Double(threads) }, measureFrom: measureFrom, stopAt: stopAt,
         budget: plan.count.map(share), trackVersions: plan.trackVersions,
@@ -253,11 +254,12 @@ final class LoadWorker: @unchecked Sendable {
   private(set) var unsent = 0
 
   init(
-    target: String, path: String, requests: [[UInt8]], inFlight: Int, timeout: Double,
+    target: String, tls: Channel.TLS? = nil, path: String, requests: [[UInt8]], inFlight: Int,
+    timeout: Double,
     rate: Double?, measureFrom: UInt64, stopAt: UInt64, budget: Int?, trackVersions: Bool,
     lastWindow: Int?, seed: UInt64
   ) {
-    channel = Channel(target: target)
+    channel = Channel(target: target, tls: tls)
     self.path = path
     self.requests = requests
     self.inFlight = inFlight
