@@ -13,6 +13,7 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
     .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
     .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+    .package(url: "https://github.com/apple/swift-log.git", from: "1.16.0"),
   ],
   targets: [
     // C shim over gRPC core: opaque handles, plain pointers and lengths, no policy.
@@ -77,6 +78,8 @@ let package = Package(
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         // `recserve load`'s latency percentiles.
         .product(name: "Histogram", package: "hdrhistogram-swift"),
+        // The server's log (text or JSON lines).
+        .product(name: "Logging", package: "swift-log"),
       ]
     ),
     .testTarget(name: "RecServeRPCTests", dependencies: ["RecServeRPC"]),

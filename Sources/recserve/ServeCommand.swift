@@ -2,6 +2,7 @@ import ArgumentParser
 import CSystem
 import Dispatch
 import Foundation
+import Logging
 import RecServeModels
 import RecServeRPC
 import RecServeServing
@@ -62,6 +63,16 @@ struct ServeCommand: ParsableCommand {
       "Mutual TLS: every client must present a certificate these PEM roots verify.",
       valueName: "file"))
   var tlsClientCA: String?
+
+  @Option(
+    name: .customLong("log-format"),
+    help: "Server log on stderr: text (for people) or json (one object a line, for log pipelines).")
+  var logFormat: ServerLog.Format = .text
+
+  @Option(
+    name: .customLong("log-level"),
+    help: "Least severe events logged: trace, debug, info, notice, warning, error or critical.")
+  var logLevel: Logger.Level = .info
 
   @Option(help: "Request threads (one completion queue each); default: the number of cores.")
   var threads: Int?
@@ -301,6 +312,7 @@ struct ServeCommand: ParsableCommand {
 
   private func execute() throws {
     csystem_line_buffer_stdout()
+    ServerLog.configure(format: logFormat, level: logLevel)
     // Train and ModelAdmin change what serves: on an address other machines reach, they need a
     // token, or an explicit choice to leave them open. Checked before anything is bound.
     if adminTokenFile == nil && !HostAddress.isLoopback(host) {
@@ -393,6 +405,17 @@ struct ServeCommand: ParsableCommand {
     }
     if empty { try trainDemoModel() }
 
+    log(
+      "starting",
+      metadata: [
+        "host": "\(host)", "port": "\(port)", "threads": "\(configuration.threads)",
+        "models": "\(models)",
+        "tls": "\(tlsCert == nil ? "off" : tlsClientCA == nil ? "tls" : "mutual")",
+        "admin": "\(adminTokenFile != nil ? "token" : insecureAdmin ? "open" : "loopback")",
+        "metrics_port": "\(metricsPort.map(String.init) ?? "off")",
+        "poll_interval_s": "\(pollInterval)", "keep_versions": "\(keepVersions)",
+        "max_trainings": "\(maxTrainings)",
+      ])
     let server = RecServeServer(configuration: configuration)
     server.registry.log = { log($0) }
     for failure in server.registry.loadAll() {
@@ -423,27 +446,29 @@ struct ServeCommand: ParsableCommand {
       }
       metrics = exporter
     }
+    // Graceful stop on SIGINT / SIGTERM, in place before "listening on" tells anyone the server
+    // is there: the handler writes the signal's number to a pipe, a thread reads it.
+    var stopPipe: [Int32] = [-1, -1]
+    guard pipe(&stopPipe) == 0, csystem_install_stop_signals(stopPipe[1]) == 0 else {
+      server.shutdown(gracePeriod: 0)
+      throw CLIError(
+        "cannot install the SIGINT/SIGTERM handler: \(String(cString: strerror(errno)))")
+    }
+    let grace = gracePeriod
+    let stopReader = stopPipe[0]
+    let signalThread = Thread {
+      var number: UInt8 = 0
+      while read(stopReader, &number, 1) < 0 && errno == EINTR {}
+      log("received signal \(number): stopping (calls in flight get \(grace) s)")
+      server.shutdown(gracePeriod: grace)
+    }
+    signalThread.name = "recserve-signals"
+    signalThread.start()
+
     let printableHost = host.contains(":") ? "[\(host)]" : host
     print("listening on \(printableHost):\(bound)")
-
-    // Graceful stop on SIGINT / SIGTERM.
-    signal(SIGINT, SIG_IGN)
-    signal(SIGTERM, SIG_IGN)
-    let signalQueue = DispatchQueue(label: "recserve.signals")
-    var sources: [DispatchSourceSignal] = []
-    let grace = gracePeriod
-    for number in [SIGINT, SIGTERM] {
-      let source = DispatchSource.makeSignalSource(signal: number, queue: signalQueue)
-      source.setEventHandler {
-        log("received signal \(number): stopping (calls in flight get \(grace) s)")
-        DispatchQueue.global().async { server.shutdown(gracePeriod: grace) }
-      }
-      source.resume()
-      sources.append(source)
-    }
     server.wait()
     metrics?.stop()
-    _ = sources
     log("stopped")
   }
 
@@ -490,11 +515,6 @@ struct ServeCommand: ParsableCommand {
       "trained demo-seq version \(sequential.version) on \(sequential.trainRows) events in "
         + String(format: "%.2f s", sequential.trainSeconds) + " (next-item HR@10 \(hr))")
   }
-}
-
-/// Writes a line to standard error.
-func log(_ message: String) {
-  FileHandle.standardError.write(Data((message + "\n").utf8))
 }
 
 /// An error the CLI prints as `error: <message>` before exiting with status 1.

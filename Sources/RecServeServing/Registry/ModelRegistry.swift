@@ -150,10 +150,11 @@ public final class ModelRegistry: @unchecked Sendable {
   /// The current snapshot.
   public var snapshot: RegistrySnapshot { current.load(ordering: .acquiring) }
 
-  /// Logs `line` and keeps it among the recent events.
-  private func note(_ line: String) {
+  /// Logs `line` and keeps it among the recent events; a `warning` reaches the log as
+  /// `warning: <line>` (logged at that level).
+  private func note(_ line: String, warning: Bool = false) {
     events.append(line)
-    log(line)
+    log(warning && !line.hasPrefix("warning: ") ? "warning: " + line : line)
   }
 
   // MARK: the loader thread
@@ -448,15 +449,15 @@ public final class ModelRegistry: @unchecked Sendable {
       case .loaded(let record):
         records[version] = record
         kept += 1
-        events.append("version \(version) of '\(name)' loaded and verified")
+        note("version \(version) of '\(name)' loaded and verified")
       case .unreadable(let record):
         records[version] = record
       case .failed(let record):
         records[version] = record
         failures.append("\(name) version \(version): \(record.reason)")
         note(
-          "version \(version) of '\(name)' FAILED verification and will not serve: \(record.reason)"
-        )
+          "version \(version) of '\(name)' FAILED verification and will not serve: \(record.reason)",
+          warning: true)
       }
     }
     let unloadedNow = previous.values.contains { old in
@@ -693,7 +694,7 @@ public final class ModelRegistry: @unchecked Sendable {
         case .loaded(let record):
           model.records[version] = record
           models[name] = model
-          events.append("version \(version) of '\(name)' loaded and verified (for a label)")
+          note("version \(version) of '\(name)' loaded and verified (for a label)")
         case .unreadable(let record):
           model.records[version] = previous
           models[name] = model
