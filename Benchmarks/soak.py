@@ -180,8 +180,11 @@ def main():
     print("\n| | RSS MB | open fds | threads |")
     print("|---|---|---|---|")
     print(f"| start | {start['rss_mb']} | {start['fds']} | {start['threads']} |")
-    print(f"| end | {end['rss_mb']} | {end['fds']} | {end['threads']} |")
+    minute2 = next((s for at, s in samples if at >= 120), None)
+    if minute2:
+        print(f"| minute 2 | {minute2['rss_mb']} | {minute2['fds']} | {minute2['threads']} |")
     peak_rss = max(s["rss_mb"] for _, s in samples + [(0, end)])
+    print(f"| end | {end['rss_mb']} | {end['fds']} | {end['threads']} |")
     print(f"| highest sample | {peak_rss} | {max(s['fds'] for _, s in samples)} | "
           f"{max(s['threads'] for _, s in samples)} |")
     shutil.rmtree(work, ignore_errors=True)

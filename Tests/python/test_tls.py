@@ -99,6 +99,13 @@ def test_mutual_tls_requires_a_certificate_from_the_client_ca(dataset, pki, user
 
         with grpc.secure_channel(server.target, credentials("client")) as channel:
             assert len(rank(channel, user).items) == 3
+            # Server reflection (what grpcurl uses) works over mutual TLS too.
+            from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (  # noqa: PLC0415
+                ProtoReflectionDescriptorDatabase,
+            )
+            database = ProtoReflectionDescriptorDatabase(channel)
+            assert "recserve.v1.Recommender" in set(database.get_services())
+            assert database.FindFileContainingSymbol("recserve.v1.RankRequest").name == "recserve/v1/recserve.proto"
         with grpc.secure_channel(server.target, credentials()) as channel:
             assert refused(channel, user)
         with grpc.secure_channel(server.target, credentials("stranger")) as channel:
