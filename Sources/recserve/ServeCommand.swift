@@ -417,7 +417,11 @@ struct ServeCommand: ParsableCommand {
         "max_trainings": "\(maxTrainings)",
       ])
     let server = RecServeServer(configuration: configuration)
-    server.registry.log = { log($0) }
+    server.registry.hub.subscribe { event in
+      log(
+        (event.warning ? "warning: " : "") + event.message,
+        metadata: event.fields.mapValues { .string($0) })
+    }
     for failure in server.registry.loadAll() {
       log("warning: \(failure)")
     }

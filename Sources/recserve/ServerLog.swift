@@ -82,7 +82,10 @@ struct LineLogHandler: LogHandler {
 
   static func json(_ value: Logger.Metadata.Value) -> Any {
     switch value {
-    case .string(let s): return Int(s).map { $0 as Any } ?? s
+    case .string(let s):
+      if let integer = Int(s) { return integer }
+      if let number = Double(s), number.isFinite, s.contains(".") { return number }
+      return s
     case .stringConvertible(let c): return "\(c)"
     case .array(let a): return a.map(json)
     case .dictionary(let d): return d.mapValues(json)

@@ -6,39 +6,67 @@ import json
 import shutil
 
 import grpc
+import pytest
 
 from conftest import Server, run_cli
 from recserve.v1 import recserve_pb2 as pb
 from recserve.v1 import recserve_pb2_grpc as rpc
 
 
-def test_json_log_has_one_object_per_event(versions, tmp_path):
+def test_json_log_has_one_object_per_event_with_its_fields(versions, tmp_path):
+    """A run with a swap, a version that fails verification, a training and a training refused:
+    every stderr line is one JSON object, each event is there with its fields, and neither the
+    token nor the training's data path appears anywhere."""
     models = tmp_path / "models"
-    for number, source in ((1, versions[0]), (2, versions[1])):
+    for number, source in ((1, versions[0]), (2, versions[1]), (3, versions[2])):
         shutil.copytree(source, models / "movies" / str(number))
+    (models / "movies" / "3" / "items.txt").write_text("x\n")  # fails its checksum
+    root = tmp_path / "data-root"
+    root.mkdir()
+    secret_path = tmp_path / "elsewhere-secret-data.csv"
     token = tmp_path / "token"
     token.write_text("s3cret-token-for-the-log-test\n")
     log = tmp_path / "server.log"
-    server = Server(models, "--log-format", "json", "--admin-token-file", token, log=log)
+    server = Server(models, "--log-format", "json", "--admin-token-file", token, "--data-root", root, log=log)
     try:
         auth = [("authorization", "Bearer s3cret-token-for-the-log-test")]
         with grpc.insecure_channel(server.target) as channel:
             rpc.ModelAdminStub(channel).SetLabel(pb.SetLabelRequest(name="movies", label="stable", version=1),
                                                  metadata=auth, timeout=30)
+            stub = rpc.RecommenderStub(channel)
+            rows = [pb.Interaction(user_id=f"u{u}", item_id=f"i{(u * 7 + j) % 40}", rating=float(1 + (u + j) % 5))
+                    for u in range(60) for j in range(8)]
+            final = list(stub.Train(pb.TrainRequest(name="fresh", interactions=rows, epochs=3, dim=4),
+                                    metadata=auth, timeout=60))[-1]
+            assert final.done and final.version == 1
+            with pytest.raises(grpc.RpcError):
+                list(stub.Train(pb.TrainRequest(name="other", data_path=str(secret_path), epochs=3, dim=4),
+                                metadata=auth, timeout=60))
     finally:
         assert server.stop() == 0
-    lines = [line for line in log.read_text().splitlines() if line.strip()]
-    events = [json.loads(line) for line in lines]  # every line is one JSON object
+    text = log.read_text()
+    events = [json.loads(line) for line in text.splitlines() if line.strip()]  # each line one object
     assert all({"ts", "level", "msg"} <= set(e) for e in events)
-    starting = [e for e in events if e["msg"] == "starting"]
-    assert len(starting) == 1
-    assert starting[0]["admin"] == "token" and starting[0]["tls"] == "off" and starting[0]["port"] == 0
-    messages = [e["msg"] for e in events]
-    assert "version 1 of 'movies' loaded and verified" in messages
-    assert "version 2 of 'movies' loaded and verified" in messages
-    assert "label 'stable' of 'movies' now points to version 1" in messages
-    assert messages[-1] == "stopped"
-    assert "s3cret-token" not in log.read_text()
+
+    def find(**fields):
+        found = [e for e in events if all(e.get(k) == v for k, v in fields.items())]
+        assert found, f"no event with {fields} in:\n{text}"
+        return found[0]
+
+    starting = find(msg="starting")
+    assert starting["admin"] == "token" and starting["tls"] == "off" and starting["port"] == 0
+    find(event="version_loaded", model="movies", version=1, level="info")
+    failed = find(event="version_failed", model="movies", version=3, level="warning")
+    assert "checksum mismatch" in failed["reason"]
+    find(event="label_moved", model="movies", label="stable", version=1)
+    find(event="serving_changed", model="movies", version=1)
+    find(event="training_started", model="fresh", kind="mf")
+    find(event="training_finished", model="fresh", kind="mf")
+    find(event="version_loaded", model="fresh", version=1)
+    find(event="training_failed", model="other", level="warning")
+    assert events[-1]["msg"] == "stopped"
+    assert "s3cret-token" not in text
+    assert "elsewhere-secret-data" not in text
 
 
 def test_text_log_and_level_filter(versions, tmp_path):

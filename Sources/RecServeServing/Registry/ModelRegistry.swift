@@ -139,6 +139,8 @@ public final class ModelRegistry: @unchecked Sendable {
   public var log: @Sendable (String) -> Void = { _ in }
   /// The latest events (those logged, and each version loaded), for the status page.
   public let events = EventLog(capacity: 200)
+  /// Each event with its fields, for a structured log.
+  public let hub = EventHub()
 
   public init(directory: String, keepVersions: Int = 2, indexes: IndexOptions = IndexOptions()) {
     self.directory = directory
@@ -152,9 +154,12 @@ public final class ModelRegistry: @unchecked Sendable {
 
   /// Logs `line` and keeps it among the recent events; a `warning` reaches the log as
   /// `warning: <line>` (logged at that level).
-  private func note(_ line: String, warning: Bool = false) {
+  private func note(_ line: String, warning: Bool = false, _ fields: [String: String] = [:]) {
     events.append(line)
     log(warning && !line.hasPrefix("warning: ") ? "warning: " + line : line)
+    var text = line
+    if text.hasPrefix("warning: ") { text.removeFirst("warning: ".count) }
+    hub.emit(ServerEvent(text, warning: warning || line.hasPrefix("warning: "), fields: fields))
   }
 
   // MARK: the loader thread
@@ -345,7 +350,9 @@ public final class ModelRegistry: @unchecked Sendable {
     faults = faults.filter { key, _ in
       !Self.path(of: key).hasPrefix(path + "/") && Self.path(of: key) != path
     }
-    note("model '\(name)' is gone from \(directory): no longer served")
+    note(
+      "model '\(name)' is gone from \(directory): no longer served",
+      ["event": "model_removed", "model": name])
   }
 
   /// Loader thread: brings one model's records in line with the disk and the policy, and
@@ -449,7 +456,9 @@ public final class ModelRegistry: @unchecked Sendable {
       case .loaded(let record):
         records[version] = record
         kept += 1
-        note("version \(version) of '\(name)' loaded and verified")
+        note(
+          "version \(version) of '\(name)' loaded and verified",
+          ["event": "version_loaded", "model": name, "version": "\(version)"])
       case .unreadable(let record):
         records[version] = record
       case .failed(let record):
@@ -457,7 +466,11 @@ public final class ModelRegistry: @unchecked Sendable {
         failures.append("\(name) version \(version): \(record.reason)")
         note(
           "version \(version) of '\(name)' FAILED verification and will not serve: \(record.reason)",
-          warning: true)
+          warning: true,
+          [
+            "event": "version_failed", "model": name, "version": "\(version)",
+            "reason": record.reason,
+          ])
       }
     }
     let unloadedNow = previous.values.contains { old in
@@ -472,7 +485,9 @@ public final class ModelRegistry: @unchecked Sendable {
     }
     let after = snapshot.models[name]?.serving?.version
     if after != before, let after {
-      note("model '\(name)' now serves version \(after)")
+      note(
+        "model '\(name)' now serves version \(after)",
+        ["event": "serving_changed", "model": name, "version": "\(after)"])
     }
     return failures
   }
@@ -497,8 +512,8 @@ public final class ModelRegistry: @unchecked Sendable {
       if let ivf = served.ivf {
         let seconds = (ivf.buildSeconds * 1000).rounded() / 1000
         note(
-          "version \(version) of '\(name)': IVF index of \(ivf.lists) lists (default nprobe \(ivf.defaultProbe)) over \(ivf.itemCount) items built in \(seconds) s"
-        )
+          "version \(version) of '\(name)': IVF index of \(ivf.lists) lists (default nprobe \(ivf.defaultProbe)) over \(ivf.itemCount) items built in \(seconds) s",
+          ["event": "index_built", "model": name, "version": "\(version)"])
       }
       return .loaded(
         VersionRecord(version: version, state: .available, reason: "", served: served))
@@ -694,7 +709,9 @@ public final class ModelRegistry: @unchecked Sendable {
         case .loaded(let record):
           model.records[version] = record
           models[name] = model
-          note("version \(version) of '\(name)' loaded and verified (for a label)")
+          note(
+            "version \(version) of '\(name)' loaded and verified (for a label)",
+            ["event": "version_loaded", "model": name, "version": "\(version)"])
         case .unreadable(let record):
           model.records[version] = previous
           models[name] = model
@@ -732,8 +749,8 @@ public final class ModelRegistry: @unchecked Sendable {
     models[name]?.labels = labels
     _ = refreshModel(name, retry: false)
     note(
-      "label '\(label)' of '\(name)' \(version == 0 ? "removed" : "now points to version \(version)")"
-    )
+      "label '\(label)' of '\(name)' \(version == 0 ? "removed" : "now points to version \(version)")",
+      ["event": "label_moved", "model": name, "label": label, "version": "\(version)"])
     guard let entry = snapshot.models[name] else {
       throw RPCError.notFound("model '\(name)' not found")
     }
@@ -777,7 +794,9 @@ public final class ModelRegistry: @unchecked Sendable {
           version: version, state: .unloaded, reason: "unloaded by an admin", served: nil)
         self.publish(name)
       }
-      self.note("version \(version) of '\(name)' unloaded by an admin")
+      self.note(
+        "version \(version) of '\(name)' unloaded by an admin",
+        ["event": "version_unloaded", "model": name, "version": "\(version)"])
       guard let entry = self.snapshot.models[name] else {
         throw RPCError.notFound("model '\(name)' not found")
       }

@@ -198,12 +198,38 @@ public final class RecServeServer: Sendable {
         try recommender.planSimilarItems(request) { context.count(in: $0.traffic.counters) }
       })
     let trainer = self.trainer
+    let hub = registry.hub
     rpc.register(
       "/recserve.v1.Recommender/Train",
       .serverStreaming { context, bytes, writer in
         try authorize(context)
         let request = try Self.decode(Recserve_V1_TrainRequest.self, bytes)
-        try trainer.train(request, writer: writer)
+        // Events name the model and the kind, never the data path (it may lie outside the data
+        // root) nor the error's words (they may quote it): those go to the client only.
+        let fields = ["model": request.name, "kind": request.kind.isEmpty ? "mf" : request.kind]
+        hub.emit(
+          ServerEvent(
+            "training '\(request.name)' started",
+            fields: fields.merging(["event": "training_started", "tune": "\(request.tune)"]) { $1 })
+        )
+        let start = DispatchTime.now().uptimeNanoseconds
+        do {
+          try trainer.train(request, writer: writer)
+        } catch {
+          let code = (error as? RPCError)?.code ?? .internal
+          hub.emit(
+            ServerEvent(
+              "training '\(request.name)' ended with \(code)", warning: true,
+              fields: fields.merging(["event": "training_failed", "code": "\(code)"]) { $1 }))
+          throw error
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        hub.emit(
+          ServerEvent(
+            "training '\(request.name)' finished in \(String(format: "%.2f", seconds)) s",
+            fields: fields.merging([
+              "event": "training_finished", "seconds": String(format: "%.2f", seconds),
+            ]) { $1 }))
       })
 
     rpc.register(
