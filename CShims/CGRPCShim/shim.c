@@ -160,6 +160,10 @@ struct cgrpc_server_call {
   int flat_valid;
   int cancelled;
   int sent_initial_metadata;
+  // One response metadata entry (e.g. x-request-id on an error), kept until the call is
+  // destroyed so that core may read it for as long as the batch that sends it runs.
+  grpc_metadata response_md;
+  int has_response_md;
   cgrpc_tag accept_tag;
   cgrpc_tag close_tag;
   cgrpc_tag send_tag;
@@ -198,6 +202,10 @@ void cgrpc_server_call_destroy(cgrpc_server_call *call) {
   cgrpc_server_call_clear_payload(call);
   grpc_call_details_destroy(&call->details);
   grpc_metadata_array_destroy(&call->metadata);
+  if (call->has_response_md != 0) {
+    grpc_slice_unref(call->response_md.key);
+    grpc_slice_unref(call->response_md.value);
+  }
   if (call->call != NULL) grpc_call_unref(call->call);
   free(call);
 }
@@ -287,14 +295,31 @@ int cgrpc_server_call_start_recv_message(cgrpc_server_call *call) {
   return grpc_call_start_batch(call->call, &op, 1, &call->recv_tag, NULL);
 }
 
+int cgrpc_server_call_set_response_metadata(cgrpc_server_call *call, const char *key,
+                                            const char *value) {
+  if (call->has_response_md) return -1;
+  call->response_md.key = grpc_slice_from_copied_string(key);
+  call->response_md.value = grpc_slice_from_copied_string(value);
+  call->has_response_md = 1;
+  return 0;
+}
+
 int cgrpc_server_call_start_send(cgrpc_server_call *call, const void *bytes, size_t length,
                                  int send_status, int status, const char *details,
                                  size_t details_length) {
   grpc_op ops[3];
   size_t count = 0;
   memset(ops, 0, sizeof(ops));
+  // The response metadata entry goes with the initial metadata when those have not gone out
+  // yet, else with the status (as a trailer); it is sent once.
+  int md_in_initial = call->has_response_md == 1 && !call->sent_initial_metadata;
+  int md_in_trailer = call->has_response_md == 1 && call->sent_initial_metadata && send_status;
   if (!call->sent_initial_metadata) {
     ops[count].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (md_in_initial) {
+      ops[count].data.send_initial_metadata.count = 1;
+      ops[count].data.send_initial_metadata.metadata = &call->response_md;
+    }
     count++;
   }
   grpc_byte_buffer *buffer = NULL;
@@ -313,10 +338,17 @@ int cgrpc_server_call_start_send(cgrpc_server_call *call, const void *bytes, siz
     ops[count].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[count].data.send_status_from_server.status = (grpc_status_code)status;
     ops[count].data.send_status_from_server.status_details = &details_slice;
+    if (md_in_trailer) {
+      ops[count].data.send_status_from_server.trailing_metadata_count = 1;
+      ops[count].data.send_status_from_server.trailing_metadata = &call->response_md;
+    }
     count++;
   }
   grpc_call_error error = grpc_call_start_batch(call->call, ops, count, &call->send_tag, NULL);
-  if (error == GRPC_CALL_OK) call->sent_initial_metadata = 1;
+  if (error == GRPC_CALL_OK) {
+    call->sent_initial_metadata = 1;
+    if (md_in_initial || md_in_trailer) call->has_response_md = 2;  // sent; freed at destroy
+  }
   // The batch took its own references: the message's slices and a copy of the details.
   if (buffer != NULL) grpc_byte_buffer_destroy(buffer);
   if (send_status) grpc_slice_unref(details_slice);

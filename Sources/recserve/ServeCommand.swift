@@ -417,6 +417,19 @@ struct ServeCommand: ParsableCommand {
         "max_trainings": "\(maxTrainings)",
       ])
     let server = RecServeServer(configuration: configuration)
+    // Failed calls: the server's own failures as warnings, the rest (bad requests, deadlines,
+    // refusals) at debug. A Train error's words may quote its data path: left out.
+    server.rpc.onCallFailed = { failed in
+      let serious: Set<StatusCode> = [.internal, .unknown, .dataLoss]
+      var fields: Logger.Metadata = [
+        "event": "call_failed", "method": "\(failed.method)", "code": "\(failed.code)",
+        "request_id": "\(failed.requestID)",
+      ]
+      if !failed.method.hasSuffix("/Train") { fields["message"] = "\(failed.message)" }
+      log(
+        "\(failed.method) failed with \(failed.code)",
+        level: serious.contains(failed.code) ? .warning : .debug, metadata: fields)
+    }
     server.registry.hub.subscribe { event in
       log(
         (event.warning ? "warning: " : "") + event.message,

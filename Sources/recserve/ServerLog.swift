@@ -32,12 +32,12 @@ extension Logger.Level: @retroactive ExpressibleByArgument {}
 
 /// Writes an event: a message starting `warning: ` or `error: ` is logged at that level (the
 /// prefix dropped), any other at info.
-func log(_ message: String, metadata: Logger.Metadata = [:]) {
-  var level = Logger.Level.info
+func log(_ message: String, level given: Logger.Level? = nil, metadata: Logger.Metadata = [:]) {
+  var level = given ?? Logger.Level.info
   var text = message
   for (prefix, prefixLevel) in [("warning: ", Logger.Level.warning), ("error: ", .error)]
   where text.hasPrefix(prefix) {
-    level = prefixLevel
+    level = given ?? prefixLevel
     text.removeFirst(prefix.count)
   }
   ServerLog.current.log(level: level, "\(text)", metadata: metadata)

@@ -97,3 +97,42 @@ def test_bad_log_options_are_named(dataset):
     assert result.returncode != 0 and "--log-format" in result.stderr
     result = run_cli("serve", "--models", dataset["models"], "--log-level", "loud", check=False, timeout=30)
     assert result.returncode != 0 and "--log-level" in result.stderr
+
+
+def test_a_failed_call_carries_a_request_id_back_and_into_the_log(versions, tmp_path):
+    """A failed call's response metadata carries x-request-id (the client's own, or a new one),
+    and the server's debug log has a line for it with the same id; a call that succeeds carries
+    none (nothing is added to the request path of good calls)."""
+    models = tmp_path / "models"
+    shutil.copytree(versions[0], models / "movies" / "1")
+    log = tmp_path / "server.log"
+    server = Server(models, "--log-format", "json", "--log-level", "debug", log=log)
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            stub = rpc.RecommenderStub(channel)
+            bad = pb.RankRequest(model=pb.ModelSpec(name="nothing"), user_id="u1", k=3)
+            with pytest.raises(grpc.RpcError) as mine:
+                stub.Rank(bad, metadata=[("x-request-id", "client-chose-this-42")], timeout=10)
+            with pytest.raises(grpc.RpcError) as theirs:
+                stub.Rank(bad, timeout=10)
+            good, call = stub.Rank.with_call(
+                pb.RankRequest(model=pb.ModelSpec(name="movies"), user_id=(models / "movies" / "1" / "users.txt")
+                               .read_text().split()[0], k=3), timeout=10)
+    finally:
+        assert server.stop() == 0
+
+    def request_id(error):
+        metadata = dict(error.value.initial_metadata() or ()) | dict(error.value.trailing_metadata() or ())
+        return metadata.get("x-request-id")
+
+    assert mine.value.code() == grpc.StatusCode.NOT_FOUND
+    assert request_id(mine) == "client-chose-this-42"
+    generated = request_id(theirs)
+    assert generated and generated.startswith("rs-")
+    assert "x-request-id" not in dict(call.initial_metadata()) and len(good.items) == 3
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    failed = [e for e in events if e.get("event") == "call_failed"]
+    assert {e["request_id"] for e in failed} == {"client-chose-this-42", generated}
+    assert all(e["level"] == "debug" and e["code"] == "NOT_FOUND" and e["method"] == "/recserve.v1.Recommender/Rank"
+               for e in failed)
+    assert all("not found" in e["message"] for e in failed)

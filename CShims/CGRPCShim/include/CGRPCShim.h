@@ -132,6 +132,10 @@ int cgrpc_server_call_was_cancelled(cgrpc_server_call *call);
 /// Posts RECV_MESSAGE (RECV tag); afterwards has_payload says whether a message came or the
 /// client half-closed.
 int cgrpc_server_call_start_recv_message(cgrpc_server_call *call);
+/// One metadata entry for the response (sent with the next send: in the initial metadata if
+/// those have not gone out, else as a trailer with the status). Once per call; -1 after.
+int cgrpc_server_call_set_response_metadata(cgrpc_server_call *call, const char *key,
+                                            const char *value);
 /// Posts one SEND batch: initial metadata (the first time), then the message if `bytes` is not
 /// NULL, then the status if `send_status` is set. SEND tag.
 int cgrpc_server_call_start_send(cgrpc_server_call *call, const void *bytes, size_t length,

@@ -13,7 +13,40 @@ public struct RPCServerError: Error, CustomStringConvertible {
 
 /// A gRPC server over gRPC core: a fixed pool of threads, one completion queue each, handlers
 /// registered by method path. Calls to paths nobody registered get UNIMPLEMENTED.
+/// A call that ended with a status other than OK, as `RPCServer.onCallFailed` hears it.
+public struct FailedCall: Sendable {
+  public var method: String
+  public var code: StatusCode
+  public var message: String
+  /// The client's `x-request-id`, or one made up; sent back in the response metadata.
+  public var requestID: String
+}
+
+/// Request ids: the `x-request-id` a client sends (printable ASCII, at most 128 bytes) or a new
+/// one, `rs-<process>-<counter>` in hex.
+public enum RequestID {
+  public static let header = "x-request-id"
+  private static let prefix = String(UInt32.random(in: 0...UInt32.max), radix: 16)
+  private static let counter = Atomic<UInt64>(0)
+
+  static func from(_ value: String?) -> String? {
+    guard let value, !value.isEmpty, value.utf8.count <= 128,
+      value.utf8.allSatisfy({ (0x21...0x7E).contains($0) })
+    else { return nil }
+    return value
+  }
+
+  static func next() -> String {
+    let n = counter.add(1, ordering: .relaxed).newValue
+    return "rs-\(prefix)-\(String(n, radix: 16))"
+  }
+}
+
 public final class RPCServer: @unchecked Sendable {
+  /// Hears every call that ends with a status other than OK (on the thread that ended it); set
+  /// before `start()`.
+  public var onCallFailed: (@Sendable (FailedCall) -> Void)?
+
   public struct Configuration: Sendable {
     public var host: String
     /// 0 picks a free port; `start()` returns the one bound.

@@ -117,6 +117,14 @@ final class ServerCall: @unchecked Sendable {
     let nanoseconds = DispatchTime.now().uptimeNanoseconds &- arrival
     stats.record(code, nanoseconds: nanoseconds)
     alsoCountedIn?.record(code, nanoseconds: nanoseconds)
+    if code != .ok {
+      // A failed call carries a request id back (the client's x-request-id, or a new one) and
+      // is reported with it, so the client's error and the server's log line can be matched.
+      let id = RequestID.from(metadataValue(RequestID.header)) ?? RequestID.next()
+      _ = cgrpc_server_call_set_response_metadata(raw, RequestID.header, id)
+      worker.server.onCallFailed?(
+        FailedCall(method: stats.path, code: code, message: details, requestID: id))
+    }
     // The finished bit and the send's count go up together, so a completing operation on
     // another thread never sees "nothing in flight, finished" before this send is counted.
     state.add(3, ordering: .acquiringAndReleasing)
