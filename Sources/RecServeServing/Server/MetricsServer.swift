@@ -332,17 +332,7 @@ public final class MetricsServer: @unchecked Sendable {
         for (code, count) in counters.callsByCode {
           calls += "recserve_version_calls_total{\(labels),code=\"\(code)\"} \(count)\n"
         }
-        let counts = counters.bucketCounts
-        let total = counts.reduce(0, +)
-        var cumulative = 0
-        for (index, bound) in MethodStats.bucketBounds.enumerated() {
-          cumulative += counts[index]
-          latency +=
-            "recserve_version_latency_seconds_bucket{\(labels),le=\"\(bound)\"} \(cumulative)\n"
-        }
-        latency += "recserve_version_latency_seconds_bucket{\(labels),le=\"+Inf\"} \(total)\n"
-        latency += "recserve_version_latency_seconds_sum{\(labels)} \(counters.totalSeconds)\n"
-        latency += "recserve_version_latency_seconds_count{\(labels)} \(total)\n"
+        latency += Self.histogram("recserve_version_latency_seconds", labels: labels, counters)
       }
     }
     out +=
@@ -353,6 +343,23 @@ public final class MetricsServer: @unchecked Sendable {
       "# HELP recserve_version_latency_seconds Time from accepting a call to sending its status, by the model version that answered it.\n"
     out += "# TYPE recserve_version_latency_seconds histogram\n"
     out += latency
+  }
+
+  /// The Prometheus histogram of `stats`' latency buckets: `name_bucket` (cumulative, by upper
+  /// bound), `name_sum` and `name_count`, each with `labels` (`key="value",...`).
+  static func histogram(_ name: String, labels: String, _ stats: MethodStats) -> String {
+    let counts = stats.bucketCounts
+    let total = counts.reduce(0, +)
+    var out = ""
+    var cumulative = 0
+    for (index, bound) in MethodStats.bucketBounds.enumerated() {
+      cumulative += counts[index]
+      out += "\(name)_bucket{\(labels),le=\"\(bound)\"} \(cumulative)\n"
+    }
+    out += "\(name)_bucket{\(labels),le=\"+Inf\"} \(total)\n"
+    out += "\(name)_sum{\(labels)} \(stats.totalSeconds)\n"
+    out += "\(name)_count{\(labels)} \(total)\n"
+    return out
   }
 
   /// A Prometheus label value: backslash, double quote and newline escaped.
@@ -374,19 +381,9 @@ public final class MetricsServer: @unchecked Sendable {
     }
     out += "# HELP recserve_rpc_latency_seconds Time from accepting a call to sending its status.\n"
     out += "# TYPE recserve_rpc_latency_seconds histogram\n"
-    for method in stats {
-      let counts = method.bucketCounts
-      let total = counts.reduce(0, +)
-      if total == 0 { continue }
-      var cumulative = 0
-      for (index, bound) in MethodStats.bucketBounds.enumerated() {
-        cumulative += counts[index]
-        out +=
-          "recserve_rpc_latency_seconds_bucket{method=\"\(method.path)\",le=\"\(bound)\"} \(cumulative)\n"
-      }
-      out += "recserve_rpc_latency_seconds_bucket{method=\"\(method.path)\",le=\"+Inf\"} \(total)\n"
-      out += "recserve_rpc_latency_seconds_sum{method=\"\(method.path)\"} \(method.totalSeconds)\n"
-      out += "recserve_rpc_latency_seconds_count{method=\"\(method.path)\"} \(total)\n"
+    for method in stats where method.bucketCounts.contains(where: { $0 > 0 }) {
+      out += Self.histogram(
+        "recserve_rpc_latency_seconds", labels: "method=\"\(method.path)\"", method)
     }
     if let batcher = server.batcher {
       out +=

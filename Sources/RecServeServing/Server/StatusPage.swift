@@ -94,7 +94,12 @@ enum StatusPage {
       """
   }
 
-  static func escape(_ text: String) -> String {
+  static func escape(_ text: String) -> String { HTML.escape(text) }
+}
+
+/// Text made safe inside HTML elements and attribute values.
+public enum HTML {
+  public static func escape(_ text: String) -> String {
     var out = ""
     out.reserveCapacity(text.utf8.count)
     for c in text {

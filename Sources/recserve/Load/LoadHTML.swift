@@ -1,4 +1,5 @@
 import Foundation
+import RecServeServing
 
 /// A load run as one self-contained HTML page: inline SVG charts and tables, no script, no
 /// network. Elements a test can look for: `#parameters`, `#summary`, `#throughput-chart`,
@@ -259,20 +260,7 @@ enum LoadHTML {
     return String(format: "%.3g", x)
   }
 
-  static func escape(_ text: String) -> String {
-    var out = ""
-    for c in text {
-      switch c {
-      case "&": out += "&amp;"
-      case "<": out += "&lt;"
-      case ">": out += "&gt;"
-      case "\"": out += "&quot;"
-      case "'": out += "&#39;"
-      default: out.append(c)
-      }
-    }
-    return out
-  }
+  static func escape(_ text: String) -> String { HTML.escape(text) }
 
   static func timestamp() -> String {
     let formatter = ISO8601DateFormatter()
