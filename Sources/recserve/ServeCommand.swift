@@ -432,7 +432,7 @@ struct ServeCommand: ParsableCommand {
     }
     server.registry.hub.subscribe { event in
       log(
-        (event.warning ? "warning: " : "") + event.message,
+        event.message, level: event.warning ? .warning : .info,
         metadata: event.fields.mapValues { .string($0) })
     }
     for failure in server.registry.loadAll() {

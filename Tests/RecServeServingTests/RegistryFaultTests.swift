@@ -82,7 +82,7 @@ let loopText = String(cString: strerror(ELOOP))
     let folder = try ModelFolder()
     let registry = ModelRegistry(directory: folder.path)
     let log = LogLines()
-    registry.log = { log.append($0) }
+    registry.hub.subscribe { log.append($0.message) }
     registry.loadAll()
     let before = try #require(registry.snapshot.models["m"]?.serving)
 
@@ -117,7 +117,7 @@ let loopText = String(cString: strerror(ELOOP))
       modelsDirectory: folder.path, name: "m")
     let registry = ModelRegistry(directory: folder.path)
     let log = LogLines()
-    registry.log = { log.append($0) }
+    registry.hub.subscribe { log.append($0.message) }
     registry.loadAll()
     _ = try registry.setLabel(name: "m", label: "stable", version: 1, canaryFraction: nil)
     #expect(try registry.resolve(name: "m", version: nil, label: nil).version == 1)
@@ -154,7 +154,7 @@ let loopText = String(cString: strerror(ELOOP))
     let restore = try loopInPlace(of: weights)
     let registry = ModelRegistry(directory: folder.path)
     let log = LogLines()
-    registry.log = { log.append($0) }
+    registry.hub.subscribe { log.append($0.message) }
     #expect(registry.loadAll().isEmpty)
     registry.loadAll()
     let entry = try #require(registry.snapshot.models["m"])

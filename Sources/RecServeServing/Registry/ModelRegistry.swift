@@ -9,6 +9,16 @@ import Synchronization
 public struct VersionRecord: Sendable {
   public enum State: Sendable {
     case loading, available, failed, unloaded
+
+    /// As the admin API names it: LOADING, AVAILABLE, FAILED, UNLOADED.
+    public var name: String {
+      switch self {
+      case .loading: return "LOADING"
+      case .available: return "AVAILABLE"
+      case .failed: return "FAILED"
+      case .unloaded: return "UNLOADED"
+      }
+    }
   }
   public var version: Int64
   public var state: State
@@ -135,8 +145,6 @@ public final class ModelRegistry: @unchecked Sendable {
   private let loader = Mutex<Loader>(Loader())
   private let wake = DispatchSemaphore(value: 0)
   private let pollEnded = DispatchSemaphore(value: 0)
-  /// Receives one line per event worth telling an operator (a new version serving, a failure).
-  public var log: @Sendable (String) -> Void = { _ in }
   /// The latest events (those logged, and each version loaded), for the status page.
   public let events = EventLog(capacity: 200)
   /// Each event with its fields, for a structured log.
@@ -152,14 +160,11 @@ public final class ModelRegistry: @unchecked Sendable {
   /// The current snapshot.
   public var snapshot: RegistrySnapshot { current.load(ordering: .acquiring) }
 
-  /// Logs `line` and keeps it among the recent events; a `warning` reaches the log as
-  /// `warning: <line>` (logged at that level).
+  /// Tells `hub` (the server's log) of an event worth telling an operator (a new version
+  /// serving, a failure) and keeps it among the recent events for the status page.
   private func note(_ line: String, warning: Bool = false, _ fields: [String: String] = [:]) {
-    events.append(line)
-    log(warning && !line.hasPrefix("warning: ") ? "warning: " + line : line)
-    var text = line
-    if text.hasPrefix("warning: ") { text.removeFirst("warning: ".count) }
-    hub.emit(ServerEvent(text, warning: warning || line.hasPrefix("warning: "), fields: fields))
+    events.append(warning ? "warning: " + line : line)
+    hub.emit(ServerEvent(line, warning: warning, fields: fields))
   }
 
   // MARK: the loader thread
@@ -395,7 +400,7 @@ public final class ModelRegistry: @unchecked Sendable {
       faults[other + ":" + labelsPath] = nil
       noteFault(
         kind, labelsPath,
-        "warning: \(error); \(kept); \(LabelStore.fileName) is left as it is, retrying every poll"
+        "\(error); \(kept); \(LabelStore.fileName) is left as it is, retrying every poll"
       )
     }
 
@@ -520,7 +525,7 @@ public final class ModelRegistry: @unchecked Sendable {
     } catch let error as ModelLoadError where error.ioError != nil {
       noteFault(
         "load", path,
-        "warning: cannot read version \(version) of '\(name)' (\(path)): \(error.reason);"
+        "cannot read version \(version) of '\(name)' (\(path)): \(error.reason);"
           + " it does not serve until it can be read, retrying every poll")
       return .unreadable(
         VersionRecord(
@@ -556,19 +561,19 @@ public final class ModelRegistry: @unchecked Sendable {
     String(key[key.index(after: key.firstIndex(of: ":")!)...])
   }
 
-  /// Logs `line` when the read `kind` of `path` starts failing, or fails differently.
+  /// Warns with `line` when the read `kind` of `path` starts failing, or fails differently.
   private func noteFault(_ kind: String, _ path: String, _ line: String) {
     let key = kind + ":" + path
     guard faults[key] != line else { return }
     faults[key] = line
-    note(line)
+    note(line, warning: true)
   }
 
   private func unreadable(_ kind: String, _ path: String, _ error: any Error, keeping: String?) {
     let reason = (error as? FileError)?.reason ?? "\(error)"
     noteFault(
       kind, path,
-      "warning: cannot read \(path): \(reason); "
+      "cannot read \(path): \(reason); "
         + (keeping.map { "\($0), " } ?? "") + "retrying every poll")
   }
 

@@ -409,12 +409,7 @@ public final class MetricsServer: @unchecked Sendable {
     for name in snapshot.models.keys.sorted() {
       var counts: [String: Int] = ["available": 0, "failed": 0, "loading": 0, "unloaded": 0]
       for record in snapshot.models[name]!.versions.values {
-        switch record.state {
-        case .available: counts["available", default: 0] += 1
-        case .failed: counts["failed", default: 0] += 1
-        case .loading: counts["loading", default: 0] += 1
-        case .unloaded: counts["unloaded", default: 0] += 1
-        }
+        counts[record.state.name.lowercased(), default: 0] += 1
       }
       for state in counts.keys.sorted() {
         out += "recserve_model_versions{model=\"\(name)\",state=\"\(state)\"} \(counts[state]!)\n"

@@ -40,13 +40,7 @@ enum StatusPage {
       body += "<th>calls since loaded</th><th>errors</th><th>why</th></tr>"
       for version in entry.versions.keys.sorted(by: >) {
         let record = entry.versions[version]!
-        let state: String
-        switch record.state {
-        case .available: state = "AVAILABLE"
-        case .failed: state = "FAILED"
-        case .loading: state = "LOADING"
-        case .unloaded: state = "UNLOADED"
-        }
+        let state = record.state.name
         let versionLabels = entry.labels.filter { $0.value == version }.keys.sorted()
         let role = record.served == nil ? "" : entry.role(of: version)
         body +=
