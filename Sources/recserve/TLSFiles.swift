@@ -11,17 +11,7 @@ enum TLSFiles {
 
   /// The text of `path`, given as `option`; errors name both.
   static func read(_ path: String, option: String) throws -> String {
-    var isDirectory: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-      throw CLIError("\(option) \(path): no such file")
-    }
-    guard !isDirectory.boolValue else { throw CLIError("\(option) \(path): is a directory") }
-    guard let data = FileManager.default.contents(atPath: path) else {
-      throw CLIError("\(option) \(path): cannot read it (permissions?)")
-    }
-    guard data.count <= maxBytes else {
-      throw CLIError("\(option) \(path): \(data.count) bytes, more than a PEM file of \(maxBytes)")
-    }
+    let data = try CLIFile.read(path, option: option, maxBytes: maxBytes)
     guard let text = String(data: data, encoding: .utf8), text.contains("-----BEGIN ") else {
       throw CLIError("\(option) \(path): not a PEM file (no -----BEGIN line)")
     }

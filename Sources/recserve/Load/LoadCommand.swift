@@ -33,10 +33,7 @@ struct LoadCommand: ParsableCommand {
       """
   )
 
-  enum RPC: String, ExpressibleByArgument, CaseIterable {
-    case predict, rank, similar
-    var kind: LoadRequests.RPC { LoadRequests.RPC(rawValue: rawValue)! }
-  }
+  typealias RPC = LoadRequests.RPC
 
   @Option(help: "Server address, HOST:PORT.")
   var target: String
@@ -278,7 +275,7 @@ struct LoadCommand: ParsableCommand {
     let requests = try makeRequests()
     let duration = self.duration ?? (count == nil ? 10 : nil)
     let basePlan = LoadRun.Plan(
-      target: target, path: rpc.kind.path, requests: requests, concurrency: concurrency,
+      target: target, path: rpc.path, requests: requests, concurrency: concurrency,
       threads: threads, duration: duration, count: count, warmup: warmup, rate: rate,
       timeout: timeout, trackVersions: swapAt != nil, tls: try tls.channelTLS())
     var parameters = LoadParameters(command: self, duration: duration)
@@ -335,7 +332,7 @@ struct LoadCommand: ParsableCommand {
 
   private func makeRequests() throws -> [[UInt8]] {
     if let requestsFile {
-      return try LoadRequests.fromFile(requestsFile, rpc: rpc.kind, model: model)
+      return try LoadRequests.fromFile(requestsFile, rpc: rpc, model: model)
     }
     let usersPath = idsFrom.map { "\($0)/users.txt" } ?? usersFile
     let itemsPath = idsFrom.map { "\($0)/items.txt" } ?? itemsFile
@@ -362,7 +359,7 @@ struct LoadCommand: ParsableCommand {
     }
     // Enough distinct requests that a cache keyed on the request would not flatter the server.
     return try LoadRequests.generated(
-      rpc: rpc.kind, shape: shape, users: userIds, items: itemIds, zipf: zipf, count: 16_384)
+      rpc: rpc, shape: shape, users: userIds, items: itemIds, zipf: zipf, count: 16_384)
   }
 
   /// The swap `--swap-at` performs, on a thread of its own while the load runs.
@@ -439,3 +436,5 @@ struct LoadSwap: @unchecked Sendable {
     return next
   }
 }
+
+extension LoadRequests.RPC: ExpressibleByArgument {}

@@ -81,9 +81,7 @@ struct LoadSwapWindows {
     var merged: LoadWindow
     var seconds: Int { to - from }
     var throughput: Double { seconds > 0 ? Double(merged.ok) / Double(seconds) : 0 }
-    func milliseconds(_ p: Double) -> Double {
-      merged.latency.totalCount == 0 ? 0 : Double(merged.latency.valueAtPercentile(p)) / 1e6
-    }
+    func milliseconds(_ p: Double) -> Double { LoadOutput.milliseconds(merged.latency, p) }
   }
 
   var swap: SwapEvent
@@ -124,7 +122,8 @@ struct LoadOutput {
     x == x.rounded() && abs(x) < 1e15 ? String(Int(x)) : String(format: "%g", x)
   }
 
-  static func milliseconds(_ histogram: Histogram<UInt32>, _ p: Double) -> Double {
+  /// The `p` percentile of a histogram of nanoseconds, in milliseconds (0 when it is empty).
+  static func milliseconds<Count>(_ histogram: Histogram<Count>, _ p: Double) -> Double {
     histogram.totalCount == 0 ? 0 : Double(histogram.valueAtPercentile(p)) / 1e6
   }
 

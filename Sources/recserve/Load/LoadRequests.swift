@@ -43,17 +43,7 @@ struct LoadRequests {
   /// Each line of `path` (blank lines skipped) as a request of `rpc`'s type in proto3 JSON; a
   /// request naming no model gets `model`. Errors name the file and line.
   static func fromFile(_ path: String, rpc: RPC, model: String) throws -> [[UInt8]] {
-    var isDirectory: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory),
-      !isDirectory.boolValue
-    else { throw CLIError("--requests-file \(path): no such file") }
-    let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
-    if size > maxFileBytes {
-      throw CLIError("--requests-file \(path): \(size) bytes, more than the \(maxFileBytes) read")
-    }
-    guard let data = FileManager.default.contents(atPath: path) else {
-      throw CLIError("--requests-file \(path): cannot read it")
-    }
+    let data = try CLIFile.read(path, option: "--requests-file", maxBytes: maxFileBytes)
     var requests: [[UInt8]] = []
     var spec = Recserve_V1_ModelSpec()
     spec.name = model
@@ -134,10 +124,7 @@ struct LoadRequests {
   /// Ids from `file` (one a line), or `prefix`1...`prefix``count` without one.
   static func ids(file: String?, prefix: String, count: Int, option: String) throws -> [String] {
     guard let file else { return (1...count).map { "\(prefix)\($0)" } }
-    var isDirectory: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory),
-      !isDirectory.boolValue, let data = FileManager.default.contents(atPath: file)
-    else { throw CLIError("\(option) \(file): cannot read it") }
+    let data = try CLIFile.read(file, option: option)
     let lines = data.split(separator: UInt8(ascii: "\n")).map {
       String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespaces)
     }.filter { !$0.isEmpty }

@@ -49,7 +49,7 @@ struct LoadResult {
   var throughput: Double { seconds > 0 ? Double(ok) / seconds : 0 }
 
   func milliseconds(_ percentile: Double) -> Double {
-    latency.totalCount == 0 ? 0 : Double(latency.valueAtPercentile(percentile)) / 1e6
+    LoadOutput.milliseconds(latency, percentile)
   }
   var maxMilliseconds: Double { latency.totalCount == 0 ? 0 : Double(latency.max) / 1e6 }
 }
