@@ -82,7 +82,23 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
       ]
     ),
+    // Fuzz targets (libFuzzer): the harnesses are a library that the tests also run on the seed
+    // corpora and every past finding; the executables are libFuzzer's entry points, built with
+    // the fuzzer by Scripts/fuzz.sh (see Fuzz/README.md).
+    .target(
+      name: "RecServeFuzzing",
+      dependencies: ["RecServeServing", "RecServeModels", "RecServeRPC"],
+      path: "Fuzz/Harness"
+    ),
+    .executableTarget(
+      name: "FuzzRatings", dependencies: ["RecServeFuzzing"], path: "Fuzz/Entry/FuzzRatings"),
+    .executableTarget(
+      name: "FuzzModelDirectory", dependencies: ["RecServeFuzzing"],
+      path: "Fuzz/Entry/FuzzModelDirectory"),
+    .executableTarget(
+      name: "FuzzRPC", dependencies: ["RecServeFuzzing"], path: "Fuzz/Entry/FuzzRPC"),
     .testTarget(name: "RecServeRPCTests", dependencies: ["RecServeRPC"]),
+    .testTarget(name: "RecServeFuzzingTests", dependencies: ["RecServeFuzzing"]),
     .testTarget(name: "RecServeModelsTests", dependencies: ["RecServeModels"]),
     .testTarget(
       name: "RecServeCLITests",

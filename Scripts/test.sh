@@ -14,3 +14,7 @@ swift test --skip-build
 
 export RECSERVE_BIN="$PWD/.build/debug/recserve"
 python3 -m pytest -q -p no:cacheprovider Tests/python
+
+# Coverage-guided fuzzing, 60 s per target (Fuzz/README.md): fails on a crash, a failed check, a
+# hang or a leak, never on time.
+Scripts/fuzz.sh --seconds 60

@@ -115,6 +115,10 @@ public final class RPCServer: @unchecked Sendable {
   /// Streaming handlers and deferred unary work still running on pool threads: they post on
   /// their call's queue, so the queues live until they are done.
   let activeStreamHandlers = Atomic<Int>(0)
+
+  /// Streaming handlers and deferred unary work running now (0 once every call was answered
+  /// and its handler returned).
+  public var handlersRunning: Int { activeStreamHandlers.load(ordering: .acquiring) }
   /// Expensive unary work.
   let workPool: WorkPool
   /// Server-streaming handlers.
