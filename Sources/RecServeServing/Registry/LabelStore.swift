@@ -113,7 +113,44 @@ public enum LabelStore {
     return data
   }
 
-  /// Writes the labels atomically.
+  /// The lock file beside labels.json that serialises changes to it.
+  public static let lockFileName = ".labels.lock"
+
+  /// Reads labels.json, applies `change` and writes the result, all under an exclusive lock
+  /// (`flock`) on `<model folder>/.labels.lock`, so that servers sharing one model folder never
+  /// lose each other's changes (each change applies to the labels as the last writer left
+  /// them). Waits at most `waitSeconds` for the lock. Returns the labels written. Throws
+  /// `LabelReadError` when labels.json cannot be read or is malformed, `LabelStoreError` when
+  /// the lock or the write fails, and whatever `change` throws (nothing is written then).
+  public static func update(
+    modelDirectory: String, waitSeconds: Double = 10, _ change: (inout ModelLabels) throws -> Void
+  ) throws -> ModelLabels {
+    let lockPath = (modelDirectory as NSString).appendingPathComponent(lockFileName)
+    let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+    guard fd >= 0 else {
+      throw LabelStoreError("cannot open \(lockPath): \(String(cString: strerror(errno)))")
+    }
+    // Closing the descriptor releases the lock, also when this process dies holding it.
+    defer { close(fd) }
+    let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(max(0, waitSeconds) * 1e9)
+    while flock(fd, LOCK_EX | LOCK_NB) != 0 {
+      let code = errno
+      guard code == EWOULDBLOCK || code == EINTR else {
+        throw LabelStoreError("cannot lock \(lockPath): \(String(cString: strerror(code)))")
+      }
+      guard DispatchTime.now().uptimeNanoseconds < deadline else {
+        throw LabelStoreError(
+          "another writer has held \(lockPath) for over \(waitSeconds) s")
+      }
+      usleep(1000)
+    }
+    var labels = try load(modelDirectory: modelDirectory)
+    try change(&labels)
+    try write(labels, modelDirectory: modelDirectory)
+    return labels
+  }
+
+  /// Writes the labels atomically. Changes go through `update`, which holds the lock.
   public static func write(_ labels: ModelLabels, modelDirectory: String) throws {
     var object: [String: Any] = [
       "labels": labels.labels.mapValues { NSNumber(value: $0) },

@@ -683,11 +683,24 @@ public final class ModelRegistry: @unchecked Sendable {
           "\(path) is malformed (\(reason)); \(kept); fix or remove the file, then try again")
       }
     }
-    if version == 0 {
-      guard labels.labels.removeValue(forKey: label) != nil else {
-        throw RPCError.notFound("model '\(name)' has no label '\(label)'")
+    /// The change itself, applied to the labels as read now and again, under the lock, to
+    /// the labels as they are when written (another server sharing the folder may have changed
+    /// them meanwhile).
+    func change(_ labels: inout ModelLabels) throws {
+      if version == 0 {
+        guard labels.labels.removeValue(forKey: label) != nil else {
+          throw RPCError.notFound("model '\(name)' has no label '\(label)'")
+        }
+        if label == LabelStore.canaryLabel { labels.canaryFraction = 0 }
+      } else {
+        labels.labels[label] = version
+        if label == LabelStore.canaryLabel, let canaryFraction {
+          labels.canaryFraction = canaryFraction
+        }
       }
-      if label == LabelStore.canaryLabel { labels.canaryFraction = 0 }
+    }
+    if version == 0 {
+      try change(&labels)
     } else {
       guard listing.present.contains(version) else {
         if let error = listing.unreadable[version] {
@@ -733,12 +746,9 @@ public final class ModelRegistry: @unchecked Sendable {
             "version \(version) of '\(name)' failed verification: \(record.reason)")
         }
       }
-      labels.labels[label] = version
+      try change(&labels)
       model.adminUnloaded.remove(version)
       models[name] = model
-      if label == LabelStore.canaryLabel {
-        if let canaryFraction { labels.canaryFraction = canaryFraction }
-      }
     }
     guard commit() else {
       // The caller stopped waiting: change nothing (a version loaded meanwhile stays until the
@@ -747,7 +757,20 @@ public final class ModelRegistry: @unchecked Sendable {
       throw CallerGaveUp()
     }
     do {
-      try LabelStore.write(labels, modelDirectory: modelDirectory)
+      labels = try LabelStore.update(modelDirectory: modelDirectory, change)
+    } catch let error as RPCError {
+      throw error
+    } catch let error as LabelReadError {
+      switch error {
+      case .unreadable(let cause):
+        throw RPCError(
+          .unavailable,
+          "cannot read \(cause.path): \(cause.reason); the labels were not changed, try again")
+      case .malformed(let path, let reason):
+        throw RPCError(
+          .failedPrecondition,
+          "\(path) became malformed (\(reason)); the labels were not changed")
+      }
     } catch {
       throw RPCError(.unavailable, "\(error); the labels were not changed")
     }
