@@ -8,9 +8,9 @@ want_test=0
 [[ "${1:-}" == "--test" ]] && want_test=1
 
 debs=(libgrpc++-dev libprotobuf-dev libopenblas-dev pkg-config)
-# The tests open the pages RecServe writes and serves in headless Chromium, and make TLS
-# certificates with the openssl command.
-((want_test)) && debs+=(chromium fonts-dejavu-core openssl)
+# The tests open the pages RecServe writes and serves in headless Chromium, make TLS
+# certificates with the openssl command, and put HAProxy in front of several servers.
+((want_test)) && debs+=(chromium fonts-dejavu-core openssl haproxy)
 missing=()
 for pkg in "${debs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -86,6 +86,13 @@ struct ServeCommand: ParsableCommand {
   var gracePeriod: Double = 10
 
   @Option(
+    name: .customLong("drain-seconds"),
+    help: ArgumentHelp(
+      "On SIGINT/SIGTERM, first answer NOT_SERVING on grpc.health.v1 for this many seconds while serving calls as usual, so that load balancers move traffic away; then stop (a second signal stops at once).",
+      valueName: "seconds"))
+  var drainSeconds: Double = 0
+
+  @Option(
     name: .customLong("poll-interval"),
     help: "Seconds between scans of the model folder for new versions (0: never).")
   var pollInterval: Double = 1
@@ -240,6 +247,9 @@ struct ServeCommand: ParsableCommand {
     }
     if let metricsPort, !(1...65535).contains(metricsPort) {
       throw ValidationError("--metrics-port must be in 1...65535, got \(metricsPort)")
+    }
+    if drainSeconds < 0 || !drainSeconds.isFinite {
+      throw ValidationError("--drain-seconds must be a number of seconds >= 0")
     }
     if gracePeriod < 0 || !gracePeriod.isFinite {
       throw ValidationError("--grace-period must be a number of seconds >= 0")
@@ -472,10 +482,30 @@ struct ServeCommand: ParsableCommand {
         "cannot install the SIGINT/SIGTERM handler: \(String(cString: strerror(errno)))")
     }
     let grace = gracePeriod
+    let drain = drainSeconds
     let stopReader = stopPipe[0]
     let signalThread = Thread {
       var number: UInt8 = 0
       while read(stopReader, &number, 1) < 0 && errno == EINTR {}
+      if drain > 0 {
+        log(
+          "received signal \(number): draining for \(drain) s (health NOT_SERVING, calls served as usual)"
+        )
+        server.beginDraining()
+        // Wait out the drain, or until a second signal asks to stop now.
+        var poller = pollfd(fd: stopReader, events: Int16(POLLIN), revents: 0)
+        let until = DispatchTime.now().uptimeNanoseconds + UInt64(drain * 1e9)
+        while DispatchTime.now().uptimeNanoseconds < until {
+          let left = Int32((until - DispatchTime.now().uptimeNanoseconds) / 1_000_000) + 1
+          let ready = poll(&poller, 1, left)
+          if ready > 0 {
+            _ = read(stopReader, &number, 1)
+            log("received signal \(number) while draining: stopping now")
+            break
+          }
+          if ready < 0 && errno != EINTR { break }
+        }
+      }
       log("received signal \(number): stopping (calls in flight get \(grace) s)")
       server.shutdown(gracePeriod: grace)
     }

@@ -1,3 +1,4 @@
+import Atomics
 import Foundation
 import RecServeModels
 import RecServeProto
@@ -64,6 +65,8 @@ public final class RecServeServer: Sendable {
   let rankers: RanksInFlight
   /// Samples each version's traffic for rates over the last minute.
   let sampler: TrafficSampler
+  /// Set by `beginDraining()`: health answers NOT_SERVING while calls are served as usual.
+  private let draining = ManagedAtomic<Bool>(false)
 
   public init(configuration: Configuration) {
     self.configuration = configuration
@@ -90,8 +93,10 @@ public final class RecServeServer: Sendable {
     admin = AdminService(registry: registry)
     sampler = TrafficSampler(registry: registry)
     let rpc = self.rpc
+    let draining = self.draining
     health = HealthService(
-      registry: registry, isShuttingDown: { [weak rpc] in rpc?.isShuttingDown ?? true })
+      registry: registry, isDraining: { draining.load(ordering: .relaxed) },
+      isShuttingDown: { [weak rpc] in rpc?.isShuttingDown ?? true })
     reflection = ReflectionResponder()
     trainer = TrainService(
       registry: registry, dataRoot: configuration.dataRoot,
@@ -107,6 +112,15 @@ public final class RecServeServer: Sendable {
     sampler.start()
     return port
   }
+
+  /// Turns every health status to NOT_SERVING while calls go on being served, so that load
+  /// balancers checking grpc.health.v1 move traffic away before `shutdown` closes the port.
+  public func beginDraining() {
+    draining.store(true, ordering: .relaxed)
+  }
+
+  /// True once `beginDraining()` was called.
+  public var isDraining: Bool { draining.load(ordering: .relaxed) }
 
   public func shutdown(gracePeriod: Double = 10) {
     registry.stopPolling()

@@ -8,10 +8,17 @@ import SwiftProtobuf
 /// version of it serves.
 public final class HealthService: Sendable {
   let registry: ModelRegistry
+  /// True while the server drains (NOT_SERVING, calls still served) and once it shuts down.
+  let isDraining: @Sendable () -> Bool
+  /// True once the server shuts down: Watch streams end.
   let isShuttingDown: @Sendable () -> Bool
 
-  public init(registry: ModelRegistry, isShuttingDown: @escaping @Sendable () -> Bool) {
+  public init(
+    registry: ModelRegistry, isDraining: @escaping @Sendable () -> Bool = { false },
+    isShuttingDown: @escaping @Sendable () -> Bool
+  ) {
     self.registry = registry
+    self.isDraining = isDraining
     self.isShuttingDown = isShuttingDown
   }
 
@@ -19,7 +26,7 @@ public final class HealthService: Sendable {
 
   /// nil: the service is unknown.
   func status(of service: String) -> Status? {
-    if isShuttingDown() { return .notServing }
+    if isDraining() || isShuttingDown() { return .notServing }
     switch service {
     case "": return .serving
     case _ where ServiceDescriptors.serviceNames.contains(service): return .serving
@@ -43,7 +50,9 @@ public final class HealthService: Sendable {
     return response
   }
 
-  /// Sends the status now and again whenever it changes, until the client goes away.
+  /// Sends the status now and again whenever it changes, until the client goes away or the
+  /// server shuts down. A draining server keeps the stream open on NOT_SERVING: clients that
+  /// balance by health (gRPC's client-side health checking) move their calls elsewhere then.
   public func watch(_ request: Grpc_Health_V1_HealthCheckRequest, writer: ServerStreamWriter) throws
   {
     var last: Status?
