@@ -9,8 +9,9 @@ want_test=0
 
 debs=(libgrpc++-dev libprotobuf-dev libopenblas-dev pkg-config)
 # The tests open the pages RecServe writes and serves in headless Chromium, make TLS
-# certificates with the openssl command, and put HAProxy in front of several servers.
-((want_test)) && debs+=(chromium fonts-dejavu-core openssl haproxy)
+# certificates with the openssl command, put HAProxy in front of several servers, and train ALS
+# with Spark (Java) to export it.
+((want_test)) && debs+=(chromium fonts-dejavu-core openssl haproxy default-jre-headless)
 missing=()
 for pkg in "${debs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -27,8 +28,8 @@ if ((${#missing[@]})); then
 fi
 
 if ((want_test)); then
-  py=(grpcio grpcio-tools grpcio-health-checking grpcio-reflection numpy pytest)
-  if ! python3 -c "import grpc, grpc_tools, grpc_health, grpc_reflection, numpy, pytest" 2>/dev/null; then
+  py=(grpcio grpcio-tools grpcio-health-checking grpcio-reflection numpy pytest "pyspark>=3.5,<4")
+  if ! python3 -c "import grpc, grpc_tools, grpc_health, grpc_reflection, numpy, pytest, pyspark" 2>/dev/null; then
     echo "install-deps: pip install ${py[*]}" >&2
     python3 -m pip install --quiet --disable-pip-version-check "${py[@]}"
   fi
