@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from export_sasrec import (  # noqa: E402
-    NAME_PATTERN, SAFETENSORS_ALIGNMENT, ExportError, _check_ids, _fsync_dir, _next_version)
+    NAME_PATTERN, SAFETENSORS_ALIGNMENT, ExportError, _check_ids, _write_synced, publish, staging_folder)
 
 CHUNK_ROWS = 4096
 
@@ -131,10 +131,7 @@ def export_rows(models_dir, name, user_rows, user_count: int, item_rows, item_co
         raise ExportError(f"a factor model needs users, items and a dimension (got {user_count}, "
                           f"{item_count}, {dim})")
     model_dir = pathlib.Path(models_dir) / str(name)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    tmp = model_dir / f".export-{os.getpid()}-{os.urandom(4).hex()}"
-    tmp.mkdir()
-    try:
+    with staging_folder(model_dir) as tmp:
         weights = _HashedFile(tmp / "weights.safetensors")
         users = _HashedFile(tmp / "users.txt")
         items = _HashedFile(tmp / "items.txt")
@@ -161,27 +158,8 @@ def export_rows(models_dir, name, user_rows, user_count: int, item_rows, item_co
             "files": {"weights.safetensors": weights.close(), "users.txt": users.close(),
                       "items.txt": items.close()},
         }
-        with open(tmp / "model.json", "w") as f:
-            f.write(json.dumps(manifest, indent=2) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        _fsync_dir(tmp)
-        for _ in range(1000):
-            target = model_dir / str(_next_version(model_dir))
-            try:
-                os.rename(tmp, target)
-            except OSError as e:
-                if target.exists():
-                    continue  # another writer took this number
-                raise ExportError(f"cannot publish {target}: {e.strerror}") from e
-            _fsync_dir(model_dir)
-            return target
-        raise ExportError(f"{model_dir}: could not find a free version number")
-    finally:
-        if tmp.exists():
-            for child in tmp.iterdir():
-                child.unlink()
-            tmp.rmdir()
+        _write_synced(tmp / "model.json", (json.dumps(manifest, indent=2) + "\n").encode())
+        return publish(tmp, model_dir)
 
 
 def from_numpy(user_ids, user_factors, item_ids, item_factors, models_dir, name, kind: str = "als",

@@ -32,6 +32,7 @@ imported to read a checkpoint file.
 """
 
 import argparse
+import contextlib
 import csv
 import datetime
 import errno
@@ -310,31 +311,45 @@ def export(state_dict, hyperparameters: dict, item_ids, user_sequences, models_d
     }
 
     model_dir = pathlib.Path(models_dir) / str(name)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    tmp = model_dir / f".tmp-{secrets.token_hex(6)}"
-    tmp.mkdir()
-    try:
+    with staging_folder(model_dir) as tmp:
         _write_synced(tmp / "weights.safetensors", weights_bytes)
         _write_synced(tmp / "users.txt", users_bytes)
         _write_synced(tmp / "items.txt", items_bytes)
         _write_synced(tmp / "model.json", (json.dumps(manifest, indent=2) + "\n").encode())
-        _fsync_dir(tmp)
-        for _ in range(1000):
-            target = model_dir / str(_next_version(model_dir))
-            try:
-                os.rename(tmp, target)
-            except OSError as e:
-                if e.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                    continue  # another writer took this number
-                raise
-            _fsync_dir(model_dir)
-            return target
-        raise ExportError(f"{model_dir}: could not find a free version number")
+        return publish(tmp, model_dir)
+
+
+@contextlib.contextmanager
+def staging_folder(model_dir: pathlib.Path):
+    """A new dot-folder in `model_dir` (made if needed) to write a version into; removed with
+    what is in it unless `publish` renamed it into place."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tmp = model_dir / f".tmp-{secrets.token_hex(6)}"
+    tmp.mkdir()
+    try:
+        yield tmp
     finally:
         if tmp.exists():
             for child in tmp.iterdir():
                 child.unlink()
             tmp.rmdir()
+
+
+def publish(tmp: pathlib.Path, model_dir: pathlib.Path) -> pathlib.Path:
+    """Syncs the finished folder `tmp` and renames it to the next free version number of
+    `model_dir` (the next one when another writer takes a number first); returns the version."""
+    _fsync_dir(tmp)
+    for _ in range(1000):
+        target = model_dir / str(_next_version(model_dir))
+        try:
+            os.rename(tmp, target)
+        except OSError as e:
+            if e.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                continue  # another writer took this number
+            raise
+        _fsync_dir(model_dir)
+        return target
+    raise ExportError(f"{model_dir}: could not find a free version number")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -646,6 +646,24 @@ public final class ModelRegistry: @unchecked Sendable {
     }
   }
 
+  /// Why a label change was refused when labels.json could not be read or is malformed: the
+  /// file is left as it is and the labels in use stay.
+  static func refusal(_ error: LabelReadError, labelsInUse: ModelLabels) -> RPCError {
+    let kept =
+      "\(LabelStore.fileName) was left as it is and the labels in use stay "
+      + describe(labelsInUse)
+    switch error {
+    case .unreadable(let cause):
+      return RPCError(
+        .unavailable,
+        "cannot read \(cause.path): \(cause.reason); \(kept); try again when it can be read")
+    case .malformed(let path, let reason):
+      return RPCError(
+        .failedPrecondition,
+        "\(path) is malformed (\(reason)); \(kept); fix or remove the file, then try again")
+    }
+  }
+
   /// Loader thread: the work of `setLabel`.
   private func applyLabel(
     name: String, label: String, version: Int64, canaryFraction: Float?, commit: () -> Bool
@@ -669,19 +687,7 @@ public final class ModelRegistry: @unchecked Sendable {
     do {
       labels = try LabelStore.load(modelDirectory: modelDirectory)
     } catch {
-      let kept =
-        "\(LabelStore.fileName) was left as it is and the labels in use stay "
-        + Self.describe(model.labels)
-      switch error {
-      case .unreadable(let cause):
-        throw RPCError(
-          .unavailable,
-          "cannot read \(cause.path): \(cause.reason); \(kept); try again when it can be read")
-      case .malformed(let path, let reason):
-        throw RPCError(
-          .failedPrecondition,
-          "\(path) is malformed (\(reason)); \(kept); fix or remove the file, then try again")
-      }
+      throw Self.refusal(error, labelsInUse: model.labels)
     }
     /// The change itself, applied to the labels as read now and again, under the lock, to
     /// the labels as they are when written (another server sharing the folder may have changed
@@ -761,16 +767,7 @@ public final class ModelRegistry: @unchecked Sendable {
     } catch let error as RPCError {
       throw error
     } catch let error as LabelReadError {
-      switch error {
-      case .unreadable(let cause):
-        throw RPCError(
-          .unavailable,
-          "cannot read \(cause.path): \(cause.reason); the labels were not changed, try again")
-      case .malformed(let path, let reason):
-        throw RPCError(
-          .failedPrecondition,
-          "\(path) became malformed (\(reason)); the labels were not changed")
-      }
+      throw Self.refusal(error, labelsInUse: model.labels)
     } catch {
       throw RPCError(.unavailable, "\(error); the labels were not changed")
     }
