@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 @testable import RecServeRPC
@@ -63,6 +64,41 @@ private func startServer(threads: Int = 2) throws -> RPCServer {
     let result = channel.unary("/test.Echo/Fail", request: [1, 2, 3])
     #expect(result.code == .invalidArgument)
     #expect(result.message == "field 'k' must be positive, got 3")
+  }
+
+  /// An error that reports no status is a bug: every kind of handler answers INTERNAL with a
+  /// generic message naming the request id, never the error's own words, and `onCallFailed`
+  /// (the server's log) gets the words under the same id.
+  @Test func anUnexpectedErrorReachesTheClientAsAGenericMessageWithItsRequestID() throws {
+    struct Unexpected: Error, CustomStringConvertible {
+      var description: String { "secret detail /var/lib/recserve/token" }
+    }
+    let server = RPCServer(configuration: .init(host: "127.0.0.1", port: 0, threads: 2))
+    let logged = Mutex<[FailedCall]>([])
+    server.onCallFailed = { failed in logged.withLock { $0.append(failed) } }
+    server.register("/test.Bug/Unary", .unary { _, _ in throw Unexpected() })
+    server.register(
+      "/test.Bug/Deferred", .unaryDeferrable { _, _ in .deferred { _ in throw Unexpected() } })
+    server.register(
+      "/test.Bug/HandedOff",
+      .unaryDeferrable { _, _ in .handedOff { responder in responder.fail(Unexpected()) } })
+    server.register("/test.Bug/Stream", .serverStreaming { _, _, _ in throw Unexpected() })
+    try server.start()
+    defer { server.shutdown(gracePeriod: 1) }
+    let channel = Channel(target: "127.0.0.1:\(server.port)")
+    for method in ["Unary", "Deferred", "HandedOff", "Stream"] {
+      let path = "/test.Bug/\(method)"
+      let result = channel.unary(path, request: [1], metadata: [("x-request-id", "req-\(method)")])
+      #expect(result.code == .internal, "\(method)")
+      #expect(
+        result.message
+          == "internal error (request id req-\(method)); the server's log has the details")
+      #expect(!result.message.contains("secret"))
+      let line = logged.withLock { $0.first { $0.method == path } }
+      #expect(line?.requestID == "req-\(method)")
+      #expect(line?.message == "secret detail /var/lib/recserve/token")
+      #expect(line?.code == .internal)
+    }
   }
 
   @Test func unknownMethodIsUnimplemented() throws {

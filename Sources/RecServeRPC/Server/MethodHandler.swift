@@ -65,13 +65,21 @@ public final class UnaryResponder: Sendable {
     answer(message: response, code: .ok, details: "")
   }
 
-  public func fail(_ error: RPCError) {
-    answer(message: nil, code: error.code, details: error.message)
+  /// Fails the call with the status `error` stands for (see `StatusReporting`): any error
+  /// that does not report one reaches the client as a generic INTERNAL with the request id.
+  public func fail(_ error: any Error) {
+    guard !answered.exchange(true, ordering: .acquiringAndReleasing) else { return }
+    call.finish(error: error)
+    ended()
   }
 
   private func answer(message: [UInt8]?, code: StatusCode, details: String) {
     guard !answered.exchange(true, ordering: .acquiringAndReleasing) else { return }
     call.finish(message: message, code: code, details: details)
+    ended()
+  }
+
+  private func ended() {
     call.operationEnded()
     server.activeStreamHandlers.subtract(1, ordering: .acquiringAndReleasing)
   }

@@ -112,23 +112,42 @@ final class ServerCall: @unchecked Sendable {
     return true
   }
 
-  /// Posts the final batch: an optional message, then the status. Finishes the call.
-  func finish(message: [UInt8]?, code: StatusCode, details: String) {
+  /// Ends the call with the status `error` stands for (see `StatusReporting`): a reported
+  /// status as it is; any other error as INTERNAL with a generic message and the request id,
+  /// its description only in `onCallFailed`.
+  func finish(error: any Error) {
+    if let reported = error as? any StatusReporting {
+      finish(message: nil, code: reported.statusCode, details: reported.statusMessage)
+    } else {
+      finish(message: nil, code: .internal, details: "", unexpected: String(describing: error))
+    }
+  }
+
+  /// Posts the final batch: an optional message, then the status. Finishes the call. With
+  /// `unexpected` (the description of an error nobody meant a client to see), the client is
+  /// told only that an internal error happened and under which request id it was logged.
+  func finish(message: [UInt8]?, code: StatusCode, details: String, unexpected: String? = nil) {
     let nanoseconds = DispatchTime.now().uptimeNanoseconds &- arrival
     stats.record(code, nanoseconds: nanoseconds)
     alsoCountedIn?.record(code, nanoseconds: nanoseconds)
+    var details = details
     if code != .ok {
       // A failed call carries a request id back (the client's x-request-id, or a new one) and
       // is reported with it, so the client's error and the server's log line can be matched.
       let id = RequestID.from(metadataValue(RequestID.header)) ?? RequestID.next()
       _ = cgrpc_server_call_set_response_metadata(raw, RequestID.header, id)
-      worker.server.onCallFailed?(
-        FailedCall(method: stats.path, code: code, message: details, requestID: id))
+      if let unexpected {
+        details = "internal error (request id \(id)); the server's log has the details"
+        worker.server.onCallFailed?(
+          FailedCall(method: stats.path, code: code, message: unexpected, requestID: id))
+      } else {
+        worker.server.onCallFailed?(
+          FailedCall(method: stats.path, code: code, message: details, requestID: id))
+      }
     }
     // The finished bit and the send's count go up together, so a completing operation on
     // another thread never sees "nothing in flight, finished" before this send is counted.
     state.add(3, ordering: .acquiringAndReleasing)
-    var details = details
     let error = details.withUTF8 { text -> Int32 in
       if let message {
         return message.withUnsafeBytes { buffer in

@@ -28,4 +28,9 @@ public final class ServerStreamWriter: @unchecked Sendable {
   func finish(code: StatusCode, details: String) {
     call.sendLock.withLock { _ in call.finish(message: nil, code: code, details: details) }
   }
+
+  /// Ends the stream with the status `error` stands for (see `StatusReporting`).
+  func finish(error: any Error) {
+    call.sendLock.withLock { _ in call.finish(error: error) }
+  }
 }

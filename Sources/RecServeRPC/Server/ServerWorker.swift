@@ -127,13 +127,9 @@ final class ServerWorker: @unchecked Sendable {
       let response: [UInt8]
       do {
         response = try handler(context, call.payloadAlias())
-      } catch let error as RPCError {
-        call.clearPayload()
-        call.finish(message: nil, code: error.code, details: error.message)
-        return
       } catch {
         call.clearPayload()
-        call.finish(message: nil, code: .internal, details: "\(error)")
+        call.finish(error: error)
         return
       }
       call.clearPayload()
@@ -148,13 +144,9 @@ final class ServerWorker: @unchecked Sendable {
       let outcome: UnaryOutcome
       do {
         outcome = try handler(context, call.payloadAlias())
-      } catch let error as RPCError {
-        call.clearPayload()
-        call.finish(message: nil, code: error.code, details: error.message)
-        return
       } catch {
         call.clearPayload()
-        call.finish(message: nil, code: .internal, details: "\(error)")
+        call.finish(error: error)
         return
       }
       call.clearPayload()
@@ -184,10 +176,8 @@ final class ServerWorker: @unchecked Sendable {
             try copied.checkDeadline()
             let response = try work(copied)
             call.finish(message: response, code: .ok, details: "")
-          } catch let error as RPCError {
-            call.finish(message: nil, code: error.code, details: error.message)
           } catch {
-            call.finish(message: nil, code: .internal, details: "\(error)")
+            call.finish(error: error)
           }
         }
         if !accepted {
@@ -221,10 +211,8 @@ final class ServerWorker: @unchecked Sendable {
         do {
           try handler(copied, request, writer)
           writer.finish(code: .ok, details: "")
-        } catch let error as RPCError {
-          writer.finish(code: error.code, details: error.message)
         } catch {
-          writer.finish(code: .internal, details: "\(error)")
+          writer.finish(error: error)
         }
         call.operationEnded()
       }
@@ -294,12 +282,9 @@ final class ServerWorker: @unchecked Sendable {
       let first = responses.removeFirst()
       call.pendingResponses = responses
       if !call.startSendMessage(first) { call.abandon() }
-    } catch let error as RPCError {
-      call.isFinishing = true
-      call.finish(message: nil, code: error.code, details: error.message)
     } catch {
       call.isFinishing = true
-      call.finish(message: nil, code: .internal, details: "\(error)")
+      call.finish(error: error)
     }
   }
 }

@@ -226,10 +226,8 @@ final class RankBatcher: Sendable {
     defer { inFlight.leave() }
     do {
       job.responder.succeed(try body().serializedBytes())
-    } catch let error as RPCError {
-      job.responder.fail(error)
     } catch {
-      job.responder.fail(RPCError.internal("\(error)"))
+      job.responder.fail(error)
     }
   }
 }

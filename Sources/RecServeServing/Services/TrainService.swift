@@ -435,8 +435,9 @@ public final class TrainService: Sendable {
     }
   }
 
-  /// Runs a training, turning its errors into statuses: a cancel (nothing was published), a bad
-  /// configuration or data, or anything else.
+  /// Runs a training; a cancel says that nothing was published. Other errors carry their
+  /// status (ErrorStatus.swift); an unexpected one reaches the client as a generic INTERNAL
+  /// with a request id.
   private func statusOfTraining<Result>(_ name: String, _ body: () throws -> Result) throws
     -> Result
   {
@@ -444,10 +445,6 @@ public final class TrainService: Sendable {
       return try body()
     } catch TrainingError.cancelled {
       throw RPCError(.cancelled, "training of '\(name)' was cancelled; nothing was published")
-    } catch let error as TrainingError {
-      throw RPCError.invalidArgument("\(error)")
-    } catch {
-      throw RPCError.internal("training failed: \(error)")
     }
   }
 
