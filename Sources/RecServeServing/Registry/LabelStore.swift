@@ -113,11 +113,13 @@ public enum LabelStore {
     return data
   }
 
-  /// The lock file beside labels.json that serialises changes to it.
-  public static let lockFileName = ".labels.lock"
+  /// The lock file beside labels.json that serialises changes to it. It stays (removing a lock
+  /// file races with a writer that just opened it); a model folder ignores names that are not
+  /// versions.
+  public static let lockFileName = "labels.lock"
 
   /// Reads labels.json, applies `change` and writes the result, all under an exclusive lock
-  /// (`flock`) on `<model folder>/.labels.lock`, so that servers sharing one model folder never
+  /// (`flock`) on `<model folder>/labels.lock`, so that servers sharing one model folder never
   /// lose each other's changes (each change applies to the labels as the last writer left
   /// them). Waits at most `waitSeconds` for the lock. Returns the labels written. Throws
   /// `LabelReadError` when labels.json cannot be read or is malformed, `LabelStoreError` when
