@@ -99,6 +99,16 @@ let package = Package(
       name: "FuzzRPC", dependencies: ["RecServeFuzzing"], path: "Fuzz/Entry/FuzzRPC"),
     .testTarget(name: "RecServeRPCTests", dependencies: ["RecServeRPC"]),
     .testTarget(name: "RecServeFuzzingTests", dependencies: ["RecServeFuzzing"]),
+    // `withServer { channel, server in ... }`: the real RecServeServer on a free port.
+    .target(
+      name: "RecServeTestSupport",
+      dependencies: ["RecServeServing", "RecServeModels", "RecServeRPC"],
+      path: "Tests/RecServeTestSupport"
+    ),
+    .testTarget(
+      name: "RecServeServerTests",
+      dependencies: ["RecServeTestSupport", "RecServeServing", "RecServeProto", "RecServeRPC"]
+    ),
     .testTarget(name: "RecServeModelsTests", dependencies: ["RecServeModels"]),
     .testTarget(
       name: "RecServeCLITests",
