@@ -117,120 +117,137 @@ final class ServerWorker: @unchecked Sendable {
     let context = ServerContext(
       method: method.path, deadlineRemaining: deadline, arrival: call.arrival,
       call: call, copiedMetadata: nil)
+    if method.handler.receivesPayloadWithCall && !call.hasPayload {
+      call.finish(
+        message: nil, code: .invalidArgument, details: "the call carried no request message")
+      return
+    }
     switch method.handler {
-    case .unary(let handler):
-      guard call.hasPayload else {
-        call.finish(
-          message: nil, code: .invalidArgument, details: "the call carried no request message")
-        return
-      }
-      let response: [UInt8]
-      do {
-        response = try handler(context, call.payloadAlias())
-      } catch {
-        call.clearPayload()
-        call.finish(error: error)
-        return
-      }
-      call.clearPayload()
-      call.finish(message: response, code: .ok, details: "")
-
-    case .unaryDeferrable(let handler):
-      guard call.hasPayload else {
-        call.finish(
-          message: nil, code: .invalidArgument, details: "the call carried no request message")
-        return
-      }
-      let outcome: UnaryOutcome
-      do {
-        outcome = try handler(context, call.payloadAlias())
-      } catch {
-        call.clearPayload()
-        call.finish(error: error)
-        return
-      }
-      call.clearPayload()
-      switch outcome {
-      case .response(let response):
-        call.finish(message: response, code: .ok, details: "")
-      case .handedOff(let start):
-        let copied = ServerContext(
-          method: method.path, deadlineRemaining: deadline, arrival: context.arrival, call: call,
-          copiedMetadata: call.allMetadata())
-        call.operationStarted()  // the responder holds the call until it answers
-        server.activeStreamHandlers.add(1, ordering: .acquiringAndReleasing)
-        start(UnaryResponder(call: call, server: server, context: copied))
-      case .deferred(let work):
-        let copied = ServerContext(
-          method: method.path, deadlineRemaining: deadline, arrival: context.arrival, call: call,
-          copiedMetadata: call.allMetadata())
-        let server = self.server
-        call.operationStarted()  // the pool holds the call until the work finishes it
-        server.activeStreamHandlers.add(1, ordering: .acquiringAndReleasing)
-        let accepted = server.workPool.submit {
-          defer {
-            call.operationEnded()
-            server.activeStreamHandlers.subtract(1, ordering: .acquiringAndReleasing)
-          }
-          do {
-            try copied.checkDeadline()
-            let response = try work(copied)
-            call.finish(message: response, code: .ok, details: "")
-          } catch {
-            call.finish(error: error)
-          }
-        }
-        if !accepted {
-          server.activeStreamHandlers.subtract(1, ordering: .acquiringAndReleasing)
-          call.finish(
-            message: nil, code: .resourceExhausted,
-            details:
-              "the server is busy with \(server.configuration.workThreads + server.configuration.workQueue) expensive calls; retry later or ask for less (smaller k, fewer candidates)"
-          )
-          call.operationEnded()
-        }
-      }
-
-    case .serverStreaming(let handler):
-      guard call.hasPayload else {
-        call.finish(
-          message: nil, code: .invalidArgument, details: "the call carried no request message")
-        return
-      }
-      let request = call.payloadCopy()
-      call.clearPayload()
-      let copied = ServerContext(
-        method: method.path, deadlineRemaining: deadline, arrival: context.arrival, call: call,
-        copiedMetadata: call.allMetadata())
-      let writer = ServerStreamWriter(call: call)
-      call.operationStarted()  // the handler's thread holds the call until it finishes it
-      let server = self.server
-      server.activeStreamHandlers.add(1, ordering: .acquiringAndReleasing)
-      let accepted = server.streamPool.submit {
-        defer { server.activeStreamHandlers.subtract(1, ordering: .acquiringAndReleasing) }
-        do {
-          try handler(copied, request, writer)
-          writer.finish(code: .ok, details: "")
-        } catch {
-          writer.finish(error: error)
-        }
-        call.operationEnded()
-      }
-      if !accepted {
-        server.activeStreamHandlers.subtract(1, ordering: .acquiringAndReleasing)
-        writer.finish(
-          code: .resourceExhausted,
-          details:
-            "the server already runs \(server.configuration.maxStreams) streams (--max-streams); retry later"
-        )
-        call.operationEnded()
-      }
-
+    case .unary(let handler): serveUnary(call, context, handler)
+    case .unaryDeferrable(let handler): serveDeferrable(call, context, handler)
+    case .serverStreaming(let handler): serveStream(call, context, handler)
     case .bidiStreaming:
-      call.context = ServerContext(
-        method: method.path, deadlineRemaining: deadline, arrival: context.arrival, call: call,
-        copiedMetadata: call.allMetadata())
+      call.context = Self.copied(context)
       if !call.startRecvMessage() { call.abandon() }
+    }
+  }
+
+  /// The context of `context`'s call with its metadata copied, for work that outlives the
+  /// receiving thread's turn.
+  private static func copied(_ context: ServerContext) -> ServerContext {
+    ServerContext(
+      method: context.method, deadlineRemaining: context.deadlineRemaining,
+      arrival: context.arrival, call: context.call, copiedMetadata: context.call.allMetadata())
+  }
+
+  /// A unary call answered here, on the completion-queue thread.
+  private func serveUnary(
+    _ call: ServerCall, _ context: ServerContext,
+    _ handler: @Sendable (ServerContext, Data) throws -> [UInt8]
+  ) {
+    let response: [UInt8]
+    do {
+      response = try handler(context, call.payloadAlias())
+    } catch {
+      call.clearPayload()
+      call.finish(error: error)
+      return
+    }
+    call.clearPayload()
+    call.finish(message: response, code: .ok, details: "")
+  }
+
+  /// A unary call decoded and priced here, then answered here, handed off, or run on the work
+  /// pool.
+  private func serveDeferrable(
+    _ call: ServerCall, _ context: ServerContext,
+    _ handler: @Sendable (ServerContext, Data) throws -> UnaryOutcome
+  ) {
+    let outcome: UnaryOutcome
+    do {
+      outcome = try handler(context, call.payloadAlias())
+    } catch {
+      call.clearPayload()
+      call.finish(error: error)
+      return
+    }
+    call.clearPayload()
+    switch outcome {
+    case .response(let response):
+      call.finish(message: response, code: .ok, details: "")
+    case .handedOff(let start):
+      call.operationStarted()  // the responder holds the call until it answers
+      server.activeStreamHandlers.add(1, ordering: .acquiringAndReleasing)
+      start(UnaryResponder(call: call, server: server, context: Self.copied(context)))
+    case .deferred(let work):
+      runDeferred(call, Self.copied(context), work)
+    }
+  }
+
+  /// Deferred unary work on the work pool; RESOURCE_EXHAUSTED when the pool and its queue are
+  /// full.
+  private func runDeferred(
+    _ call: ServerCall, _ copied: ServerContext,
+    _ work: @escaping @Sendable (ServerContext) throws -> [UInt8]
+  ) {
+    let server = self.server
+    call.operationStarted()  // the pool holds the call until the work finishes it
+    server.activeStreamHandlers.add(1, ordering: .acquiringAndReleasing)
+    let accepted = server.workPool.submit {
+      defer {
+        call.operationEnded()
+        server.activeStreamHandlers.subtract(1, ordering: .acquiringAndReleasing)
+      }
+      do {
+        try copied.checkDeadline()
+        let response = try work(copied)
+        call.finish(message: response, code: .ok, details: "")
+      } catch {
+        call.finish(error: error)
+      }
+    }
+    if !accepted {
+      server.activeStreamHandlers.subtract(1, ordering: .acquiringAndReleasing)
+      call.finish(
+        message: nil, code: .resourceExhausted,
+        details:
+          "the server is busy with \(server.configuration.workThreads + server.configuration.workQueue) expensive calls; retry later or ask for less (smaller k, fewer candidates)"
+      )
+      call.operationEnded()
+    }
+  }
+
+  /// A server-streaming call on a thread of the stream pool; RESOURCE_EXHAUSTED when
+  /// `maxStreams` run already.
+  private func serveStream(
+    _ call: ServerCall, _ context: ServerContext,
+    _ handler: @escaping @Sendable (ServerContext, [UInt8], ServerStreamWriter) throws -> Void
+  ) {
+    let request = call.payloadCopy()
+    call.clearPayload()
+    let copied = Self.copied(context)
+    let writer = ServerStreamWriter(call: call)
+    call.operationStarted()  // the handler's thread holds the call until it finishes it
+    let server = self.server
+    server.activeStreamHandlers.add(1, ordering: .acquiringAndReleasing)
+    let accepted = server.streamPool.submit {
+      defer { server.activeStreamHandlers.subtract(1, ordering: .acquiringAndReleasing) }
+      do {
+        try handler(copied, request, writer)
+        writer.finish(code: .ok, details: "")
+      } catch {
+        writer.finish(error: error)
+      }
+      call.operationEnded()
+    }
+    if !accepted {
+      server.activeStreamHandlers.subtract(1, ordering: .acquiringAndReleasing)
+      writer.finish(
+        code: .resourceExhausted,
+        details:
+          "the server already runs \(server.configuration.maxStreams) streams (--max-streams); retry later"
+      )
+      call.operationEnded()
     }
   }
 
