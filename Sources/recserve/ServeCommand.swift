@@ -323,8 +323,47 @@ struct ServeCommand: ParsableCommand {
   private func execute() throws {
     csystem_line_buffer_stdout()
     ServerLog.configure(format: logFormat, level: logLevel)
-    // Train and ModelAdmin change what serves: on an address other machines reach, they need a
-    // token, or an explicit choice to leave them open. Checked before anything is bound.
+    try checkAdminExposure()
+    // Requests run on the server's own threads: one BLAS thread each keeps OpenBLAS's idle
+    // workers from spinning against them.
+    BLASThreads.set(1)
+    do {
+      try FileManager.default.createDirectory(atPath: models, withIntermediateDirectories: true)
+    } catch {
+      throw CLIError("cannot create the model folder \(models): \(error.localizedDescription)")
+    }
+    let configuration = try serverConfiguration()
+    try trainDemoModelsIfEmpty()
+    logStarting(configuration)
+    let server = RecServeServer(configuration: configuration)
+    logEvents(of: server)
+    for failure in server.registry.loadAll() {
+      log("warning: \(failure)")
+    }
+    logServing(server.registry)
+    log(
+      "Train: at most \(maxTrainings) at once, within a memory budget of "
+        + "\(configuration.trainMemoryBytes >> 20) MiB (--train-memory-mb)")
+
+    let bound: Int
+    do {
+      bound = try server.start()
+    } catch {
+      throw CLIError("\(error)")
+    }
+    let metrics = try startMetrics(server)
+    try stopOnSignals(server)
+
+    let printableHost = host.contains(":") ? "[\(host)]" : host
+    print("listening on \(printableHost):\(bound)")
+    server.wait()
+    metrics?.stop()
+    log("stopped")
+  }
+
+  /// Train and ModelAdmin change what serves: on an address other machines reach, they need a
+  /// token, or an explicit choice to leave them open. Checked before anything is bound.
+  private func checkAdminExposure() throws {
     if adminTokenFile == nil && !HostAddress.isLoopback(host) {
       if !insecureAdmin {
         throw CLIError(
@@ -338,14 +377,11 @@ struct ServeCommand: ParsableCommand {
         "warning: --insecure-admin: Train and ModelAdmin take calls without a token from anyone "
           + "who can reach \(host)")
     }
-    // Requests run on the server's own threads: one BLAS thread each keeps OpenBLAS's idle
-    // workers from spinning against them.
-    BLASThreads.set(1)
-    do {
-      try FileManager.default.createDirectory(atPath: models, withIntermediateDirectories: true)
-    } catch {
-      throw CLIError("cannot create the model folder \(models): \(error.localizedDescription)")
-    }
+  }
+
+  /// The server's configuration from the options, with the TLS files and the admin token read
+  /// and checked.
+  private func serverConfiguration() throws -> RecServeServer.Configuration {
     var configuration = RecServeServer.Configuration(modelsDirectory: models)
     configuration.host = host
     configuration.port = port
@@ -403,8 +439,12 @@ struct ServeCommand: ParsableCommand {
       configuration.adminToken = token
     }
 
-    // Only a folder that is empty or not there gets the demo models: one that cannot be read
-    // is served as it becomes readable (the registry retries on every poll).
+    return configuration
+  }
+
+  /// Only a folder that is empty or not there gets the demo models: one that cannot be read
+  /// is served as it becomes readable (the registry retries on every poll).
+  private func trainDemoModelsIfEmpty() throws {
     var empty = false
     do {
       empty =
@@ -414,7 +454,9 @@ struct ServeCommand: ParsableCommand {
       log("warning: \(error); not training the demo models, retrying while serving")
     }
     if empty { try trainDemoModel() }
+  }
 
+  private func logStarting(_ configuration: RecServeServer.Configuration) {
     log(
       "starting",
       metadata: [
@@ -426,7 +468,10 @@ struct ServeCommand: ParsableCommand {
         "poll_interval_s": "\(pollInterval)", "keep_versions": "\(keepVersions)",
         "max_trainings": "\(maxTrainings)",
       ])
-    let server = RecServeServer(configuration: configuration)
+  }
+
+  /// Failed calls and the registry's events go to the log.
+  private func logEvents(of server: RecServeServer) {
     // Failed calls: the server's own failures as warnings, the rest (bad requests, deadlines,
     // refusals) at debug. A Train error's words may quote its data path: left out.
     server.rpc.onCallFailed = { failed in
@@ -445,20 +490,10 @@ struct ServeCommand: ParsableCommand {
         event.message, level: event.warning ? .warning : .info,
         metadata: event.fields.mapValues { .string($0) })
     }
-    for failure in server.registry.loadAll() {
-      log("warning: \(failure)")
-    }
-    logServing(server.registry)
-    log(
-      "Train: at most \(maxTrainings) at once, within a memory budget of "
-        + "\(configuration.trainMemoryBytes >> 20) MiB (--train-memory-mb)")
+  }
 
-    let bound: Int
-    do {
-      bound = try server.start()
-    } catch {
-      throw CLIError("\(error)")
-    }
+  /// The metrics port, when asked for (the server is shut down if it cannot listen).
+  private func startMetrics(_ server: RecServeServer) throws -> MetricsServer? {
     var metrics: MetricsServer?
     if let metricsPort {
       let exporter = MetricsServer(server: server)
@@ -473,8 +508,12 @@ struct ServeCommand: ParsableCommand {
       }
       metrics = exporter
     }
-    // Graceful stop on SIGINT / SIGTERM, in place before "listening on" tells anyone the server
-    // is there: the handler writes the signal's number to a pipe, a thread reads it.
+    return metrics
+  }
+
+  /// Graceful stop on SIGINT / SIGTERM, in place before "listening on" tells anyone the server
+  /// is there: the handler writes the signal's number to a pipe, a thread reads it.
+  private func stopOnSignals(_ server: RecServeServer) throws {
     var stopPipe: [Int32] = [-1, -1]
     guard pipe(&stopPipe) == 0, csystem_install_stop_signals(stopPipe[1]) == 0 else {
       server.shutdown(gracePeriod: 0)
@@ -512,11 +551,6 @@ struct ServeCommand: ParsableCommand {
     signalThread.name = "recserve-signals"
     signalThread.start()
 
-    let printableHost = host.contains(":") ? "[\(host)]" : host
-    print("listening on \(printableHost):\(bound)")
-    server.wait()
-    metrics?.stop()
-    log("stopped")
   }
 
   /// One line per model. A function of its own, so the snapshot it reads (and the versions in it)
