@@ -406,23 +406,7 @@ private struct Parser {
   }
 
   mutating func run() throws -> Interactions {
-    var pos = 0
-    if n >= 3 && base[0] == 0xEF && base[1] == 0xBB && base[2] == 0xBF { pos = 3 }
-
-    switch firstTextProblem() {
-    case .nul(let offset)?:
-      throw DataError(
-        file: source, line: lineOf(offset),
-        message: "contains a NUL byte; this looks like a binary file, not CSV/TSV ratings")
-    case .invalidUTF8(let offset)?:
-      throw DataError(
-        file: source, line: lineOf(offset),
-        message:
-          "invalid UTF-8 (byte 0x\(String(base[offset], radix: 16)) at offset \(offset)); text files must be UTF-8"
-      )
-    case nil: break
-    }
-
+    var pos = try checkText()
     // First non-blank line: delimiter and header.
     var lineNo = 1
     var firstStart = pos
@@ -438,25 +422,115 @@ private struct Parser {
       pos = next
       lineNo += 1
     }
-    if let d = options.delimiter {
-      switch d {
-      case "\t", "\\t", "tab": delimiter = Delimiter(byte: 9, doubled: false, spaces: false)
-      case " ", "space", "spaces", "whitespace":
-        delimiter = Delimiter(byte: 32, doubled: false, spaces: true)
-      case "::": delimiter = Delimiter(byte: 58, doubled: true, spaces: false)
-      default:
-        let u = Array(d.utf8)
-        guard u.count == 1, u[0] != 34, u[0] != 10, u[0] != 13 else {
-          throw DataError(
-            file: source,
-            message: "delimiter '\(d)' is not supported (use one character, 'tab' or '::')")
-        }
-        delimiter = Delimiter(byte: u[0], doubled: false, spaces: false)
-      }
+    delimiter = try chooseDelimiter(firstStart, firstEnd)
+    let hasHeader = try readLayout(firstStart, firstEnd, lineNo: lineNo)
+    let slots = UnsafeMutablePointer<Field>.allocate(capacity: neededFields)
+    fast = slots
+    defer {
+      slots.deallocate()
+      fast = nil
+    }
+    if hasHeader {
+      let (_, next) = lineBounds(firstStart)
+      pos = next
+      lineNo += 1
     } else {
-      delimiter = detectDelimiter(firstStart, firstEnd)
+      pos = firstStart
     }
 
+    // Main loop.
+    var rows = Rows(estimate: max(16, n / 24))
+    let release = releasePages
+    var released = 0
+    while pos < n {
+      let (e, next) = lineBounds(pos)
+      defer {
+        pos = next
+        lineNo += 1
+        if let release, pos - released >= Parser.releaseChunk {
+          release(released, pos)
+          released = pos
+        }
+      }
+      if e == pos || isBlank(pos, e) { continue }
+      do {
+        try parseRow(pos, e, slots, into: &rows)
+      } catch LineError.bad(let message) {
+        if !options.skipBadLines {
+          throw DataError(file: source, line: lineNo, message: message)
+        }
+        rows.skipped += 1
+        if rows.skippedExamples.count < options.maxSkippedExamples {
+          rows.skippedExamples.append(
+            DataError(file: source, line: lineNo, message: message).description)
+        }
+      }
+    }
+    return try interactions(rows, hasHeader: hasHeader)
+  }
+
+  /// The columns being built, and what was skipped.
+  struct Rows {
+    var users = [Int32]()
+    var items = [Int32]()
+    var ratings = [Float]()
+    var timestamps = [Int64]()
+    var userInterner = IdInterner(capacity: 1024, cacheLast: true)
+    var itemInterner = IdInterner(capacity: 4096)
+    var skipped = 0
+    var skippedExamples: [String] = []
+
+    init(estimate: Int) {
+      users.reserveCapacity(estimate)
+      items.reserveCapacity(estimate)
+      ratings.reserveCapacity(estimate)
+      timestamps.reserveCapacity(estimate)
+    }
+  }
+
+  /// Skips a byte-order mark and refuses a file with a NUL byte or invalid UTF-8, naming the
+  /// line; returns where the text starts.
+  private func checkText() throws -> Int {
+    var pos = 0
+    if n >= 3 && base[0] == 0xEF && base[1] == 0xBB && base[2] == 0xBF { pos = 3 }
+    switch firstTextProblem() {
+    case .nul(let offset)?:
+      throw DataError(
+        file: source, line: lineOf(offset),
+        message: "contains a NUL byte; this looks like a binary file, not CSV/TSV ratings")
+    case .invalidUTF8(let offset)?:
+      throw DataError(
+        file: source, line: lineOf(offset),
+        message:
+          "invalid UTF-8 (byte 0x\(String(base[offset], radix: 16)) at offset \(offset)); text files must be UTF-8"
+      )
+    case nil: break
+    }
+    return pos
+  }
+
+  /// The delimiter the options give, or the one the first line uses.
+  private func chooseDelimiter(_ firstStart: Int, _ firstEnd: Int) throws -> Delimiter {
+    guard let d = options.delimiter else { return detectDelimiter(firstStart, firstEnd) }
+    switch d {
+    case "\t", "\\t", "tab": return Delimiter(byte: 9, doubled: false, spaces: false)
+    case " ", "space", "spaces", "whitespace":
+      return Delimiter(byte: 32, doubled: false, spaces: true)
+    case "::": return Delimiter(byte: 58, doubled: true, spaces: false)
+    default:
+      let u = Array(d.utf8)
+      guard u.count == 1, u[0] != 34, u[0] != 10, u[0] != 13 else {
+        throw DataError(
+          file: source,
+          message: "delimiter '\(d)' is not supported (use one character, 'tab' or '::')")
+      }
+      return Delimiter(byte: u[0], doubled: false, spaces: false)
+    }
+  }
+
+  /// From the first line: whether it is a header, and which column holds the user, the item,
+  /// the rating and the timestamp (`userCol`, ..., `neededFields`). Returns `hasHeader`.
+  private mutating func readLayout(_ firstStart: Int, _ firstEnd: Int, lineNo: Int) throws -> Bool {
     let firstFieldCount: Int
     var firstFields: [Field]
     do {
@@ -491,31 +565,36 @@ private struct Parser {
           "found 1 field; expected user, item[, rating[, timestamp]] separated by tabs, ',', ';', '|' or '::' (or give --delimiter)"
       )
     }
+    try resolveColumns(header: hasHeader ? firstTexts : nil, fieldCount: firstFieldCount)
+    return hasHeader
+  }
 
-    let header: [String]? = hasHeader ? firstTexts : nil
+  /// Sets the role columns from the options, the header's names or the positions, and refuses
+  /// two roles in one column.
+  private mutating func resolveColumns(header: [String]?, fieldCount: Int) throws {
     userCol = try resolve(
       options.userColumn, role: "user", header: header, known: Parser.userNames, fallback: 0,
-      fieldCount: firstFieldCount)!
+      fieldCount: fieldCount)!
     itemCol = try resolve(
       options.itemColumn, role: "item", header: header, known: Parser.itemNames, fallback: 1,
-      fieldCount: firstFieldCount)!
+      fieldCount: fieldCount)!
     ratingCol = try resolve(
       options.ratingColumn, role: "rating", header: header, known: Parser.ratingNames,
-      fallback: header == nil ? 2 : nil, fieldCount: firstFieldCount)
+      fallback: header == nil ? 2 : nil, fieldCount: fieldCount)
     timestampCol = try resolve(
       options.timestampColumn, role: "timestamp", header: header, known: Parser.timestampNames,
-      fallback: header == nil ? 3 : nil, fieldCount: firstFieldCount)
+      fallback: header == nil ? 3 : nil, fieldCount: fieldCount)
     if header != nil {
       // A header without recognisable rating/timestamp names: fall back to positions 3 and 4
       // unless those columns are already taken.
       let taken = Set([userCol, itemCol] + [ratingCol, timestampCol].compactMap { $0 })
-      if ratingCol == nil && options.ratingColumn == nil && firstFieldCount > 2
+      if ratingCol == nil && options.ratingColumn == nil && fieldCount > 2
         && !taken.contains(2)
       {
         ratingCol = 2
       }
       let taken2 = Set([userCol, itemCol] + [ratingCol, timestampCol].compactMap { $0 })
-      if timestampCol == nil && options.timestampColumn == nil && firstFieldCount > 3
+      if timestampCol == nil && options.timestampColumn == nil && fieldCount > 3
         && !taken2.contains(3)
       {
         timestampCol = 3
@@ -533,137 +612,90 @@ private struct Parser {
       }
     }
     neededFields = roles.map { $0.1 }.max()! + 1
-    let slots = UnsafeMutablePointer<Field>.allocate(capacity: neededFields)
-    fast = slots
-    defer {
-      slots.deallocate()
-      fast = nil
+  }
+
+  /// One data line [start, end) into `rows`; throws `LineError.bad` saying what is wrong.
+  @inline(__always)
+  private mutating func parseRow(
+    _ start: Int, _ end: Int, _ slots: UnsafeMutablePointer<Field>, into rows: inout Rows
+  ) throws {
+    let count = try split(start, end, keepAll: false)
+    if count < neededFields {
+      throw LineError.bad(
+        "expected at least \(neededFields) fields separated by \(delimiter.displayName), found \(count)"
+      )
     }
-
-    if hasHeader {
-      let (_, next) = lineBounds(firstStart)
-      pos = next
-      lineNo += 1
-    } else {
-      pos = firstStart
+    let uf = slots[userCol]
+    let itf = slots[itemCol]
+    if uf.end == uf.start { throw LineError.bad("user id is empty") }
+    if itf.end == itf.start { throw LineError.bad("item id is empty") }
+    // Lines end at LF, so the one line break an id can hold is a CR (a lone one, or one
+    // inside quotes); ids are stored one a line, so it could never be read back.
+    if memchr(base + uf.start, 13, uf.end - uf.start) != nil {
+      throw LineError.bad(
+        "user id contains a line break (carriage return); ids are stored one a line")
     }
-
-    // Main loop.
-    let estimate = max(16, n / 24)
-    var users = [Int32]()
-    var items = [Int32]()
-    var ratings = [Float]()
-    var timestamps = [Int64]()
-    users.reserveCapacity(estimate)
-    items.reserveCapacity(estimate)
-    ratings.reserveCapacity(estimate)
-    timestamps.reserveCapacity(estimate)
-    var userInterner = IdInterner(capacity: 1024, cacheLast: true)
-    var itemInterner = IdInterner(capacity: 4096)
-    var skipped = 0
-    var skippedExamples: [String] = []
-    let uc = userCol
-    let ic = itemCol
-    let rc = ratingCol
-    let tc = timestampCol
-
-    let release = releasePages
-    var released = 0
-    while pos < n {
-      let (e, next) = lineBounds(pos)
-      defer {
-        pos = next
-        lineNo += 1
-        if let release, pos - released >= Parser.releaseChunk {
-          release(released, pos)
-          released = pos
-        }
-      }
-      if e == pos || isBlank(pos, e) { continue }
-      do {
-        let count = try split(pos, e, keepAll: false)
-        if count < neededFields {
-          throw LineError.bad(
-            "expected at least \(neededFields) fields separated by \(delimiter.displayName), found \(count)"
-          )
-        }
-        let uf = slots[uc]
-        let itf = slots[ic]
-        if uf.end == uf.start { throw LineError.bad("user id is empty") }
-        if itf.end == itf.start { throw LineError.bad("item id is empty") }
-        // Lines end at LF, so the one line break an id can hold is a CR (a lone one, or one
-        // inside quotes); ids are stored one a line, so it could never be read back.
-        if memchr(base + uf.start, 13, uf.end - uf.start) != nil {
-          throw LineError.bad(
-            "user id contains a line break (carriage return); ids are stored one a line")
-        }
-        if memchr(base + itf.start, 13, itf.end - itf.start) != nil {
-          throw LineError.bad(
-            "item id contains a line break (carriage return); ids are stored one a line")
-        }
-        var rating: Float = 1
-        if let rc {
-          let f = slots[rc]
-          switch ByteParsing.parseDouble(base + f.start, f.end - f.start) {
-          case .notANumber:
-            throw LineError.bad("rating \(quoted(f)) is not a number")
-          case .value(let v):
-            let x = Float(v)
-            if !x.isFinite { throw LineError.bad("rating \(quoted(f)) is not finite") }
-            rating = x
-          }
-        }
-        var ts: Int64 = 0
-        if let tc {
-          let f = slots[tc]
-          guard let t = ByteParsing.parseInt64(base + f.start, f.end - f.start) else {
-            throw LineError.bad(
-              "timestamp \(quoted(f)) is not an integer (seconds since 1970 expected)")
-          }
-          ts = t
-        }
-        let u = intern(&userInterner, uf)
-        let it = intern(&itemInterner, itf)
-        users.append(u)
-        items.append(it)
-        ratings.append(rating)
-        timestamps.append(ts)
-      } catch LineError.bad(let message) {
-        if !options.skipBadLines {
-          throw DataError(file: source, line: lineNo, message: message)
-        }
-        skipped += 1
-        if skippedExamples.count < options.maxSkippedExamples {
-          skippedExamples.append(
-            DataError(file: source, line: lineNo, message: message).description)
-        }
+    if memchr(base + itf.start, 13, itf.end - itf.start) != nil {
+      throw LineError.bad(
+        "item id contains a line break (carriage return); ids are stored one a line")
+    }
+    var rating: Float = 1
+    if let rc = ratingCol {
+      let f = slots[rc]
+      switch ByteParsing.parseDouble(base + f.start, f.end - f.start) {
+      case .notANumber:
+        throw LineError.bad("rating \(quoted(f)) is not a number")
+      case .value(let v):
+        let x = Float(v)
+        if !x.isFinite { throw LineError.bad("rating \(quoted(f)) is not finite") }
+        rating = x
       }
     }
-    if users.isEmpty {
-      if skipped > 0 {
+    var ts: Int64 = 0
+    if let tc = timestampCol {
+      let f = slots[tc]
+      guard let t = ByteParsing.parseInt64(base + f.start, f.end - f.start) else {
+        throw LineError.bad(
+          "timestamp \(quoted(f)) is not an integer (seconds since 1970 expected)")
+      }
+      ts = t
+    }
+    let u = intern(&rows.userInterner, uf)
+    let it = intern(&rows.itemInterner, itf)
+    rows.users.append(u)
+    rows.items.append(it)
+    rows.ratings.append(rating)
+    rows.timestamps.append(ts)
+  }
+
+  /// The columns as `Interactions` with their id tables; refuses a file without a valid row.
+  private func interactions(_ rows: Rows, hasHeader: Bool) throws -> Interactions {
+    if rows.users.isEmpty {
+      if rows.skipped > 0 {
         throw DataError(
           file: source,
           message:
-            "no valid rows: all \(skipped) data lines were bad (first: \(skippedExamples.first ?? "?"))"
+            "no valid rows: all \(rows.skipped) data lines were bad (first: \(rows.skippedExamples.first ?? "?"))"
         )
       }
       throw DataError(
         file: source, message: hasHeader ? "no data rows after the header" : "no data rows")
     }
-    if userInterner.count > Int(Int32.max) || itemInterner.count > Int(Int32.max) {
+    if rows.userInterner.count > Int(Int32.max) || rows.itemInterner.count > Int(Int32.max) {
       throw DataError(file: source, message: "too many distinct ids")
     }
-    let userIds = userInterner.strings()
-    let itemIds = itemInterner.strings()
+    let userIds = rows.userInterner.strings()
+    let itemIds = rows.itemInterner.strings()
     var userLookup = [String: Int32](minimumCapacity: userIds.count)
     for (i, s) in userIds.enumerated() { userLookup[s] = Int32(i) }
     var itemLookup = [String: Int32](minimumCapacity: itemIds.count)
     for (i, s) in itemIds.enumerated() { itemLookup[s] = Int32(i) }
     var result = Interactions(
-      source: source, users: users, items: items, ratings: ratings, timestamps: timestamps,
-      userIds: userIds, itemIds: itemIds, userLookup: userLookup, itemLookup: itemLookup)
-    result.skippedLines = skipped
-    result.skippedExamples = skippedExamples
+      source: source, users: rows.users, items: rows.items, ratings: rows.ratings,
+      timestamps: rows.timestamps, userIds: userIds, itemIds: itemIds, userLookup: userLookup,
+      itemLookup: itemLookup)
+    result.skippedLines = rows.skipped
+    result.skippedExamples = rows.skippedExamples
     return result
   }
 
