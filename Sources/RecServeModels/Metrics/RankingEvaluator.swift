@@ -147,60 +147,10 @@ public enum RankingEvaluator {
     let I = model.itemCount
     let U = model.userCount
 
-    // Training history per model user.
-    var seen: [[Int32]]? = nil
-    if let train {
-      let userMap = train.userIds.map { model.userIndex($0) ?? -1 }
-      let itemMap = train.itemIds.map { model.itemIndex($0) ?? -1 }
-      var s = [[Int32]](repeating: [], count: U)
-      for r in 0..<train.count {
-        let u = userMap[Int(train.users[r])]
-        let i = itemMap[Int(train.items[r])]
-        if u >= 0 && i >= 0 { s[Int(u)].append(i) }
-      }
-      for u in 0..<U where s[u].count > 1 { s[u] = sortedDistinct(s[u]) }
-      seen = s
-    }
-
-    // Held-out items per model user.
-    let testUserMap = test.userIds.map { model.userIndex($0) ?? -1 }
-    let testItemMap = test.itemIds.map { model.itemIndex($0) ?? -1 }
-    var unknownUsers = 0
-    for m in testUserMap where m < 0 { unknownUsers += 1 }
-    var relevant = [Int32: [Int32]]()
-    var anyTest = [Int32: [Int32]]()  // every known test item of the user, for sampling
-    var unknownTestItems = 0
-    for r in 0..<test.count {
-      let u = testUserMap[Int(test.users[r])]
-      if u < 0 { continue }
-      let i = testItemMap[Int(test.items[r])]
-      let isRelevant = config.relevanceThreshold.map { test.ratings[r] >= $0 } ?? true
-      if i < 0 {
-        if isRelevant { unknownTestItems += 1 }
-        continue
-      }
-      anyTest[u, default: []].append(i)
-      if isRelevant { relevant[u, default: []].append(i) }
-    }
-    var seenTestItems = 0
-    var usersWithoutTestItems = 0
-    var evalUsers = [Int32]()
-    var relevantLists = [[Int32]]()
-    for u in Set(testUserMap.filter { $0 >= 0 }).sorted() {
-      let rows = relevant[u] ?? []
-      let history = seen.map { $0[Int(u)] } ?? Array(model.seenItems(user: u))
-      var kept = [Int32]()
-      kept.reserveCapacity(rows.count)
-      for i in rows {
-        if binarySearch(history, i) { seenTestItems += 1 } else { kept.append(i) }
-      }
-      if kept.isEmpty {
-        usersWithoutTestItems += 1
-        continue
-      }
-      evalUsers.append(u)
-      relevantLists.append(sortedDistinct(kept))
-    }
+    let seen = train.map { trainingHistory(model: model, train: $0) }
+    let targets = Targets(model: model, test: test, seen: seen, config: config)
+    let evalUsers = targets.users
+    let relevantLists = targets.relevant
 
     // Work in fixed blocks of users so that sums are reduced in the same order at any thread
     // count.
@@ -229,11 +179,11 @@ public enum RankingEvaluator {
     for i in 0..<norms.count {
       norms[i] = Double(VectorMath.dot(factors + i * dim, factors + i * dim, dim)).squareRoot()
     }
-    let popularity = model.itemPopularity
-    let trainUsers = U
+    let items = ItemFacts(
+      popularity: model.itemPopularity, trainUsers: U, norms: norms, factors: factors, dim: dim)
     let negatives = max(0, config.sampledNegatives)
     let seenLists = seen
-    let anyTestLists = anyTest
+    let anyTestLists = targets.anyTest
     let evalUsersList = evalUsers
 
     let batch = BlockedScan.maxQueries
@@ -295,38 +245,10 @@ public enum RankingEvaluator {
             sums.users += 1
 
             if config.fullRanking && maxK > 0 {
-              let ranked = tops[j].map { $0.index }
-              for x in 0..<maxK { flags[x] = x < ranked.count && binarySearch(rel, ranked[x]) }
-              for (x, i) in ranked.enumerated() where Int32(x) < myFirstRank[Int(i)] {
-                myFirstRank[Int(i)] = Int32(x)
-              }
-              flags.withUnsafeBufferPointer { f in
-                for (x, k) in ks.enumerated() {
-                  let s = RankingMetrics.scores(hitFlags: f, relevantCount: rel.count, k: k)!
-                  sums.full[x] = sums.full[x] + s
-                  if x == 0 { userNDCG[e] = s.ndcg }
-                }
-              }
-              for (x, k) in ks.enumerated() {
-                let count = min(k, ranked.count)
-                if count > 0 {
-                  var s = 0.0
-                  for r in 0..<count {
-                    s += RankingMetrics.selfInformation(
-                      popularity: popularity[Int(ranked[r])], userCount: trainUsers)
-                  }
-                  sums.novelty[x] += s / Double(count)
-                  sums.noveltyUsers[x] += 1
-                }
-                if count > 1 {
-                  let list = Array(ranked.prefix(count))
-                  sums.ild[x] += RankingMetrics.pairwiseDistance(
-                    list, norms: list.map { norms[Int($0)] }, embeddings: factors, dim: dim)
-                  sums.ildUsers[x] += 1
-                }
-              }
+              userNDCG[e] = addFullRanking(
+                tops[j].map { $0.index }, relevant: rel, ks: ks, flags: &flags,
+                firstRank: myFirstRank, items: items, sums: &sums)
             }
-
             if config.sampled {
               for i in history { excluded[Int(i)] = u }
               if let all = anyTestLists[u] { for i in all { excluded[Int(i)] = u } }
@@ -345,27 +267,7 @@ public enum RankingEvaluator {
                 }
               }
               for (x, i) in wanted.enumerated() { scores[Int(i)] = picked[x] }
-              var hr = [Double](repeating: 0, count: nk)
-              var nd = [Double](repeating: 0, count: nk)
-              var rr = 0.0
-              negs.withUnsafeBufferPointer { nb in
-                for p in rel {
-                  let rank = RankingMetrics.sampledRank(
-                    positive: (p, scores[Int(p)]), negatives: nb, scores: scores)
-                  rr += 1 / Double(rank)
-                  for (x, k) in ks.enumerated() where rank <= k {
-                    hr[x] += 1
-                    nd[x] += 1 / log2(Double(rank + 1))
-                  }
-                }
-              }
-              let c = Double(rel.count)
-              for x in 0..<nk {
-                sums.sampledHit[x] += hr[x] / c
-                sums.sampledNDCG[x] += nd[x] / c
-              }
-              sums.sampledMRR += rr / c
-              sums.sampledPairs += rel.count
+              addSampled(relevant: rel, negatives: negs, scores: scores, ks: ks, sums: &sums)
             }
           }
           first = last
@@ -378,22 +280,179 @@ public enum RankingEvaluator {
 
     var total = BlockSums(nk: nk)
     for b in 0..<blockCount { total.add(blocks[b]) }
+    // The best rank each item reached for any user, over the threads' tallies (coverage).
+    var best = [Int32](repeating: Int32.max, count: I)
+    for t in 0..<T {
+      for i in 0..<I { best[i] = min(best[i], firstRank[t * I + i]) }
+    }
+    return evaluation(
+      total, ks: ks, targets: targets, userNDCG: Array(userNDCG.prefix(evalUsers.count)),
+      bestRank: best, config: config)
+  }
+
+  /// What the beyond-accuracy metrics read about the items.
+  struct ItemFacts {
+    var popularity: UnsafeBufferPointer<Int32>
+    var trainUsers: Int
+    var norms: [Double]
+    var factors: UnsafePointer<Float>
+    var dim: Int
+  }
+
+  /// Adds one user's full ranking to `sums` (hits, novelty and diversity at every K) and each
+  /// ranked item's best rank to `firstRank`; returns the user's NDCG at the smallest K.
+  static func addFullRanking(
+    _ ranked: [Int32], relevant rel: [Int32], ks: [Int], flags: inout [Bool],
+    firstRank: UnsafeMutablePointer<Int32>, items: ItemFacts, sums: inout BlockSums
+  ) -> Double {
+    for x in flags.indices { flags[x] = x < ranked.count && binarySearch(rel, ranked[x]) }
+    for (x, i) in ranked.enumerated() where Int32(x) < firstRank[Int(i)] {
+      firstRank[Int(i)] = Int32(x)
+    }
+    var ndcg = 0.0
+    flags.withUnsafeBufferPointer { f in
+      for (x, k) in ks.enumerated() {
+        let s = RankingMetrics.scores(hitFlags: f, relevantCount: rel.count, k: k)!
+        sums.full[x] = sums.full[x] + s
+        if x == 0 { ndcg = s.ndcg }
+      }
+    }
+    for (x, k) in ks.enumerated() {
+      let count = min(k, ranked.count)
+      if count > 0 {
+        var s = 0.0
+        for r in 0..<count {
+          s += RankingMetrics.selfInformation(
+            popularity: items.popularity[Int(ranked[r])], userCount: items.trainUsers)
+        }
+        sums.novelty[x] += s / Double(count)
+        sums.noveltyUsers[x] += 1
+      }
+      if count > 1 {
+        let list = Array(ranked.prefix(count))
+        sums.ild[x] += RankingMetrics.pairwiseDistance(
+          list, norms: list.map { items.norms[Int($0)] }, embeddings: items.factors,
+          dim: items.dim)
+        sums.ildUsers[x] += 1
+      }
+    }
+    return ndcg
+  }
+
+  /// Adds one user's sampled-protocol scores to `sums`: each relevant item ranked among the
+  /// user's negatives by the scores at their item index.
+  static func addSampled(
+    relevant rel: [Int32], negatives negs: [Int32], scores: UnsafeMutablePointer<Float>,
+    ks: [Int], sums: inout BlockSums
+  ) {
+    let nk = ks.count
+    var hr = [Double](repeating: 0, count: nk)
+    var nd = [Double](repeating: 0, count: nk)
+    var rr = 0.0
+    negs.withUnsafeBufferPointer { nb in
+      for p in rel {
+        let rank = RankingMetrics.sampledRank(
+          positive: (p, scores[Int(p)]), negatives: nb, scores: scores)
+        rr += 1 / Double(rank)
+        for (x, k) in ks.enumerated() where rank <= k {
+          hr[x] += 1
+          nd[x] += 1 / log2(Double(rank + 1))
+        }
+      }
+    }
+    let c = Double(rel.count)
+    for x in 0..<nk {
+      sums.sampledHit[x] += hr[x] / c
+      sums.sampledNDCG[x] += nd[x] / c
+    }
+    sums.sampledMRR += rr / c
+    sums.sampledPairs += rel.count
+  }
+
+  /// Every known item of the model users' training rows, sorted and distinct, by model user.
+  static func trainingHistory(model: any RecommendationModel, train: Interactions) -> [[Int32]] {
+    let userMap = train.userIds.map { model.userIndex($0) ?? -1 }
+    let itemMap = train.itemIds.map { model.itemIndex($0) ?? -1 }
+    var seen = [[Int32]](repeating: [], count: model.userCount)
+    for r in 0..<train.count {
+      let u = userMap[Int(train.users[r])]
+      let i = itemMap[Int(train.items[r])]
+      if u >= 0 && i >= 0 { seen[Int(u)].append(i) }
+    }
+    for u in seen.indices where seen[u].count > 1 { seen[u] = sortedDistinct(seen[u]) }
+    return seen
+  }
+
+  /// Who is evaluated against what: the test users the model knows with at least one relevant
+  /// held-out item that is known and not in their history, and the counts of what was dropped.
+  struct Targets {
+    /// Evaluated model users, ascending, and each one's relevant items (sorted, distinct).
+    var users: [Int32] = []
+    var relevant: [[Int32]] = []
+    /// Every known test item of each user, relevant or not (never sampled as a negative).
+    var anyTest: [Int32: [Int32]] = [:]
+    var unknownUsers = 0
+    var unknownTestItems = 0
+    var seenTestItems = 0
+    var usersWithoutTestItems = 0
+
+    init(
+      model: any RecommendationModel, test: Interactions, seen: [[Int32]]?,
+      config: RankingEvaluationConfig
+    ) {
+      let testUserMap = test.userIds.map { model.userIndex($0) ?? -1 }
+      let testItemMap = test.itemIds.map { model.itemIndex($0) ?? -1 }
+      for m in testUserMap where m < 0 { unknownUsers += 1 }
+      var relevantRows = [Int32: [Int32]]()
+      for r in 0..<test.count {
+        let u = testUserMap[Int(test.users[r])]
+        if u < 0 { continue }
+        let i = testItemMap[Int(test.items[r])]
+        let isRelevant = config.relevanceThreshold.map { test.ratings[r] >= $0 } ?? true
+        if i < 0 {
+          if isRelevant { unknownTestItems += 1 }
+          continue
+        }
+        anyTest[u, default: []].append(i)
+        if isRelevant { relevantRows[u, default: []].append(i) }
+      }
+      for u in Set(testUserMap.filter { $0 >= 0 }).sorted() {
+        let rows = relevantRows[u] ?? []
+        let history = seen.map { $0[Int(u)] } ?? Array(model.seenItems(user: u))
+        var kept = [Int32]()
+        kept.reserveCapacity(rows.count)
+        for i in rows {
+          if binarySearch(history, i) { seenTestItems += 1 } else { kept.append(i) }
+        }
+        if kept.isEmpty {
+          usersWithoutTestItems += 1
+          continue
+        }
+        users.append(u)
+        relevant.append(sortedDistinct(kept))
+      }
+    }
+  }
+
+  /// The means of the summed scores, coverage from each item's best rank, and the counts.
+  static func evaluation(
+    _ total: BlockSums, ks: [Int], targets: Targets, userNDCG: [Double], bestRank: [Int32],
+    config: RankingEvaluationConfig
+  ) -> RankingEvaluation {
     var result = RankingEvaluation(
       ks: ks, full: [:], coverage: [:], novelty: [:], diversity: [:], sampled: [:],
-      sampledMRR: nil, users: total.users, unknownUsers: unknownUsers,
-      usersWithoutTestItems: usersWithoutTestItems, unknownTestItems: unknownTestItems,
-      seenTestItems: seenTestItems, sampledPairs: total.sampledPairs)
+      sampledMRR: nil, users: total.users, unknownUsers: targets.unknownUsers,
+      usersWithoutTestItems: targets.usersWithoutTestItems,
+      unknownTestItems: targets.unknownTestItems, seenTestItems: targets.seenTestItems,
+      sampledPairs: total.sampledPairs)
     let n = Double(total.users)
+    let I = bestRank.count
     if total.users > 0 && config.fullRanking {
-      result.userNDCG = evalUsers.indices.map { (evalUsers[$0], userNDCG[$0]) }
-      var best = [Int32](repeating: Int32.max, count: I)
-      for t in 0..<T {
-        for i in 0..<I { best[i] = min(best[i], firstRank[t * I + i]) }
-      }
+      result.userNDCG = targets.users.indices.map { (targets.users[$0], userNDCG[$0]) }
       for (x, k) in ks.enumerated() {
         result.full[k] = total.full[x] / n
         var covered = 0
-        for i in 0..<I where best[i] < Int32(k) { covered += 1 }
+        for i in 0..<I where bestRank[i] < Int32(k) { covered += 1 }
         result.coverage[k] = I > 0 ? Double(covered) / Double(I) : 0
         if total.noveltyUsers[x] > 0 {
           result.novelty[k] = total.novelty[x] / Double(total.noveltyUsers[x])
