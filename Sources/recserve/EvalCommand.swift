@@ -118,6 +118,32 @@ struct EvalCommand: ParsableCommand {
   }
 
   private func execute() throws {
+    let ks = try checkedCutoffs()
+    let outcome = try evaluate(ks: ks)
+    if json {
+      printJSON(outcome, ks: ks)
+    } else {
+      printText(outcome, ks: ks)
+    }
+  }
+
+  /// What one evaluation found, and how long its parts took.
+  private struct Outcome {
+    var loaded: LoadedModel
+    var interactions: Interactions
+    var train: Interactions?
+    var test: Interactions
+    var protocols: Set<String>
+    var ratingEval: RatingEvaluation?
+    var ranking: RankingEvaluation?
+    var loadSeconds: Double
+    var dataSeconds: Double
+    var evalSeconds: Double
+    var versionNumber: Int64
+  }
+
+  /// The cutoffs, after every option was checked.
+  private func checkedCutoffs() throws -> [Int] {
     if let version, version < 1 {
       throw ValidationError("--version must be a positive integer (got \(version))")
     }
@@ -136,6 +162,11 @@ struct EvalCommand: ParsableCommand {
       throw ValidationError("--relevance-threshold must be a number")
     }
 
+    return ks
+  }
+
+  /// Loads the model and the data, splits, and runs the asked protocols.
+  private func evaluate(ks: [Int]) throws -> Outcome {
     let t0 = Date()
     let loaded = try ModelStore.load(modelsDirectory: models, name: name, version: version)
     let loadSeconds = Date().timeIntervalSince(t0)
@@ -178,46 +209,65 @@ struct EvalCommand: ParsableCommand {
     let evalSeconds = Date().timeIntervalSince(t1)
     let versionNumber = Int64((loaded.directory as NSString).lastPathComponent) ?? 0
 
-    if json {
-      var metrics = [String: JSONValue]()
-      if let e = ratingEval {
-        metrics["rmse"] = .double(e.rmse)
-        metrics["mae"] = .double(e.mae)
-      }
-      for (key, v) in ranking?.metrics ?? [:] { metrics[key] = .double(v) }
-      var out: [String: JSONValue] = [
-        "name": .string(name),
-        "version": .int(versionNumber),
-        "kind": .string(loaded.manifest.kind),
-        "metrics": .object(metrics),
-        "protocols": .array(protocols.sorted().map { .string($0) }),
-        "ks": .array(ks.map { .int(Int64($0)) }),
-        "split": .string(split),
-        "rows": .int(Int64(interactions.count)),
-        "test_rows": .int(Int64(test.count)),
-        "skipped_lines": .int(Int64(interactions.skippedLines)),
-        "load_seconds": .double(loadSeconds),
-        "data_load_seconds": .double(dataSeconds),
-        "eval_seconds": .double(evalSeconds),
-      ]
-      if let train { out["train_rows"] = .int(Int64(train.count)) }
-      if split != "none" { out["seed"] = .int(Int64(truncatingIfNeeded: seed)) }
-      if let tuning = loaded.manifest.hyperparameters["tuning"] { out["tuning"] = tuning }
-      if let e = ratingEval {
-        out["pairs"] = .int(Int64(e.count))
-        out["unknown_pairs"] = .int(Int64(e.unknownPairs))
-        out["unknown_users"] = .int(Int64(e.unknownUsers))
-        out["unknown_items"] = .int(Int64(e.unknownItems))
-      }
-      if let r = ranking {
-        var counts = [String: JSONValue]()
-        for (key, v) in r.counts { counts[key] = .int(Int64(v)) }
-        out["ranking"] = .object(counts)
-      }
-      print(JSONValue.object(out).serialized(pretty: false))
-      return
-    }
+    return Outcome(
+      loaded: loaded, interactions: interactions, train: train, test: test,
+      protocols: protocols, ratingEval: ratingEval, ranking: ranking, loadSeconds: loadSeconds,
+      dataSeconds: dataSeconds, evalSeconds: evalSeconds, versionNumber: versionNumber)
+  }
 
+  private func printJSON(_ outcome: Outcome, ks: [Int]) {
+    let (loaded, interactions, train, test) = (
+      outcome.loaded, outcome.interactions, outcome.train, outcome.test
+    )
+    let (ratingEval, ranking, protocols) = (outcome.ratingEval, outcome.ranking, outcome.protocols)
+    let (loadSeconds, dataSeconds, evalSeconds) = (
+      outcome.loadSeconds, outcome.dataSeconds, outcome.evalSeconds
+    )
+    let versionNumber = outcome.versionNumber
+    var metrics = [String: JSONValue]()
+    if let e = ratingEval {
+      metrics["rmse"] = .double(e.rmse)
+      metrics["mae"] = .double(e.mae)
+    }
+    for (key, v) in ranking?.metrics ?? [:] { metrics[key] = .double(v) }
+    var out: [String: JSONValue] = [
+      "name": .string(name),
+      "version": .int(versionNumber),
+      "kind": .string(loaded.manifest.kind),
+      "metrics": .object(metrics),
+      "protocols": .array(protocols.sorted().map { .string($0) }),
+      "ks": .array(ks.map { .int(Int64($0)) }),
+      "split": .string(split),
+      "rows": .int(Int64(interactions.count)),
+      "test_rows": .int(Int64(test.count)),
+      "skipped_lines": .int(Int64(interactions.skippedLines)),
+      "load_seconds": .double(loadSeconds),
+      "data_load_seconds": .double(dataSeconds),
+      "eval_seconds": .double(evalSeconds),
+    ]
+    if let train { out["train_rows"] = .int(Int64(train.count)) }
+    if split != "none" { out["seed"] = .int(Int64(truncatingIfNeeded: seed)) }
+    if let tuning = loaded.manifest.hyperparameters["tuning"] { out["tuning"] = tuning }
+    if let e = ratingEval {
+      out["pairs"] = .int(Int64(e.count))
+      out["unknown_pairs"] = .int(Int64(e.unknownPairs))
+      out["unknown_users"] = .int(Int64(e.unknownUsers))
+      out["unknown_items"] = .int(Int64(e.unknownItems))
+    }
+    if let r = ranking {
+      var counts = [String: JSONValue]()
+      for (key, v) in r.counts { counts[key] = .int(Int64(v)) }
+      out["ranking"] = .object(counts)
+    }
+    print(JSONValue.object(out).serialized(pretty: false))
+  }
+
+  private func printText(_ outcome: Outcome, ks: [Int]) {
+    let (loaded, interactions, train, test) = (
+      outcome.loaded, outcome.interactions, outcome.train, outcome.test
+    )
+    let (ratingEval, ranking, protocols) = (outcome.ratingEval, outcome.ranking, outcome.protocols)
+    let versionNumber = outcome.versionNumber
     var header = "\(loaded.manifest.kind) model '\(name)' version \(versionNumber) on \(data)"
     switch split {
     case "leave-last-out":
