@@ -187,62 +187,18 @@ public enum MFTrainer {
     let n = data.count
     var rng = Xoshiro256(seed: config.seed, stream: 0x1417)
 
-    var sum = 0.0
-    var lo = Float.infinity
-    var hi = -Float.infinity
-    for v in data.ratings {
-      sum += Double(v)
-      lo = min(lo, v)
-      hi = max(hi, v)
-    }
-    let mu = Float(sum / Double(n))
-    let range: ClosedRange<Float>? = lo < hi ? lo...hi : nil
-
-    var P = [Float](repeating: 0, count: U * D)
-    var Q = [Float](repeating: 0, count: I * D)
+    let (mu, range) = meanAndRange(data.ratings)
     // Uniform initialisation with the configured standard deviation (cheaper than Gaussian and
     // just as good for SGD).
-    let a = config.initStd * Float(3).squareRoot()
-    for k in 0..<P.count { P[k] = (2 * rng.nextFloat() - 1) * a }
-    for k in 0..<Q.count { Q[k] = (2 * rng.nextFloat() - 1) * a }
+    var P = uniform(count: U * D, std: config.initStd, rng: &rng)
+    var Q = uniform(count: I * D, std: config.initStd, rng: &rng)
     var bu = [Float](repeating: 0, count: U)
     var bi = [Float](repeating: 0, count: I)
     // Adam state: moments of every parameter, then per-row beta1^t and beta2^t (t = the row's
     // own update count), for P|bu (users) and Q|bi (items). Empty with SGD.
     let adam = config.optimizer == .adam
     let state = AdamState(users: adam ? U : 0, items: adam ? I : 0, dim: D)
-
-    // Validation rows mapped to training indices (-1 = unknown).
-    var vUsers: [Int32] = []
-    var vItems: [Int32] = []
-    var vRatings: [Float] = []
-    if let validation, !validation.isEmpty {
-      let um = validation.userIds.map { data.userIndex($0) ?? -1 }
-      let im = validation.itemIds.map { data.itemIndex($0) ?? -1 }
-      vUsers = validation.users.map { um[Int($0)] }
-      vItems = validation.items.map { im[Int($0)] }
-      vRatings = validation.ratings
-    }
-    func validationErrors() -> ErrorAccumulator {
-      var acc = ErrorAccumulator()
-      P.withUnsafeBufferPointer { p in
-        Q.withUnsafeBufferPointer { q in
-          for r in 0..<vUsers.count {
-            let u = Int(vUsers[r])
-            let i = Int(vItems[r])
-            var s = mu
-            if u >= 0 { s += bu[u] }
-            if i >= 0 { s += bi[i] }
-            if u >= 0 && i >= 0 {
-              s += VectorMath.dot(p.baseAddress! + u * D, q.baseAddress! + i * D, D)
-            }
-            if let range { s = min(range.upperBound, max(range.lowerBound, s)) }
-            acc.add(predicted: s, actual: vRatings[r])
-          }
-        }
-      }
-      return acc
-    }
+    let checks = validation.map { ValidationRows($0, of: data) }
 
     var lr = config.learningRate
     let reg = config.regularization
@@ -286,8 +242,8 @@ public enum MFTrainer {
         )
       }
       var metrics: [String: Double] = [:]
-      if !vUsers.isEmpty {
-        let acc = validationErrors()
+      if let checks, !checks.users.isEmpty {
+        let acc = checks.errors(P: P, Q: Q, bu: bu, bi: bi, dim: D, mu: mu, range: range)
         metrics = ["rmse": acc.rmse, "mae": acc.mae]
         if best == nil || acc.rmse < best!.rmse {
           best = (epoch, acc.rmse)
@@ -331,6 +287,67 @@ public enum MFTrainer {
       epochsRun: epochsRun, bestEpoch: best?.epoch, bestValidationRMSE: best?.rmse,
       stoppedEarly: stoppedEarly)
     return (model, summary)
+  }
+
+  /// The mean rating, and the range of the ratings when they are not all the same.
+  static func meanAndRange(_ ratings: [Float]) -> (mean: Float, range: ClosedRange<Float>?) {
+    var sum = 0.0
+    var lo = Float.infinity
+    var hi = -Float.infinity
+    for v in ratings {
+      sum += Double(v)
+      lo = min(lo, v)
+      hi = max(hi, v)
+    }
+    return (Float(sum / Double(ratings.count)), lo < hi ? lo...hi : nil)
+  }
+
+  /// `count` values uniform in ±std·√3 (standard deviation `std`).
+  static func uniform(count: Int, std: Float, rng: inout Xoshiro256) -> [Float] {
+    let a = std * Float(3).squareRoot()
+    var values = [Float](repeating: 0, count: count)
+    for k in 0..<count { values[k] = (2 * rng.nextFloat() - 1) * a }
+    return values
+  }
+
+  /// Validation rows mapped to the training data's indices (-1: unknown to it).
+  struct ValidationRows {
+    var users: [Int32]
+    var items: [Int32]
+    var ratings: [Float]
+
+    init(_ validation: Interactions, of data: Interactions) {
+      let um = validation.userIds.map { data.userIndex($0) ?? -1 }
+      let im = validation.itemIds.map { data.itemIndex($0) ?? -1 }
+      users = validation.users.map { um[Int($0)] }
+      items = validation.items.map { im[Int($0)] }
+      ratings = validation.ratings
+    }
+
+    /// The errors of the model the parameters make, predictions clamped to `range`.
+    func errors(
+      P: [Float], Q: [Float], bu: [Float], bi: [Float], dim D: Int, mu: Float,
+      range: ClosedRange<Float>?
+    ) -> ErrorAccumulator {
+      var acc = ErrorAccumulator()
+      P.withUnsafeBufferPointer { p in
+        Q.withUnsafeBufferPointer { q in
+          for r in 0..<users.count {
+            let u = Int(users[r])
+            let i = Int(items[r])
+            var s = mu
+            if u >= 0 { s += bu[u] }
+            if i >= 0 { s += bi[i] }
+            if u >= 0 && i >= 0 {
+              s += VectorMath.dot(p.baseAddress! + u * D, q.baseAddress! + i * D, D)
+            }
+            if let range { s = min(range.upperBound, max(range.lowerBound, s)) }
+            acc.add(predicted: s, actual: ratings[r])
+          }
+        }
+      }
+      return acc
+    }
   }
 
   /// Every row of `data` as a `Rating`, in row order.
