@@ -201,8 +201,6 @@ public enum MFTrainer {
     let checks = validation.map { ValidationRows($0, of: data) }
 
     var lr = config.learningRate
-    let reg = config.regularization
-    let regB = config.biasRegularization
     // The ratings as (user, item, value) records, either cut into blocks or, when one shuffled
     // pass is best, in one array: never both (12 bytes a rating; 240 MB for 20M ratings).
     var plan = BlockPlan(data, users: U, items: I, dim: D, threads: config.threads, rng: &rng)
@@ -213,26 +211,9 @@ public enum MFTrainer {
     var epochsRun = 0
     var stoppedEarly = false
     for epoch in 1...config.epochs {
-      let sse = P.withUnsafeMutableBufferPointer { pBuf in
-        Q.withUnsafeMutableBufferPointer { qBuf in
-          bu.withUnsafeMutableBufferPointer { buBuf in
-            bi.withUnsafeMutableBufferPointer { biBuf in
-              state.withPointers { adamPointers in
-                let params = Parameters(
-                  P: pBuf.baseAddress!, Q: qBuf.baseAddress!, bu: buBuf.baseAddress!,
-                  bi: biBuf.baseAddress!, dim: D, mu: mu, lr: lr, reg: reg, regBias: regB,
-                  adam: adamPointers, beta1: config.beta1, beta2: config.beta2,
-                  epsilon: config.epsilon)
-                if let plan {
-                  return plan.runEpoch(epoch: epoch, seed: config.seed, params: params)
-                }
-                ratings.withUnsafeMutableBufferPointer { rng.shuffle($0) }
-                return ratings.withUnsafeBufferPointer { epochPass($0, params) }
-              }
-            }
-          }
-        }
-      }
+      let sse = runEpoch(
+        epoch, P: &P, Q: &Q, bu: &bu, bi: &bi, state: state, plan: plan, ratings: &ratings,
+        rng: &rng, config: config, mu: mu, lr: lr)
       epochsRun = epoch
       lr *= config.learningRateDecay
       let loss = (sse / Double(n)).squareRoot()
@@ -287,6 +268,36 @@ public enum MFTrainer {
       epochsRun: epochsRun, bestEpoch: best?.epoch, bestValidationRMSE: best?.rmse,
       stoppedEarly: stoppedEarly)
     return (model, summary)
+  }
+
+  /// One pass over the ratings (the block plan's, or one shuffled array); returns the sum of
+  /// squared errors seen during the pass.
+  static func runEpoch(
+    _ epoch: Int, P: inout [Float], Q: inout [Float], bu: inout [Float], bi: inout [Float],
+    state: AdamState, plan: BlockPlan?, ratings: inout [Rating], rng: inout Xoshiro256,
+    config: MFConfig, mu: Float, lr: Float
+  ) -> Double {
+    P.withUnsafeMutableBufferPointer { pBuf in
+      Q.withUnsafeMutableBufferPointer { qBuf in
+        bu.withUnsafeMutableBufferPointer { buBuf in
+          bi.withUnsafeMutableBufferPointer { biBuf in
+            state.withPointers { adamPointers in
+              let params = Parameters(
+                P: pBuf.baseAddress!, Q: qBuf.baseAddress!, bu: buBuf.baseAddress!,
+                bi: biBuf.baseAddress!, dim: config.dim, mu: mu, lr: lr,
+                reg: config.regularization, regBias: config.biasRegularization,
+                adam: adamPointers, beta1: config.beta1, beta2: config.beta2,
+                epsilon: config.epsilon)
+              if let plan {
+                return plan.runEpoch(epoch: epoch, seed: config.seed, params: params)
+              }
+              ratings.withUnsafeMutableBufferPointer { rng.shuffle($0) }
+              return ratings.withUnsafeBufferPointer { epochPass($0, params) }
+            }
+          }
+        }
+      }
+    }
   }
 
   /// The mean rating, and the range of the ratings when they are not all the same.
