@@ -76,28 +76,7 @@ public final class TrainService: Sendable {
       try trainImplicit(request, writer: writer)
       return
     }
-    var config = MFConfig()
-    if !request.optimizer.isEmpty {
-      guard let optimizer = MFConfig.Optimizer(rawValue: request.optimizer.lowercased()) else {
-        throw RPCError.invalidArgument("optimizer must be sgd or adam, got '\(request.optimizer)'")
-      }
-      config.use(optimizer)
-    }
-    if request.earlyStopping < 0 {
-      throw RPCError.invalidArgument(
-        "early_stopping must be 0 (off) or a number of epochs, got \(request.earlyStopping)")
-    }
-    if request.earlyStopping > 0 { config.earlyStoppingPatience = Int(request.earlyStopping) }
-    if request.dim != 0 { config.dim = Int(request.dim) }
-    if request.epochs != 0 { config.epochs = Int(request.epochs) }
-    if request.seed != 0 { config.seed = UInt64(bitPattern: request.seed) }
-    if request.hasLearningRate { config.learningRate = try Self.learningRate(request) }
-    if request.hasRegularization { config.regularization = try Self.regularization(request) }
-    do {
-      try config.validate()
-    } catch {
-      throw RPCError.invalidArgument("\(error)")
-    }
+    let config = try Self.mfConfig(request)
     let holdout = request.hasHoldout ? Double(request.holdout) : 0.1
     let promoteMetric = request.promoteMetric.isEmpty ? "rmse" : request.promoteMetric.lowercased()
     if request.promote {
@@ -112,32 +91,29 @@ public final class TrainService: Sendable {
       }
     }
 
-    // Bad data_path or ids are refused before waiting in line.
-    let source = try dataSource(request)
-    try acquireSlot(request.name, writer: writer)
-    defer { releaseSlot(request.name) }
-    let memory = MemoryHold(self)
-    defer { memory.release() }
-
-    BackgroundPriority.lowerCurrentThread()
-    let rows = try rows(of: source)
-    try memory.hold(
-      TrainingMemory.loading(rows: rows), for: "loading \(source.name) (\(rows) rows)")
-    let data = try load(source)
-    // Everything the run will allocate, before it allocates it.
     // A search may try dims up to 256 (unless dim is given): hold for the largest.
     var largest = config
     if request.tune > 0 && request.dim == 0 { largest.dim = max(config.dim, 256) }
-    var estimate = TrainingMemory.estimate(mf: largest, data: TrainingDataShape(data))
-    Self.addRequest(request, to: &estimate)
-    try memory.hold(
-      estimate.bytes, for: "training '\(request.name)' (mf, dim \(config.dim))", parts: estimate)
-    try send(
-      writer,
-      message:
-        "training \(request.name) (mf, dim \(config.dim), \(config.epochs) epochs) on \(data.count) interactions"
-    )
+    try withData(
+      request, writer: writer, what: "mf, dim \(config.dim)",
+      estimate: { TrainingMemory.estimate(mf: largest, data: TrainingDataShape($0)) }
+    ) { data in
+      try send(
+        writer,
+        message:
+          "training \(request.name) (mf, dim \(config.dim), \(config.epochs) epochs) on \(data.count) interactions"
+      )
+      try trainMF(
+        request, config: config, holdout: holdout, promoteMetric: promoteMetric,
+        data: data, writer: writer)
+    }
+  }
 
+  /// Trains, publishes and maybe promotes an MF version; sends the last message.
+  private func trainMF(
+    _ request: Recserve_V1_TrainRequest, config: MFConfig, holdout: Double,
+    promoteMetric: String, data: Interactions, writer: ServerStreamWriter
+  ) throws {
     let result = try statusOfTraining(request.name) {
       try trainAndPublishMF(
         data: data, config: config, holdout: holdout, modelsDirectory: registry.directory,
@@ -160,18 +136,82 @@ public final class TrainService: Sendable {
         return promoteMetric == "mae" ? evaluation.mae : evaluation.rmse
       }
     }
-    var final = Recserve_V1_TrainProgress()
-    final.epoch = Int32(config.epochs)
-    final.totalEpochs = Int32(config.epochs)
-    final.metrics = result.metrics
-    final.done = true
-    final.version = result.version
-    final.promoted = promoted
     var text = "published \(request.name) version \(result.version)"
     if let rmse = result.metrics["rmse"] { text += String(format: " (held-out RMSE %.4f)", rmse) }
     if request.promote { text += "; " + decision }
-    final.message = text
+    try sendFinal(
+      writer, version: result.version, metrics: result.metrics, promoted: promoted, message: text,
+      epochs: config.epochs)
+  }
+
+  /// The stream's last message: done, the version, its metrics, whether it was promoted.
+  private func sendFinal(
+    _ writer: ServerStreamWriter, version: Int64, metrics: [String: Double], promoted: Bool,
+    message: String, epochs: Int? = nil
+  ) throws {
+    var final = Recserve_V1_TrainProgress()
+    if let epochs {
+      final.epoch = Int32(epochs)
+      final.totalEpochs = Int32(epochs)
+    }
+    final.metrics = metrics
+    final.done = true
+    final.version = version
+    final.promoted = promoted
+    final.message = message
     try writer.send(try final.serializedBytes())
+  }
+
+  /// Waits for a training slot, loads the request's data within the memory budget, holds the
+  /// memory `estimate` says the run needs (with the request's own share), and runs `body` on
+  /// the data; the slot and the memory are given back when it returns. Bad data_path or ids
+  /// are refused before waiting in line.
+  private func withData(
+    _ request: Recserve_V1_TrainRequest, writer: ServerStreamWriter, what: String,
+    estimate: (Interactions) -> TrainingMemoryEstimate, _ body: (Interactions) throws -> Void
+  ) throws {
+    let source = try dataSource(request)
+    try acquireSlot(request.name, writer: writer)
+    defer { releaseSlot(request.name) }
+    let memory = MemoryHold(self)
+    defer { memory.release() }
+    BackgroundPriority.lowerCurrentThread()
+    let rows = try rows(of: source)
+    try memory.hold(
+      TrainingMemory.loading(rows: rows), for: "loading \(source.name) (\(rows) rows)")
+    let data = try load(source)
+    // Everything the run will allocate, before it allocates it.
+    var needs = estimate(data)
+    Self.addRequest(request, to: &needs)
+    try memory.hold(needs.bytes, for: "training '\(request.name)' (\(what))", parts: needs)
+    try body(data)
+  }
+
+  /// MF's settings from the request (defaults where unset), checked.
+  static func mfConfig(_ request: Recserve_V1_TrainRequest) throws -> MFConfig {
+    var config = MFConfig()
+    if !request.optimizer.isEmpty {
+      guard let optimizer = MFConfig.Optimizer(rawValue: request.optimizer.lowercased()) else {
+        throw RPCError.invalidArgument("optimizer must be sgd or adam, got '\(request.optimizer)'")
+      }
+      config.use(optimizer)
+    }
+    if request.earlyStopping < 0 {
+      throw RPCError.invalidArgument(
+        "early_stopping must be 0 (off) or a number of epochs, got \(request.earlyStopping)")
+    }
+    if request.earlyStopping > 0 { config.earlyStoppingPatience = Int(request.earlyStopping) }
+    if request.dim != 0 { config.dim = Int(request.dim) }
+    if request.epochs != 0 { config.epochs = Int(request.epochs) }
+    if request.seed != 0 { config.seed = UInt64(bitPattern: request.seed) }
+    if request.hasLearningRate { config.learningRate = try Self.learningRate(request) }
+    if request.hasRegularization { config.regularization = try Self.regularization(request) }
+    do {
+      try config.validate()
+    } catch {
+      throw RPCError.invalidArgument("\(error)")
+    }
+    return config
   }
 
   /// BPR, ALS or SASRec on implicit feedback (every interaction positive), evaluated by full ranking
@@ -196,6 +236,68 @@ public final class TrainService: Sendable {
       if k != 10 { ks.append(k) }
     }
     let seed = request.seed != 0 ? UInt64(bitPattern: request.seed) : 42
+    let config = try Self.implicitConfig(request, seed: seed)
+    let split: ImplicitSplit =
+      request.hasHoldout
+      ? (request.holdout == 0 ? .none : .holdout(Double(request.holdout))) : .leaveLastOut
+    try withData(
+      request, writer: writer, what: "\(request.kind), dim \(config.dim)",
+      estimate: { TrainingMemory.estimate(config, data: TrainingDataShape($0)) }
+    ) { data in
+      try send(
+        writer, message: "training \(request.name) (\(request.kind)) on \(data.count) interactions")
+      try trainImplicit(
+        request, config: config, split: split, ks: ks, seed: seed, promoteMetric: promoteMetric,
+        data: data, writer: writer)
+    }
+  }
+
+  /// Trains, publishes and maybe promotes a BPR, ALS or SASRec version; sends the last message.
+  private func trainImplicit(
+    _ request: Recserve_V1_TrainRequest, config: ImplicitModelConfig, split: ImplicitSplit,
+    ks: [Int], seed: UInt64, promoteMetric: String, data: Interactions, writer: ServerStreamWriter
+  ) throws {
+    let fixed = Self.fixedSettings(request)
+    let result = try statusOfTraining(request.name) {
+      try trainAndPublishImplicit(
+        data: data, config: config, split: split, ks: ks, modelsDirectory: registry.directory,
+        name: request.name, tune: Int(request.tune), fixed: fixed,
+        tuneReport: { line in try? self.send(writer, message: line) },
+        progress: progressSender(writer), isCancelled: { writer.isCancelled })
+    }
+    registry.loadAll()
+    var promoted = false
+    var decision = ""
+    if request.promote {
+      let (train, test) = try split.apply(to: data, seed: seed)
+      let k = Self.rankingMetricK(promoteMetric) ?? 10
+      (promoted, decision) = try promote(
+        name: request.name, version: result.version, metric: promoteMetric,
+        tolerance: Double(request.promoteTolerance), higherIsBetter: true,
+        newValue: result.metrics[promoteMetric] ?? -.infinity,
+        comparedOn: "\(test.count) held-out interactions (\(split.name))"
+      ) { stable in
+        RankingEvaluator.evaluate(
+          model: stable, train: train, test: test,
+          config: RankingEvaluationConfig(
+            ks: [k], fullRanking: true, sampled: false, seed: seed, threads: Self.trainingThreads)
+        ).metrics[promoteMetric] ?? -.infinity
+      }
+    }
+    var text = "published \(request.name) version \(result.version)"
+    if let ndcg = result.metrics["ndcg@10"] {
+      text += String(format: " (NDCG@10 %.4f, %@)", ndcg, split.name)
+    }
+    if request.promote { text += "; " + decision }
+    try sendFinal(
+      writer, version: result.version, metrics: result.metrics, promoted: promoted, message: text)
+  }
+
+  /// BPR's, ALS's or SASRec's settings from the request (defaults where unset), checked;
+  /// settings of the other kinds are refused.
+  static func implicitConfig(_ request: Recserve_V1_TrainRequest, seed: UInt64) throws
+    -> ImplicitModelConfig
+  {
     let config: ImplicitModelConfig
     if request.kind == "sasrec" {
       if request.hasRegularization {
@@ -251,67 +353,7 @@ public final class TrainService: Sendable {
     } catch {
       throw RPCError.invalidArgument("\(error)")
     }
-    let split: ImplicitSplit =
-      request.hasHoldout
-      ? (request.holdout == 0 ? .none : .holdout(Double(request.holdout))) : .leaveLastOut
-    // Bad data_path or ids are refused before waiting in line.
-    let source = try dataSource(request)
-    try acquireSlot(request.name, writer: writer)
-    defer { releaseSlot(request.name) }
-    let memory = MemoryHold(self)
-    defer { memory.release() }
-    BackgroundPriority.lowerCurrentThread()
-    let rows = try rows(of: source)
-    try memory.hold(
-      TrainingMemory.loading(rows: rows), for: "loading \(source.name) (\(rows) rows)")
-    let data = try load(source)
-    // Everything the run will allocate, before it allocates it.
-    var estimate = TrainingMemory.estimate(config, data: TrainingDataShape(data))
-    Self.addRequest(request, to: &estimate)
-    try memory.hold(
-      estimate.bytes, for: "training '\(request.name)' (\(request.kind), dim \(config.dim))",
-      parts: estimate)
-    try send(
-      writer, message: "training \(request.name) (\(request.kind)) on \(data.count) interactions")
-    let fixed = Self.fixedSettings(request)
-    let result = try statusOfTraining(request.name) {
-      try trainAndPublishImplicit(
-        data: data, config: config, split: split, ks: ks, modelsDirectory: registry.directory,
-        name: request.name, tune: Int(request.tune), fixed: fixed,
-        tuneReport: { line in try? self.send(writer, message: line) },
-        progress: progressSender(writer), isCancelled: { writer.isCancelled })
-    }
-    registry.loadAll()
-    var promoted = false
-    var decision = ""
-    if request.promote {
-      let (train, test) = try split.apply(to: data, seed: seed)
-      let k = Self.rankingMetricK(promoteMetric) ?? 10
-      (promoted, decision) = try promote(
-        name: request.name, version: result.version, metric: promoteMetric,
-        tolerance: Double(request.promoteTolerance), higherIsBetter: true,
-        newValue: result.metrics[promoteMetric] ?? -.infinity,
-        comparedOn: "\(test.count) held-out interactions (\(split.name))"
-      ) { stable in
-        RankingEvaluator.evaluate(
-          model: stable, train: train, test: test,
-          config: RankingEvaluationConfig(
-            ks: [k], fullRanking: true, sampled: false, seed: seed, threads: Self.trainingThreads)
-        ).metrics[promoteMetric] ?? -.infinity
-      }
-    }
-    var final = Recserve_V1_TrainProgress()
-    final.metrics = result.metrics
-    final.done = true
-    final.version = result.version
-    final.promoted = promoted
-    var text = "published \(request.name) version \(result.version)"
-    if let ndcg = result.metrics["ndcg@10"] {
-      text += String(format: " (NDCG@10 %.4f, %@)", ndcg, split.name)
-    }
-    if request.promote { text += "; " + decision }
-    final.message = text
-    try writer.send(try final.serializedBytes())
+    return config
   }
 
   /// Training inside the server leaves a core to the request threads.
