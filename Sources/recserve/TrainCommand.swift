@@ -254,6 +254,42 @@ struct TrainCommand: ParsableCommand {
   }
 
   private func execute() throws {
+    let split = try checkedSplit()
+    if kind == "bpr" || kind == "als" || kind == "sasrec" {
+      try executeImplicit(split: split)
+      return
+    }
+    if split == "leave-last-out" {
+      throw ValidationError("--split leave-last-out is for bpr and als; mf uses --holdout")
+    }
+    let effectiveHoldout = split == "none" ? 0 : holdout ?? 0.1
+    let config = try mfConfig()
+    try ModelStore.validateName(name)
+
+    let (interactions, loadSeconds) = try loadData()
+    let rowCount = interactions.count
+    let skippedLines = interactions.skippedLines
+    let reporter = progressReporter(metrics: [
+      ("rmse", config.earlyStoppingPatience != nil ? "validation rmse" : "holdout rmse")
+    ])
+    defer { reporter.finish() }
+    let quietTuning = quiet || progress == .none
+    let result = try trainAndPublishMF(
+      data: consume interactions, config: config, holdout: effectiveHoldout,
+      modelsDirectory: models, name: name, tune: tune ?? 0, fixed: fixedSettings,
+      tuneReport: quietTuning
+        ? nil : { FileHandle.standardError.write(Data(($0 + "\n").utf8)) },
+      progress: reporter.report)
+    reporter.finish()  // before the results on stdout; the defer covers errors
+    let trained = result.tuning?.best ?? config
+
+    printMF(
+      result, trained: trained, holdout: effectiveHoldout, rows: rowCount,
+      skippedLines: skippedLines, loadSeconds: loadSeconds, epochs: config.epochs)
+  }
+
+  /// The options checked together; returns the split (resolved from --split and --holdout).
+  private func checkedSplit() throws -> String {
     guard ["mf", "bpr", "als", "sasrec"].contains(kind) else {
       throw ValidationError("unknown --kind '\(kind)' (expected mf, bpr, als or sasrec)")
     }
@@ -281,14 +317,11 @@ struct TrainCommand: ParsableCommand {
         throw ValidationError("--tune must be in 1...200 trials (got \(tune))")
       }
     }
-    if kind == "bpr" || kind == "als" || kind == "sasrec" {
-      try executeImplicit(split: split)
-      return
-    }
-    if split == "leave-last-out" {
-      throw ValidationError("--split leave-last-out is for bpr and als; mf uses --holdout")
-    }
-    let effectiveHoldout = split == "none" ? 0 : holdout ?? 0.1
+    return split
+  }
+
+  /// MF's settings from the options, checked.
+  private func mfConfig() throws -> MFConfig {
     var config = MFConfig()
     if let optimizer {
       guard let o = MFConfig.Optimizer(rawValue: optimizer) else {
@@ -310,25 +343,13 @@ struct TrainCommand: ParsableCommand {
     if let threads { config.threads = threads }
     config.seed = seed
     try config.validate()
-    try ModelStore.validateName(name)
+    return config
+  }
 
-    let (interactions, loadSeconds) = try loadData()
-    let rowCount = interactions.count
-    let skippedLines = interactions.skippedLines
-    let reporter = progressReporter(metrics: [
-      ("rmse", config.earlyStoppingPatience != nil ? "validation rmse" : "holdout rmse")
-    ])
-    defer { reporter.finish() }
-    let quietTuning = quiet || progress == .none
-    let result = try trainAndPublishMF(
-      data: consume interactions, config: config, holdout: effectiveHoldout,
-      modelsDirectory: models, name: name, tune: tune ?? 0, fixed: fixedSettings,
-      tuneReport: quietTuning
-        ? nil : { FileHandle.standardError.write(Data(($0 + "\n").utf8)) },
-      progress: reporter.report)
-    reporter.finish()  // before the results on stdout; the defer covers errors
-    let trained = result.tuning?.best ?? config
-
+  private func printMF(
+    _ result: TrainResult, trained: MFConfig, holdout effectiveHoldout: Double, rows rowCount: Int,
+    skippedLines: Int, loadSeconds: Double, epochs: Int
+  ) {
     if json {
       var metrics: [String: JSONValue] = [
         "rmse": result.metrics["rmse"].map(JSONValue.double) ?? .null,
@@ -380,7 +401,7 @@ struct TrainCommand: ParsableCommand {
       }
       if let stopped = result.metrics["stopped_epoch"], let best = result.metrics["best_epoch"] {
         print(
-          "  early stopping: ran \(Int(stopped))/\(config.epochs) epochs, kept epoch \(Int(best)) (validation rmse \(CLI.fmt(result.metrics["validation_rmse"] ?? .nan)))"
+          "  early stopping: ran \(Int(stopped))/\(epochs) epochs, kept epoch \(Int(best)) (validation rmse \(CLI.fmt(result.metrics["validation_rmse"] ?? .nan)))"
         )
       }
       print(
@@ -464,6 +485,37 @@ extension TrainCommand {
 
   /// `--kind bpr|als|sasrec`: implicit feedback, ranking metrics.
   fileprivate func executeImplicit(split: String) throws {
+    let config = try implicitConfig()
+    try ModelStore.validateName(name)
+    let splitChoice: ImplicitSplit
+    switch split {
+    case "holdout": splitChoice = .holdout(holdout ?? 0.1)
+    case "none": splitChoice = .none
+    default: splitChoice = .leaveLastOut
+    }
+
+    let (interactions, loadSeconds) = try loadData()
+    let rowCount = interactions.count
+    let skippedLines = interactions.skippedLines
+    let reporter = progressReporter(metrics: [("correct", "correct")])
+    defer { reporter.finish() }
+    let quietTuning = quiet || progress == .none
+    let result = try trainAndPublishImplicit(
+      data: consume interactions, config: config, split: splitChoice, threshold: implicitThreshold,
+      modelsDirectory: models, name: name, tune: tune ?? 0, fixed: fixedSettings,
+      tuneReport: quietTuning
+        ? nil : { FileHandle.standardError.write(Data(($0 + "\n").utf8)) },
+      progress: reporter.report)
+    reporter.finish()  // before the results on stdout; the defer covers errors
+    let trained = result.tuning?.best ?? config
+
+    printImplicit(
+      result, trained: trained, split: splitChoice, rows: rowCount, skippedLines: skippedLines,
+      loadSeconds: loadSeconds)
+  }
+
+  /// BPR's, ALS's or SASRec's settings from the options, checked.
+  fileprivate func implicitConfig() throws -> ImplicitModelConfig {
     let config: ImplicitModelConfig
     if kind == "sasrec" {
       var c = SASRecConfig()
@@ -516,29 +568,13 @@ extension TrainCommand {
       config = .als(c)
     }
     try config.validate()
-    try ModelStore.validateName(name)
-    let splitChoice: ImplicitSplit
-    switch split {
-    case "holdout": splitChoice = .holdout(holdout ?? 0.1)
-    case "none": splitChoice = .none
-    default: splitChoice = .leaveLastOut
-    }
+    return config
+  }
 
-    let (interactions, loadSeconds) = try loadData()
-    let rowCount = interactions.count
-    let skippedLines = interactions.skippedLines
-    let reporter = progressReporter(metrics: [("correct", "correct")])
-    defer { reporter.finish() }
-    let quietTuning = quiet || progress == .none
-    let result = try trainAndPublishImplicit(
-      data: consume interactions, config: config, split: splitChoice, threshold: implicitThreshold,
-      modelsDirectory: models, name: name, tune: tune ?? 0, fixed: fixedSettings,
-      tuneReport: quietTuning
-        ? nil : { FileHandle.standardError.write(Data(($0 + "\n").utf8)) },
-      progress: reporter.report)
-    reporter.finish()  // before the results on stdout; the defer covers errors
-    let trained = result.tuning?.best ?? config
-
+  fileprivate func printImplicit(
+    _ result: ImplicitTrainResult, trained: ImplicitModelConfig, split splitChoice: ImplicitSplit,
+    rows rowCount: Int, skippedLines: Int, loadSeconds: Double
+  ) {
     if json {
       var metrics: [String: JSONValue] = [
         "ndcg@10": result.metrics["ndcg@10"].map(JSONValue.double) ?? .null,
