@@ -669,19 +669,7 @@ public final class ModelRegistry: @unchecked Sendable {
     name: String, label: String, version: Int64, canaryFraction: Float?, commit: () -> Bool
   ) throws -> ModelEntry {
     let modelDirectory = ModelStore.modelDirectory(directory, name: name)
-    let listing: ModelStore.Listing<Int64>
-    do {
-      guard let found = try ModelStore.scanVersions(directory, name: name),
-        models[name] != nil || !found.present.isEmpty
-      else {
-        throw RPCError.notFound("model '\(name)' not found")
-      }
-      listing = found
-    } catch let error as FileError {
-      throw RPCError(
-        .unavailable,
-        "cannot read \(error.path): \(error.reason); nothing was changed, try again later")
-    }
+    let listing = try versionsOnDisk(name)
     var model = models[name] ?? ModelState()
     var labels: ModelLabels
     do {
@@ -689,70 +677,13 @@ public final class ModelRegistry: @unchecked Sendable {
     } catch {
       throw Self.refusal(error, labelsInUse: model.labels)
     }
-    /// The change itself, applied to the labels as read now and again, under the lock, to
-    /// the labels as they are when written (another server sharing the folder may have changed
-    /// them meanwhile).
-    func change(_ labels: inout ModelLabels) throws {
-      if version == 0 {
-        guard labels.labels.removeValue(forKey: label) != nil else {
-          throw RPCError.notFound("model '\(name)' has no label '\(label)'")
-        }
-        if label == LabelStore.canaryLabel { labels.canaryFraction = 0 }
-      } else {
-        labels.labels[label] = version
-        if label == LabelStore.canaryLabel, let canaryFraction {
-          labels.canaryFraction = canaryFraction
-        }
-      }
+    let change = LabelChange(
+      model: name, label: label, version: version, canaryFraction: canaryFraction)
+    if version != 0 {
+      try makeServable(name, version: version, listing: listing, model: &model)
     }
-    if version == 0 {
-      try change(&labels)
-    } else {
-      guard listing.present.contains(version) else {
-        if let error = listing.unreadable[version] {
-          throw RPCError(
-            .unavailable,
-            "cannot read \(error.path): \(error.reason); nothing was changed, try again later")
-        }
-        throw RPCError.notFound(
-          "model '\(name)' has no version \(version) (versions: \(listing.present.map(String.init).joined(separator: ", ")))"
-        )
-      }
-      if let record = model.records[version], record.state == .failed {
-        throw RPCError.failedPrecondition(
-          "version \(version) of '\(name)' failed verification and cannot serve: \(record.reason)"
-        )
-      }
-      if model.records[version]?.served == nil {
-        let previous = model.records[version]
-        model.records[version] = VersionRecord(
-          version: version, state: .loading, reason: "", served: nil)
-        models[name] = model
-        publish(name)
-        switch loadVersion(name: name, version: version) {
-        case .loaded(let record):
-          model.records[version] = record
-          models[name] = model
-          note(
-            "version \(version) of '\(name)' loaded and verified (for a label)",
-            ["event": "version_loaded", "model": name, "version": "\(version)"])
-        case .unreadable(let record):
-          model.records[version] = previous
-          models[name] = model
-          publish(name)
-          throw RPCError(
-            .unavailable,
-            "version \(version) of '\(name)' \(record.reason.replacingOccurrences(of: "; retried on every poll", with: "")); nothing was changed, try again later"
-          )
-        case .failed(let record):
-          model.records[version] = record
-          models[name] = model
-          publish(name)
-          throw RPCError.failedPrecondition(
-            "version \(version) of '\(name)' failed verification: \(record.reason)")
-        }
-      }
-      try change(&labels)
+    try change.apply(to: &labels)
+    if version != 0 {
       model.adminUnloaded.remove(version)
       models[name] = model
     }
@@ -763,7 +694,7 @@ public final class ModelRegistry: @unchecked Sendable {
       throw CallerGaveUp()
     }
     do {
-      labels = try LabelStore.update(modelDirectory: modelDirectory, change)
+      labels = try LabelStore.update(modelDirectory: modelDirectory, change.apply)
     } catch let error as RPCError {
       throw error
     } catch let error as LabelReadError {
@@ -780,6 +711,98 @@ public final class ModelRegistry: @unchecked Sendable {
       throw RPCError.notFound("model '\(name)' not found")
     }
     return entry
+  }
+
+  /// One label change, applied to the labels as read when the call arrives and again, under
+  /// the lock, to the labels as they are when written (another server sharing the folder may
+  /// have changed them meanwhile).
+  struct LabelChange {
+    var model: String
+    var label: String
+    /// 0 removes the label.
+    var version: Int64
+    var canaryFraction: Float?
+
+    func apply(to labels: inout ModelLabels) throws {
+      if version == 0 {
+        guard labels.labels.removeValue(forKey: label) != nil else {
+          throw RPCError.notFound("model '\(model)' has no label '\(label)'")
+        }
+        if label == LabelStore.canaryLabel { labels.canaryFraction = 0 }
+      } else {
+        labels.labels[label] = version
+        if label == LabelStore.canaryLabel, let canaryFraction {
+          labels.canaryFraction = canaryFraction
+        }
+      }
+    }
+  }
+
+  /// The model's versions on disk; NOT_FOUND for a model neither loaded nor there, UNAVAILABLE
+  /// when its folder cannot be read.
+  private func versionsOnDisk(_ name: String) throws -> ModelStore.Listing<Int64> {
+    do {
+      guard let found = try ModelStore.scanVersions(directory, name: name),
+        models[name] != nil || !found.present.isEmpty
+      else {
+        throw RPCError.notFound("model '\(name)' not found")
+      }
+      return found
+    } catch let error as FileError {
+      throw RPCError(
+        .unavailable,
+        "cannot read \(error.path): \(error.reason); nothing was changed, try again later")
+    }
+  }
+
+  /// Loader thread: a version a label may point at: on disk, not FAILED, and loaded and
+  /// verified now when it was not (recorded in `model` and the registry).
+  private func makeServable(
+    _ name: String, version: Int64, listing: ModelStore.Listing<Int64>, model: inout ModelState
+  ) throws {
+    guard listing.present.contains(version) else {
+      if let error = listing.unreadable[version] {
+        throw RPCError(
+          .unavailable,
+          "cannot read \(error.path): \(error.reason); nothing was changed, try again later")
+      }
+      throw RPCError.notFound(
+        "model '\(name)' has no version \(version) (versions: \(listing.present.map(String.init).joined(separator: ", ")))"
+      )
+    }
+    if let record = model.records[version], record.state == .failed {
+      throw RPCError.failedPrecondition(
+        "version \(version) of '\(name)' failed verification and cannot serve: \(record.reason)"
+      )
+    }
+    guard model.records[version]?.served == nil else { return }
+    let previous = model.records[version]
+    model.records[version] = VersionRecord(
+      version: version, state: .loading, reason: "", served: nil)
+    models[name] = model
+    publish(name)
+    switch loadVersion(name: name, version: version) {
+    case .loaded(let record):
+      model.records[version] = record
+      models[name] = model
+      note(
+        "version \(version) of '\(name)' loaded and verified (for a label)",
+        ["event": "version_loaded", "model": name, "version": "\(version)"])
+    case .unreadable(let record):
+      model.records[version] = previous
+      models[name] = model
+      publish(name)
+      throw RPCError(
+        .unavailable,
+        "version \(version) of '\(name)' \(record.reason.replacingOccurrences(of: "; retried on every poll", with: "")); nothing was changed, try again later"
+      )
+    case .failed(let record):
+      model.records[version] = record
+      models[name] = model
+      publish(name)
+      throw RPCError.failedPrecondition(
+        "version \(version) of '\(name)' failed verification: \(record.reason)")
+    }
   }
 
   /// Unloads a version until `reload()`. Refused for a labelled version and for the last one
