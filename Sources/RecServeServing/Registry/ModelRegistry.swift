@@ -382,6 +382,36 @@ public final class ModelRegistry: @unchecked Sendable {
     }
     readable("list", modelDirectory, "model '\(name)' is refreshed from it again")
     var model = models[name] ?? ModelState()
+    readLabels(name, into: &model)
+    let previous = model.records
+    var records = previous
+    let before = snapshot.models[name]?.serving?.version
+    forgetVanished(name, listing: listing, records: &records)
+    let failures = loadWanted(
+      name, listing: listing, retry: retry, model: &model, records: &records)
+    let unloadedNow = previous.values.contains { old in
+      old.served != nil && records[old.version]?.served == nil
+    }
+    model.records = records
+    models[name] = model
+    publish(name)
+    if unloadedNow {
+      // Freed tensors and id maps go back to the system rather than staying in malloc's arenas.
+      releaseFreedMemory()
+    }
+    let after = snapshot.models[name]?.serving?.version
+    if after != before, let after {
+      note(
+        "model '\(name)' now serves version \(after)",
+        ["event": "serving_changed", "model": name, "version": "\(after)"])
+    }
+    return failures
+  }
+
+  /// Loader thread: the model's labels from labels.json; on an error reading it, the last good
+  /// ones stay (and the fault is reported once, until it clears).
+  private func readLabels(_ name: String, into model: inout ModelState) {
+    let modelDirectory = ModelStore.modelDirectory(directory, name: name)
     let labelsPath = LabelStore.path(modelDirectory: modelDirectory)
     do {
       model.labels = try LabelStore.load(modelDirectory: modelDirectory)
@@ -403,10 +433,13 @@ public final class ModelRegistry: @unchecked Sendable {
         "\(error); \(kept); \(LabelStore.fileName) is left as it is, retrying every poll"
       )
     }
+  }
 
-    let previous = model.records
-    var records = previous
-    let before = snapshot.models[name]?.serving?.version
+  /// Loader thread: drops the records of versions gone from the folder; versions that cannot be
+  /// listed now keep theirs (reported), and listed ones clear their faults.
+  private func forgetVanished(
+    _ name: String, listing: ModelStore.Listing<Int64>, records: inout [Int64: VersionRecord]
+  ) {
     let present = Set(listing.present)
     for version in records.keys
     where !present.contains(version) && listing.unreadable[version] == nil {
@@ -422,6 +455,15 @@ public final class ModelRegistry: @unchecked Sendable {
     for version in listing.present {
       readable("list", versionPath(name, version), nil)
     }
+  }
+
+  /// Loader thread: the keep-latest-N and labels policy, newest first: loads and verifies the
+  /// versions wanted and not loaded (publishing LOADING meanwhile), unloads the others. FAILED
+  /// versions are retried only with `retry`. Returns the failures.
+  private func loadWanted(
+    _ name: String, listing: ModelStore.Listing<Int64>, retry: Bool, model: inout ModelState,
+    records: inout [Int64: VersionRecord]
+  ) -> [String] {
     let labelled = Set(model.labels.labels.values)
     var failures: [String] = []
     var kept = 0
@@ -477,22 +519,6 @@ public final class ModelRegistry: @unchecked Sendable {
             "reason": record.reason,
           ])
       }
-    }
-    let unloadedNow = previous.values.contains { old in
-      old.served != nil && records[old.version]?.served == nil
-    }
-    model.records = records
-    models[name] = model
-    publish(name)
-    if unloadedNow {
-      // Freed tensors and id maps go back to the system rather than staying in malloc's arenas.
-      releaseFreedMemory()
-    }
-    let after = snapshot.models[name]?.serving?.version
-    if after != before, let after {
-      note(
-        "model '\(name)' now serves version \(after)",
-        ["event": "serving_changed", "model": name, "version": "\(after)"])
     }
     return failures
   }
