@@ -57,6 +57,26 @@ public enum SafeTensors {
   static func parseHeader(_ bytes: UnsafeRawBufferPointer, displayName name: String) throws -> (
     [String: TensorInfo], [String: String]
   ) {
+    let (entries, dataStart) = try headerEntries(bytes, name: name)
+    var tensors: [String: TensorInfo] = [:]
+    var metadata: [String: String] = [:]
+    // In name order, so that a file with several bad entries is always told the same one.
+    for (key, value) in entries.sorted(by: { $0.key < $1.key }) {
+      if key == "__metadata__" {
+        metadata = try Self.metadata(value, name: name)
+      } else {
+        tensors[key] = try tensor(
+          key, value, name: name, dataStart: dataStart, dataSize: bytes.count - dataStart)
+      }
+    }
+    try checkContiguous(tensors, dataStart: dataStart, fileSize: bytes.count, name: name)
+    return (tensors, metadata)
+  }
+
+  /// The header's JSON object and where the data starts, after the length checks.
+  private static func headerEntries(_ bytes: UnsafeRawBufferPointer, name: String) throws -> (
+    [String: JSONValue], Int
+  ) {
     let size = bytes.count
     if size < 8 {
       throw ModelLoadError(
@@ -83,67 +103,79 @@ public enum SafeTensors {
     guard case .object(let entries) = header else {
       throw ModelLoadError("\(name): header is not a JSON object")
     }
-    var tensors: [String: TensorInfo] = [:]
-    var metadata: [String: String] = [:]
-    let dataSize = size - dataStart
-    for (key, value) in entries {
-      if key == "__metadata__" {
-        guard case .object(let m) = value else {
-          throw ModelLoadError("\(name): __metadata__ is not an object")
-        }
-        for (k, v) in m {
-          guard case .string(let s) = v else {
-            throw ModelLoadError("\(name): __metadata__.\(k) is not a string")
-          }
-          metadata[k] = s
-        }
-        continue
-      }
-      guard case .object(let t) = value else {
-        throw ModelLoadError("\(name): tensor '\(key)' is not an object")
-      }
-      guard let dtypeName = t["dtype"]?.stringValue else {
-        throw ModelLoadError("\(name): tensor '\(key)' has no dtype")
-      }
-      guard let dtype = DType(rawValue: dtypeName) else {
-        throw ModelLoadError("\(name): tensor '\(key)' has unknown dtype '\(dtypeName)'")
-      }
-      guard let shapeValues = t["shape"]?.arrayValue else {
-        throw ModelLoadError("\(name): tensor '\(key)' has no shape")
-      }
-      var shape: [Int] = []
-      var elements = 1
-      for v in shapeValues {
-        guard let d = v.intValue, d >= 0, d < (1 << 40) else {
-          throw ModelLoadError("\(name): tensor '\(key)' has an invalid shape \(value["shape"]!)")
-        }
-        shape.append(Int(d))
-        let (m, o) = elements.multipliedReportingOverflow(by: Int(d))
-        if o || m > (1 << 46) {
-          throw ModelLoadError("\(name): tensor '\(key)' shape is too large")
-        }
-        elements = m
-      }
-      guard let offs = t["data_offsets"]?.arrayValue, offs.count == 2,
-        let b = offs[0].intValue, let e = offs[1].intValue, b >= 0, b <= e
-      else {
-        throw ModelLoadError("\(name): tensor '\(key)' has invalid data_offsets")
-      }
-      if e > Int64(dataSize) {
-        throw ModelLoadError(
-          "\(name): truncated: tensor '\(key)' ends at byte \(e) of the data, but there are only \(dataSize) bytes of data"
-        )
-      }
-      let nbytes = Int(e - b)
-      if nbytes != elements * dtype.size {
-        throw ModelLoadError(
-          "\(name): tensor '\(key)' has \(nbytes) bytes, but \(dtype.rawValue) \(TensorInfo(name: key, dtype: dtype, shape: shape, range: 0..<0).shapeDescription) needs \(elements * dtype.size)"
-        )
-      }
-      tensors[key] = TensorInfo(
-        name: key, dtype: dtype, shape: shape, range: (dataStart + Int(b))..<(dataStart + Int(e)))
+    return (entries, dataStart)
+  }
+
+  /// `__metadata__`: an object of strings.
+  private static func metadata(_ value: JSONValue, name: String) throws -> [String: String] {
+    guard case .object(let m) = value else {
+      throw ModelLoadError("\(name): __metadata__ is not an object")
     }
-    // No overlaps and no holes: sorted by start, each begins where the previous ended.
+    var metadata: [String: String] = [:]
+    for (k, v) in m {
+      guard case .string(let s) = v else {
+        throw ModelLoadError("\(name): __metadata__.\(k) is not a string")
+      }
+      metadata[k] = s
+    }
+    return metadata
+  }
+
+  /// One tensor's entry: a known dtype, a shape of sane size, and data offsets inside the data
+  /// that hold exactly its bytes.
+  private static func tensor(
+    _ key: String, _ value: JSONValue, name: String, dataStart: Int, dataSize: Int
+  ) throws -> TensorInfo {
+    guard case .object(let t) = value else {
+      throw ModelLoadError("\(name): tensor '\(key)' is not an object")
+    }
+    guard let dtypeName = t["dtype"]?.stringValue else {
+      throw ModelLoadError("\(name): tensor '\(key)' has no dtype")
+    }
+    guard let dtype = DType(rawValue: dtypeName) else {
+      throw ModelLoadError("\(name): tensor '\(key)' has unknown dtype '\(dtypeName)'")
+    }
+    guard let shapeValues = t["shape"]?.arrayValue else {
+      throw ModelLoadError("\(name): tensor '\(key)' has no shape")
+    }
+    var shape: [Int] = []
+    var elements = 1
+    for v in shapeValues {
+      guard let d = v.intValue, d >= 0, d < (1 << 40) else {
+        throw ModelLoadError("\(name): tensor '\(key)' has an invalid shape \(value["shape"]!)")
+      }
+      shape.append(Int(d))
+      let (m, o) = elements.multipliedReportingOverflow(by: Int(d))
+      if o || m > (1 << 46) {
+        throw ModelLoadError("\(name): tensor '\(key)' shape is too large")
+      }
+      elements = m
+    }
+    guard let offs = t["data_offsets"]?.arrayValue, offs.count == 2,
+      let b = offs[0].intValue, let e = offs[1].intValue, b >= 0, b <= e
+    else {
+      throw ModelLoadError("\(name): tensor '\(key)' has invalid data_offsets")
+    }
+    if e > Int64(dataSize) {
+      throw ModelLoadError(
+        "\(name): truncated: tensor '\(key)' ends at byte \(e) of the data, but there are only \(dataSize) bytes of data"
+      )
+    }
+    let nbytes = Int(e - b)
+    if nbytes != elements * dtype.size {
+      throw ModelLoadError(
+        "\(name): tensor '\(key)' has \(nbytes) bytes, but \(dtype.rawValue) \(TensorInfo(name: key, dtype: dtype, shape: shape, range: 0..<0).shapeDescription) needs \(elements * dtype.size)"
+      )
+    }
+    return TensorInfo(
+      name: key, dtype: dtype, shape: shape, range: (dataStart + Int(b))..<(dataStart + Int(e)))
+  }
+
+  /// No overlaps and no holes: sorted by start, each tensor begins where the previous ended,
+  /// and the last ends where the file does.
+  private static func checkContiguous(
+    _ tensors: [String: TensorInfo], dataStart: Int, fileSize size: Int, name: String
+  ) throws {
     let sorted = tensors.values.sorted {
       ($0.range.lowerBound, $0.range.upperBound) < ($1.range.lowerBound, $1.range.upperBound)
     }
@@ -164,7 +196,6 @@ public enum SafeTensors {
         "\(name): \(size - cursor) bytes after the last tensor belong to no tensor (file longer than its header says)"
       )
     }
-    return (tensors, metadata)
   }
 
   /// Builds a safetensors file in memory. Tensors are laid out 8-byte dtypes first, then by name,
