@@ -141,7 +141,20 @@ public enum ModelStore {
     name: String
   ) throws -> (version: Int64, directory: String) {
     try validateName(name)
-    // The id files could not be read back: refuse before writing anything.
+    try checkIdsStorable(model)
+    let modelDir = join(modelsDirectory, name)
+    do {
+      try FileIO.makeDirectories(modelDir)
+    } catch let e as FileError {
+      throw ModelLoadError(e.description)
+    }
+
+    let files = try serialized(model, manifest: manifest, name: name)
+    return try writeVersion(files, modelsDirectory: modelsDirectory, name: name)
+  }
+
+  /// Refuses ids that could not be read back from the id files (one a line).
+  static func checkIdsStorable(_ model: any RecommendationModel) throws {
     for (what, ids) in [("user", model.userIds), ("item", model.itemIds)] {
       for id in ids where id.utf8.contains(where: { $0 == 10 || $0 == 13 || $0 == 0 }) {
         if id.utf8.contains(0) {
@@ -151,14 +164,12 @@ public enum ModelStore {
         throw ModelLoadError("\(what) id '\(id)' contains a line break; ids are stored one a line")
       }
     }
-    let modelDir = join(modelsDirectory, name)
-    do {
-      try FileIO.makeDirectories(modelDir)
-    } catch let e as FileError {
-      throw ModelLoadError(e.description)
-    }
+  }
 
-    // Serialize everything first.
+  /// A version's files, serialized: weights, ids, and model.json with the counts and checksums.
+  static func serialized(_ model: any RecommendationModel, manifest: ModelManifest, name: String)
+    throws -> (weights: [UInt8], users: [UInt8], items: [UInt8], manifest: [UInt8])
+  {
     var m = manifest
     let weights: [UInt8]
     switch model {
@@ -187,6 +198,16 @@ public enum ModelStore {
     ]
     let manifestBytes = Array((m.json.serialized(pretty: true) + "\n").utf8)
 
+    return (weights, users, items, manifestBytes)
+  }
+
+  /// Writes the files into a dot-folder, syncs it, and renames it to the next free version
+  /// number (past any another writer took meanwhile).
+  static func writeVersion(
+    _ files: (weights: [UInt8], users: [UInt8], items: [UInt8], manifest: [UInt8]),
+    modelsDirectory: String, name: String
+  ) throws -> (version: Int64, directory: String) {
+    let modelDir = join(modelsDirectory, name)
     var candidate = (try latestVersion(modelsDirectory, name: name) ?? 0) + 1
     var rng = SystemRandomNumberGenerator()
     let suffix = String(rng.next() & 0xFFFF_FFFF_FFFF, radix: 16)
@@ -198,10 +219,10 @@ public enum ModelStore {
     var published = false
     defer { if !published { FileIO.removeTree(tmp) } }
     do {
-      try FileIO.writeSynced(weights, to: join(tmp, weightsFile))
-      try FileIO.writeSynced(users, to: join(tmp, usersFile))
-      try FileIO.writeSynced(items, to: join(tmp, itemsFile))
-      try FileIO.writeSynced(manifestBytes, to: join(tmp, manifestFile))
+      try FileIO.writeSynced(files.weights, to: join(tmp, weightsFile))
+      try FileIO.writeSynced(files.users, to: join(tmp, usersFile))
+      try FileIO.writeSynced(files.items, to: join(tmp, itemsFile))
+      try FileIO.writeSynced(files.manifest, to: join(tmp, manifestFile))
     } catch let e as FileError {
       throw ModelLoadError(e.description)
     }
