@@ -167,6 +167,13 @@ struct LoadCommand: ParsableCommand {
   var report: String?
 
   func validate() throws {
+    try validateRun()
+    try validateRequests()
+    try validateSweepAndSwap()
+  }
+
+  /// Where, how hard and how long.
+  private func validateRun() throws {
     if !target.contains(":") {
       throw ValidationError("--target must be HOST:PORT, got '\(target)'")
     }
@@ -189,6 +196,10 @@ struct LoadCommand: ParsableCommand {
     if let rate, !(rate > 0) || !rate.isFinite || rate > 10_000_000 {
       throw ValidationError("--rate must be a positive number up to 10000000")
     }
+  }
+
+  /// What each request asks for, and where its ids come from.
+  private func validateRequests() throws {
     if pairs < 1 || pairs > 100_000 { throw ValidationError("--pairs must be in 1...100000") }
     if k < 1 || k > 10_000 { throw ValidationError("--k must be in 1...10000") }
     if recent < 0 || recent > 100_000 { throw ValidationError("--recent must be in 0...100000") }
@@ -212,6 +223,10 @@ struct LoadCommand: ParsableCommand {
         "--requests-file sends its own requests: --ids-from, --users-file, --items-file, --zipf and --recent do not apply"
       )
     }
+  }
+
+  /// `--sweep`, `--swap-at` and their companions, and the report's file name.
+  private func validateSweepAndSwap() throws {
     if let sweep {
       let levels = try Self.levels(sweep)
       if swapAt != nil { throw ValidationError("--sweep and --swap-at are separate runs") }
