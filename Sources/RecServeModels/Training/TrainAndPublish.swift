@@ -80,23 +80,8 @@ public func trainAndPublishMF(
   // The validation slice is still part of the users' history (exclude_seen, popularity).
   let model = fit.count == train.count ? fitted : fitted.withHistory(from: train)
 
-  var metrics: [String: Double] = ["epochs_run": Double(summary.epochsRun)]
-  if config.earlyStoppingPatience != nil {
-    if let e = summary.bestEpoch { metrics["best_epoch"] = Double(e) }
-    metrics["stopped_epoch"] = Double(summary.epochsRun)
-    if let r = summary.bestValidationRMSE { metrics["validation_rmse"] = r }
-  }
-  let trainEval = RatingMetrics.evaluate(model: model, on: fit)
-  metrics["train_rmse"] = trainEval.rmse
-  metrics["train_mae"] = trainEval.mae
-  var evaluation: RatingEvaluation? = nil
-  if !test.isEmpty {
-    let e = RatingMetrics.evaluate(model: model, on: test)
-    metrics["rmse"] = e.rmse
-    metrics["mae"] = e.mae
-    evaluation = e
-  }
-
+  let (metrics, evaluation) = mfMetrics(
+    model, summary: summary, config: config, fit: fit, test: test)
   var trainingData = dataSummary.jsonObject
   trainingData["holdout"] = .double(holdout)
   trainingData["split_seed"] = .int(Int64(bitPattern: config.seed))
@@ -121,6 +106,28 @@ public func trainAndPublishMF(
     name: name, kind: "mf", version: version, directory: directory, metrics: metrics,
     evaluation: evaluation, trainSeconds: trainSeconds, trainRows: fit.count,
     testRows: test.count, model: model, tuning: tuning)
+}
+
+/// An MF version's metrics: epochs (and the early-stopping epochs), the errors on the rows it
+/// was fitted on, and on the held-out rows when there are some (also returned in full).
+func mfMetrics(
+  _ model: MFModel, summary: MFTrainingSummary, config: MFConfig, fit: Interactions,
+  test: Interactions
+) -> ([String: Double], RatingEvaluation?) {
+  var metrics: [String: Double] = ["epochs_run": Double(summary.epochsRun)]
+  if config.earlyStoppingPatience != nil {
+    if let e = summary.bestEpoch { metrics["best_epoch"] = Double(e) }
+    metrics["stopped_epoch"] = Double(summary.epochsRun)
+    if let r = summary.bestValidationRMSE { metrics["validation_rmse"] = r }
+  }
+  let trainEval = RatingMetrics.evaluate(model: model, on: fit)
+  metrics["train_rmse"] = trainEval.rmse
+  metrics["train_mae"] = trainEval.mae
+  guard !test.isEmpty else { return (metrics, nil) }
+  let evaluation = RatingMetrics.evaluate(model: model, on: test)
+  metrics["rmse"] = evaluation.rmse
+  metrics["mae"] = evaluation.mae
+  return (metrics, evaluation)
 }
 
 extension DataSummary {

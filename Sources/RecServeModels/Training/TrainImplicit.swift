@@ -191,6 +191,27 @@ public func trainAndPublishImplicit(
   }
   let evalSeconds = monotonicSeconds() - evalStart
 
+  let manifest = implicitManifest(
+    name: name, config: config, tuning: tuning, threshold: threshold, split: split, seed: seed,
+    data: dataSummary, train: train, test: test, positivePairs: positivePairs,
+    evaluation: evaluation, metrics: metrics, trainSeconds: trainSeconds)
+  let (version, directory) = try ModelStore.publish(
+    model, manifest: manifest, modelsDirectory: modelsDirectory, name: name)
+  return ImplicitTrainResult(
+    name: name, kind: config.kind, version: version, directory: directory, metrics: metrics,
+    evaluation: evaluation, trainSeconds: trainSeconds, evalSeconds: evalSeconds,
+    trainRows: train.count, positivePairs: positivePairs, testRows: test.count, model: model,
+    tuning: tuning)
+}
+
+/// model.json for an implicit version: the settings (with the search and the threshold), the
+/// data and its split, the evaluation's counts and metrics.
+func implicitManifest(
+  name: String, config: ImplicitModelConfig, tuning: Tuner.Result<ImplicitModelConfig>?,
+  threshold: Float?, split: ImplicitSplit, seed: UInt64, data dataSummary: DataSummary,
+  train: Interactions, test: Interactions, positivePairs: Int, evaluation: RankingEvaluation?,
+  metrics: [String: Double], trainSeconds: Double
+) -> ModelManifest {
   var trainingData = dataSummary.jsonObject
   trainingData["split"] = .string(split.name)
   if case .holdout(let h) = split { trainingData["holdout"] = .double(h) }
@@ -215,11 +236,5 @@ public func trainAndPublishImplicit(
       "positive_pairs": .int(Int64(positivePairs)),
     ], trainingData: trainingData, metrics: metrics, trainSeconds: trainSeconds)
   manifest.ratingRange = nil
-  let (version, directory) = try ModelStore.publish(
-    model, manifest: manifest, modelsDirectory: modelsDirectory, name: name)
-  return ImplicitTrainResult(
-    name: name, kind: config.kind, version: version, directory: directory, metrics: metrics,
-    evaluation: evaluation, trainSeconds: trainSeconds, evalSeconds: evalSeconds,
-    trainRows: train.count, positivePairs: positivePairs, testRows: test.count, model: model,
-    tuning: tuning)
+  return manifest
 }
