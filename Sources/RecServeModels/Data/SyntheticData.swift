@@ -41,24 +41,7 @@ public enum SyntheticData {
 
   public static func generate(_ config: Config) throws -> Interactions {
     let source = "synthetic(users: \(config.users), items: \(config.items), seed: \(config.seed))"
-    guard config.users >= 1, config.items >= 1 else {
-      throw DataError(file: source, message: "need at least one user and one item")
-    }
-    guard config.users <= 50_000_000, config.items <= 50_000_000 else {
-      throw DataError(file: source, message: "at most 50,000,000 users and items")
-    }
-    guard config.dim >= 1, config.dim <= 1024 else {
-      throw DataError(file: source, message: "dim must be in 1...1024")
-    }
-    guard config.density > 0, config.density <= 1, config.density.isFinite else {
-      throw DataError(file: source, message: "density must be in (0, 1]")
-    }
-    let expected = Double(config.users) * Double(config.items) * config.density
-    guard expected <= 200_000_000 else {
-      throw DataError(
-        file: source,
-        message: "about \(Int(expected)) ratings would be generated; at most 200,000,000")
-    }
+    let expected = try check(config, source: source)
     let U = config.users
     let I = config.items
     let D = config.dim
@@ -70,32 +53,12 @@ public enum SyntheticData {
     func centres() -> [Double] { (0..<(K * D)).map { _ in rng.nextGaussian() * s } }
     let userCentres = centres()
     let itemCentres = centres()
-    var p = [Float](repeating: 0, count: U * D)
-    var q = [Float](repeating: 0, count: I * D)
-    for u in 0..<U {
-      let k = rng.nextInt(below: K)
-      for d in 0..<D {
-        p[u * D + d] = Float(userCentres[k * D + d] + 0.35 * s * rng.nextGaussian())
-      }
-    }
-    for i in 0..<I {
-      let k = rng.nextInt(below: K)
-      for d in 0..<D {
-        q[i * D + d] = Float(itemCentres[k * D + d] + 0.35 * s * rng.nextGaussian())
-      }
-    }
+    let p = clustered(rows: U, centres: userCentres, clusters: K, dim: D, scale: s, rng: &rng)
+    let q = clustered(rows: I, centres: itemCentres, clusters: K, dim: D, scale: s, rng: &rng)
     let bu = (0..<U).map { _ in Float(0.3 * rng.nextGaussian()) }
     let bi = (0..<I).map { _ in Float(0.4 * rng.nextGaussian()) }
-
-    // Item popularity: Zipf-like weights over a random permutation of ranks.
-    var ranks = Array(0..<I)
-    ranks.withUnsafeMutableBufferPointer { rng.shuffle($0) }
-    var cumulative = [Double](repeating: 0, count: I)
-    var total = 0.0
-    for i in 0..<I {
-      total += 1.0 / _powD(Double(ranks[i]) + 10, 0.8)
-      cumulative[i] = total
-    }
+    let cumulative = popularity(items: I, rng: &rng)
+    let total = cumulative.last ?? 0
 
     var users = [Int32]()
     var items = [Int32]()
@@ -116,36 +79,9 @@ public enum SyntheticData {
       let activity = _expD(0.6 * rng.nextGaussian() - 0.18)
       var nu = Int((config.density * Double(I) * activity).rounded())
       nu = min(I, max(min(3, I), nu))
-      chosen.removeAll(keepingCapacity: true)
-      if nu * 2 > I {
-        var all = Array(0..<I)
-        all.withUnsafeMutableBufferPointer { rng.shuffle($0) }
-        chosen.append(contentsOf: all[0..<nu])
-      } else {
-        var attempts = 0
-        while chosen.count < nu && attempts < nu * 50 {
-          attempts += 1
-          let x = rng.nextDouble() * total
-          var lo = 0
-          var hi = I - 1
-          while lo < hi {
-            let mid = (lo + hi) >> 1
-            if cumulative[mid] <= x { lo = mid + 1 } else { hi = mid }
-          }
-          if stamp[lo] != Int32(u) {
-            stamp[lo] = Int32(u)
-            chosen.append(lo)
-          }
-        }
-        var i = 0
-        while chosen.count < nu && i < I {
-          if stamp[i] != Int32(u) {
-            stamp[i] = Int32(u)
-            chosen.append(i)
-          }
-          i += 1
-        }
-      }
+      choose(
+        nu, forUser: u, cumulative: cumulative, total: total, stamp: &stamp, rng: &rng,
+        into: &chosen)
       var t = start + Int64(rng.nextInt(below: 2 * 365 * 86_400))
       for i in chosen {
         var dot: Float = 0
@@ -164,6 +100,96 @@ public enum SyntheticData {
       source: source, users: users, items: items, ratings: ratings, timestamps: timestamps,
       userIds: (1...U).map { "u\($0)" }, itemIds: (1...I).map { "i\($0)" })
     return all.subset(rows: 0..<all.count)
+  }
+
+  /// Refuses a configuration it cannot honour; returns the expected number of ratings.
+  static func check(_ config: Config, source: String) throws -> Double {
+    guard config.users >= 1, config.items >= 1 else {
+      throw DataError(file: source, message: "need at least one user and one item")
+    }
+    guard config.users <= 50_000_000, config.items <= 50_000_000 else {
+      throw DataError(file: source, message: "at most 50,000,000 users and items")
+    }
+    guard config.dim >= 1, config.dim <= 1024 else {
+      throw DataError(file: source, message: "dim must be in 1...1024")
+    }
+    guard config.density > 0, config.density <= 1, config.density.isFinite else {
+      throw DataError(file: source, message: "density must be in (0, 1]")
+    }
+    let expected = Double(config.users) * Double(config.items) * config.density
+    guard expected <= 200_000_000 else {
+      throw DataError(
+        file: source,
+        message: "about \(Int(expected)) ratings would be generated; at most 200,000,000")
+    }
+    return expected
+  }
+
+  /// `rows` vectors, each its random cluster's centre plus Gaussian noise.
+  static func clustered(
+    rows: Int, centres: [Double], clusters K: Int, dim D: Int, scale s: Double,
+    rng: inout Xoshiro256
+  ) -> [Float] {
+    var out = [Float](repeating: 0, count: rows * D)
+    for r in 0..<rows {
+      let k = rng.nextInt(below: K)
+      for d in 0..<D {
+        out[r * D + d] = Float(centres[k * D + d] + 0.35 * s * rng.nextGaussian())
+      }
+    }
+    return out
+  }
+
+  /// Item popularity: cumulative Zipf-like weights over a random permutation of ranks.
+  static func popularity(items I: Int, rng: inout Xoshiro256) -> [Double] {
+    var ranks = Array(0..<I)
+    ranks.withUnsafeMutableBufferPointer { rng.shuffle($0) }
+    var cumulative = [Double](repeating: 0, count: I)
+    var total = 0.0
+    for i in 0..<I {
+      total += 1.0 / _powD(Double(ranks[i]) + 10, 0.8)
+      cumulative[i] = total
+    }
+    return cumulative
+  }
+
+  /// `nu` distinct items for user `u`: a random `nu` of all when that is over half of them,
+  /// else drawn by popularity (then the first unchosen ones if draws keep repeating).
+  static func choose(
+    _ nu: Int, forUser u: Int, cumulative: [Double], total: Double, stamp: inout [Int32],
+    rng: inout Xoshiro256, into chosen: inout [Int]
+  ) {
+    let I = cumulative.count
+    chosen.removeAll(keepingCapacity: true)
+    if nu * 2 > I {
+      var all = Array(0..<I)
+      all.withUnsafeMutableBufferPointer { rng.shuffle($0) }
+      chosen.append(contentsOf: all[0..<nu])
+      return
+    }
+    var attempts = 0
+    while chosen.count < nu && attempts < nu * 50 {
+      attempts += 1
+      let x = rng.nextDouble() * total
+      var lo = 0
+      var hi = I - 1
+      while lo < hi {
+        let mid = (lo + hi) >> 1
+        if cumulative[mid] <= x { lo = mid + 1 } else { hi = mid }
+      }
+      if stamp[lo] != Int32(u) {
+        stamp[lo] = Int32(u)
+        chosen.append(lo)
+      }
+    }
+    var i = 0
+    while chosen.count < nu && i < I {
+      if stamp[i] != Int32(u) {
+        stamp[i] = Int32(u)
+        chosen.append(i)
+      }
+      i += 1
+    }
   }
 
   /// Generates and writes `user_id,item_id,rating,timestamp` CSV; returns the data.
