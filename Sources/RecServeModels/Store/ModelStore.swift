@@ -514,89 +514,107 @@ public enum ModelStore {
     indptr: UnsafePointer<Int64>, indices: UnsafePointer<Int32>, count: Int,
     popularity: UnsafePointer<Int32>
   ) {
-    let tensors = reader.tensors
-    let pIndptr: UnsafePointer<Int64>
-    let pIndices: UnsafePointer<Int32>
-    let nnz: Int
-    if let ip = tensors["seen_indptr"] {
-      guard ip.dtype == .I64 else {
-        throw ModelLoadError("seen_indptr: dtype \(ip.dtype.rawValue), expected I64")
-      }
-      try TensorReader.expect(ip, [U + 1], "users.txt has \(U) lines (expected [\(U + 1)])")
-      guard let ix = tensors["seen_indices"] else {
-        throw ModelLoadError("\(weightsFile): seen_indptr is present but seen_indices is missing")
-      }
-      guard ix.dtype == .I32 else {
-        throw ModelLoadError("seen_indices: dtype \(ix.dtype.rawValue), expected I32")
-      }
-      guard ix.shape.count == 1 else {
-        throw ModelLoadError("seen_indices: shape \(ix.shapeDescription) is not 1-dimensional")
-      }
-      nnz = ix.shape[0]
-      pIndptr = reader.pointer(ip, Int64.self)
-      pIndices = reader.pointer(ix, Int32.self)
-      try checkCSR(indptr: pIndptr, indices: pIndices, count: nnz, users: U, items: I, name: "seen")
-      // Rows must be sorted and distinct (binary search relies on it).
-      for u in 0..<U {
-        let a = Int(pIndptr[u])
-        let b = Int(pIndptr[u + 1])
-        if b - a > 1 {
-          for k in (a + 1)..<b where pIndices[k] <= pIndices[k - 1] {
-            throw ModelLoadError(
-              "seen_indices: items of user \(u) are not sorted ascending and distinct (at \(k))")
-          }
-        }
-      }
+    let history: (indptr: UnsafePointer<Int64>, indices: UnsafePointer<Int32>, count: Int)
+    if let ip = reader.tensors["seen_indptr"] {
+      history = try storedHistory(reader, indptr: ip, users: U, items: I)
     } else {
-      if tensors["seen_indices"] != nil {
+      if reader.tensors["seen_indices"] != nil {
         throw ModelLoadError("\(weightsFile): seen_indices is present but seen_indptr is missing")
       }
-      var users: [Int32] = []
-      var items: [Int32] = []
-      if let sequences {
-        let n = Int(sequences.indptr[U])
-        users.reserveCapacity(n)
-        items.reserveCapacity(n)
-        for u in 0..<U {
-          for k in Int(sequences.indptr[u])..<Int(sequences.indptr[u + 1]) {
-            users.append(Int32(u))
-            items.append(sequences.items[k])
-          }
+      history = derivedHistory(reader, users: U, items: I, sequences: sequences)
+    }
+    let popularity = try itemPopularity(
+      reader, items: I, seen: history.indices, count: history.count)
+    return (history.indptr, history.indices, history.count, popularity)
+  }
+
+  /// `seen_indptr` and `seen_indices` as stored: checked as a CSR of users' items, each row
+  /// sorted ascending and distinct (binary search relies on it).
+  private static func storedHistory(
+    _ reader: TensorReader, indptr ip: SafeTensors.TensorInfo, users U: Int, items I: Int
+  ) throws -> (indptr: UnsafePointer<Int64>, indices: UnsafePointer<Int32>, count: Int) {
+    guard ip.dtype == .I64 else {
+      throw ModelLoadError("seen_indptr: dtype \(ip.dtype.rawValue), expected I64")
+    }
+    try TensorReader.expect(ip, [U + 1], "users.txt has \(U) lines (expected [\(U + 1)])")
+    guard let ix = reader.tensors["seen_indices"] else {
+      throw ModelLoadError("\(weightsFile): seen_indptr is present but seen_indices is missing")
+    }
+    guard ix.dtype == .I32 else {
+      throw ModelLoadError("seen_indices: dtype \(ix.dtype.rawValue), expected I32")
+    }
+    guard ix.shape.count == 1 else {
+      throw ModelLoadError("seen_indices: shape \(ix.shapeDescription) is not 1-dimensional")
+    }
+    let nnz = ix.shape[0]
+    let pIndptr = reader.pointer(ip, Int64.self)
+    let pIndices = reader.pointer(ix, Int32.self)
+    try checkCSR(indptr: pIndptr, indices: pIndices, count: nnz, users: U, items: I, name: "seen")
+    for u in 0..<U {
+      let a = Int(pIndptr[u])
+      let b = Int(pIndptr[u + 1])
+      if b - a > 1 {
+        for k in (a + 1)..<b where pIndices[k] <= pIndices[k - 1] {
+          throw ModelLoadError(
+            "seen_indices: items of user \(u) are not sorted ascending and distinct (at \(k))")
         }
       }
-      let csr = SeenItems.build(users: users, items: items, userCount: U, itemCount: I)
-      let mem = TensorMemory(byteCount: (U + 1) * 8 + csr.indices.count * 4 + 64)
-      reader.owners.append(mem)
-      let p = mem.base.bindMemory(to: Int64.self, capacity: U + 1)
-      csr.indptr.withUnsafeBufferPointer { p.update(from: $0.baseAddress!, count: U + 1) }
-      let q = (mem.base + (U + 1) * 8).bindMemory(
-        to: Int32.self, capacity: max(1, csr.indices.count))
-      csr.indices.withUnsafeBufferPointer { src in
-        if src.count > 0 { q.update(from: src.baseAddress!, count: src.count) }
-      }
-      pIndptr = UnsafePointer(p)
-      pIndices = UnsafePointer(q)
-      nnz = csr.indices.count
     }
-    let pPop: UnsafePointer<Int32>
-    if let pp = tensors["item_popularity"] {
+    return (pIndptr, pIndices, nnz)
+  }
+
+  /// The users' distinct items from their sequences (none without), in memory the model owns.
+  private static func derivedHistory(
+    _ reader: TensorReader, users U: Int, items I: Int,
+    sequences: (indptr: UnsafePointer<Int64>, items: UnsafePointer<Int32>)?
+  ) -> (indptr: UnsafePointer<Int64>, indices: UnsafePointer<Int32>, count: Int) {
+    var users: [Int32] = []
+    var items: [Int32] = []
+    if let sequences {
+      let n = Int(sequences.indptr[U])
+      users.reserveCapacity(n)
+      items.reserveCapacity(n)
+      for u in 0..<U {
+        for k in Int(sequences.indptr[u])..<Int(sequences.indptr[u + 1]) {
+          users.append(Int32(u))
+          items.append(sequences.items[k])
+        }
+      }
+    }
+    let csr = SeenItems.build(users: users, items: items, userCount: U, itemCount: I)
+    let mem = TensorMemory(byteCount: (U + 1) * 8 + csr.indices.count * 4 + 64)
+    reader.owners.append(mem)
+    let p = mem.base.bindMemory(to: Int64.self, capacity: U + 1)
+    csr.indptr.withUnsafeBufferPointer { p.update(from: $0.baseAddress!, count: U + 1) }
+    let q = (mem.base + (U + 1) * 8).bindMemory(
+      to: Int32.self, capacity: max(1, csr.indices.count))
+    csr.indices.withUnsafeBufferPointer { src in
+      if src.count > 0 { q.update(from: src.baseAddress!, count: src.count) }
+    }
+    return (UnsafePointer(p), UnsafePointer(q), csr.indices.count)
+  }
+
+  /// `item_popularity` as stored (no negative counts), else each item's number of users.
+  private static func itemPopularity(
+    _ reader: TensorReader, items I: Int, seen: UnsafePointer<Int32>, count nnz: Int
+  ) throws -> UnsafePointer<Int32> {
+    if let pp = reader.tensors["item_popularity"] {
       guard pp.dtype == .I32 else {
         throw ModelLoadError("item_popularity: dtype \(pp.dtype.rawValue), expected I32")
       }
       try TensorReader.expect(pp, [I], "items.txt has \(I) lines")
-      pPop = reader.pointer(pp, Int32.self)
+      let pPop = reader.pointer(pp, Int32.self)
       for i in 0..<I where pPop[i] < 0 {
         throw ModelLoadError("item_popularity[\(i)] = \(pPop[i]) is negative")
       }
-    } else {
-      let mem = TensorMemory(byteCount: I * 4)
-      reader.owners.append(mem)
-      let p = mem.base.bindMemory(to: Int32.self, capacity: I)
-      p.initialize(repeating: 0, count: I)
-      for k in 0..<nnz { p[Int(pIndices[k])] += 1 }
-      pPop = UnsafePointer(p)
+      return pPop
     }
-    return (pIndptr, pIndices, nnz, pPop)
+    let mem = TensorMemory(byteCount: I * 4)
+    reader.owners.append(mem)
+    let p = mem.base.bindMemory(to: Int32.self, capacity: I)
+    p.initialize(repeating: 0, count: I)
+    for k in 0..<nnz { p[Int(seen[k])] += 1 }
+    return UnsafePointer(p)
   }
 
   /// A CSR over `users` rows: indptr starts at 0, ends at `count`, never decreases; every index
