@@ -48,9 +48,34 @@ extension ModelStore {
     let U = userIds.count
     let I = itemIds.count
     let reader = TensorReader(tensors: tensors, mapped: mapped)
-    let hyper = manifest.hyperparameters
+    let (architecture, layout) = try sasrecArchitecture(
+      reader, manifest: manifest, users: U, items: I)
+    let parameters = try sasrecParameters(reader, layout: layout, dim: architecture.dim)
+    let sequences = try sasrecSequences(reader, users: U, items: I)
+    let history = try readHistory(
+      reader, users: U, items: I, sequences: (sequences.indptr, sequences.items))
+    let states = try storedStates(reader, users: U, dim: architecture.dim)
+    let model = SASRecModel(
+      userIds: userIds, itemIds: itemIds, userLookup: userLookup, itemLookup: itemLookup,
+      architecture: architecture,
+      tensors: SASRecModel.Tensors(
+        parameters: UnsafePointer(parameters), userStates: states,
+        sequenceIndptr: sequences.indptr, sequenceItems: sequences.items,
+        sequenceCount: sequences.count, seenIndptr: history.indptr,
+        seenIndices: history.indices, seenCount: history.count,
+        itemPopularity: history.popularity),
+      memory: reader.owners)
+    if states != nil { try verifyStates(model) }
+    return model
+  }
 
-    // The architecture.
+  /// The architecture from the tensors' shapes and model.json (`heads`, optional
+  /// `layer_norm_eps`, and `maxlen`/`blocks`/`dim` when given must agree); no stray tensors.
+  private static func sasrecArchitecture(
+    _ reader: TensorReader, manifest: ModelManifest, users U: Int, items I: Int
+  ) throws -> (SASRecArchitecture, SASRecLayout) {
+    let tensors = reader.tensors
+    let hyper = manifest.hyperparameters
     let embedding = try reader.tensor("item_emb.weight", .F32)
     guard embedding.shape.count == 2, embedding.shape[1] >= 1 else {
       throw ModelLoadError(
@@ -109,7 +134,15 @@ extension ModelStore {
         "\(weightsFile): unexpected tensor '\(stray)' for a SASRec of \(blocks) block(s)")
     }
 
-    // Parameters, copied into one buffer in layout order.
+    let architecture = SASRecArchitecture(
+      dim: d, maxlen: maxlen, blocks: blocks, heads: heads, layerNormEpsilon: epsilon)
+    return (architecture, layout)
+  }
+
+  /// Every parameter (finite, of its exact shape) copied into one buffer in layout order.
+  private static func sasrecParameters(_ reader: TensorReader, layout: SASRecLayout, dim d: Int)
+    throws -> UnsafeMutablePointer<Float>
+  {
     let memory = TensorMemory(byteCount: layout.count * 4)
     reader.owners.append(memory)
     let parameters = memory.base.bindMemory(to: Float.self, capacity: layout.count)
@@ -134,7 +167,13 @@ extension ModelStore {
     // The padding row takes no part; keep it zero whatever the file holds.
     (parameters + layout.itemEmbedding).update(repeating: 0, count: d)
 
-    // Sequences.
+    return parameters
+  }
+
+  /// Each user's training sequence (indices in range).
+  private static func sasrecSequences(_ reader: TensorReader, users U: Int, items I: Int) throws
+    -> (indptr: UnsafePointer<Int64>, items: UnsafePointer<Int32>, count: Int)
+  {
     let sip = try reader.tensor("sequence_indptr", .I64)
     try TensorReader.expect(sip, [U + 1], "users.txt has \(U) lines (expected [\(U + 1)])")
     let six = try reader.tensor("sequence_items", .I32)
@@ -146,11 +185,15 @@ extension ModelStore {
     try checkCSR(
       indptr: pSeqIndptr, indices: pSeqItems, count: six.shape[0], users: U, items: I,
       name: "sequence", indicesName: "sequence_items")
-    let history = try readHistory(
-      reader, users: U, items: I, sequences: (pSeqIndptr, pSeqItems))
+    return (pSeqIndptr, pSeqItems, six.shape[0])
+  }
 
+  /// `user_states` when stored: F32 [users, dim], finite.
+  private static func storedStates(_ reader: TensorReader, users U: Int, dim d: Int) throws
+    -> UnsafePointer<Float>?
+  {
     var states: UnsafePointer<Float>? = nil
-    if let st = tensors["user_states"] {
+    if let st = reader.tensors["user_states"] {
       guard st.dtype == .F32 else {
         throw ModelLoadError("user_states: dtype \(st.dtype.rawValue), expected F32")
       }
@@ -159,19 +202,7 @@ extension ModelStore {
       try checkFinite(p, rows: U, cols: d, name: "user_states")
       states = p
     }
-    let architecture = SASRecArchitecture(
-      dim: d, maxlen: maxlen, blocks: blocks, heads: heads, layerNormEpsilon: epsilon)
-    let model = SASRecModel(
-      userIds: userIds, itemIds: itemIds, userLookup: userLookup, itemLookup: itemLookup,
-      architecture: architecture,
-      tensors: SASRecModel.Tensors(
-        parameters: UnsafePointer(parameters), userStates: states, sequenceIndptr: pSeqIndptr,
-        sequenceItems: pSeqItems, sequenceCount: six.shape[0], seenIndptr: history.indptr,
-        seenIndices: history.indices, seenCount: history.count,
-        itemPopularity: history.popularity),
-      memory: reader.owners)
-    if states != nil { try verifyStates(model) }
-    return model
+    return states
   }
 
   /// Recomputes the state of up to `checkedStates` users spread over the file and compares.
