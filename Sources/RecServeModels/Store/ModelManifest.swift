@@ -119,7 +119,8 @@ public struct ModelManifest: Sendable, Equatable {
       throw ModelLoadError("model.json: no \"files\" object with checksums")
     }
     var checksums: [String: String] = [:]
-    for (file, v) in files {
+    // In name order, so that several bad entries always give the same message.
+    for (file, v) in files.sorted(by: { $0.key < $1.key }) {
       guard let sum = v.stringValue, sum.count == 64,
         sum.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) })
       else {

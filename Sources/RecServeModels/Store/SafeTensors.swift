@@ -112,7 +112,7 @@ public enum SafeTensors {
       throw ModelLoadError("\(name): __metadata__ is not an object")
     }
     var metadata: [String: String] = [:]
-    for (k, v) in m {
+    for (k, v) in m.sorted(by: { $0.key < $1.key }) {
       guard case .string(let s) = v else {
         throw ModelLoadError("\(name): __metadata__.\(k) is not a string")
       }
