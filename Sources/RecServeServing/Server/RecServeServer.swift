@@ -119,9 +119,6 @@ public final class RecServeServer: Sendable {
     draining.store(true, ordering: .relaxed)
   }
 
-  /// True once `beginDraining()` was called.
-  public var isDraining: Bool { draining.load(ordering: .relaxed) }
-
   public func shutdown(gracePeriod: Double = 10) {
     registry.stopPolling()
     rpc.shutdown(gracePeriod: gracePeriod)
