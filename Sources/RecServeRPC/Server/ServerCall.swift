@@ -136,13 +136,11 @@ final class ServerCall: @unchecked Sendable {
       // is reported with it, so the client's error and the server's log line can be matched.
       let id = RequestID.from(metadataValue(RequestID.header)) ?? RequestID.next()
       _ = cgrpc_server_call_set_response_metadata(raw, RequestID.header, id)
-      if let unexpected {
+      // The log gets an unexpected error's own words; the client only where to find them.
+      worker.server.onCallFailed?(
+        FailedCall(method: stats.path, code: code, message: unexpected ?? details, requestID: id))
+      if unexpected != nil {
         details = "internal error (request id \(id)); the server's log has the details"
-        worker.server.onCallFailed?(
-          FailedCall(method: stats.path, code: code, message: unexpected, requestID: id))
-      } else {
-        worker.server.onCallFailed?(
-          FailedCall(method: stats.path, code: code, message: details, requestID: id))
       }
     }
     // The finished bit and the send's count go up together, so a completing operation on
