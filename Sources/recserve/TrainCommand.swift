@@ -273,13 +273,10 @@ struct TrainCommand: ParsableCommand {
       ("rmse", config.earlyStoppingPatience != nil ? "validation rmse" : "holdout rmse")
     ])
     defer { reporter.finish() }
-    let quietTuning = quiet || progress == .none
     let result = try trainAndPublishMF(
       data: consume interactions, config: config, holdout: effectiveHoldout,
       modelsDirectory: models, name: name, tune: tune ?? 0, fixed: fixedSettings,
-      tuneReport: quietTuning
-        ? nil : { FileHandle.standardError.write(Data(($0 + "\n").utf8)) },
-      progress: reporter.report)
+      tuneReport: tuneReport, progress: reporter.report)
     reporter.finish()  // before the results on stdout; the defer covers errors
     let trained = result.tuning?.best ?? config
 
@@ -479,6 +476,12 @@ extension TrainCommand {
     return (interactions, seconds)
   }
 
+  /// Where `--tune` reports each trial: stderr, unless quiet or `--progress none`.
+  fileprivate var tuneReport: ((String) -> Void)? {
+    if quiet || progress == .none { return nil }
+    return { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
+  }
+
   fileprivate func progressReporter(metrics: [(key: String, label: String)]) -> ProgressReporter {
     ProgressReporter(mode: ProgressReporter.resolve(progress, quiet: quiet), metrics: metrics)
   }
@@ -499,13 +502,10 @@ extension TrainCommand {
     let skippedLines = interactions.skippedLines
     let reporter = progressReporter(metrics: [("correct", "correct")])
     defer { reporter.finish() }
-    let quietTuning = quiet || progress == .none
     let result = try trainAndPublishImplicit(
       data: consume interactions, config: config, split: splitChoice, threshold: implicitThreshold,
       modelsDirectory: models, name: name, tune: tune ?? 0, fixed: fixedSettings,
-      tuneReport: quietTuning
-        ? nil : { FileHandle.standardError.write(Data(($0 + "\n").utf8)) },
-      progress: reporter.report)
+      tuneReport: tuneReport, progress: reporter.report)
     reporter.finish()  // before the results on stdout; the defer covers errors
     let trained = result.tuning?.best ?? config
 
