@@ -29,8 +29,8 @@ func rpcError(_ body: () throws -> Void) -> RPCError? {
   do {
     try body()
     return nil
-  } catch let error as RPCError {
-    return error
+  } catch let error as any StatusReporting {
+    return RPCError(error.statusCode, error.statusMessage)
   } catch {
     return RPCError(.unknown, "\(error)")
   }

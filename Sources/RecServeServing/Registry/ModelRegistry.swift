@@ -2,7 +2,6 @@ import Atomics
 import CSystem
 import Foundation
 import RecServeModels
-import RecServeRPC
 import Synchronization
 
 /// What is known about one version on disk.
@@ -282,11 +281,11 @@ public final class ModelRegistry: @unchecked Sendable {
         }
       }
       if late {
-        throw RPCError(
-          .deadlineExceeded,
+        throw RegistryError(
+          .deadlinePassed,
           "the deadline passed while the registry was busy with \(what); \(unchanged)")
       }
-      throw RPCError(
+      throw RegistryError(
         .cancelled, "the client cancelled while the registry was busy with \(what); \(unchanged)")
     }
   }
@@ -643,21 +642,21 @@ public final class ModelRegistry: @unchecked Sendable {
     name: String, label: String, version: Int64, canaryFraction: Float?,
     limit: WaitLimit = .unlimited
   ) throws -> ModelEntry {
-    if name.isEmpty { throw RPCError.invalidArgument("name is empty: name the model") }
+    if name.isEmpty { throw RegistryError.invalidRequest("name is empty: name the model") }
     guard LabelStore.isValidLabel(label) else {
-      throw RPCError.invalidArgument(
+      throw RegistryError.invalidRequest(
         "label '\(label)' is not valid: use 1-64 letters, digits, '.', '_' or '-'")
     }
     if version < 0 {
-      throw RPCError.invalidArgument(
+      throw RegistryError.invalidRequest(
         "version must be positive (or 0 to remove the label), got \(version)")
     }
     if let canaryFraction {
       guard label == LabelStore.canaryLabel else {
-        throw RPCError.invalidArgument("canary_fraction applies to the label 'canary' only")
+        throw RegistryError.invalidRequest("canary_fraction applies to the label 'canary' only")
       }
       guard canaryFraction.isFinite, (0...1).contains(canaryFraction) else {
-        throw RPCError.invalidArgument(
+        throw RegistryError.invalidRequest(
           "canary_fraction must be between 0 and 1, got \(canaryFraction)")
       }
     }
@@ -674,18 +673,18 @@ public final class ModelRegistry: @unchecked Sendable {
 
   /// Why a label change was refused when labels.json could not be read or is malformed: the
   /// file is left as it is and the labels in use stay.
-  static func refusal(_ error: LabelReadError, labelsInUse: ModelLabels) -> RPCError {
+  static func refusal(_ error: LabelReadError, labelsInUse: ModelLabels) -> RegistryError {
     let kept =
       "\(LabelStore.fileName) was left as it is and the labels in use stay "
       + describe(labelsInUse)
     switch error {
     case .unreadable(let cause):
-      return RPCError(
+      return RegistryError(
         .unavailable,
         "cannot read \(cause.path): \(cause.reason); \(kept); try again when it can be read")
     case .malformed(let path, let reason):
-      return RPCError(
-        .failedPrecondition,
+      return RegistryError(
+        .refused,
         "\(path) is malformed (\(reason)); \(kept); fix or remove the file, then try again")
     }
   }
@@ -721,12 +720,12 @@ public final class ModelRegistry: @unchecked Sendable {
     }
     do {
       labels = try LabelStore.update(modelDirectory: modelDirectory, change.apply)
-    } catch let error as RPCError {
+    } catch let error as RegistryError {
       throw error
     } catch let error as LabelReadError {
       throw Self.refusal(error, labelsInUse: model.labels)
     } catch {
-      throw RPCError(.unavailable, "\(error); the labels were not changed")
+      throw RegistryError(.unavailable, "\(error); the labels were not changed")
     }
     models[name]?.labels = labels
     _ = refreshModel(name, retry: false)
@@ -734,7 +733,7 @@ public final class ModelRegistry: @unchecked Sendable {
       "label '\(label)' of '\(name)' \(version == 0 ? "removed" : "now points to version \(version)")",
       ["event": "label_moved", "model": name, "label": label, "version": "\(version)"])
     guard let entry = snapshot.models[name] else {
-      throw RPCError.notFound("model '\(name)' not found")
+      throw RegistryError.notFound("model '\(name)' not found")
     }
     return entry
   }
@@ -752,7 +751,7 @@ public final class ModelRegistry: @unchecked Sendable {
     func apply(to labels: inout ModelLabels) throws {
       if version == 0 {
         guard labels.labels.removeValue(forKey: label) != nil else {
-          throw RPCError.notFound("model '\(model)' has no label '\(label)'")
+          throw RegistryError.notFound("model '\(model)' has no label '\(label)'")
         }
         if label == LabelStore.canaryLabel { labels.canaryFraction = 0 }
       } else {
@@ -771,11 +770,11 @@ public final class ModelRegistry: @unchecked Sendable {
       guard let found = try ModelStore.scanVersions(directory, name: name),
         models[name] != nil || !found.present.isEmpty
       else {
-        throw RPCError.notFound("model '\(name)' not found")
+        throw RegistryError.notFound("model '\(name)' not found")
       }
       return found
     } catch let error as FileError {
-      throw RPCError(
+      throw RegistryError(
         .unavailable,
         "cannot read \(error.path): \(error.reason); nothing was changed, try again later")
     }
@@ -788,16 +787,16 @@ public final class ModelRegistry: @unchecked Sendable {
   ) throws {
     guard listing.present.contains(version) else {
       if let error = listing.unreadable[version] {
-        throw RPCError(
+        throw RegistryError(
           .unavailable,
           "cannot read \(error.path): \(error.reason); nothing was changed, try again later")
       }
-      throw RPCError.notFound(
+      throw RegistryError.notFound(
         "model '\(name)' has no version \(version) (versions: \(listing.present.map(String.init).joined(separator: ", ")))"
       )
     }
     if let record = model.records[version], record.state == .failed {
-      throw RPCError.failedPrecondition(
+      throw RegistryError.refused(
         "version \(version) of '\(name)' failed verification and cannot serve: \(record.reason)"
       )
     }
@@ -818,7 +817,7 @@ public final class ModelRegistry: @unchecked Sendable {
       model.records[version] = previous
       models[name] = model
       publish(name)
-      throw RPCError(
+      throw RegistryError(
         .unavailable,
         "version \(version) of '\(name)' \(record.reason.replacingOccurrences(of: "; retried on every poll", with: "")); nothing was changed, try again later"
       )
@@ -826,7 +825,7 @@ public final class ModelRegistry: @unchecked Sendable {
       model.records[version] = record
       models[name] = model
       publish(name)
-      throw RPCError.failedPrecondition(
+      throw RegistryError.refused(
         "version \(version) of '\(name)' failed verification: \(record.reason)")
     }
   }
@@ -836,25 +835,25 @@ public final class ModelRegistry: @unchecked Sendable {
   public func unload(name: String, version: Int64, limit: WaitLimit = .unlimited) throws
     -> ModelEntry
   {
-    if name.isEmpty { throw RPCError.invalidArgument("name is empty: name the model") }
+    if name.isEmpty { throw RegistryError.invalidRequest("name is empty: name the model") }
     return try perform(
       limit, what: "unloading version \(version) of '\(name)'", unchanged: "nothing was unloaded"
     ) { commit in
       guard var model = self.models[name] else {
-        throw RPCError.notFound("model '\(name)' not found")
+        throw RegistryError.notFound("model '\(name)' not found")
       }
       guard let record = model.records[version] else {
-        throw RPCError.notFound("model '\(name)' has no version \(version)")
+        throw RegistryError.notFound("model '\(name)' has no version \(version)")
       }
       if let label = model.labels.labels.first(where: { $0.value == version })?.key {
-        throw RPCError.failedPrecondition(
+        throw RegistryError.refused(
           "version \(version) of '\(name)' is labelled '\(label)': move or remove the label first"
         )
       }
       if record.served != nil
         && !model.records.values.contains(where: { $0.version != version && $0.served != nil })
       {
-        throw RPCError.failedPrecondition(
+        throw RegistryError.refused(
           "version \(version) is the only version of '\(name)' that can serve; publish or load another first"
         )
       }
@@ -872,7 +871,7 @@ public final class ModelRegistry: @unchecked Sendable {
         "version \(version) of '\(name)' unloaded by an admin",
         ["event": "version_unloaded", "model": name, "version": "\(version)"])
       guard let entry = self.snapshot.models[name] else {
-        throw RPCError.notFound("model '\(name)' not found")
+        throw RegistryError.notFound("model '\(name)' not found")
       }
       return entry
     }
@@ -887,22 +886,23 @@ public final class ModelRegistry: @unchecked Sendable {
     -> ServedVersion
   {
     if name.isEmpty {
-      throw RPCError.invalidArgument("model.name is empty: name the model to use")
+      throw RegistryError.invalidRequest("model.name is empty: name the model to use")
     }
     let snapshot = current.load(ordering: .acquiring)
     guard let entry = snapshot.models[name] else {
       let known = snapshot.models.keys.sorted()
-      throw RPCError.notFound(
+      throw RegistryError.notFound(
         "model '\(name)' not found"
           + (known.isEmpty
             ? " (no models are served)" : " (served models: \(known.joined(separator: ", ")))"))
     }
     if let version {
       guard version > 0 else {
-        throw RPCError.invalidArgument("model.version must be a positive integer, got \(version)")
+        throw RegistryError.invalidRequest(
+          "model.version must be a positive integer, got \(version)")
       }
       guard let record = entry.versions[version] else {
-        throw RPCError.notFound(
+        throw RegistryError.notFound(
           "model '\(name)' has no version \(version) (versions: \(Self.describe(entry)))")
       }
       guard let served = record.served else {
@@ -912,20 +912,20 @@ public final class ModelRegistry: @unchecked Sendable {
         case .loading: why = "it is still loading"
         default: why = "it is not loaded (\(record.reason))"
         }
-        throw RPCError.notFound("model '\(name)' version \(version) cannot serve: \(why)")
+        throw RegistryError.notFound("model '\(name)' version \(version) cannot serve: \(why)")
       }
       return served
     }
     if let label, !label.isEmpty {
       guard let target = entry.labels[label] else {
         let labels = entry.labels.keys.sorted()
-        throw RPCError.notFound(
+        throw RegistryError.notFound(
           "model '\(name)' has no label '\(label)'"
             + (labels.isEmpty
               ? " (it has no labels)" : " (labels: \(labels.joined(separator: ", ")))"))
       }
       guard let served = entry.versions[target]?.served else {
-        throw RPCError.notFound(
+        throw RegistryError.notFound(
           "model '\(name)' label '\(label)' points to version \(target), which is not loaded")
       }
       return served
@@ -934,7 +934,7 @@ public final class ModelRegistry: @unchecked Sendable {
       return canary
     }
     guard let served = entry.serving else {
-      throw RPCError.notFound(
+      throw RegistryError.notFound(
         "model '\(name)' has no version that can serve (versions: \(Self.describe(entry)))")
     }
     return served

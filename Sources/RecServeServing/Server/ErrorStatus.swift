@@ -27,3 +27,17 @@ extension TrainingError: StatusReporting {
   }
   public var statusMessage: String { description }
 }
+
+extension RegistryError: StatusReporting {
+  public var statusCode: StatusCode {
+    switch reason {
+    case .invalidRequest: return .invalidArgument
+    case .notFound: return .notFound
+    case .refused: return .failedPrecondition
+    case .unavailable: return .unavailable
+    case .deadlinePassed: return .deadlineExceeded
+    case .cancelled: return .cancelled
+    }
+  }
+  public var statusMessage: String { message }
+}
