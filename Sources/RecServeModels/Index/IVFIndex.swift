@@ -84,50 +84,18 @@ public final class IVFIndex: @unchecked Sendable {
     self.lists = listCount
     defaultProbe = probe > 0 ? min(probe, listCount) : Self.defaultProbe(lists: listCount)
 
-    // The per-item terms: the scores of a zero query with offset 0.
-    let itemTerms = UnsafeMutablePointer<Float>.allocate(capacity: max(1, n))
+    let itemTerms = Self.itemTerms(model)
     defer { itemTerms.deallocate() }
-    do {
-      let zero = [Float](repeating: 0, count: max(1, d))
-      var offset: Float = 0
-      var lo = 0
-      while lo < n {
-        let hi = min(n, lo + BlockedScan.blockItems)
-        model.scoreBlock(
-          queries: zero, count: 1, offsets: &offset, items: lo..<hi, into: itemTerms + lo,
-          stride: 1)
-        lo = hi
-      }
-    }
     var hasTerms = false
     for i in 0..<n where itemTerms[i] != 0 {
       hasTerms = true
       break
     }
-
-    // The points clustered: the item vectors, with the term as one more coordinate if any.
-    let width = d + (hasTerms ? 1 : 0)
     var labels = [Int32](repeating: 0, count: n)
-    var cells = [Float](repeating: 0, count: listCount * width)
-    if n > 0 {
-      let factors = model.itemFactors
-      var augmented: UnsafeMutablePointer<Float>? = nil
-      if hasTerms {
-        let a = UnsafeMutablePointer<Float>.allocate(capacity: n * width)
-        for i in 0..<n {
-          (a + i * width).update(from: factors + i * d, count: d)
-          a[i * width + d] = itemTerms[i]
-        }
-        augmented = a
-      }
-      defer { augmented?.deallocate() }
-      let points = UnsafePointer(augmented) ?? factors
-      var rng = Xoshiro256(seed: seed)
-      labels.withUnsafeMutableBufferPointer { labels in
-        cells = Self.cluster(
-          points: points, count: n, dim: width, lists: listCount, seed: seed, rng: &rng,
-          labels: labels.baseAddress!, threads: threads)
-      }
+    let cells = labels.withUnsafeMutableBufferPointer { labels in
+      Self.clusterItems(
+        model, terms: hasTerms ? itemTerms : nil, lists: listCount, seed: seed,
+        labels: labels.baseAddress!, threads: threads)
     }
 
     // Cells in order, items in index order within a cell.
@@ -149,15 +117,79 @@ public final class IVFIndex: @unchecked Sendable {
       (vectors + p * d).update(from: factors + i * d, count: d)
       terms?[p] = itemTerms[i]
     }
-
-    // Each centroid: the mean of its cell's final members (−∞ term for an empty cell).
     let centroids = UnsafeMutablePointer<Float>.allocate(capacity: max(1, listCount * d))
     let centroidTerms = UnsafeMutablePointer<Float>.allocate(capacity: listCount)
-    var largest = 0
+    Self.cellMeans(
+      starts: starts, vectors: vectors, terms: terms, dim: d, emptyCells: cells,
+      centroids: centroids, centroidTerms: centroidTerms)
+    self.starts = starts
+    self.order = order
+    self.vectors = vectors
+    self.terms = terms
+    self.centroids = centroids
+    self.centroidTerms = centroidTerms
+    self.largestList = (0..<listCount).map { starts[$0 + 1] - starts[$0] }.max() ?? 0
+    buildSeconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+  }
+
+  /// The per-item terms (an MF item bias): the scores of a zero query with offset 0.
+  /// The caller deallocates them.
+  private static func itemTerms(_ model: any RecommendationModel) -> UnsafeMutablePointer<Float> {
+    let n = model.itemCount
+    let itemTerms = UnsafeMutablePointer<Float>.allocate(capacity: max(1, n))
+    let zero = [Float](repeating: 0, count: max(1, model.dim))
+    var offset: Float = 0
+    var lo = 0
+    while lo < n {
+      let hi = min(n, lo + BlockedScan.blockItems)
+      model.scoreBlock(
+        queries: zero, count: 1, offsets: &offset, items: lo..<hi, into: itemTerms + lo,
+        stride: 1)
+      lo = hi
+    }
+    return itemTerms
+  }
+
+  /// Clusters the model's items (their vectors, with the term as one more coordinate when
+  /// there are terms) into `lists` cells: writes each item's cell to `labels` and returns the
+  /// lists x (dim + 1 if terms) centroids.
+  private static func clusterItems(
+    _ model: any RecommendationModel, terms: UnsafeMutablePointer<Float>?, lists: Int,
+    seed: UInt64, labels: UnsafeMutablePointer<Int32>, threads: Int
+  ) -> [Float] {
+    let n = model.itemCount
+    let d = model.dim
+    let width = d + (terms != nil ? 1 : 0)
+    guard n > 0 else { return [Float](repeating: 0, count: lists * width) }
+    let factors = model.itemFactors
+    var augmented: UnsafeMutablePointer<Float>? = nil
+    if let terms {
+      let a = UnsafeMutablePointer<Float>.allocate(capacity: n * width)
+      for i in 0..<n {
+        (a + i * width).update(from: factors + i * d, count: d)
+        a[i * width + d] = terms[i]
+      }
+      augmented = a
+    }
+    defer { augmented?.deallocate() }
+    var rng = Xoshiro256(seed: seed)
+    return cluster(
+      points: UnsafePointer(augmented) ?? factors, count: n, dim: width, lists: lists,
+      seed: seed, rng: &rng, labels: labels, threads: threads)
+  }
+
+  /// Each centroid: the mean of its cell's final members, and its term the mean of theirs (0
+  /// without terms); an empty cell keeps its k-means centroid (from `emptyCells`, rows of
+  /// dim or dim + 1) and gets term −∞, so that it is never probed before a cell with items.
+  private static func cellMeans(
+    starts: [Int], vectors: UnsafePointer<Float>, terms: UnsafePointer<Float>?, dim d: Int,
+    emptyCells cells: [Float], centroids: UnsafeMutablePointer<Float>,
+    centroidTerms: UnsafeMutablePointer<Float>
+  ) {
+    let width = d + (terms != nil ? 1 : 0)
     var sums = [Double](repeating: 0, count: width)
-    for c in 0..<listCount {
+    for c in 0..<(starts.count - 1) {
       let size = starts[c + 1] - starts[c]
-      largest = max(largest, size)
       if size == 0 {
         for k in 0..<d { centroids[c * d + k] = cells[c * width + k] }
         centroidTerms[c] = -.infinity
@@ -169,16 +201,8 @@ public final class IVFIndex: @unchecked Sendable {
         if let terms { sums[d] += Double(terms[p]) }
       }
       for k in 0..<d { centroids[c * d + k] = Float(sums[k] / Double(size)) }
-      centroidTerms[c] = hasTerms ? Float(sums[d] / Double(size)) : 0
+      centroidTerms[c] = terms != nil ? Float(sums[d] / Double(size)) : 0
     }
-    self.starts = starts
-    self.order = order
-    self.vectors = vectors
-    self.terms = terms
-    self.centroids = centroids
-    self.centroidTerms = centroidTerms
-    self.largestList = largest
-    buildSeconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
   }
 
   deinit {
@@ -307,155 +331,22 @@ public final class IVFIndex: @unchecked Sendable {
     // Each point's nearest coarse cells: the first trains that cell's lists, and all of them
     // are searched for the point's final list (a point near a coarse border belongs with
     // lists across it).
-    let m = refineCells(coarse: coarseCount)
-    var nearCells = [Int32](repeating: 0, count: n * m)
-    coarse.withUnsafeBufferPointer { c in
-      nearCells.withUnsafeMutableBufferPointer { near in
-        KMeans.nearest(
-          points: points, count: n, dim: dim, centroids: c.baseAddress!, k: coarseCount, m: m,
-          labels: near.baseAddress!, distances: nil, threads: threads)
+    let cells = CoarseCells(
+      points: points, count: n, dim: dim, coarse: coarse, coarseCount: coarseCount,
+      m: refineCells(coarse: coarseCount), lists: lists, threads: threads)
+    var centroids = cells.splitEach(seed: seed, threads: threads)
+    for round in 0...refineRounds {
+      if round > 0 {
+        CoarseCells.moveToMeans(
+          &centroids, points: points, count: n, dim: dim, lists: lists, labels: labels)
       }
-    }
-    // Members of each coarse cell (the points nearest it), and for each cell the points that
-    // have it among their m nearest.
-    var memberStarts = [Int](repeating: 0, count: coarseCount + 1)
-    var slotStarts = [Int](repeating: 0, count: coarseCount + 1)
-    for i in 0..<n { memberStarts[Int(nearCells[i * m]) + 1] += 1 }
-    for e in nearCells { slotStarts[Int(e) + 1] += 1 }
-    for c in 0..<coarseCount {
-      memberStarts[c + 1] += memberStarts[c]
-      slotStarts[c + 1] += slotStarts[c]
-    }
-    var members = [Int32](repeating: 0, count: n)
-    var slots = [Int32](repeating: 0, count: n * m)
-    var fill = Array(memberStarts[0..<coarseCount])
-    var slotFill = Array(slotStarts[0..<coarseCount])
-    for i in 0..<n {
-      let c = Int(nearCells[i * m])
-      members[fill[c]] = Int32(i)
-      fill[c] += 1
-      for r in 0..<m {
-        let cell = Int(nearCells[i * m + r])
-        slots[slotFill[cell]] = Int32(i)
-        slotFill[cell] += 1
-      }
-    }
-    let sizes = (0..<coarseCount).map { memberStarts[$0 + 1] - memberStarts[$0] }
-    let shares = apportion(lists, sizes: sizes)
-    var firstList = [Int](repeating: 0, count: coarseCount + 1)
-    for c in 0..<coarseCount { firstList[c + 1] = firstList[c] + shares[c] }
-
-    // Each coarse cell split by its own k-means (largest first, spread over the threads), then
-    // every point placed in the nearest list of its m nearest cells: each thread keeps the best
-    // (distance, then lower list) it saw for each point, and the threads' bests are merged (the
-    // same result however the cells fall to the threads).
-    var centroids = [Float](repeating: 0, count: lists * dim)
-    let byWork = (0..<coarseCount).sorted {
-      sizes[$0] > sizes[$1] || (sizes[$0] == sizes[$1] && $0 < $1)
-    }
-    let parts = max(1, min(threads, coarseCount))
-    var bestLabels = [Int32](repeating: 0, count: parts * n)
-    var bestDistances = [Float](repeating: .infinity, count: parts * n)
-    for phase in 0..<(2 + refineRounds) {
-      if phase >= 2 {
-        // A Lloyd step restricted as above: each list's centroid moves to its members' mean.
-        var sums = [Double](repeating: 0, count: lists * dim)
-        var counts = [Int](repeating: 0, count: lists)
-        for i in 0..<n {
-          let l = Int(labels[i])
-          counts[l] += 1
-          let row = points + i * dim
-          for d in 0..<dim { sums[l * dim + d] += Double(row[d]) }
-        }
-        for l in 0..<lists where counts[l] > 0 {
-          for d in 0..<dim { centroids[l * dim + d] = Float(sums[l * dim + d] / Double(counts[l])) }
-        }
-      }
-      if phase >= 1 {
-        for j in 0..<(parts * n) { bestDistances[j] = .infinity }
-      }
-      centroids.withUnsafeMutableBufferPointer { centroids in
-        bestLabels.withUnsafeMutableBufferPointer { bestLabels in
-          bestDistances.withUnsafeMutableBufferPointer { bestDistances in
-            Parallel.run(parts) { part in
-              let best = part * n
-              var position = part
-              while position < coarseCount {
-                let c = byWork[position]
-                position += parts
-                let share = shares[c]
-                if share == 0 { continue }
-                let cellCentroids = centroids.baseAddress! + firstList[c] * dim
-                if phase == 0 {
-                  let size = sizes[c]
-                  let local = UnsafeMutablePointer<Float>.allocate(capacity: size * dim)
-                  defer { local.deallocate() }
-                  for j in 0..<size {
-                    (local + j * dim).update(
-                      from: points + Int(members[memberStarts[c] + j]) * dim, count: dim)
-                  }
-                  var cellRng = Xoshiro256(seed: seed, stream: UInt64(c + 1))
-                  let sub = flat(
-                    points: local, count: size, dim: dim, k: share, rng: &cellRng, threads: 1)
-                  cellCentroids.update(from: sub, count: share * dim)
-                  continue
-                }
-                // The nearest of this cell's lists for every slot naming it, in blocks.
-                let block = KMeans.blockRows
-                let local = UnsafeMutablePointer<Float>.allocate(capacity: block * dim)
-                let label = UnsafeMutablePointer<Int32>.allocate(capacity: block)
-                let distance = UnsafeMutablePointer<Float>.allocate(capacity: block)
-                defer {
-                  local.deallocate()
-                  label.deallocate()
-                  distance.deallocate()
-                }
-                var lo = slotStarts[c]
-                while lo < slotStarts[c + 1] {
-                  let hi = min(slotStarts[c + 1], lo + block)
-                  for j in lo..<hi {
-                    (local + (j - lo) * dim).update(
-                      from: points + Int(slots[j]) * dim, count: dim)
-                  }
-                  KMeans.nearest(
-                    points: local, count: hi - lo, dim: dim, centroids: cellCentroids, k: share,
-                    m: 1, labels: label, distances: distance, threads: 1)
-                  for j in lo..<hi {
-                    let i = best + Int(slots[j])
-                    let l = Int32(firstList[c]) + label[j - lo]
-                    let d = distance[j - lo]
-                    if d < bestDistances[i] || (d == bestDistances[i] && l < bestLabels[i]) {
-                      bestDistances[i] = d
-                      bestLabels[i] = l
-                    }
-                  }
-                  lo = hi
-                }
-              }
-            }
-          }
-        }
-      }
-      if phase >= 1 {
-        for i in 0..<n {
-          var best = i
-          for part in 1..<parts {
-            let s = part * n + i
-            if bestDistances[s] < bestDistances[best]
-              || (bestDistances[s] == bestDistances[best] && bestLabels[s] < bestLabels[best])
-            {
-              best = s
-            }
-          }
-          labels[i] = bestLabels[best]
-        }
-      }
+      cells.placeInNearestList(centroids: centroids, labels: labels, threads: threads)
     }
     return centroids
   }
 
   /// A k-means of `k` cells trained on a sample of at most `pointsPerList` points a cell.
-  private static func flat(
+  static func flat(
     points: UnsafePointer<Float>, count n: Int, dim: Int, k: Int, rng: inout Xoshiro256,
     threads: Int
   ) -> [Float] {
