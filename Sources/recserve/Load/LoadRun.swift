@@ -103,16 +103,7 @@ final class LoadRun: @unchecked Sendable {
     let threads = min(plan.threads, plan.concurrency)
     let start = DispatchTime.now().uptimeNanoseconds
     let measureFrom = start + UInt64(plan.warmup * 1e9)
-    let stopAt = plan.duration.map { measureFrom + UInt64($0 * 1e9) } ?? UInt64.max
-    let workers = (0..<threads).map { index in
-      let share = { (total: Int) in total / threads + (index < total % threads ? 1 : 0) }
-      return LoadWorker(
-        target: plan.target, tls: plan.tls, path: plan.path, requests: plan.requests,
-        inFlight: share(plan.concurrency), timeout: plan.timeout,
-        rate: plan.rate.map { $0 / Double(threads) }, measureFrom: measureFrom, stopAt: stopAt,
-        budget: plan.count.map(share), trackVersions: plan.trackVersions,
-        lastWindow: plan.duration.map { max(0, Int($0.rounded(.up)) - 1) }, seed: UInt64(index + 1))
-    }
+    let workers = makeWorkers(threads: threads, measureFrom: measureFrom)
     let group = DispatchGroup()
     for worker in workers {
       group.enter()
@@ -123,9 +114,34 @@ final class LoadRun: @unchecked Sendable {
       thread.stackSize = 1 << 20
       thread.start()
     }
+    let swapEvent = watch(
+      workers, until: group, measureFrom: measureFrom, second: second, swap: swap)
+    return collect(workers, threads: threads, measureFrom: measureFrom, swap: swapEvent)
+  }
 
-    // Each second once its calls are in (a call finishing late in it is recorded within
-    // microseconds); then the swap when it is due.
+  /// The level's calls in flight, rate and budget shared over `threads` workers.
+  private func makeWorkers(threads: Int, measureFrom: UInt64) -> [LoadWorker] {
+    let stopAt = plan.duration.map { measureFrom + UInt64($0 * 1e9) } ?? UInt64.max
+    return (0..<threads).map { index in
+      let share = { (total: Int) in total / threads + (index < total % threads ? 1 : 0) }
+      return LoadWorker(
+        target: plan.target, tls: plan.tls, path: plan.path, requests: plan.requests,
+        inFlight: share(plan.concurrency), timeout: plan.timeout,
+        rate: plan.rate.map { $0 / Double(threads) }, measureFrom: measureFrom, stopAt: stopAt,
+        budget: plan.count.map(share), trackVersions: plan.trackVersions,
+        lastWindow: plan.duration.map { max(0, Int($0.rounded(.up)) - 1) }, seed: UInt64(index + 1))
+    }
+  }
+
+  /// Until the workers are done: reports each second once its calls are in (a call finishing
+  /// late in it is recorded within microseconds; an empty second is reported too: a stalled
+  /// server shows as 0 calls/s), and starts the swap when it is due. Returns what the swap did,
+  /// waiting for it if it still runs when the load ends (its answer ends the report).
+  private func watch(
+    _ workers: [LoadWorker], until group: DispatchGroup, measureFrom: UInt64,
+    second: ((Int, LoadWindow) -> Void)?,
+    swap: (at: Double, action: @Sendable () -> SwapOutcome)?
+  ) -> SwapEvent? {
     let swapEvent = Mutex<SwapEvent?>(nil)
     var swapStarted = false
     var reported = 0
@@ -154,8 +170,7 @@ final class LoadRun: @unchecked Sendable {
       }
       let waitNs = wake > now ? min(wake - now, 1_000_000_000) : 0
       let finished = group.wait(timeout: .now() + .nanoseconds(Int(waitNs))) == .success
-      // Seconds that are over (an empty one is reported too: a stalled server shows as 0
-      // calls/s); once every thread is done, whatever they recorded.
+      // Seconds that are over; once every thread is done, whatever they recorded.
       let after = DispatchTime.now().uptimeNanoseconds
       let over =
         after >= measureFrom + grace ? Int((after - measureFrom - grace) / 1_000_000_000) : 0
@@ -168,11 +183,17 @@ final class LoadRun: @unchecked Sendable {
       }
       if finished { break }
     }
-    // A swap still running when the load ended is waited for (its answer ends the report).
     if swapStarted {
       while swapEvent.withLock({ $0 == nil }) { usleep(10_000) }
     }
+    return swapEvent.withLock { $0 }
+  }
 
+  /// The workers' tallies merged: latencies, codes, first errors, per-second windows, the
+  /// moment each version first answered, and the seconds measured.
+  private func collect(
+    _ workers: [LoadWorker], threads: Int, measureFrom: UInt64, swap: SwapEvent?
+  ) -> LoadResult {
     var latency = Histogram<UInt64>(
       lowestDiscernibleValue: 1, highestTrackableValue: Self.highestNanoseconds,
       numberOfSignificantValueDigits: .three)
@@ -206,7 +227,7 @@ final class LoadRun: @unchecked Sendable {
       concurrency: plan.concurrency, threads: threads, seconds: seconds, latency: latency,
       codes: codes, firstErrors: firstErrors, windows: windows, unsent: unsent,
       firstSeen: firstSeen.mapValues { Double($0 - min($0, measureFrom)) / 1e9 },
-      swap: swapEvent.withLock { $0 })
+      swap: swap)
   }
 
   static func seconds(since origin: UInt64) -> Double {
