@@ -28,20 +28,9 @@ public enum SASRecTrainer {
     isCancelled: (@Sendable () -> Bool)? = nil
   ) throws -> SASRecModel {
     try config.validate()
-    if data.isEmpty {
-      throw TrainingError.invalidData("\(data.source): no interactions to train on")
-    }
     let I = data.itemCount
-    let U = data.userCount
-    if I < 2 { throw TrainingError.invalidData("\(data.source): SASRec needs at least two items") }
     let start = monotonicSeconds()
-    let sequences = data.userSequences()
-    let seen = SeenItems.build(users: data.users, items: data.items, userCount: U, itemCount: I)
-    let trainable = (0..<U).filter { sequences.count(of: $0) >= 2 }.map { Int32($0) }
-    if trainable.isEmpty {
-      throw TrainingError.invalidData(
-        "\(data.source): no user has two or more interactions; SASRec learns what follows what")
-    }
+    let (sequences, seen, trainable) = try trainingSequences(data)
     let d = config.dim
     let layout = SASRecLayout(
       dim: d, heads: config.heads, blocks: config.blocks, maxlen: config.maxlen, items: I)
@@ -59,73 +48,37 @@ public enum SASRecTrainer {
     let state = TrainingState(parameterCount: P, threads: T)
     defer { state.free() }
 
-    let positions: (Int32) -> Int = { u in min(sequences.count(of: Int(u)) - 1, config.maxlen) }
-    var order = trainable
-    var step = 0
-    let batches = (trainable.count + config.batchSize - 1) / config.batchSize
-    try sequences.indptr.withUnsafeBufferPointer { indptr in
-      try sequences.items.withUnsafeBufferPointer { items in
-        try seen.indptr.withUnsafeBufferPointer { seenIndptr in
-          try seen.indices.withUnsafeBufferPointer { seenIndices in
-            let context = Context(
-              layout: layout, config: config, params: params, indptr: indptr.baseAddress!,
-              items: items.baseAddress!, seenIndptr: seenIndptr.baseAddress!,
-              seenIndices: seenIndices.baseAddress!, itemCount: I)
-            var shuffle = Xoshiro256(seed: config.seed, stream: 0x5A5)
-            for epoch in 1...config.epochs {
-              for k in stride(from: order.count - 1, to: 0, by: -1) {
-                order.swapAt(k, shuffle.nextInt(below: k + 1))
-              }
-              var lossSum = 0.0
-              var correct = 0
-              var counted = 0
-              for b in 0..<batches {
-                if let isCancelled, isCancelled() { throw TrainingError.cancelled }
-                let batch = order[
-                  (b * config.batchSize)..<min(order.count, (b + 1) * config.batchSize)]
-                // Spread the batch over the threads by cost (attention grows with L²), in
-                // buffers kept from batch to batch.
-                for t in 0..<T {
-                  state.shares[t].removeAll(keepingCapacity: true)
-                  state.load[t] = 0
-                }
-                var total = 0
-                for u in batch {
-                  let L = positions(u)
-                  total += L
-                  var t = 0
-                  for j in 1..<T where state.load[j] < state.load[t] { t = j }
-                  state.shares[t].append(u)
-                  state.load[t] += L * L + 64 * L
-                }
-                let invTotal = 1 / Float(total)
-                let work: (Int) -> Void = { t in
-                  var rng = Xoshiro256(
-                    seed: config.seed,
-                    stream: UInt64(epoch) &* 0x1_0000_0000 &+ UInt64(b) &* 0x100 &+ UInt64(t))
-                  state.results[t] = runShare(
-                    state.shares[t], context: context, workspace: state.workspaces[t],
-                    grads: state.grads[t], invTotal: invTotal, rng: &rng)
-                }
-                Parallel.run(T, work)
-                var batchLoss = 0.0
-                for t in 0..<T {
-                  batchLoss += state.results[t].loss
-                  correct += state.results[t].correct
-                }
-                counted += total
-                lossSum += batchLoss / Double(total)
-                step += 1
-                state.adamStep(
-                  params: params, count: P, step: step, config: config)
-              }
-              try finishEpoch(
-                epoch, of: config.epochs, loss: lossSum / Double(batches),
-                validation: ["correct": counted > 0 ? Double(correct) / Double(counted) : 0],
-                started: start, learningRate: config.learningRate, progress: progress)
-            }
-          }
+    try withContext(
+      sequences: sequences, seen: seen, layout: layout, config: config, params: params,
+      itemCount: I
+    ) { context in
+      var order = trainable
+      var step = 0
+      let batches = (trainable.count + config.batchSize - 1) / config.batchSize
+      var shuffle = Xoshiro256(seed: config.seed, stream: 0x5A5)
+      for epoch in 1...config.epochs {
+        for k in stride(from: order.count - 1, to: 0, by: -1) {
+          order.swapAt(k, shuffle.nextInt(below: k + 1))
         }
+        var lossSum = 0.0
+        var correct = 0
+        var counted = 0
+        for b in 0..<batches {
+          if let isCancelled, isCancelled() { throw TrainingError.cancelled }
+          let batch = order[(b * config.batchSize)..<min(order.count, (b + 1) * config.batchSize)]
+          let result = trainBatch(
+            batch, epoch: epoch, index: b, context: context, state: state,
+            positions: { u in min(sequences.count(of: Int(u)) - 1, config.maxlen) })
+          correct += result.correct
+          counted += result.positions
+          lossSum += result.loss
+          step += 1
+          state.adamStep(params: params, count: P, step: step, config: config)
+        }
+        try finishEpoch(
+          epoch, of: config.epochs, loss: lossSum / Double(batches),
+          validation: ["correct": counted > 0 ? Double(correct) / Double(counted) : 0],
+          started: start, learningRate: config.learningRate, progress: progress)
       }
     }
     for k in 0..<P where !params[k].isFinite {
@@ -140,6 +93,89 @@ public enum SASRecTrainer {
         dim: d, maxlen: config.maxlen, blocks: config.blocks, heads: config.heads,
         layerNormEpsilon: config.layerNormEpsilon),
       parameters: parameterMemory, sequences: sequences, seen: seen, threads: config.threads)
+  }
+
+  /// Each user's sequence, seen items and the users with at least two interactions (the
+  /// ones that predict something); refuses data SASRec cannot learn from.
+  static func trainingSequences(
+    _ data: Interactions
+  ) throws -> (UserSequences, SeenItems, [Int32]) {
+    if data.isEmpty {
+      throw TrainingError.invalidData("\(data.source): no interactions to train on")
+    }
+    let I = data.itemCount
+    let U = data.userCount
+    if I < 2 { throw TrainingError.invalidData("\(data.source): SASRec needs at least two items") }
+    let sequences = data.userSequences()
+    let seen = SeenItems.build(users: data.users, items: data.items, userCount: U, itemCount: I)
+    let trainable = (0..<U).filter { sequences.count(of: $0) >= 2 }.map { Int32($0) }
+    if trainable.isEmpty {
+      throw TrainingError.invalidData(
+        "\(data.source): no user has two or more interactions; SASRec learns what follows what")
+    }
+    return (sequences, seen, trainable)
+  }
+
+  /// Runs `body` with the context every thread reads (pointers into the sequences and the
+  /// seen lists, valid during the call).
+  static func withContext(
+    sequences: UserSequences, seen: SeenItems, layout: SASRecLayout, config: SASRecConfig,
+    params: UnsafeMutablePointer<Float>, itemCount: Int, _ body: (Context) throws -> Void
+  ) rethrows {
+    try sequences.indptr.withUnsafeBufferPointer { indptr in
+      try sequences.items.withUnsafeBufferPointer { items in
+        try seen.indptr.withUnsafeBufferPointer { seenIndptr in
+          try seen.indices.withUnsafeBufferPointer { seenIndices in
+            try body(
+              Context(
+                layout: layout, config: config, params: params, indptr: indptr.baseAddress!,
+                items: items.baseAddress!, seenIndptr: seenIndptr.baseAddress!,
+                seenIndices: seenIndices.baseAddress!, itemCount: itemCount))
+          }
+        }
+      }
+    }
+  }
+
+  /// Forward and backward passes of one batch, its users spread over the threads by cost
+  /// (attention grows with L²) in buffers kept from batch to batch; the gradients of the batch
+  /// mean loss accumulate in the threads' buffers for the optimizer step. Returns the batch's
+  /// mean loss, its positions and how many of them scored the next item above its negative.
+  static func trainBatch(
+    _ batch: ArraySlice<Int32>, epoch: Int, index b: Int, context: Context,
+    state: TrainingState, positions: (Int32) -> Int
+  ) -> (loss: Double, positions: Int, correct: Int) {
+    let T = state.threads
+    for t in 0..<T {
+      state.shares[t].removeAll(keepingCapacity: true)
+      state.load[t] = 0
+    }
+    var total = 0
+    for u in batch {
+      let L = positions(u)
+      total += L
+      var t = 0
+      for j in 1..<T where state.load[j] < state.load[t] { t = j }
+      state.shares[t].append(u)
+      state.load[t] += L * L + 64 * L
+    }
+    let invTotal = 1 / Float(total)
+    let seed = context.config.seed
+    Parallel.run(T) { t in
+      var rng = Xoshiro256(
+        seed: seed,
+        stream: UInt64(epoch) &* 0x1_0000_0000 &+ UInt64(b) &* 0x100 &+ UInt64(t))
+      state.results[t] = runShare(
+        state.shares[t], context: context, workspace: state.workspaces[t],
+        grads: state.grads[t], invTotal: invTotal, rng: &rng)
+    }
+    var batchLoss = 0.0
+    var correct = 0
+    for t in 0..<T {
+      batchLoss += state.results[t].loss
+      correct += state.results[t].correct
+    }
+    return (batchLoss / Double(total), total, correct)
   }
 
   /// The authors' initialisation (through PyTorch's defaults): Xavier-normal weights for every
