@@ -205,9 +205,7 @@ public enum MFTrainer {
     // pass is best, in one array: never both (12 bytes a rating; 240 MB for 20M ratings).
     var plan = BlockPlan(data, users: U, items: I, dim: D, threads: config.threads, rng: &rng)
     var ratings = plan == nil ? MFTrainer.records(data) : []
-    let patience = config.earlyStoppingPatience
-    var best: (epoch: Int, rmse: Double)? = nil
-    var bestParameters: (P: [Float], Q: [Float], bu: [Float], bi: [Float])? = nil
+    var best = BestEpoch(patience: config.earlyStoppingPatience)
     var epochsRun = 0
     var stoppedEarly = false
     for epoch in 1...config.epochs {
@@ -226,20 +224,12 @@ public enum MFTrainer {
       if let checks, !checks.users.isEmpty {
         let acc = checks.errors(P: P, Q: Q, bu: bu, bi: bi, dim: D, mu: mu, range: range)
         metrics = ["rmse": acc.rmse, "mae": acc.mae]
-        if best == nil || acc.rmse < best!.rmse {
-          best = (epoch, acc.rmse)
-          if patience != nil { bestParameters = (P, Q, bu, bi) }
-        }
+        best.record(epoch: epoch, rmse: acc.rmse) { (P, Q, bu, bi) }
       }
-      let stop = patience.map { epoch - best!.epoch >= $0 } ?? false
-      if let progress {
-        let elapsed = monotonicSeconds() - start
-        let eta = stop ? 0 : elapsed / Double(epoch) * Double(config.epochs - epoch)
-        let report = TrainingProgress(
-          epoch: epoch, epochs: config.epochs, loss: loss, validation: metrics,
-          elapsedSeconds: elapsed, etaSeconds: eta)
-        if !progress(report) { throw TrainingError.cancelled }
-      }
+      let stop = best.stops(after: epoch)
+      try report(
+        progress, epoch: epoch, of: config.epochs, loss: loss, validation: metrics,
+        started: start, stopping: stop)
       if stop {
         stoppedEarly = epoch < config.epochs
         break
@@ -247,27 +237,70 @@ public enum MFTrainer {
     }
     plan = nil
     ratings = []
-    if let bestParameters {
-      P = bestParameters.P
-      Q = bestParameters.Q
-      bu = bestParameters.bu
-      bi = bestParameters.bi
+    if let kept = best.parameters { (P, Q, bu, bi) = kept }
+    let model = try makeModel(
+      data, dim: D, mu: mu, range: range, P: P, Q: Q, bu: bu, bi: bi,
+      learningRate: config.learningRate)
+    let summary = MFTrainingSummary(
+      epochsRun: epochsRun, bestEpoch: best.best?.epoch, bestValidationRMSE: best.best?.rmse,
+      stoppedEarly: stoppedEarly)
+    return (model, summary)
+  }
+
+  /// The lowest validation RMSE so far and its epoch; with early stopping (`patience`), a copy
+  /// of that epoch's parameters, and whether `patience` epochs have passed without a lower one.
+  struct BestEpoch {
+    typealias Parameters = (P: [Float], Q: [Float], bu: [Float], bi: [Float])
+    let patience: Int?
+    var best: (epoch: Int, rmse: Double)? = nil
+    var parameters: Parameters? = nil
+
+    init(patience: Int?) { self.patience = patience }
+
+    mutating func record(epoch: Int, rmse: Double, parameters: () -> Parameters) {
+      if best == nil || rmse < best!.rmse {
+        best = (epoch, rmse)
+        if patience != nil { self.parameters = parameters() }
+      }
     }
 
+    func stops(after epoch: Int) -> Bool {
+      guard let patience, let best else { return false }
+      return epoch - best.epoch >= patience
+    }
+  }
+
+  /// Tells `progress` about an epoch (with an estimate of the time left, 0 when stopping);
+  /// throws `TrainingError.cancelled` when it answers false.
+  static func report(
+    _ progress: TrainingProgressHandler?, epoch: Int, of epochs: Int, loss: Double,
+    validation: [String: Double], started start: Double, stopping: Bool
+  ) throws {
+    guard let progress else { return }
+    let elapsed = monotonicSeconds() - start
+    let eta = stopping ? 0 : elapsed / Double(epoch) * Double(epochs - epoch)
+    let report = TrainingProgress(
+      epoch: epoch, epochs: epochs, loss: loss, validation: validation,
+      elapsedSeconds: elapsed, etaSeconds: eta)
+    if !progress(report) { throw TrainingError.cancelled }
+  }
+
+  /// The trained model, once every parameter is checked finite.
+  static func makeModel(
+    _ data: Interactions, dim D: Int, mu: Float, range: ClosedRange<Float>?, P: [Float],
+    Q: [Float], bu: [Float], bi: [Float], learningRate: Float
+  ) throws -> MFModel {
     for values in [P, Q, bu, bi] where !values.allSatisfy({ $0.isFinite }) {
       throw TrainingError.invalidConfiguration(
-        "training diverged (parameters are not finite); use a lower learning rate than \(config.learningRate)"
+        "training diverged (parameters are not finite); use a lower learning rate than \(learningRate)"
       )
     }
-    let csr = SeenItems.build(users: data.users, items: data.items, userCount: U, itemCount: I)
-    let model = MFModel(
+    let csr = SeenItems.build(
+      users: data.users, items: data.items, userCount: data.userCount, itemCount: data.itemCount)
+    return MFModel(
       kind: "mf", dim: D, userIds: data.userIds, itemIds: data.itemIds,
       userLookup: data.userLookup, itemLookup: data.itemLookup, globalMean: mu,
       ratingRange: range, userFactors: P, itemFactors: Q, userBias: bu, itemBias: bi, csr: csr)
-    let summary = MFTrainingSummary(
-      epochsRun: epochsRun, bestEpoch: best?.epoch, bestValidationRMSE: best?.rmse,
-      stoppedEarly: stoppedEarly)
-    return (model, summary)
   }
 
   /// One pass over the ratings (the block plan's, or one shuffled array); returns the sum of
