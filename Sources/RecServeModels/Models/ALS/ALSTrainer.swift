@@ -128,32 +128,78 @@ public enum ALSTrainer {
       throw TrainingError.invalidData("\(data.source): no interactions to train on")
     }
     let start = monotonicSeconds()
-    let userItems = ImplicitMatrix(
-      data, recencyBoost: config.recencyBoost, halfLife: config.recencyHalfLife)
-    let itemUsers = userItems.transposed()
-    let U = data.userCount
-    let I = data.itemCount
+    let problem = Problem(data, config: config)
     let D = config.dim
     var rng = Xoshiro256(seed: config.seed, stream: 0xA15)
-    var X = (0..<(U * D)).map { _ in rng.nextFloat() * config.initScale }
-    var Y = (0..<(I * D)).map { _ in rng.nextFloat() * config.initScale }
-    // Weight of a missing pair, per item (mean 1; all 1 without popularity weighting).
-    let missing = missingWeights(itemUsers, exponent: config.popularityExponent)
-    let uniform = config.popularityExponent == 0
-    // An entry's confidence c = 1 + alpha·r and c minus the missing weight it replaces are
-    // computed per row as it is solved (no per-entry arrays: 20M entries would be 80 MB each).
-    let userWeights = EntryWeights(
-      alpha: config.alpha, missingByColumn: uniform ? nil : missing, missingByRow: nil)
-    let itemWeights = EntryWeights(
-      alpha: config.alpha, missingByColumn: nil, missingByRow: uniform ? nil : missing)
+    var X = (0..<(data.userCount * D)).map { _ in rng.nextFloat() * config.initScale }
+    var Y = (0..<(data.itemCount * D)).map { _ in rng.nextFloat() * config.initScale }
     var gram = [Float](repeating: 0, count: D * D)
-    var scaled = uniform ? [] : [Float](repeating: 0, count: I * D)
-    // Per-row λ when it scales with the row's count; else λ is added to the Gram matrix once.
-    let userRidge = rowRidge(userItems, reg: config.regularization, exponent: config.regExponent)
-    let itemRidge = rowRidge(itemUsers, reg: config.regularization, exponent: config.regExponent)
-    let gramReg = userRidge == nil ? config.regularization : 0
-
+    var scaled = problem.uniform ? [] : [Float](repeating: 0, count: data.itemCount * D)
     for iteration in 1...config.iterations {
+      problem.sweep(X: &X, Y: &Y, gram: &gram, scaled: &scaled)
+      if let progress {
+        let loss = problem.loss(X: X, Y: Y)
+        if !loss.isFinite {
+          throw TrainingError.invalidConfiguration(
+            "training diverged at iteration \(iteration) (loss is not finite); use a larger reg than \(config.regularization)"
+          )
+        }
+        let elapsed = monotonicSeconds() - start
+        let report = TrainingProgress(
+          epoch: iteration, epochs: config.iterations, loss: loss, elapsedSeconds: elapsed,
+          etaSeconds: elapsed / Double(iteration) * Double(config.iterations - iteration))
+        if !progress(report) { throw TrainingError.cancelled }
+      }
+    }
+    if !X.allSatisfy({ $0.isFinite }) || !Y.allSatisfy({ $0.isFinite }) {
+      throw TrainingError.invalidConfiguration(
+        "training diverged (factors are not finite); use a larger reg than \(config.regularization)"
+      )
+    }
+    return MFModel.implicit(
+      kind: "als", dim: D, data: data, matrix: problem.userItems, userFactors: X, itemFactors: Y)
+  }
+
+  /// What every sweep reads: the user x item matrix and its transpose, the missing-pair
+  /// weights, each side's entry weights and per-row ridges.
+  struct Problem {
+    let config: ALSConfig
+    let userItems: ImplicitMatrix
+    let itemUsers: ImplicitMatrix
+    /// Weight of a missing pair, per item (mean 1; all 1 without popularity weighting).
+    let missing: [Float]
+    let uniform: Bool
+    /// An entry's confidence c = 1 + alpha·r and c minus the missing weight it replaces are
+    /// computed per row as it is solved (no per-entry arrays: 20M entries would be 80 MB each).
+    let userWeights: EntryWeights
+    let itemWeights: EntryWeights
+    /// Per-row λ when it scales with the row's count; else λ is added to the Gram matrix once.
+    let userRidge: [Float]?
+    let itemRidge: [Float]?
+    let gramReg: Float
+
+    init(_ data: Interactions, config: ALSConfig) {
+      self.config = config
+      userItems = ImplicitMatrix(
+        data, recencyBoost: config.recencyBoost, halfLife: config.recencyHalfLife)
+      itemUsers = userItems.transposed()
+      missing = missingWeights(itemUsers, exponent: config.popularityExponent)
+      uniform = config.popularityExponent == 0
+      userWeights = EntryWeights(
+        alpha: config.alpha, missingByColumn: uniform ? nil : missing, missingByRow: nil)
+      itemWeights = EntryWeights(
+        alpha: config.alpha, missingByColumn: nil, missingByRow: uniform ? nil : missing)
+      userRidge = rowRidge(userItems, reg: config.regularization, exponent: config.regExponent)
+      itemRidge = rowRidge(itemUsers, reg: config.regularization, exponent: config.regExponent)
+      gramReg = userRidge == nil ? config.regularization : 0
+    }
+
+    /// One iteration: every user's row solved against the items, then every item's against
+    /// the users.
+    func sweep(X: inout [Float], Y: inout [Float], gram: inout [Float], scaled: inout [Float]) {
+      let U = userItems.rows
+      let I = itemUsers.rows
+      let D = config.dim
       X.withUnsafeMutableBufferPointer { x in
         Y.withUnsafeMutableBufferPointer { y in
           gram.withUnsafeMutableBufferPointer { g in
@@ -181,30 +227,15 @@ public enum ALSTrainer {
           }
         }
       }
-      if let progress {
-        let loss = self.loss(
-          userItems, weights: userWeights, missing: missing, X: X, Y: Y, dim: D,
-          reg: config.regularization, userRidge: userRidge, itemRidge: itemRidge,
-          threads: config.threads)
-        if !loss.isFinite {
-          throw TrainingError.invalidConfiguration(
-            "training diverged at iteration \(iteration) (loss is not finite); use a larger reg than \(config.regularization)"
-          )
-        }
-        let elapsed = monotonicSeconds() - start
-        let report = TrainingProgress(
-          epoch: iteration, epochs: config.iterations, loss: loss, elapsedSeconds: elapsed,
-          etaSeconds: elapsed / Double(iteration) * Double(config.iterations - iteration))
-        if !progress(report) { throw TrainingError.cancelled }
-      }
     }
-    if !X.allSatisfy({ $0.isFinite }) || !Y.allSatisfy({ $0.isFinite }) {
-      throw TrainingError.invalidConfiguration(
-        "training diverged (factors are not finite); use a larger reg than \(config.regularization)"
-      )
+
+    /// The progress loss of the current factors.
+    func loss(X: [Float], Y: [Float]) -> Double {
+      ALSTrainer.loss(
+        userItems, weights: userWeights, missing: missing, X: X, Y: Y, dim: config.dim,
+        reg: config.regularization, userRidge: userRidge, itemRidge: itemRidge,
+        threads: config.threads)
     }
-    return MFModel.implicit(
-      kind: "als", dim: D, data: data, matrix: userItems, userFactors: X, itemFactors: Y)
   }
 
   /// Per-item weights of missing pairs: f_i^exponent scaled to mean 1 (f_i = the item's number
