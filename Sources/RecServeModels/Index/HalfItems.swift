@@ -335,6 +335,25 @@ extension HalfItems {
     }
   }
 
+  /// Per lane (query j is lane j % 8 of group j / 8): the floor its scores must reach to be
+  /// kept (∞ for a query that wants nothing) and its popularity-penalty weight (when
+  /// `penalized`). Returns whether any query has a penalty.
+  private static func setLanes(
+    _ limits: [Limits], penalized: Bool, thresholds: UnsafeMutablePointer<SIMD8<Float>>,
+    penaltyLanes: inout [SIMD8<Float>]
+  ) -> Bool {
+    thresholds.initialize(repeating: SIMD8(repeating: .infinity), count: penaltyLanes.count)
+    var anyPenalty = false
+    for j in limits.indices {
+      thresholds[j / 8][j % 8] = limits[j].k > 0 ? limits[j].floor : .infinity
+      if limits[j].penalty > 0 && penalized {
+        penaltyLanes[j / 8][j % 8] = limits[j].penalty
+        anyPenalty = true
+      }
+    }
+    return anyPenalty
+  }
+
   /// One part of the catalog for a group of queries: per query, its k best approximate scores
   /// and the items within its margin of them.
   private func scanBatchPart(
@@ -354,16 +373,9 @@ extension HalfItems {
     // Per lane: what a score must reach to be kept (the floor, then the heap's bar).
     let thresholds = UnsafeMutablePointer<V>.allocate(capacity: groups)
     defer { thresholds.deallocate() }
-    thresholds.initialize(repeating: V(repeating: .infinity), count: groups)
     var penaltyLanes = [V](repeating: V(), count: groups)
-    var anyPenalty = false
-    for j in 0..<n {
-      thresholds[j / 8][j % 8] = limits[j].k > 0 ? limits[j].floor : .infinity
-      if limits[j].penalty > 0 && penalties != nil {
-        penaltyLanes[j / 8][j % 8] = limits[j].penalty
-        anyPenalty = true
-      }
-    }
+    let anyPenalty = Self.setLanes(
+      limits, penalized: penalties != nil, thresholds: thresholds, penaltyLanes: &penaltyLanes)
     func threshold(_ j: Int) -> Float {
       let limit = limits[j]
       if heaps[j].count < limit.k { return limit.floor }

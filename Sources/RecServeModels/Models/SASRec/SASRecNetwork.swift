@@ -37,9 +37,33 @@ enum SASRecNetwork {
     let n = ws.sequenceStart[sequences]
     let training = dropout > 0
     let lastRowOnly = lastRowOnly && sequences == 1 && !training
-    let embeddingScale = Float(d).squareRoot()
+    embed(params: params, layout: layout, ws: ws, rows: n, dropout: dropout, rng: &rng)
+    for b in 0..<layout.blocks {
+      if lastRowOnly && b == layout.blocks - 1 {
+        lastBlockLastRow(params: params, layout: layout, epsilon: epsilon, ws: ws, rows: n)
+        return
+      }
+      attentionHalf(
+        b, params: params, layout: layout, epsilon: epsilon, ws: ws, sequences: sequences,
+        dropout: dropout, rng: &rng)
+      feedForwardHalf(
+        b, params: params, layout: layout, epsilon: epsilon, ws: ws, rows: n, dropout: dropout,
+        rng: &rng)
+    }
+    Kernels.layerNorm(
+      ws.x[layout.blocks], rows: n, dim: d, gamma: params + layout.lastNormWeight,
+      beta: params + layout.lastNormBias, epsilon: epsilon, out: ws.output,
+      normalized: ws.normalizedLast, rstd: ws.rstdLast)
+  }
 
-    // Embeddings.
+  /// `ws.x[0]`: each position's item embedding times √d plus its position embedding (with
+  /// dropout when training).
+  private static func embed(
+    params: UnsafePointer<Float>, layout: SASRecLayout, ws: SASRecWorkspace, rows n: Int,
+    dropout: Float, rng: inout Xoshiro256
+  ) {
+    let d = layout.dim
+    let embeddingScale = Float(d).squareRoot()
     let x0 = ws.x[0]
     let itemEmbedding = params + layout.itemEmbedding
     let positionEmbedding = params + layout.positionEmbedding
@@ -49,68 +73,77 @@ enum SASRecNetwork {
       let out = x0 + r * d
       for k in 0..<d { out[k] = e[k] * embeddingScale + p[k] }
     }
-    if training {
+    if dropout > 0 {
       Kernels.dropoutMask(ws.embeddingMask, n * d, rate: dropout, rng: &rng)
       Kernels.multiply(x0, by: ws.embeddingMask, n * d)
     }
+  }
 
-    for b in 0..<layout.blocks {
-      if lastRowOnly && b == layout.blocks - 1 {
-        lastBlockLastRow(params: params, layout: layout, epsilon: epsilon, ws: ws, rows: n)
-        return
-      }
-      let w = layout.block[b]
-      let input = ws.x[b]
-      let q = ws.query[b]
-      Kernels.layerNorm(
-        input, rows: n, dim: d, gamma: params + w.attentionNormWeight,
-        beta: params + w.attentionNormBias, epsilon: epsilon, out: q,
-        normalized: ws.normalizedA[b], rstd: ws.rstdA[b])
-      let inProj = params + w.inProjWeight
-      let inBias = params + w.inProjBias
-      Kernels.linear(
-        q, ld: d, rows: n, inputs: d, weight: inProj, bias: inBias, outputs: d,
-        out: ws.projectedQuery[b], ldOut: d)
-      Kernels.linear(
-        input, ld: d, rows: n, inputs: d, weight: inProj + d * d, bias: inBias + d, outputs: 2 * d,
-        out: ws.keysValues[b], ldOut: 2 * d)
-      attentionForward(
-        ws: ws, block: b, sequences: sequences, layout: layout, dropout: dropout, rng: &rng)
-
-      // x1 = q + out_proj(attended), into grad3 as a temporary.
-      let x1 = ws.grad3
-      Kernels.linear(
-        ws.attended[b], ld: d, rows: n, inputs: d, weight: params + w.outProjWeight,
-        bias: params + w.outProjBias, outputs: d, out: x1, ldOut: d)
-      Kernels.add(q, into: x1, n * d)
-      let f = ws.ffnInput[b]
-      Kernels.layerNorm(
-        x1, rows: n, dim: d, gamma: params + w.ffnNormWeight, beta: params + w.ffnNormBias,
-        epsilon: epsilon, out: f, normalized: ws.normalizedF[b], rstd: ws.rstdF[b])
-      let hidden = ws.hidden[b]
-      Kernels.linear(
-        f, ld: d, rows: n, inputs: d, weight: params + w.conv1Weight, bias: params + w.conv1Bias,
-        outputs: d, out: hidden, ldOut: d)
-      if training {
-        // relu(dropout(h)): the kept entries scaled by 1/(1 − p).
-        Kernels.dropoutMask(ws.grad2, n * d, rate: dropout, rng: &rng)
-        Kernels.multiply(hidden, by: ws.grad2, n * d)
-      }
-      Kernels.relu(hidden, n * d)
-      let next = ws.x[b + 1]
-      Kernels.linear(
-        hidden, ld: d, rows: n, inputs: d, weight: params + w.conv2Weight,
-        bias: params + w.conv2Bias, outputs: d, out: next, ldOut: d)
-      if training {
-        Kernels.dropoutMask(ws.ffnMask[b], n * d, rate: dropout, rng: &rng)
-        Kernels.multiply(next, by: ws.ffnMask[b], n * d)
-      }
-      Kernels.add(f, into: next, n * d)
-    }
+  /// Block `b`'s attention: q = layer norm of its input, projected queries from q and keys and
+  /// values from the input, causal multi-head attention, then x1 = q + out_proj(attended)
+  /// into `ws.grad3` (a temporary until the feed-forward half reads it).
+  private static func attentionHalf(
+    _ b: Int, params: UnsafePointer<Float>, layout: SASRecLayout, epsilon: Float,
+    ws: SASRecWorkspace, sequences: Int, dropout: Float, rng: inout Xoshiro256
+  ) {
+    let d = layout.dim
+    let n = ws.sequenceStart[sequences]
+    let w = layout.block[b]
+    let input = ws.x[b]
+    let q = ws.query[b]
     Kernels.layerNorm(
-      ws.x[layout.blocks], rows: n, dim: d, gamma: params + layout.lastNormWeight,
-      beta: params + layout.lastNormBias, epsilon: epsilon, out: ws.output,
-      normalized: ws.normalizedLast, rstd: ws.rstdLast)
+      input, rows: n, dim: d, gamma: params + w.attentionNormWeight,
+      beta: params + w.attentionNormBias, epsilon: epsilon, out: q,
+      normalized: ws.normalizedA[b], rstd: ws.rstdA[b])
+    let inProj = params + w.inProjWeight
+    let inBias = params + w.inProjBias
+    Kernels.linear(
+      q, ld: d, rows: n, inputs: d, weight: inProj, bias: inBias, outputs: d,
+      out: ws.projectedQuery[b], ldOut: d)
+    Kernels.linear(
+      input, ld: d, rows: n, inputs: d, weight: inProj + d * d, bias: inBias + d, outputs: 2 * d,
+      out: ws.keysValues[b], ldOut: 2 * d)
+    attentionForward(
+      ws: ws, block: b, sequences: sequences, layout: layout, dropout: dropout, rng: &rng)
+    let x1 = ws.grad3
+    Kernels.linear(
+      ws.attended[b], ld: d, rows: n, inputs: d, weight: params + w.outProjWeight,
+      bias: params + w.outProjBias, outputs: d, out: x1, ldOut: d)
+    Kernels.add(q, into: x1, n * d)
+  }
+
+  /// Block `b`'s point-wise feed-forward on x1 (in `ws.grad3`): f = layer norm of x1, then
+  /// `ws.x[b + 1]` = f + conv2(relu(dropout(conv1(f)))) (dropout on the output too when
+  /// training).
+  private static func feedForwardHalf(
+    _ b: Int, params: UnsafePointer<Float>, layout: SASRecLayout, epsilon: Float,
+    ws: SASRecWorkspace, rows n: Int, dropout: Float, rng: inout Xoshiro256
+  ) {
+    let d = layout.dim
+    let w = layout.block[b]
+    let f = ws.ffnInput[b]
+    Kernels.layerNorm(
+      ws.grad3, rows: n, dim: d, gamma: params + w.ffnNormWeight, beta: params + w.ffnNormBias,
+      epsilon: epsilon, out: f, normalized: ws.normalizedF[b], rstd: ws.rstdF[b])
+    let hidden = ws.hidden[b]
+    Kernels.linear(
+      f, ld: d, rows: n, inputs: d, weight: params + w.conv1Weight, bias: params + w.conv1Bias,
+      outputs: d, out: hidden, ldOut: d)
+    if dropout > 0 {
+      // relu(dropout(h)): the kept entries scaled by 1/(1 − p).
+      Kernels.dropoutMask(ws.grad2, n * d, rate: dropout, rng: &rng)
+      Kernels.multiply(hidden, by: ws.grad2, n * d)
+    }
+    Kernels.relu(hidden, n * d)
+    let next = ws.x[b + 1]
+    Kernels.linear(
+      hidden, ld: d, rows: n, inputs: d, weight: params + w.conv2Weight,
+      bias: params + w.conv2Bias, outputs: d, out: next, ldOut: d)
+    if dropout > 0 {
+      Kernels.dropoutMask(ws.ffnMask[b], n * d, rate: dropout, rng: &rng)
+      Kernels.multiply(next, by: ws.ffnMask[b], n * d)
+    }
+    Kernels.add(f, into: next, n * d)
   }
 
   /// The last block and the final layer norm for the last of `rows` positions (one sequence, no
