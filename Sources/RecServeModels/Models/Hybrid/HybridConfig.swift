@@ -1,0 +1,83 @@
+/// Hyperparameters of the hybrid (content + collaborative) model, LightFM's model (Kula, 2015):
+/// a user's and an item's vector are weighted sums of embeddings of their features, an item's
+/// features being its content features plus its own id when it has interactions.
+public struct HybridConfig: Sendable, Equatable {
+  public enum Loss: String, Sendable, Equatable, CaseIterable {
+    /// Weighted Approximate-Rank Pairwise (Weston et al., 2011): negatives are drawn until one
+    /// scores within 1 of the positive, and the step is weighted by log(items / draws), an
+    /// estimate of how far down the positive ranks. Best for top-K ranking.
+    case warp
+    /// Bayesian Personalised Ranking: one uniform negative a step, weighted by σ(neg − pos).
+    case bpr
+  }
+
+  /// Embedding dimension.
+  public var dim: Int
+  /// Epochs; each visits every distinct positive pair once, in a seeded random order.
+  public var epochs: Int
+  /// Adagrad's base learning rate (per-element accumulators start at 1, as LightFM's).
+  public var learningRate: Float
+  public var loss: Loss
+  /// WARP: negatives drawn at most per positive before giving up on it.
+  public var maxSampled: Int
+  /// L2 penalty on the item-side and user-side embeddings a step touches (LightFM's
+  /// item_alpha / user_alpha; 0 by default as there).
+  public var itemRegularization: Float
+  public var userRegularization: Float
+  /// Weight of an item's own id feature against its content features (which together weigh
+  /// 1 − this); an item without interactions, or without content features, has only the
+  /// other kind at weight 1.
+  public var identityWeight: Float
+  public var seed: UInt64
+  /// Hogwild threads (lock-free); deterministic for a seed only with 1.
+  public var threads: Int
+
+  public init(
+    dim: Int = 64, epochs: Int = 30, learningRate: Float = 0.05, loss: Loss = .warp,
+    maxSampled: Int = 10, itemRegularization: Float = 0, userRegularization: Float = 0,
+    identityWeight: Float = 0.5, seed: UInt64 = 42, threads: Int = 2
+  ) {
+    self.dim = dim
+    self.epochs = epochs
+    self.learningRate = learningRate
+    self.loss = loss
+    self.maxSampled = maxSampled
+    self.itemRegularization = itemRegularization
+    self.userRegularization = userRegularization
+    self.identityWeight = identityWeight
+    self.seed = seed
+    self.threads = threads
+  }
+
+  public func validate() throws {
+    func bad(_ m: String) -> TrainingError { .invalidConfiguration(m) }
+    if dim < 1 || dim > 4096 { throw bad("dim must be in 1...4096 (got \(dim))") }
+    if epochs < 1 || epochs > 100_000 { throw bad("epochs must be in 1...100000 (got \(epochs))") }
+    if !(learningRate > 0) || !learningRate.isFinite || learningRate > 10 {
+      throw bad("lr must be a positive number up to 10 (got \(learningRate))")
+    }
+    if maxSampled < 1 || maxSampled > 10_000 {
+      throw bad("max_sampled must be in 1...10000 (got \(maxSampled))")
+    }
+    for (name, value) in [("item_reg", itemRegularization), ("user_reg", userRegularization)]
+    where !(value >= 0) || !value.isFinite {
+      throw bad("\(name) must be a finite number >= 0 (got \(value))")
+    }
+    if !(identityWeight >= 0) || !(identityWeight <= 1) {
+      throw bad("identity_weight must be in [0, 1] (got \(identityWeight))")
+    }
+    if threads < 1 || threads > 256 { throw bad("threads must be in 1...256 (got \(threads))") }
+  }
+
+  /// For model.json.
+  public var hyperparameters: [String: JSONValue] {
+    func d(_ x: Float) -> JSONValue { .double(Double("\(x)") ?? Double(x)) }
+    return [
+      "dim": .int(Int64(dim)), "epochs": .int(Int64(epochs)), "lr": d(learningRate),
+      "loss": .string(loss.rawValue), "max_sampled": .int(Int64(maxSampled)),
+      "item_reg": d(itemRegularization), "user_reg": d(userRegularization),
+      "identity_weight": d(identityWeight), "optimizer": .string("adagrad"),
+      "seed": .int(Int64(bitPattern: seed)), "threads": .int(Int64(threads)),
+    ]
+  }
+}

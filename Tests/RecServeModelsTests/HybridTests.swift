@@ -1,0 +1,133 @@
+import Foundation
+import Testing
+
+@testable import RecServeModels
+
+/// The hybrid model on a log with planted structure: every item has a genre (a content
+/// feature), every user a favourite genre most of their items come from, and a tenth of the
+/// items nobody has touched. Trained, the model must rank a user's favourite-genre items first
+/// among those cold items, which only their features can tell apart.
+@Suite struct HybridTests {
+  struct Planted {
+    var data: Interactions
+    var coldIds: [String]
+    var features: FeatureRows
+    var favourite: [String: Int]
+    var genreOf: [String: Int]
+  }
+
+  static func planted(
+    users: Int = 150, items: Int = 400, genres: Int = 8, perUser: Int = 20, seed: UInt64 = 5
+  ) throws -> Planted {
+    var rng = Xoshiro256(seed: seed)
+    let genreOf = (0..<items).map { _ in rng.nextInt(below: genres) }
+    let cold = Set((0..<items).filter { $0 % 10 == 0 })
+    var byGenre = [[Int]](repeating: [], count: genres)
+    for i in 0..<items where !cold.contains(i) { byGenre[genreOf[i]].append(i) }
+    var rows: [InteractionRow] = []
+    var favourite: [String: Int] = [:]
+    for u in 0..<users {
+      let g = rng.nextInt(below: genres)
+      favourite["u\(u)"] = g
+      for _ in 0..<perUser {
+        let pool = rng.nextFloat() < 0.9 ? byGenre[g] : byGenre[rng.nextInt(below: genres)]
+        rows.append(InteractionRow(user: "u\(u)", item: "i\(pool[rng.nextInt(below: pool.count)])"))
+      }
+    }
+    let data = try Interactions(rows: rows)
+    let coldIds = cold.sorted().map { "i\($0)" }
+    // One feature per genre, weight 1, in the model's item order (data's items, then cold).
+    let order = data.itemIds + coldIds
+    var start: [Int32] = [0]
+    var index: [Int32] = []
+    for id in order {
+      index.append(Int32(genreOf[Int(id.dropFirst())!]))
+      start.append(Int32(index.count))
+    }
+    let features = FeatureRows(
+      start: start, index: index, weight: [Float](repeating: 1, count: index.count),
+      features: genres)
+    var genreById: [String: Int] = [:]
+    for i in 0..<items { genreById["i\(i)"] = genreOf[i] }
+    return Planted(
+      data: data, coldIds: coldIds, features: features, favourite: favourite, genreOf: genreById)
+  }
+
+  /// Mean over users of the fraction of their top 5 cold items in their favourite genre.
+  static func coldPrecision(_ model: MFModel, _ p: Planted) -> Double {
+    let cold = p.coldIds.map { model.itemIndex($0)! }
+    var total = 0.0
+    for u in 0..<model.userCount {
+      let user = model.userIds[u]
+      var query = [Float](repeating: 0, count: model.dim)
+      let offset = query.withUnsafeMutableBufferPointer {
+        model.query(
+          user: Int32(u), recentItems: UnsafeBufferPointer(start: nil, count: 0),
+          into: $0.baseAddress!) ?? 0
+      }
+      var scores = [Float](repeating: 0, count: cold.count)
+      cold.withUnsafeBufferPointer { items in
+        scores.withUnsafeMutableBufferPointer { out in
+          model.scoreItems(
+            query: query, offset: offset, items: items, into: out.baseAddress!)
+        }
+      }
+      let top = cold.indices.sorted { scores[$0] > scores[$1] }.prefix(5)
+      let hits = top.filter { p.genreOf[model.itemIds[Int(cold[$0])]] == p.favourite[user] }
+      total += Double(hits.count) / 5
+    }
+    return total / Double(model.userCount)
+  }
+
+  @Test(arguments: [HybridConfig.Loss.warp, .bpr])
+  func coldItemsOfAUsersTasteRankFirst(loss: HybridConfig.Loss) throws {
+    let p = try Self.planted()
+    let trained = try HybridTrainer.train(
+      p.data, coldItemIds: p.coldIds, itemFeatures: p.features,
+      config: HybridConfig(dim: 16, epochs: 15, loss: loss, threads: 1))
+    let model = trained.model
+    #expect(model.kind == "hybrid")
+    #expect(model.itemCount == p.data.itemCount + p.coldIds.count)
+    #expect(trained.featureEmbeddings.count == 8 * 16 && trained.featureBiases.count == 8)
+    // Chance is about 1/8 (a genre's share of the cold items).
+    let precision = Self.coldPrecision(model, p)
+    #expect(precision > 0.8, "precision@5 over cold items \(precision)")
+    // Cold items were never trained as positives and are not anyone's history.
+    #expect(p.coldIds.allSatisfy { model.itemPopularity[Int(model.itemIndex($0)!)] == 0 })
+  }
+
+  @Test func sameSeedSameModelOnOneThread() throws {
+    let p = try Self.planted(users: 40, items: 100)
+    let config = HybridConfig(dim: 8, epochs: 3, threads: 1)
+    let a = try HybridTrainer.train(
+      p.data, coldItemIds: p.coldIds, itemFeatures: p.features, config: config)
+    let b = try HybridTrainer.train(
+      p.data, coldItemIds: p.coldIds, itemFeatures: p.features, config: config)
+    #expect(a.featureEmbeddings == b.featureEmbeddings)
+    let n = a.model.itemCount * a.model.dim
+    #expect(
+      Array(UnsafeBufferPointer(start: a.model.itemFactors, count: n))
+        == Array(UnsafeBufferPointer(start: b.model.itemFactors, count: n)))
+  }
+
+  @Test func refusesRowsThatDoNotLineUp() throws {
+    let p = try Self.planted(users: 20, items: 50)
+    let short = FeatureRows.empty(rows: p.data.itemCount)
+    let error = #expect(throws: TrainingError.self) {
+      try HybridTrainer.train(
+        p.data, coldItemIds: p.coldIds, itemFeatures: short, config: HybridConfig(epochs: 1))
+    }
+    #expect("\(error!)".contains("item features have \(p.data.itemCount) rows"))
+    let twice = #expect(throws: TrainingError.self) {
+      try HybridTrainer.train(
+        p.data, coldItemIds: [p.data.itemIds[0]],
+        itemFeatures: FeatureRows.empty(rows: p.data.itemCount + 1), config: HybridConfig(epochs: 1))
+    }
+    #expect("\(twice!)".contains("listed twice"))
+    #expect(throws: TrainingError.self) {
+      try HybridTrainer.train(
+        p.data, itemFeatures: FeatureRows.empty(rows: p.data.itemCount),
+        config: HybridConfig(identityWeight: 2))
+    }
+  }
+}
