@@ -357,3 +357,34 @@ private let movies = """
     }
   }
 }
+
+@Suite struct FeatureTableAlignment {
+  @Test func modelOrderThenNewIds() throws {
+    let dir = TempDir()
+    let t = try table(dir, "id,c\na,x\nb,y\nc,x\nd,y\n", options: .init(types: ["c": .categorical]))
+    let aligned = try t.aligned(to: ["c", "zz", "a"])
+    #expect(aligned.table.ids == ["c", "zz", "a", "b", "d"])
+    #expect(aligned.newIds == ["b", "d"])
+    #expect(aligned.modelIdsWithoutFeatures == 1)
+    #expect(aligned.table.vocabulary == t.vocabulary && aligned.table.columns == t.columns)
+    let a = aligned.table
+    #expect(rowFeatures(a, 0) == ["c=x": 1])
+    #expect(a.entries(ofRow: 1).isEmpty)
+    #expect(rowFeatures(a, 3) == ["c=y": 1])
+    #expect(a.rowStart.count == 6 && Int(a.rowStart[5]) == a.featureIndex.count)
+    // A model without ids: every row is new.
+    let fresh = try t.aligned(to: [])
+    #expect(fresh.newIds == t.ids && fresh.table == t)
+  }
+
+  @Test func anotherModelsFileIsRefused() throws {
+    let dir = TempDir()
+    let t = try table(
+      dir, "movieId,c\n1,x\n2,y\n3,x\n4,y\n", options: .init(types: ["c": .categorical]))
+    let e = errorOf { try t.aligned(to: ["u1", "u2", "u3", "u4"], kind: "user") } as? DataError
+    #expect(e?.file == dir.file("features.csv"))
+    for w in ["none of the 4 ids", "4 user ids", "another model", "'1', '2', '3', …", "'u1'"] {
+      #expect(e?.message.contains(w) == true, "\(e?.message ?? "nil") lacks \(w)")
+    }
+  }
+}
