@@ -388,3 +388,119 @@ private let movies = """
     }
   }
 }
+
+@Suite struct FeatureTableStorage {
+  static func saved() throws -> (TempDir, FeatureTable) {
+    let dir = TempDir()
+    var s = "id,year,tags,title,color\n"
+    for i in 0..<30 {
+      s +=
+        "i\(i),\(1990 + i % 13),\(i % 3 == 0 ? "a|b" : "c"),Movie \(i % 5) part \(i % 4),\(i % 2 == 0 ? "red" : "")\n"
+    }
+    let t = try table(dir, s, options: .init(types: ["color": .categorical]))
+    try t.write(to: dir.path, prefix: "item_features")
+    return (dir, t)
+  }
+
+  @Test func roundTrip() throws {
+    let (dir, t) = try Self.saved()
+    #expect(t.columns.map(\.type) == [.numeric, .multi, .text, .categorical])
+    let back = try FeatureTable.load(directory: dir.path, prefix: "item_features")
+    #expect(back == t)
+    let names = Set(try FileManager.default.contentsOfDirectory(atPath: dir.path))
+    #expect(names.isSuperset(of: FeatureTable.storedFileNames(prefix: "item_features")))
+  }
+
+  /// Replaces `file` in the saved table by `edit` of its text and expects a load error naming it.
+  private func expectRefused(
+    _ file: String, _ words: [String], line: Int? = nil,
+    sourceLocation: SourceLocation = #_sourceLocation, edit: (String) -> String
+  ) throws {
+    let (dir, _) = try Self.saved()
+    let path = dir.file("item_features.\(file)")
+    let text = try String(contentsOfFile: path, encoding: .utf8)
+    dir.write("item_features.\(file)", edit(text))
+    let e = errorOf { try FeatureTable.load(directory: dir.path) } as? DataError
+    #expect(e?.file == path, "\(String(describing: e))", sourceLocation: sourceLocation)
+    #expect(e?.line == line, "\(String(describing: e))", sourceLocation: sourceLocation)
+    for w in words {
+      #expect(
+        e?.message.contains(w) == true, "\(String(describing: e)) lacks \(w)",
+        sourceLocation: sourceLocation)
+    }
+  }
+
+  @Test func corruptTextFilesAreRefused() throws {
+    try expectRefused("json", ["not valid JSON"]) { String($0.dropLast(5)) }
+    try expectRefused("json", ["format"]) {
+      $0.replacingOccurrences(of: "recserve-features-1", with: "x")
+    }
+    try expectRefused("json", ["columns[2]", "type"]) {
+      $0.replacingOccurrences(of: "\"text\"", with: "\"txt\"")
+    }
+    try expectRefused("json", ["features"]) {
+      $0.replacingOccurrences(of: "\"features\": 2,", with: "\"features\": 3,")
+    }
+    try expectRefused("json", ["buckets[1]"]) {
+      $0.replacingOccurrences(of: "[1991.0, 1991.0]", with: "[1989.0, 1989.0]")
+    }
+    try expectRefused("vocab.txt", ["lines", "schema says"]) { $0 + "extra\n" }
+    try expectRefused("vocab.txt", ["'tags=a'", "column 'year'"], line: 1) {
+      "tags=a\n" + $0.split(separator: "\n").dropFirst().joined(separator: "\n") + "\n"
+    }
+    try expectRefused("vocab.txt", ["empty line"], line: 2) {
+      $0.replacingOccurrences(of: "year#1\n", with: "\n")
+    }
+    try expectRefused("ids.txt", ["'i0' again", "line 1"], line: 2) {
+      $0.replacingOccurrences(of: "i1\n", with: "i0\n")
+    }
+    try expectRefused("ids.txt", ["empty"]) { _ in "" }
+  }
+
+  /// Rewrites the saved safetensors with `change` applied to its arrays and expects a load error.
+  private func expectMatrixRefused(
+    _ words: [String], sourceLocation: SourceLocation = #_sourceLocation,
+    change: (inout [Int32], inout [Int32], inout [Float]) -> Void
+  ) throws {
+    let (dir, t) = try Self.saved()
+    var (start, index, weight) = (t.rowStart, t.featureIndex, t.weight)
+    change(&start, &index, &weight)
+    var w = SafeTensors.Writer()
+    w.add("row_start", shape: [start.count], start)
+    w.add("feature_index", shape: [index.count], index)
+    w.add("weight", shape: [weight.count], weight)
+    w.add("idf", shape: [t.featureCount], [Float](repeating: 1, count: t.featureCount))
+    let path = dir.write("item_features.safetensors", bytes: w.serialize())
+    let e = errorOf { try FeatureTable.load(directory: dir.path) } as? DataError
+    #expect(e?.file == path, "\(String(describing: e))", sourceLocation: sourceLocation)
+    for w in words {
+      #expect(
+        e?.message.contains(w) == true, "\(String(describing: e)) lacks \(w)",
+        sourceLocation: sourceLocation)
+    }
+  }
+
+  @Test func corruptMatrixIsRefused() throws {
+    try expectMatrixRefused(["feature_index[3]", "out of range"]) { _, i, _ in i[3] = 99_999 }
+    try expectMatrixRefused(["feature_index[1]", "does not increase"]) { _, i, _ in i[1] = i[0] }
+    try expectMatrixRefused(["weight[2]", "finite positive"]) { _, _, w in w[2] = .nan }
+    try expectMatrixRefused(["row_start[2]", "less than"]) { s, _, _ in s[2] = s[1] - 1 }
+    try expectMatrixRefused(["row_start must start at 0"]) { s, _, _ in s[0] = 1 }
+    try expectMatrixRefused(["'weight'", "F32 [", "expected F32"]) { _, _, w in w.removeLast() }
+    let (dir, _) = try Self.saved()
+    dir.write("item_features.safetensors", bytes: [1, 2, 3])
+    let e = errorOf { try FeatureTable.load(directory: dir.path) } as? DataError
+    #expect(e?.file == dir.file("item_features.safetensors"))
+    #expect(e?.message.contains("truncated") == true, "\(String(describing: e))")
+  }
+
+  @Test func missingFilesAndBadPrefixes() throws {
+    let (dir, t) = try Self.saved()
+    let e =
+      errorOf { try FeatureTable.load(directory: dir.path, prefix: "user_features") } as? DataError
+    #expect(e?.file == dir.file("user_features.json") && e?.message.contains("cannot read") == true)
+    for prefix in ["", ".hidden", "a/b"] {
+      #expect(errorOf { try t.write(to: dir.path, prefix: prefix) } is DataError)
+    }
+  }
+}
