@@ -8,7 +8,7 @@ struct RecServe: ParsableCommand {
     abstract: "Train, evaluate and serve recommendation models over gRPC.",
     subcommands: [
       ServeCommand.self, TrainCommand.self, EvalCommand.self, GenDataCommand.self, LoadCommand.self,
-      ModelsCommand.self,
+      ModelsCommand.self, FeaturesCommand.self,
     ]
   )
 

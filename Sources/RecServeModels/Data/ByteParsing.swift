@@ -141,6 +141,15 @@ enum ByteParsing {
     }
   }
 
+  /// `parseDouble` over the whole of `s`.
+  static func parseDouble(_ s: String) -> NumberResult {
+    var s = s
+    return s.withUTF8 { u in
+      guard let p = u.baseAddress else { return .notANumber }
+      return parseDouble(p, u.count)
+    }
+  }
+
   /// Parses an integer occupying p[0..<n]; a fractional part ("964982703.0") is truncated.
   /// Returns nil when it is not a number or does not fit in Int64.
   static func parseInt64(_ p: UnsafePointer<UInt8>, _ n: Int) -> Int64? {
