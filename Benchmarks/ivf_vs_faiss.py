@@ -173,7 +173,8 @@ def grpc_recall(port, truth, nprobes):
     return out
 
 
-def main():
+def parse_args():
+    """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=64)
@@ -188,49 +189,65 @@ def main():
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument("--binary", default=str(REPO / ".build" / "release" / "recserve"))
     parser.add_argument("--json")
-    args = parser.parse_args()
-    sweep = [int(s) for s in args.sweep.split(",") if s]
-    with tempfile.TemporaryDirectory() as work:
-        work = pathlib.Path(work)
-        models = work / "models"
-        started = time.perf_counter()
-        tensors = clustered_tensors(args.users, args.items, args.dim, args.clusters, args.noise)
-        folder = write_model(models, "big", tensors)
-        print(f"model written in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-        # RecServe first (its index decides nlist and the default nprobe), alone on the machine.
-        server, port, built = start_server(args.binary, models, work / "server.log", args.lists, args.nprobe)
-        lists, nprobe = built["lists"], built["nprobe"]
-        print(f"server up: {built}", file=sys.stderr)
-        try:
-            users_file = folder / "users.txt"
-            rec = {
-                "exact_1": load(args.binary, port, users_file, args.duration, 1, "--search", "exact"),
-                "exact_16": load(args.binary, port, users_file, args.duration, 16, "--search", "exact"),
-                # The default search: the f16 copy, re-scored (the exact answer).
-                "f16_1": load(args.binary, port, users_file, args.duration, 1, "--search", "f16"),
-                "f16_16": load(args.binary, port, users_file, args.duration, 16, "--search", "f16"),
-                "ivf_1": load(args.binary, port, users_file, args.duration, 1, "--search", "ivf",
-                              "--nprobe", str(nprobe)),
-                "ivf_16": load(args.binary, port, users_file, args.duration, 16, "--search", "ivf",
-                               "--nprobe", str(nprobe)),
-            }
-            print(f"recserve: {rec}", file=sys.stderr)
-            # The exact top-10 (numpy, in blocks) for the recall users.
-            queries = tensors["user_factors"][: args.recall_users]
-            truth = np.empty((len(queries), K), np.int64)
-            for lo in range(0, len(queries), 25):
-                s = queries[lo:lo + 25] @ tensors["item_factors"].T
-                top = np.argpartition(-s, K, axis=1)[:, :K]
-                order = np.argsort(-np.take_along_axis(s, top, 1), axis=1, kind="stable")
-                truth[lo:lo + 25] = np.take_along_axis(top, order, 1)
-            rec_recall = grpc_recall(port, truth, [None] + sorted(set(sweep) | {nprobe}))
-            print(f"recserve recall: {rec_recall}", file=sys.stderr)
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
-        fa, _ = faiss_side(tensors, lists, nprobe, sweep, args.recall_users, args.duration)
-        print(f"faiss: {fa}", file=sys.stderr)
+    return parser.parse_args()
 
+
+def write_generated_model(args, models: pathlib.Path):
+    """Generates the clustered tensors and writes them as the model "big"; returns them and its folder."""
+    started = time.perf_counter()
+    tensors = clustered_tensors(args.users, args.items, args.dim, args.clusters, args.noise)
+    folder = write_model(models, "big", tensors)
+    print(f"model written in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return tensors, folder
+
+
+def rank_loads(binary, port, users_file, duration, nprobe):
+    """`recserve load` Rank k=10 with each search (exact, f16, ivf at `nprobe`), 1 and 16 calls in flight."""
+    return {
+        "exact_1": load(binary, port, users_file, duration, 1, "--search", "exact"),
+        "exact_16": load(binary, port, users_file, duration, 16, "--search", "exact"),
+        # The default search: the f16 copy, re-scored (the exact answer).
+        "f16_1": load(binary, port, users_file, duration, 1, "--search", "f16"),
+        "f16_16": load(binary, port, users_file, duration, 16, "--search", "f16"),
+        "ivf_1": load(binary, port, users_file, duration, 1, "--search", "ivf", "--nprobe", str(nprobe)),
+        "ivf_16": load(binary, port, users_file, duration, 16, "--search", "ivf", "--nprobe", str(nprobe)),
+    }
+
+
+def exact_top(tensors, recall_users: int):
+    """The exact top-10 item indices (numpy, in blocks of 25 users) of the first `recall_users` users."""
+    queries = tensors["user_factors"][:recall_users]
+    truth = np.empty((len(queries), K), np.int64)
+    for lo in range(0, len(queries), 25):
+        s = queries[lo:lo + 25] @ tensors["item_factors"].T
+        top = np.argpartition(-s, K, axis=1)[:, :K]
+        order = np.argsort(-np.take_along_axis(s, top, 1), axis=1, kind="stable")
+        truth[lo:lo + 25] = np.take_along_axis(top, order, 1)
+    return truth
+
+
+def recserve_side(args, tensors, models: pathlib.Path, users_file: pathlib.Path, log: pathlib.Path, sweep):
+    """Serves the model (its IVF index decides nlist and the default nprobe), measures Rank with
+    `recserve load` and recall@10 with grpcio (exact, then each nprobe); returns the loads, the
+    recalls and the index the server reported."""
+    server, port, built = start_server(args.binary, models, log, args.lists, args.nprobe)
+    nprobe = built["nprobe"]
+    print(f"server up: {built}", file=sys.stderr)
+    try:
+        rec = rank_loads(args.binary, port, users_file, args.duration, nprobe)
+        print(f"recserve: {rec}", file=sys.stderr)
+        truth = exact_top(tensors, args.recall_users)
+        rec_recall = grpc_recall(port, truth, [None] + sorted(set(sweep) | {nprobe}))
+        print(f"recserve recall: {rec_recall}", file=sys.stderr)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    return rec, rec_recall, built
+
+
+def print_table(args, rec, rec_recall, fa, built):
+    """The markdown table of RecServe and FAISS at the index's nprobe, the ratios and the build times."""
+    lists, nprobe = built["lists"], built["nprobe"]
     e1, e16, i1, i16 = rec["exact_1"], rec["exact_16"], rec["ivf_1"], rec["ivf_16"]
     print(f"Rank top-10, {args.items:,} items x {args.dim} in {args.clusters:,} planted clusters (noise {args.noise}), "
           f"{os.cpu_count()} cores; nlist {lists}, nprobe {nprobe}. RecServe through gRPC (`recserve load`, C client), "
@@ -252,10 +269,30 @@ def main():
           f"SEARCH_IVF / FAISS IndexFlatIP: {i1['queries_per_s'] / fa['flat_qps']:.1f}x")
     print(f"Index build at load: RecServe {built['build_s']:.1f} s (2 cores); "
           f"FAISS IndexIVFFlat train + add {fa['ivf_build_s']:.1f} s (2 threads, same sample size and iterations)\n")
-    print("| nprobe | " + " | ".join(str(p) for p in sorted(set(sweep) | {nprobe})) + " |")
-    print("|---|" + "---|" * len(set(sweep) | {nprobe}))
-    print("| RecServe recall@10 | " + " | ".join(f"{rec_recall[p]:.3f}" for p in sorted(set(sweep) | {nprobe})) + " |")
-    print("| FAISS recall@10 | " + " | ".join(f"{fa['ivf_recall'][p]:.3f}" for p in sorted(set(sweep) | {nprobe})) + " |")
+
+
+def print_recall_sweep(rec_recall, fa, probes):
+    """The markdown table of RecServe's and FAISS's recall@10 for each nprobe in `probes`."""
+    print("| nprobe | " + " | ".join(str(p) for p in probes) + " |")
+    print("|---|" + "---|" * len(probes))
+    print("| RecServe recall@10 | " + " | ".join(f"{rec_recall[p]:.3f}" for p in probes) + " |")
+    print("| FAISS recall@10 | " + " | ".join(f"{fa['ivf_recall'][p]:.3f}" for p in probes) + " |")
+
+
+def main():
+    args = parse_args()
+    sweep = [int(s) for s in args.sweep.split(",") if s]
+    with tempfile.TemporaryDirectory() as work:
+        work = pathlib.Path(work)
+        models = work / "models"
+        tensors, folder = write_generated_model(args, models)
+        # RecServe first (its index decides nlist and the default nprobe), alone on the machine.
+        rec, rec_recall, built = recserve_side(args, tensors, models, folder / "users.txt", work / "server.log", sweep)
+        fa, _ = faiss_side(tensors, built["lists"], built["nprobe"], sweep, args.recall_users, args.duration)
+        print(f"faiss: {fa}", file=sys.stderr)
+
+    print_table(args, rec, rec_recall, fa, built)
+    print_recall_sweep(rec_recall, fa, sorted(set(sweep) | {built["nprobe"]}))
     errors = sum(r["errors"] for r in rec.values())
     if errors:
         print(f"\nwarning: {errors} failed calls")
