@@ -186,7 +186,8 @@ def run_implicit(model, split):
     return split.users, uf, split.items, itf, seconds
 
 
-def main():
+def parse_args():
+    """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", nargs="?", default=DEFAULT_DATA)
     p.add_argument("--repeats", type=int, default=10,
@@ -208,23 +209,15 @@ def main():
     p.add_argument("--variants", action="store_true",
                    help="also run implicit BPR at lr 0.05, and RecServe BPR as implicit's algorithm")
     p.add_argument("--no-mf", action="store_true", help="skip the explicit MF vs surprise part")
-    a = p.parse_args()
+    return p.parse_args()
 
-    import implicit
+
+def make_configs(a):
+    """The models to compare, as (label, kind, `recserve train` args, seed -> implicit model):
+    BPR, the --variants, ALS c=1 and c=40; only the --only family when it is given."""
     from implicit.cpu.als import AlternatingLeastSquares
     from implicit.cpu.bpr import BayesianPersonalizedRanking
 
-    binary = ensure_binary(a.binary)
-    rows = read_ratings(a.data)
-    train, test = leave_last_out(rows)
-    split = Split(train, test)
-    tmp = tempfile.mkdtemp(prefix="implicit-vs-recserve-")
-    train_csv = os.path.join(tmp, "train.csv")
-    with open(train_csv, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["userId", "movieId", "rating", "timestamp"])
-        w.writerows(train)
-    models = os.path.join(tmp, "models")
     F, T = a.factors, a.threads
 
     def bpr_config(label, extra, recserve_lr=a.bpr_lr, implicit_lr=a.bpr_lr or 0.01):
@@ -254,10 +247,26 @@ def main():
 
     if a.only:
         configs = [c for c in configs if c[1] == a.only]
+    return configs
+
+
+def write_train_csv(train, tmp):
+    """Writes the training rows, with a header, as `tmp`/train.csv; returns its path."""
+    train_csv = os.path.join(tmp, "train.csv")
+    with open(train_csv, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["userId", "movieId", "rating", "timestamp"])
+        w.writerows(train)
+    return train_csv
+
+
+def run_configs(configs, binary, train_csv, models, split, repeats):
+    """Trains each config `repeats` times (seeds 42, 43, ...) with RecServe and with implicit and
+    evaluates both on `split`; returns each config's means and its runs."""
     results = []
     for label, kind, rargs, make in configs:
         acc = {"rs": [], "im": []}
-        for rep in range(a.repeats):
+        for rep in range(repeats):
             seed = 42 + rep
             u, uf, i, itf, secs, wall = run_recserve(binary, train_csv, models, f"{kind}{rep}{len(results)}", kind, rargs, seed)
             nd, hr = split.evaluate(u, uf, i, itf)
@@ -274,24 +283,23 @@ def main():
                          "train_seconds": mean["im"][2]},
             "runs": acc,
         })
+    return results
 
-    mf = None if a.no_mf else run_mf_vs_surprise(binary, a.data, a.repeats)
 
-    info = {
-        "data": a.data, "rows": len(rows), "train_rows": len(train), "test_users": len(split.test),
-        "test_users_skipped_item_not_in_train": split.skipped, "users": len(split.users),
-        "items": len(split.items), "factors": F, "threads": T, "repeats": a.repeats,
-        "implicit_version": implicit.__version__,
-    }
-    if a.json:
-        print(json.dumps({"setup": info, "results": results, "mf_vs_surprise": mf}, indent=1))
-        return
-    print(f"data {a.data}: {len(rows)} rows, leave-last-out: {len(train)} train rows, "
-          f"{len(split.test)} test users ({split.skipped} skipped: held-out item not in train); "
-          f"factors {F}, threads {T}, mean of {a.repeats} seeds; implicit {implicit.__version__}")
+def print_setup(a, info):
+    """The data, the split and the training settings."""
+    skipped = info["test_users_skipped_item_not_in_train"]
+    print(f"data {a.data}: {info['rows']} rows, leave-last-out: {info['train_rows']} train rows, "
+          f"{info['test_users']} test users ({skipped} skipped: held-out item not in train); "
+          f"factors {info['factors']}, threads {info['threads']}, mean of {a.repeats} seeds; "
+          f"implicit {info['implicit_version']}")
     lr = f"lr {a.bpr_lr}" if a.bpr_lr else "each library's default lr (RecServe 0.05, implicit 0.01)"
     print(f"BPR: {a.bpr_iterations} epochs, {lr}, reg {a.bpr_reg}; "
           f"ALS: {a.als_iterations} iterations, reg {a.als_reg}, 3 CG steps")
+
+
+def print_ranking(results):
+    """The table of NDCG@10, HR@10 and training time, RecServe against implicit, with the ratios."""
     hdr = (f"{'model':<20} {'RecServe NDCG@10':>16} {'implicit NDCG@10':>16} {'ratio':>6} "
            f"{'RecServe HR@10':>14} {'implicit HR@10':>14} {'ratio':>6} "
            f"{'RecServe s':>10} {'implicit s':>10} {'ratio':>6} {'RecServe process s':>18}")
@@ -304,25 +312,33 @@ def main():
               f"{rs['hr@10']:>14.4f} {im['hr@10']:>14.4f} {rs['hr@10'] / max(im['hr@10'], 1e-12):>6.2f} "
               f"{rs['train_seconds']:>10.3f} {im['train_seconds']:>10.3f} "
               f"{rs['train_seconds'] / max(im['train_seconds'], 1e-12):>6.2f} {rs['process_seconds']:>18.3f}")
-    print()
+
+
+def print_seed_differences(results):
+    """Each seed's NDCG@10 difference, RecServe - implicit, with their mean and sd."""
     print("per seed, NDCG@10 RecServe - implicit (paired on the same split and seed):")
     for r in results:
         diffs = [x[0] - y[0] for x, y in zip(r["runs"]["rs"], r["runs"]["im"])]
         sd = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else float("nan")
         print(f"  {r['model']:<20} " + " ".join(f"{d:+.4f}" for d in diffs)
               + f"   mean {np.mean(diffs):+.4f}, sd {sd:.4f}")
-    if mf:
-        print()
-        print(f"explicit MF on a random 90/10 split of the same file (mean of {a.repeats} split seeds):")
-        h = f"{'model':<28}{'RMSE':>8}{'MAE':>8}{'train s':>10}"
-        print(h)
-        print("-" * len(h))
-        for label, m in (("surprise SVD() defaults", mf["surprise"]), ("RecServe mf --optimizer adam", mf["recserve"])):
-            print(f"{label:<28}{m['rmse']:>8.4f}{m['mae']:>8.4f}{m['train_seconds']:>10.3f}")
-        rs, su = mf["recserve"], mf["surprise"]
-        print(f"RMSE ratio {rs['rmse'] / su['rmse']:.3f}, time ratio {rs['train_seconds'] / su['train_seconds']:.2f}; "
-              f"RecServe RMSE lower in {mf['wins']} of {a.repeats} splits")
-    print()
+
+
+def print_mf(mf, repeats):
+    """The explicit MF table, surprise SVD() against RecServe MF (Adam), with the ratios."""
+    print(f"explicit MF on a random 90/10 split of the same file (mean of {repeats} split seeds):")
+    h = f"{'model':<28}{'RMSE':>8}{'MAE':>8}{'train s':>10}"
+    print(h)
+    print("-" * len(h))
+    for label, m in (("surprise SVD() defaults", mf["surprise"]), ("RecServe mf --optimizer adam", mf["recserve"])):
+        print(f"{label:<28}{m['rmse']:>8.4f}{m['mae']:>8.4f}{m['train_seconds']:>10.3f}")
+    rs, su = mf["recserve"], mf["surprise"]
+    print(f"RMSE ratio {rs['rmse'] / su['rmse']:.3f}, time ratio {rs['train_seconds'] / su['train_seconds']:.2f}; "
+          f"RecServe RMSE lower in {mf['wins']} of {repeats} splits")
+
+
+def print_checks(results, mf):
+    """Issue 4's checks: quality at least implicit's in at most 1.5x its time; MF beats SVD() on both."""
     print("checks (issue 4):")
     for r in results:
         rs, im = r["recserve"], r["implicit"]
@@ -334,6 +350,42 @@ def main():
         rs, su = mf["recserve"], mf["surprise"]
         print(f"  {'MF adam vs SVD()':<20} RMSE lower: {'yes' if rs['rmse'] < su['rmse'] else 'NO'}; "
               f"less time: {'yes' if rs['train_seconds'] < su['train_seconds'] else 'NO'}")
+
+
+def main():
+    a = parse_args()
+
+    import implicit
+
+    configs = make_configs(a)
+    binary = ensure_binary(a.binary)
+    rows = read_ratings(a.data)
+    train, test = leave_last_out(rows)
+    split = Split(train, test)
+    tmp = tempfile.mkdtemp(prefix="implicit-vs-recserve-")
+    train_csv = write_train_csv(train, tmp)
+    results = run_configs(configs, binary, train_csv, os.path.join(tmp, "models"), split, a.repeats)
+
+    mf = None if a.no_mf else run_mf_vs_surprise(binary, a.data, a.repeats)
+
+    info = {
+        "data": a.data, "rows": len(rows), "train_rows": len(train), "test_users": len(split.test),
+        "test_users_skipped_item_not_in_train": split.skipped, "users": len(split.users),
+        "items": len(split.items), "factors": a.factors, "threads": a.threads, "repeats": a.repeats,
+        "implicit_version": implicit.__version__,
+    }
+    if a.json:
+        print(json.dumps({"setup": info, "results": results, "mf_vs_surprise": mf}, indent=1))
+        return
+    print_setup(a, info)
+    print_ranking(results)
+    print()
+    print_seed_differences(results)
+    if mf:
+        print()
+        print_mf(mf, a.repeats)
+    print()
+    print_checks(results, mf)
 
 
 def run_mf_vs_surprise(binary, data, repeats):
