@@ -244,11 +244,16 @@ private let movies = """
     #expect(FeatureTable.tokens("a-b  C3PO") == ["c3po"])
   }
 
-  @Test func mixedRowsNormaliseAcrossColumns() throws {
+  /// Each column with features takes an equal share of the row: three genres do not outweigh
+  /// one number, and a column a row lacks leaves the whole row to the others.
+  @Test func mixedRowsShareTheWeightEquallyByColumn() throws {
     let dir = TempDir()
-    let t = try table(dir, "id,g,n\n1,a|b|c,1\n2,a,2\n", options: .init(types: ["g": .multi]))
-    #expect(rowFeatures(t, id: "1") == ["g=a": 0.25, "g=b": 0.25, "g=c": 0.25, "n#0": 0.25])
+    let t = try table(
+      dir, "id,g,n\n1,a|b|c,1\n2,a,2\n3,b,\n", options: .init(types: ["g": .multi]))
+    let third = Float(0.5) / 3
+    #expect(rowFeatures(t, id: "1") == ["g=a": third, "g=b": third, "g=c": third, "n#0": 0.5])
     #expect(rowFeatures(t, id: "2") == ["g=a": 0.5, "n#1": 0.5])
+    #expect(rowFeatures(t, id: "3") == ["g=b": 1])
   }
 }
 

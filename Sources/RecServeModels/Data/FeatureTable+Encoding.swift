@@ -157,7 +157,23 @@ extension FeatureTable {
     return Swift.max(lo - 1, 0)
   }
 
-  /// The columns side by side in one CSR matrix, each row's weights normalised to sum to 1.
+  /// One row's features from its columns' (feature, weight) lists, weights normalised so that
+  /// each column with features takes an equal share of 1 (a long title's many tokens do not
+  /// drown its genres).
+  static func balanced(_ columns: [[(Int32, Float)]]) -> [(Int32, Float)] {
+    let present = columns.filter { !$0.isEmpty }.count
+    var out: [(Int32, Float)] = []
+    for column in columns where !column.isEmpty {
+      let sum = column.reduce(0.0) { $0 + Double($1.1) }
+      for (feature, w) in column {
+        out.append((feature, Float(Double(w) / sum / Double(present))))
+      }
+    }
+    return out
+  }
+
+  /// The columns side by side in one CSR matrix, each row's weights normalised to sum to 1
+  /// with an equal share per column (see `balanced`).
   static func assemble(
     _ file: FeatureFileRows, types: [(type: ColumnType, inferred: Bool)],
     encoded: [EncodedColumn]
@@ -183,18 +199,16 @@ extension FeatureTable {
     rowStart.reserveCapacity(file.ids.count + 1)
     featureIndex.reserveCapacity(nonzeros)
     weight.reserveCapacity(nonzeros)
+    var row: [[(Int32, Float)]] = Array(repeating: [], count: encoded.count)
     for r in 0..<file.ids.count {
-      let begin = weight.count
-      var sum = 0.0
       for (c, e) in encoded.enumerated() {
         let offset = Int32(columns[c].features.lowerBound)
-        for k in e.rowStart[r]..<e.rowStart[r + 1] {
-          featureIndex.append(e.index[k] + offset)
-          weight.append(e.weight[k])
-          sum += Double(e.weight[k])
-        }
+        row[c] = (e.rowStart[r]..<e.rowStart[r + 1]).map { (e.index[$0] + offset, e.weight[$0]) }
       }
-      for k in begin..<weight.count { weight[k] = Float(Double(weight[k]) / sum) }
+      for (feature, w) in balanced(row) {
+        featureIndex.append(feature)
+        weight.append(w)
+      }
       rowStart.append(Int32(weight.count))
     }
     return FeatureTable(

@@ -17,7 +17,9 @@
 /// The matrix is CSR: row r's features are `featureIndex[rowStart[r]..<rowStart[r + 1]]`
 /// (increasing) with `weight[...]` at the same positions. Categorical, multi and numeric features
 /// weigh 1 and text tokens their count times their IDF before each row is normalised to sum to 1
-/// (as LightFM does by default); a row without any feature has no entries.
+/// (as LightFM does by default), each column with features in the row taking an equal share
+/// (a title of many tokens would otherwise drown the genres); a row without any feature has no
+/// entries.
 public struct FeatureTable: Sendable, Equatable {
   /// How a column turns into features.
   public enum ColumnType: String, Sendable, Equatable, CaseIterable, CustomStringConvertible {
