@@ -20,10 +20,52 @@ struct TrainCommand: ParsableCommand {
 
   @Option(
     help: """
-      Model kind: mf (explicit ratings), bpr or als (implicit feedback, factor models), or \
-      sasrec (implicit feedback, a self-attention model of each user's sequence in time order).
+      Model kind: mf (explicit ratings), bpr or als (implicit feedback, factor models), \
+      sasrec (implicit feedback, a self-attention model of each user's sequence in time order), \
+      or hybrid (implicit feedback plus item features, --item-features: items nobody has \
+      touched yet are ranked by their features).
       """)
   var kind: String = "mf"
+
+  @Option(
+    name: .customLong("item-features"),
+    help: """
+      hybrid: item feature file, CSV with a header whose first column is the item id (e.g. \
+      MovieLens movies.csv); see `recserve features`. Items only in this file join the model \
+      as new items.
+      """)
+  var itemFeatures: String?
+
+  @Option(
+    name: .customLong("user-features"),
+    help: "hybrid: user feature file, CSV with a header whose first column is the user id.")
+  var userFeatures: String?
+
+  @Option(
+    name: .customLong("feature-types"),
+    help: """
+      hybrid: item feature column types overriding inference, e.g. genres:multi,title:text \
+      (categorical, multi, numeric, text, ignore).
+      """)
+  var featureTypes: String?
+
+  @Option(
+    name: .customLong("user-feature-types"),
+    help: "hybrid: user feature column types overriding inference (as --feature-types).")
+  var userFeatureTypes: String?
+
+  @Option(help: "hybrid: warp (default) or bpr.")
+  var loss: String?
+
+  @Option(
+    name: .customLong("identity-weight"),
+    help: "hybrid: an item's id against its features, in [0, 1] (default 0.5).")
+  var identityWeight: Float?
+
+  @Option(
+    name: .customLong("max-sampled"),
+    help: "hybrid warp: negatives drawn at most per positive (default 10).")
+  var maxSampled: Int?
 
   @Option(help: "Model name (letters, digits, '.', '_', '-').")
   var name: String
@@ -210,7 +252,8 @@ struct TrainCommand: ParsableCommand {
       ("epochs", epochs != nil), ("alpha", alpha != nil),
       ("negative_candidates", negativeCandidates != nil),
       ("negative_sampling", negativeSampling != nil), ("recency_boost", recencyBoost != nil),
-      ("recency_half_life", recencyHalfLife != nil),
+      ("recency_half_life", recencyHalfLife != nil), ("item_reg", reg != nil),
+      ("loss", loss != nil), ("identity_weight", identityWeight != nil),
     ]
     return Set(given.filter(\.1).map(\.0))
   }
@@ -255,7 +298,7 @@ struct TrainCommand: ParsableCommand {
 
   private func execute() throws {
     let split = try checkedSplit()
-    if kind == "bpr" || kind == "als" || kind == "sasrec" {
+    if kind == "bpr" || kind == "als" || kind == "sasrec" || kind == "hybrid" {
       try executeImplicit(split: split)
       return
     }
@@ -287,9 +330,10 @@ struct TrainCommand: ParsableCommand {
 
   /// The options checked together; returns the split (resolved from --split and --holdout).
   private func checkedSplit() throws -> String {
-    guard ["mf", "bpr", "als", "sasrec"].contains(kind) else {
-      throw ValidationError("unknown --kind '\(kind)' (expected mf, bpr, als or sasrec)")
+    guard ["mf", "bpr", "als", "sasrec", "hybrid"].contains(kind) else {
+      throw ValidationError("unknown --kind '\(kind)' (expected mf, bpr, als, sasrec or hybrid)")
     }
+    try checkHybridOptions()
     if let holdout, !(holdout.isFinite && holdout >= 0 && holdout < 1) {
       throw ValidationError("--holdout must be in [0, 1) (got \(holdout))")
     }
@@ -308,7 +352,7 @@ struct TrainCommand: ParsableCommand {
     }
     if let tune {
       guard kind != "sasrec" else {
-        throw ValidationError("--tune is for --kind mf, bpr and als (got \(kind))")
+        throw ValidationError("--tune is for --kind mf, bpr, als and hybrid (got \(kind))")
       }
       guard (1...200).contains(tune) else {
         throw ValidationError("--tune must be in 1...200 trials (got \(tune))")
@@ -517,7 +561,9 @@ extension TrainCommand {
   /// BPR's, ALS's or SASRec's settings from the options, checked.
   fileprivate func implicitConfig() throws -> ImplicitModelConfig {
     let config: ImplicitModelConfig
-    if kind == "sasrec" {
+    if kind == "hybrid" {
+      config = try hybridConfig()
+    } else if kind == "sasrec" {
       var c = SASRecConfig()
       if let dim { c.dim = dim }
       if let epochs { c.epochs = epochs }

@@ -121,7 +121,8 @@ import Testing
     let twice = #expect(throws: TrainingError.self) {
       try HybridTrainer.train(
         p.data, coldItemIds: [p.data.itemIds[0]],
-        itemFeatures: FeatureRows.empty(rows: p.data.itemCount + 1), config: HybridConfig(epochs: 1))
+        itemFeatures: FeatureRows.empty(rows: p.data.itemCount + 1), config: HybridConfig(epochs: 1)
+      )
     }
     #expect("\(twice!)".contains("listed twice"))
     #expect(throws: TrainingError.self) {

@@ -234,7 +234,7 @@ import Testing
     try original.replacingOccurrences(of: "\"kind\": \"mf\"", with: "\"kind\": \"wide-and-deep\"")
       .write(toFile: mpath, atomically: false, encoding: .utf8)
     #expect(
-      reason(v) == "model.json: unknown model kind 'wide-and-deep' (known: als, bpr, mf, sasrec)")
+      reason(v) == "model.json: unknown model kind 'wide-and-deep' (known: als, bpr, hybrid, mf, sasrec)")
     try original.replacingOccurrences(of: "\"kind\": \"mf\"", with: "\"kind\": \"sasrec\"")
       .write(toFile: mpath, atomically: false, encoding: .utf8)
     // An MF folder that claims to be a SASRec lacks the network.

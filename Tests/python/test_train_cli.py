@@ -189,7 +189,7 @@ def test_tune_searches_and_records_the_search(small_data, tmp_path):
 
     refused = run_cli(*train_args(small_data, models, "sasrec", "--tune", 3), check=False)
     assert refused.returncode != 0
-    assert "--tune is for --kind mf, bpr and als" in refused.stderr
+    assert "--tune is for --kind mf, bpr, als and hybrid" in refused.stderr
     refused = run_cli(*train_args(small_data, models, "bpr", "--tune", 0), check=False)
     assert refused.returncode != 0 and "--tune must be in 1...200" in refused.stderr
 

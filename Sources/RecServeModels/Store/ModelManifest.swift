@@ -20,9 +20,9 @@ public struct ModelManifest: Sendable, Equatable {
   public static let formatName = "recserve-model"
   public static let formatVersion: Int64 = 1
   /// Kinds this build can load.
-  public static let loadableKinds: Set<String> = ["mf", "bpr", "als", "sasrec"]
+  public static let loadableKinds: Set<String> = ["mf", "bpr", "als", "sasrec", "hybrid"]
   /// Kinds the format knows about.
-  public static let knownKinds: Set<String> = ["mf", "bpr", "als", "sasrec"]
+  public static let knownKinds: Set<String> = ["mf", "bpr", "als", "sasrec", "hybrid"]
 
   public var kind: String
   public var name: String

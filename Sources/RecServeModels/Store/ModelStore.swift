@@ -136,9 +136,11 @@ public enum ModelStore {
   /// Writes `model` as the next version of `name` and returns it. `manifest` supplies kind-
   /// independent fields (hyperparameters, metrics, data summary); counts and checksums are filled
   /// in here.
+  /// `extraFiles` (name → bytes) are written beside the weights and listed in model.json with
+  /// their checksums (a kind's own files, e.g. the hybrid model's feature tables).
   public static func publish(
     _ model: any RecommendationModel, manifest: ModelManifest, modelsDirectory: String,
-    name: String
+    name: String, extraFiles: [String: [UInt8]] = [:]
   ) throws -> (version: Int64, directory: String) {
     try validateName(name)
     try checkIdsStorable(model)
@@ -149,7 +151,7 @@ public enum ModelStore {
       throw ModelLoadError(e.description)
     }
 
-    let files = try serialized(model, manifest: manifest, name: name)
+    let files = try serialized(model, manifest: manifest, name: name, extraFiles: extraFiles)
     return try writeVersion(files, modelsDirectory: modelsDirectory, name: name)
   }
 
@@ -167,9 +169,10 @@ public enum ModelStore {
   }
 
   /// A version's files, serialized: weights, ids, and model.json with the counts and checksums.
-  static func serialized(_ model: any RecommendationModel, manifest: ModelManifest, name: String)
-    throws -> (weights: [UInt8], users: [UInt8], items: [UInt8], manifest: [UInt8])
-  {
+  static func serialized(
+    _ model: any RecommendationModel, manifest: ModelManifest, name: String,
+    extraFiles: [String: [UInt8]] = [:]
+  ) throws -> VersionFiles {
     var m = manifest
     let weights: [UInt8]
     switch model {
@@ -196,16 +199,32 @@ public enum ModelStore {
       weightsFile: SHA256Digest.hex(weights), usersFile: SHA256Digest.hex(users),
       itemsFile: SHA256Digest.hex(items),
     ]
+    for (file, bytes) in extraFiles {
+      guard m.files[file] == nil, file != manifestFile, !file.hasPrefix("."), !file.contains("/")
+      else {
+        throw ModelLoadError("cannot store a file named '\(file)' beside the model's own")
+      }
+      m.files[file] = SHA256Digest.hex(bytes)
+    }
     let manifestBytes = Array((m.json.serialized(pretty: true) + "\n").utf8)
 
-    return (weights, users, items, manifestBytes)
+    return VersionFiles(
+      weights: weights, users: users, items: items, manifest: manifestBytes, extra: extraFiles)
+  }
+
+  /// A version's files, serialized.
+  struct VersionFiles {
+    var weights: [UInt8]
+    var users: [UInt8]
+    var items: [UInt8]
+    var manifest: [UInt8]
+    var extra: [String: [UInt8]] = [:]
   }
 
   /// Writes the files into a dot-folder, syncs it, and renames it to the next free version
   /// number (past any another writer took meanwhile).
   static func writeVersion(
-    _ files: (weights: [UInt8], users: [UInt8], items: [UInt8], manifest: [UInt8]),
-    modelsDirectory: String, name: String
+    _ files: VersionFiles, modelsDirectory: String, name: String
   ) throws -> (version: Int64, directory: String) {
     let modelDir = join(modelsDirectory, name)
     var candidate = (try latestVersion(modelsDirectory, name: name) ?? 0) + 1
@@ -222,6 +241,9 @@ public enum ModelStore {
       try FileIO.writeSynced(files.weights, to: join(tmp, weightsFile))
       try FileIO.writeSynced(files.users, to: join(tmp, usersFile))
       try FileIO.writeSynced(files.items, to: join(tmp, itemsFile))
+      for (file, bytes) in files.extra.sorted(by: { $0.key < $1.key }) {
+        try FileIO.writeSynced(bytes, to: join(tmp, file))
+      }
       try FileIO.writeSynced(files.manifest, to: join(tmp, manifestFile))
     } catch let e as FileError {
       throw ModelLoadError(e.description)

@@ -4,13 +4,16 @@ public enum ImplicitModelConfig: Sendable, Equatable {
   case bpr(BPRConfig)
   case als(ALSConfig)
   case sasrec(SASRecConfig)
+  /// The hybrid model, with the feature tables it trains on.
+  case hybrid(HybridConfig, HybridInputs)
 
-  /// "bpr", "als" or "sasrec".
+  /// "bpr", "als", "sasrec" or "hybrid".
   public var kind: String {
     switch self {
     case .bpr: return "bpr"
     case .als: return "als"
     case .sasrec: return "sasrec"
+    case .hybrid: return "hybrid"
     }
   }
 
@@ -19,6 +22,7 @@ public enum ImplicitModelConfig: Sendable, Equatable {
     case .bpr(let c): return c.seed
     case .als(let c): return c.seed
     case .sasrec(let c): return c.seed
+    case .hybrid(let c, _): return c.seed
     }
   }
 
@@ -28,6 +32,7 @@ public enum ImplicitModelConfig: Sendable, Equatable {
     case .bpr(let c): return c.dim
     case .als(let c): return c.dim
     case .sasrec(let c): return c.dim
+    case .hybrid(let c, _): return c.dim
     }
   }
 
@@ -36,6 +41,7 @@ public enum ImplicitModelConfig: Sendable, Equatable {
     case .bpr(let c): return c.threads
     case .als(let c): return c.threads
     case .sasrec(let c): return c.threads
+    case .hybrid(let c, _): return c.threads
     }
   }
 
@@ -44,6 +50,7 @@ public enum ImplicitModelConfig: Sendable, Equatable {
     case .bpr(let c): try c.validate()
     case .als(let c): try c.validate()
     case .sasrec(let c): try c.validate()
+    case .hybrid(let c, _): try c.validate()
     }
   }
 
@@ -52,6 +59,11 @@ public enum ImplicitModelConfig: Sendable, Equatable {
     case .bpr(let c): return c.hyperparameters
     case .als(let c): return c.hyperparameters
     case .sasrec(let c): return c.hyperparameters
+    case .hybrid(let c, let inputs):
+      var h = c.hyperparameters
+      h["item_features"] = .string(inputs.items.source)
+      if let users = inputs.users { h["user_features"] = .string(users.source) }
+      return h
     }
   }
 }
@@ -132,7 +144,33 @@ public func trainImplicit(
   case .sasrec(let c):
     return try SASRecTrainer.train(
       positives, config: c, progress: progress, isCancelled: isCancelled)
+  case .hybrid(let c, let inputs):
+    return try HybridTrainer.train(
+      positives, inputs: inputs, config: c, progress: progress, isCancelled: isCancelled
+    ).trained.model
   }
+}
+
+/// `trainImplicit`, also returning the files a kind keeps beside the weights (the hybrid
+/// model's item feature table and feature embeddings, which place items added later).
+func trainImplicitWithFiles(
+  data: Interactions, config: ImplicitModelConfig, threshold: Float?,
+  progress: TrainingProgressHandler?, isCancelled: (@Sendable () -> Bool)?
+) throws -> (model: any RecommendationModel, files: [String: [UInt8]]) {
+  guard case .hybrid(let c, let inputs) = config else {
+    let model = try trainImplicit(
+      data: data, config: config, threshold: threshold, progress: progress,
+      isCancelled: isCancelled)
+    return (model, [:])
+  }
+  try c.validate()
+  let positives = data.implicitPositives(threshold: threshold)
+  if positives.isEmpty {
+    throw TrainingError.invalidData("\(data.source): no interactions to train on")
+  }
+  let (trained, table) = try HybridTrainer.train(
+    positives, inputs: inputs, config: c, progress: progress, isCancelled: isCancelled)
+  return (trained.model, HybridFiles.serialized(trained, itemTable: table))
 }
 
 /// Splits `data` (leave-last-out by default, seeded by the config's seed), converts the
@@ -171,7 +209,7 @@ public func trainAndPublishImplicit(
     tuning = result
   }
   let start = monotonicSeconds()
-  let model = try trainImplicit(
+  let (model, extraFiles) = try trainImplicitWithFiles(
     data: train, config: config, threshold: threshold, progress: progress,
     isCancelled: isCancelled)
   let trainSeconds = monotonicSeconds() - start
@@ -196,7 +234,8 @@ public func trainAndPublishImplicit(
     data: dataSummary, train: train, test: test, positivePairs: positivePairs,
     evaluation: evaluation, metrics: metrics, trainSeconds: trainSeconds)
   let (version, directory) = try ModelStore.publish(
-    model, manifest: manifest, modelsDirectory: modelsDirectory, name: name)
+    model, manifest: manifest, modelsDirectory: modelsDirectory, name: name,
+    extraFiles: extraFiles)
   return ImplicitTrainResult(
     name: name, kind: config.kind, version: version, directory: directory, metrics: metrics,
     evaluation: evaluation, trainSeconds: trainSeconds, evalSeconds: evalSeconds,

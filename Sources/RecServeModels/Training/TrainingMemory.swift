@@ -143,6 +143,19 @@ public enum TrainingMemory {
       if c.recencyBoost > 0 { estimate.add("recency weights", shape.rows * 4) }
       estimate.add("publishing", parameters + (U + I) * 4)
       estimate.add("new version loaded", parameters + (U + I) * 4)
+    case .hybrid(let c, let inputs):
+      // Items: those with interactions and, at most, every row of the feature file.
+      let items = I + inputs.items.rowCount
+      let features = inputs.items.featureCount + (inputs.users?.featureCount ?? 0)
+      let embeddings = (U + items + features) * c.dim * 4
+      estimate.add("embeddings and Adagrad sums", 2 * embeddings + 2 * (items + features) * 4)
+      estimate.add(
+        "feature rows",
+        (inputs.items.weight.count + (inputs.users?.weight.count ?? 0)) * 3 * 8 + items * 16)
+      estimate.add("per-thread buffers", threads * 6 * c.dim * 4 + evaluation)
+      estimate.add("data", data(shape))
+      estimate.add("publishing", (U + items) * c.dim * 4 * 2 + features * c.dim * 4)
+      estimate.add("new version loaded", (U + items) * c.dim * 4)
     case .sasrec(let c):
       let layout = SASRecLayout(
         dim: c.dim, heads: c.heads, blocks: c.blocks, maxlen: c.maxlen, items: I)

@@ -21,6 +21,7 @@ public enum Tuner {
       "recency_half_life",
     ],
     "als": ["alpha", "reg", "recency_boost", "recency_half_life"],
+    "hybrid": ["lr", "item_reg", "identity_weight", "loss"],
     "mf": ["optimizer", "lr", "reg", "dim", "epochs"],
   ]
 
@@ -176,9 +177,10 @@ public enum Tuner {
     isCancelled: (@Sendable () -> Bool)? = nil
   ) throws -> Result<ImplicitModelConfig> {
     try checkTrials(trials)
-    guard base.kind == "bpr" || base.kind == "als" else {
+    guard base.kind == "bpr" || base.kind == "als" || base.kind == "hybrid" else {
       throw TrainingError.invalidConfiguration(
-        "tuning is for mf, bpr and als (got \(base.kind)); set its hyperparameters by hand")
+        "tuning is for mf, bpr, als and hybrid (got \(base.kind)); set its hyperparameters by hand"
+      )
     }
     let start = monotonicSeconds()
     let seed = base.seed
@@ -364,6 +366,7 @@ public enum Tuner {
     case .bpr(let c): return c.epochs
     case .als(let c): return c.iterations
     case .sasrec(let c): return c.epochs
+    case .hybrid(let c, _): return c.epochs
     }
   }
 
@@ -378,6 +381,9 @@ public enum Tuner {
     case .sasrec(var c):
       c.epochs = budget
       return .sasrec(c)
+    case .hybrid(var c, let inputs):
+      c.epochs = budget
+      return .hybrid(c, inputs)
     }
   }
 
@@ -464,6 +470,16 @@ public enum Tuner {
       if !fixed.contains("recency_boost") { c.recencyBoost = boost }
       if !fixed.contains("recency_half_life") { c.recencyHalfLife = halfLife }
       return .als(c)
+    case .hybrid(var c, let inputs):
+      let lr = logUniform(0.01, 0.2, &rng)
+      let reg = rng.next() % 2 == 0 ? 0 : logUniform(1e-7, 1e-4, &rng)
+      let identity = Float(0.2 + 0.6 * rng.nextDouble())
+      let loss: HybridConfig.Loss = rng.next() % 3 == 0 ? .bpr : .warp
+      if !fixed.contains("lr") { c.learningRate = lr }
+      if !fixed.contains("item_reg") { c.itemRegularization = reg }
+      if !fixed.contains("identity_weight") { c.identityWeight = identity }
+      if !fixed.contains("loss") { c.loss = loss }
+      return .hybrid(c, inputs)
     case .sasrec:
       return base
     }
@@ -505,6 +521,9 @@ public enum Tuner {
     case .als(let c):
       return
         "alpha \(f(c.alpha)) reg \(f(c.regularization)) recency \(f(c.recencyBoost))/\(f(c.recencyHalfLife))"
+    case .hybrid(let c, _):
+      return
+        "\(c.loss.rawValue) lr \(f(c.learningRate)) item_reg \(f(c.itemRegularization)) identity \(f(c.identityWeight))"
     case .sasrec:
       return "sasrec"
     }

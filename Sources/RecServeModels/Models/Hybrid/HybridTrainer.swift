@@ -32,7 +32,8 @@ public enum HybridTrainer {
     progress: TrainingProgressHandler? = nil, isCancelled: (@Sendable () -> Bool)? = nil
   ) throws -> HybridTrained {
     try config.validate()
-    try check(data, coldItemIds: coldItemIds, itemFeatures: itemFeatures, userFeatures: userFeatures)
+    try check(
+      data, coldItemIds: coldItemIds, itemFeatures: itemFeatures, userFeatures: userFeatures)
     let start = monotonicSeconds()
     let m = ImplicitMatrix(data, recencyBoost: 0, halfLife: 1)
     var rng = Xoshiro256(seed: config.seed, stream: 0x4B7D)
