@@ -152,6 +152,14 @@ def rpc_seeds():
         name="mf", label="canary", version=1, canary_fraction=0.3).SerializeToString())
     seed("wrong-token", admin + "SetLabel", pb.SetLabelRequest(
         name="mf", label="stable", version=2).SerializeToString(), flags=2)
+    seed("hyb", admin + "AddItems", pb.AddItemsRequest(
+        model=spec(name="hyb"), items=[pb.NewItem(id="fresh", features={"genres": "g1|g2", "title": "word1"}),
+                                       pb.NewItem(id="bare")]).SerializeToString())
+    seed("not-hybrid", admin + "AddItems", pb.AddItemsRequest(
+        model=spec(name="mf", version=1), items=[pb.NewItem(id="x")]).SerializeToString())
+    seed("hybrid", rec + "Train", pb.TrainRequest(
+        name="fuzzed", kind="hybrid", data_path="ratings.csv", item_features_path="items.csv", dim=2,
+        epochs=1, loss="bpr").SerializeToString())
     seed("v2", admin + "UnloadVersion", pb.UnloadVersionRequest(name="mf", version=2).SerializeToString())
     seed("all", admin + "ReloadRepository", b"", flags=5)
     seed("service", "/grpc.health.v1.Health/Check", string_field(1, "recserve.v1.Recommender"))

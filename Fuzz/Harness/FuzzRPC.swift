@@ -38,9 +38,13 @@ public enum FuzzRPC {
         let data = try SyntheticData.generate(ratings)
         // The file a Train request may name: small, so that the trainings the fuzzer starts
         // end within its deadline and inputs keep coming.
-        _ = try SyntheticData.write(
+        let small = try SyntheticData.write(
           SyntheticData.Config(users: 12, items: 10, seed: 4, dim: 2, density: 0.4),
           to: dataRoot + "/ratings.csv")
+        // Its item features, for a hybrid Train request.
+        let smallFeatures =
+          "item,genre\n" + small.itemIds.enumerated().map { "\($1),g\($0 % 3)\n" }.joined()
+        FuzzFiles.write(Array(smallFeatures.utf8), to: dataRoot + "/items.csv")
         for _ in 0..<2 {
           _ = try trainAndPublishMF(
             data: data, config: MFConfig(dim: 4, epochs: 3, seed: 1), holdout: 0.1,
@@ -59,6 +63,18 @@ public enum FuzzRPC {
           config: .sasrec(
             SASRecConfig(dim: 8, maxlen: 8, blocks: 1, heads: 2, epochs: 2, threads: 1)),
           modelsDirectory: modelsDirectory, name: "seq")
+        // A hybrid model (items by a genre and a title; two items only in the feature file),
+        // which AddItems can add to.
+        var features = "id,genres,title\n"
+        for (k, id) in (data.itemIds + ["new-a", "new-b"]).enumerated() {
+          features += "\(id),g\(k % 4)|g\((k + 1) % 4),title \(k % 7) word\(k % 3)\n"
+        }
+        _ = try trainAndPublishImplicit(
+          data: data,
+          config: .hybrid(
+            HybridConfig(dim: 4, epochs: 2, threads: 1),
+            HybridInputs(items: FeatureTable.parse(text: features, source: "items.csv"))),
+          modelsDirectory: modelsDirectory, name: "hyb")
         try LabelStore.write(
           ModelLabels(labels: ["stable": 1, "canary": 2], canaryFraction: 0.5),
           modelDirectory: modelsDirectory + "/mf")
@@ -102,9 +118,13 @@ public enum FuzzRPC {
           try? fm.removeItem(atPath: directory)
           continue
         }
-        for entry in (try? fm.contentsOfDirectory(atPath: directory)) ?? []
-        where !keep.contains(entry) {
-          try? fm.removeItem(atPath: directory + "/" + entry)
+        for entry in (try? fm.contentsOfDirectory(atPath: directory)) ?? [] {
+          if keep.contains(entry) {
+            // Items added to a version after training.
+            try? fm.removeItem(atPath: directory + "/" + entry + "/" + HybridAdditions.fileName)
+          } else {
+            try? fm.removeItem(atPath: directory + "/" + entry)
+          }
         }
         try! LabelStore.write(labels[name]!, modelDirectory: directory)
       }
@@ -125,6 +145,7 @@ public enum FuzzRPC {
   static let changesState: Set<String> = [
     "/recserve.v1.ModelAdmin/SetLabel", "/recserve.v1.ModelAdmin/UnloadVersion",
     "/recserve.v1.ModelAdmin/ReloadRepository", "/recserve.v1.Recommender/Train",
+    "/recserve.v1.ModelAdmin/AddItems",
   ]
 
   public static func run(_ input: UnsafeRawBufferPointer) {

@@ -239,3 +239,35 @@ enum FileIO {
       UnsafeMutableRawPointer(bitPattern: 0), "renameat2")
   #endif
 }
+
+extension FileIO {
+  /// Appends `bytes` to `path` (created when absent) and fsyncs it before returning; the
+  /// parent folder is synced when the file is new. A failed write truncates the file back to
+  /// where it was, so no partial append survives it.
+  static func appendSynced(_ bytes: [UInt8], to path: String) throws {
+    let existed = exists(path)
+    let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+    if fd < 0 { throw FileError(path: path, code: errno, operation: "open for appending") }
+    defer { close(fd) }
+    let start = lseek(fd, 0, SEEK_END)
+    var done = false
+    defer { if !done && start >= 0 { _ = ftruncate(fd, start) } }
+    try bytes.withUnsafeBytes { raw in
+      var offset = 0
+      while offset < raw.count {
+        let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
+        if n < 0 {
+          if errno == EINTR { continue }
+          throw FileError(path: path, code: errno, operation: "append")
+        }
+        offset += n
+      }
+    }
+    if fsync(fd) != 0 { throw FileError(path: path, code: errno, operation: "fsync") }
+    done = true
+    if !existed {
+      let slash = path.lastIndex(of: "/")
+      fsyncDirectory(slash.map { String(path[..<$0]) } ?? ".")
+    }
+  }
+}

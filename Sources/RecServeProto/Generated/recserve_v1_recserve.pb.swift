@@ -383,7 +383,7 @@ public nonisolated struct Recserve_V1_TrainRequest: @unchecked Sendable {
     set {_uniqueStorage()._name = newValue}
   }
 
-  /// mf | bpr | als | sasrec
+  /// mf | bpr | als | sasrec | hybrid
   public var kind: String {
     get {_storage._kind}
     set {_uniqueStorage()._kind = newValue}
@@ -576,6 +576,53 @@ public nonisolated struct Recserve_V1_TrainRequest: @unchecked Sendable {
   public var hasRecencyHalfLife: Bool {_storage._recencyHalfLife != nil}
   /// Clears the value of `recencyHalfLife`. Subsequent reads from it will return its default value.
   public mutating func clearRecencyHalfLife() {_uniqueStorage()._recencyHalfLife = nil}
+
+  /// hybrid (required): the item feature file, relative to the server's --data-root: CSV with a
+  /// header whose first column is the item id (as `recserve train --item-features`).
+  public var itemFeaturesPath: String {
+    get {_storage._itemFeaturesPath}
+    set {_uniqueStorage()._itemFeaturesPath = newValue}
+  }
+
+  /// hybrid: a user feature file, relative to --data-root (optional).
+  public var userFeaturesPath: String {
+    get {_storage._userFeaturesPath}
+    set {_uniqueStorage()._userFeaturesPath = newValue}
+  }
+
+  /// hybrid: column types overriding inference, e.g. "genres:multi,title:text" (categorical,
+  /// multi, numeric, text, ignore), for the item and the user feature file.
+  public var itemFeatureTypes: String {
+    get {_storage._itemFeatureTypes}
+    set {_uniqueStorage()._itemFeatureTypes = newValue}
+  }
+
+  public var userFeatureTypes: String {
+    get {_storage._userFeatureTypes}
+    set {_uniqueStorage()._userFeatureTypes = newValue}
+  }
+
+  /// hybrid: "warp" (default) or "bpr".
+  public var loss: String {
+    get {_storage._loss}
+    set {_uniqueStorage()._loss = newValue}
+  }
+
+  /// hybrid: weight of an item's id against its features, in [0, 1]; unset means 0.5.
+  public var identityWeight: Float {
+    get {_storage._identityWeight ?? 0}
+    set {_uniqueStorage()._identityWeight = newValue}
+  }
+  /// Returns true if `identityWeight` has been explicitly set.
+  public var hasIdentityWeight: Bool {_storage._identityWeight != nil}
+  /// Clears the value of `identityWeight`. Subsequent reads from it will return its default value.
+  public mutating func clearIdentityWeight() {_uniqueStorage()._identityWeight = nil}
+
+  /// hybrid, warp: negatives drawn at most per positive (default 10).
+  public var maxSampled: Int32 {
+    get {_storage._maxSampled}
+    set {_uniqueStorage()._maxSampled = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -876,6 +923,74 @@ public nonisolated struct Recserve_V1_UnloadVersionResponse: Sendable {
   public init() {}
 
   fileprivate var _status: Recserve_V1_ModelStatus? = nil
+}
+
+/// An item to add to a hybrid version: its id and its raw feature values by column, as a row of
+/// the model's item feature file gives them (e.g. {"genres": "Comedy|Drama", "title": "..."}).
+public nonisolated struct Recserve_V1_NewItem: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var features: Dictionary<String,String> = [:]
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Recserve_V1_AddItemsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The version to add to: by version, by label, or (neither) the one that serves. It must be
+  /// a loaded hybrid version.
+  public var model: Recserve_V1_ModelSpec {
+    get {_model ?? Recserve_V1_ModelSpec()}
+    set {_model = newValue}
+  }
+  /// Returns true if `model` has been explicitly set.
+  public var hasModel: Bool {self._model != nil}
+  /// Clears the value of `model`. Subsequent reads from it will return its default value.
+  public mutating func clearModel() {self._model = nil}
+
+  /// 1..10000 items whose ids the version does not have yet.
+  public var items: [Recserve_V1_NewItem] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _model: Recserve_V1_ModelSpec? = nil
+}
+
+public nonisolated struct Recserve_V1_AddItemsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var modelName: String = String()
+
+  public var modelVersion: Int64 = 0
+
+  /// Items added by this call.
+  public var added: Int32 = 0
+
+  /// Items in the version now.
+  public var itemCount: Int32 = 0
+
+  /// Ids added before with the same features (a retried call): left as they are.
+  public var alreadyPresent: [String] = []
+
+  /// Added ids none of whose values matched a feature the model knows: they score 0.
+  public var withoutKnownFeatures: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Recserve_V1_ReloadRepositoryRequest: Sendable {
@@ -1393,7 +1508,7 @@ nonisolated extension Recserve_V1_Interaction: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}kind\0\u{3}data_path\0\u{1}interactions\0\u{1}dim\0\u{1}epochs\0\u{1}seed\0\u{1}holdout\0\u{3}learning_rate\0\u{1}regularization\0\u{1}promote\0\u{3}promote_metric\0\u{3}promote_tolerance\0\u{1}optimizer\0\u{3}early_stopping\0\u{1}alpha\0\u{3}negative_candidates\0\u{3}negative_sampling\0\u{3}cg_steps\0\u{3}popularity_exponent\0\u{1}maxlen\0\u{1}blocks\0\u{1}heads\0\u{1}dropout\0\u{3}batch_size\0\u{1}tune\0\u{3}recency_boost\0\u{3}recency_half_life\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}kind\0\u{3}data_path\0\u{1}interactions\0\u{1}dim\0\u{1}epochs\0\u{1}seed\0\u{1}holdout\0\u{3}learning_rate\0\u{1}regularization\0\u{1}promote\0\u{3}promote_metric\0\u{3}promote_tolerance\0\u{1}optimizer\0\u{3}early_stopping\0\u{1}alpha\0\u{3}negative_candidates\0\u{3}negative_sampling\0\u{3}cg_steps\0\u{3}popularity_exponent\0\u{1}maxlen\0\u{1}blocks\0\u{1}heads\0\u{1}dropout\0\u{3}batch_size\0\u{1}tune\0\u{3}recency_boost\0\u{3}recency_half_life\0\u{3}item_features_path\0\u{3}user_features_path\0\u{3}item_feature_types\0\u{3}user_feature_types\0\u{1}loss\0\u{3}identity_weight\0\u{3}max_sampled\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -1424,6 +1539,13 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
     var _tune: Int32 = 0
     var _recencyBoost: Float? = nil
     var _recencyHalfLife: Float? = nil
+    var _itemFeaturesPath: String = String()
+    var _userFeaturesPath: String = String()
+    var _itemFeatureTypes: String = String()
+    var _userFeatureTypes: String = String()
+    var _loss: String = String()
+    var _identityWeight: Float? = nil
+    var _maxSampled: Int32 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1462,6 +1584,13 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       _tune = source._tune
       _recencyBoost = source._recencyBoost
       _recencyHalfLife = source._recencyHalfLife
+      _itemFeaturesPath = source._itemFeaturesPath
+      _userFeaturesPath = source._userFeaturesPath
+      _itemFeatureTypes = source._itemFeatureTypes
+      _userFeatureTypes = source._userFeatureTypes
+      _loss = source._loss
+      _identityWeight = source._identityWeight
+      _maxSampled = source._maxSampled
     }
   }
 
@@ -1508,6 +1637,13 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         case 26: try { try decoder.decodeSingularInt32Field(value: &_storage._tune) }()
         case 27: try { try decoder.decodeSingularFloatField(value: &_storage._recencyBoost) }()
         case 28: try { try decoder.decodeSingularFloatField(value: &_storage._recencyHalfLife) }()
+        case 29: try { try decoder.decodeSingularStringField(value: &_storage._itemFeaturesPath) }()
+        case 30: try { try decoder.decodeSingularStringField(value: &_storage._userFeaturesPath) }()
+        case 31: try { try decoder.decodeSingularStringField(value: &_storage._itemFeatureTypes) }()
+        case 32: try { try decoder.decodeSingularStringField(value: &_storage._userFeatureTypes) }()
+        case 33: try { try decoder.decodeSingularStringField(value: &_storage._loss) }()
+        case 34: try { try decoder.decodeSingularFloatField(value: &_storage._identityWeight) }()
+        case 35: try { try decoder.decodeSingularInt32Field(value: &_storage._maxSampled) }()
         default: break
         }
       }
@@ -1604,6 +1740,27 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       try { if let v = _storage._recencyHalfLife {
         try visitor.visitSingularFloatField(value: v, fieldNumber: 28)
       } }()
+      if !_storage._itemFeaturesPath.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._itemFeaturesPath, fieldNumber: 29)
+      }
+      if !_storage._userFeaturesPath.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._userFeaturesPath, fieldNumber: 30)
+      }
+      if !_storage._itemFeatureTypes.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._itemFeatureTypes, fieldNumber: 31)
+      }
+      if !_storage._userFeatureTypes.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._userFeatureTypes, fieldNumber: 32)
+      }
+      if !_storage._loss.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._loss, fieldNumber: 33)
+      }
+      try { if let v = _storage._identityWeight {
+        try visitor.visitSingularFloatField(value: v, fieldNumber: 34)
+      } }()
+      if _storage._maxSampled != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._maxSampled, fieldNumber: 35)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1641,6 +1798,13 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         if _storage._tune != rhs_storage._tune {return false}
         if _storage._recencyBoost != rhs_storage._recencyBoost {return false}
         if _storage._recencyHalfLife != rhs_storage._recencyHalfLife {return false}
+        if _storage._itemFeaturesPath != rhs_storage._itemFeaturesPath {return false}
+        if _storage._userFeaturesPath != rhs_storage._userFeaturesPath {return false}
+        if _storage._itemFeatureTypes != rhs_storage._itemFeatureTypes {return false}
+        if _storage._userFeatureTypes != rhs_storage._userFeatureTypes {return false}
+        if _storage._loss != rhs_storage._loss {return false}
+        if _storage._identityWeight != rhs_storage._identityWeight {return false}
+        if _storage._maxSampled != rhs_storage._maxSampled {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -2233,6 +2397,135 @@ nonisolated extension Recserve_V1_UnloadVersionResponse: SwiftProtobuf.Message, 
 
   public static func ==(lhs: Recserve_V1_UnloadVersionResponse, rhs: Recserve_V1_UnloadVersionResponse) -> Bool {
     if lhs._status != rhs._status {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Recserve_V1_NewItem: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NewItem"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}features\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.features) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.features.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.features, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Recserve_V1_NewItem, rhs: Recserve_V1_NewItem) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.features != rhs.features {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Recserve_V1_AddItemsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AddItemsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{1}items\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._model) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.items) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._model {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.items.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.items, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Recserve_V1_AddItemsRequest, rhs: Recserve_V1_AddItemsRequest) -> Bool {
+    if lhs._model != rhs._model {return false}
+    if lhs.items != rhs.items {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Recserve_V1_AddItemsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AddItemsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}model_name\0\u{3}model_version\0\u{1}added\0\u{3}item_count\0\u{3}already_present\0\u{3}without_known_features\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.modelName) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.modelVersion) }()
+      case 3: try { try decoder.decodeSingularInt32Field(value: &self.added) }()
+      case 4: try { try decoder.decodeSingularInt32Field(value: &self.itemCount) }()
+      case 5: try { try decoder.decodeRepeatedStringField(value: &self.alreadyPresent) }()
+      case 6: try { try decoder.decodeRepeatedStringField(value: &self.withoutKnownFeatures) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.modelName.isEmpty {
+      try visitor.visitSingularStringField(value: self.modelName, fieldNumber: 1)
+    }
+    if self.modelVersion != 0 {
+      try visitor.visitSingularInt64Field(value: self.modelVersion, fieldNumber: 2)
+    }
+    if self.added != 0 {
+      try visitor.visitSingularInt32Field(value: self.added, fieldNumber: 3)
+    }
+    if self.itemCount != 0 {
+      try visitor.visitSingularInt32Field(value: self.itemCount, fieldNumber: 4)
+    }
+    if !self.alreadyPresent.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.alreadyPresent, fieldNumber: 5)
+    }
+    if !self.withoutKnownFeatures.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.withoutKnownFeatures, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Recserve_V1_AddItemsResponse, rhs: Recserve_V1_AddItemsResponse) -> Bool {
+    if lhs.modelName != rhs.modelName {return false}
+    if lhs.modelVersion != rhs.modelVersion {return false}
+    if lhs.added != rhs.added {return false}
+    if lhs.itemCount != rhs.itemCount {return false}
+    if lhs.alreadyPresent != rhs.alreadyPresent {return false}
+    if lhs.withoutKnownFeatures != rhs.withoutKnownFeatures {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -118,7 +118,7 @@ public final class ModelRegistry: @unchecked Sendable {
   private let current: ManagedAtomic<RegistrySnapshot>
 
   /// What the loader knows about one model.
-  private struct ModelState {
+  struct ModelState {
     var records: [Int64: VersionRecord] = [:]
     /// The last labels read from labels.json (or written by SetLabel).
     var labels = ModelLabels()
@@ -127,7 +127,7 @@ public final class ModelRegistry: @unchecked Sendable {
   }
 
   // Loader thread only.
-  private var models: [String: ModelState] = [:]
+  var models: [String: ModelState] = [:]
   /// Reads that failed on the last try, by what was read ("list", "labels", "load") and path,
   /// with the line logged; each is logged when it starts failing and when it reads again.
   private var faults: [String: String] = [:]
@@ -161,7 +161,7 @@ public final class ModelRegistry: @unchecked Sendable {
 
   /// Tells `hub` (the server's log) of an event worth telling an operator (a new version
   /// serving, a failure) and keeps it among the recent events for the status page.
-  private func note(_ line: String, warning: Bool = false, _ fields: [String: String] = [:]) {
+  func note(_ line: String, warning: Bool = false, _ fields: [String: String] = [:]) {
     events.append(warning ? "warning: " + line : line)
     hub.emit(ServerEvent(line, warning: warning, fields: fields))
   }
@@ -249,7 +249,7 @@ public final class ModelRegistry: @unchecked Sendable {
   /// stopped waiting (deadline, cancellation) and `body` must change nothing. Once `commit()`
   /// said true, the caller waits for the outcome, so it is never told "nothing was changed" about
   /// a change that was made. `unchanged` finishes the caller's error when it stops waiting.
-  private func perform<T: Sendable>(
+  func perform<T: Sendable>(
     _ limit: WaitLimit, what: String, unchanged: String,
     _ body: @escaping @Sendable (_ commit: () -> Bool) throws -> T
   ) throws -> T {
@@ -394,6 +394,7 @@ public final class ModelRegistry: @unchecked Sendable {
     model.records = records
     models[name] = model
     publish(name)
+    refreshAdditions(name)
     if unloadedNow {
       // Freed tensors and id maps go back to the system rather than staying in malloc's arenas.
       releaseFreedMemory()
@@ -535,8 +536,9 @@ public final class ModelRegistry: @unchecked Sendable {
   private func loadVersion(name: String, version: Int64) -> LoadOutcome {
     let path = versionPath(name, version)
     do {
-      let loaded = try ModelStore.load(versionDirectory: path)
-      let served = ServedVersion(name: name, version: version, loaded: loaded, indexes: indexes)
+      let (loaded, hybrid) = try Self.withAdditions(ModelStore.load(versionDirectory: path))
+      let served = ServedVersion(
+        name: name, version: version, loaded: loaded, indexes: indexes, hybrid: hybrid)
       served.warm()
       readable("load", path, "version \(version) of '\(name)' loaded")
       if let ivf = served.ivf {
@@ -564,7 +566,7 @@ public final class ModelRegistry: @unchecked Sendable {
   }
 
   /// Loader thread: publishes the state of `name` (nil: only drops models that are gone).
-  private func publish(_ name: String?) {
+  func publish(_ name: String?) {
     var entries: [String: ModelEntry] = [:]
     let previous = current.load(ordering: .acquiring)
     for (other, entry) in previous.models where other != name && models[other] != nil {
@@ -578,7 +580,7 @@ public final class ModelRegistry: @unchecked Sendable {
 
   // MARK: read faults (loader thread)
 
-  private func versionPath(_ name: String, _ version: Int64) -> String {
+  func versionPath(_ name: String, _ version: Int64) -> String {
     ModelStore.versionDirectory(directory, name: name, version: version)
   }
 
@@ -994,7 +996,7 @@ public final class ModelRegistry: @unchecked Sendable {
 
 /// What a job on the loader thread ends with when its caller stopped waiting before it
 /// committed; the caller reports its own deadline or cancellation instead.
-private struct CallerGaveUp: Error {}
+struct CallerGaveUp: Error {}
 
 /// The result of a job on the loader thread, and who won the race between the job committing
 /// its change and its caller giving up.

@@ -15,15 +15,29 @@ public final class ServedVersion: Sendable {
   /// What was built for faster Rank at load (`IndexOptions`); nil where not asked for.
   public let halfItems: HalfItems?
   public let ivf: IVFIndex?
-  /// The calls this version answered (counted by the server; read by metrics and status).
-  public let traffic = VersionTraffic()
+  /// The calls this version answered (counted by the server; read by metrics and status); kept
+  /// when items are added to the version.
+  public let traffic: VersionTraffic
+  /// A hybrid version's feature files and the items added to it after training.
+  public let hybrid: HybridState?
+
+  /// What a hybrid version needs to place new items, and what was added to it: each added id
+  /// with its raw features, and the bytes of `added_items.jsonl` applied.
+  public struct HybridState: Sendable {
+    public var files: HybridFiles
+    public var added: [String: [String: String]] = [:]
+    public var addedBytes = 0
+  }
 
   public init(
-    name: String, version: Int64, loaded: LoadedModel, indexes: IndexOptions = IndexOptions()
+    name: String, version: Int64, loaded: LoadedModel, indexes: IndexOptions = IndexOptions(),
+    traffic: VersionTraffic = VersionTraffic(), hybrid: HybridState? = nil
   ) {
     self.name = name
     self.version = version
     self.loaded = loaded
+    self.traffic = traffic
+    self.hybrid = hybrid
     self.model = loaded.model
     let model = loaded.model
     let norms = Diversity.norms(model)

@@ -129,6 +129,9 @@ extension AdminService {
     registrar.waitingUnary("SetLabel") { (request: Recserve_V1_SetLabelRequest, context) in
       try self.setLabel(request, context: context)
     }
+    registrar.waitingUnary("AddItems") { (request: Recserve_V1_AddItemsRequest, context) in
+      try self.addItems(request, context: context)
+    }
     registrar.waitingUnary("UnloadVersion") {
       (request: Recserve_V1_UnloadVersionRequest, context) in
       try self.unloadVersion(request, context: context)

@@ -50,6 +50,37 @@ public final class AdminService: Sendable {
     return response
   }
 
+  /// Adds items to a loaded hybrid version (see `ModelRegistry.addItems`), waiting for the
+  /// registry's loader within the call's deadline.
+  public func addItems(_ request: Recserve_V1_AddItemsRequest, context: ServerContext? = nil)
+    throws -> Recserve_V1_AddItemsResponse
+  {
+    if !request.hasModel || request.model.name.isEmpty {
+      throw RPCError.invalidArgument("model.name is empty: name the model to add items to")
+    }
+    var version: Int64? = nil
+    var label: String? = nil
+    switch request.model.selector {
+    case .version(let v)?: version = v
+    case .label(let l)?:
+      if l.isEmpty { throw RPCError.invalidArgument("model.label is empty") }
+      label = l
+    case nil: break
+    }
+    let items = request.items.map { HybridAdditions.NewItem(id: $0.id, features: $0.features) }
+    let outcome = try registry.addItems(
+      name: request.model.name, version: version, label: label, items: items,
+      limit: Self.limit(context))
+    var response = Recserve_V1_AddItemsResponse()
+    response.modelName = request.model.name
+    response.modelVersion = outcome.version
+    response.added = Int32(outcome.added)
+    response.itemCount = Int32(clamping: outcome.itemCount)
+    response.alreadyPresent = outcome.alreadyPresent
+    response.withoutKnownFeatures = outcome.withoutKnownFeatures
+    return response
+  }
+
   public func unloadVersion(
     _ request: Recserve_V1_UnloadVersionRequest, context: ServerContext? = nil
   ) throws -> Recserve_V1_UnloadVersionResponse {

@@ -63,16 +63,16 @@ public final class TrainService: Sendable {
       throw RPCError.invalidArgument("name: \(error)")
     }
     switch request.kind {
-    case "", "mf", "bpr", "als", "sasrec": break
+    case "", "mf", "bpr", "als", "sasrec", "hybrid": break
     default:
       throw RPCError.invalidArgument(
-        "kind must be one of mf, bpr, als, sasrec; got '\(request.kind)'")
+        "kind must be one of mf, bpr, als, sasrec, hybrid; got '\(request.kind)'")
     }
     if request.holdout.isNaN || request.holdout < 0 || request.holdout >= 1 {
       throw RPCError.invalidArgument("holdout must be in [0, 1), got \(request.holdout)")
     }
     try Self.rejectFieldsOfOtherKinds(request)
-    if request.kind == "bpr" || request.kind == "als" || request.kind == "sasrec" {
+    if ["bpr", "als", "sasrec", "hybrid"].contains(request.kind) {
       try trainImplicit(request, writer: writer)
       return
     }
@@ -236,7 +236,9 @@ public final class TrainService: Sendable {
       if k != 10 { ks.append(k) }
     }
     let seed = request.seed != 0 ? UInt64(bitPattern: request.seed) : 42
-    let config = try Self.implicitConfig(request, seed: seed)
+    let config =
+      request.kind == "hybrid"
+      ? try hybridConfig(request, seed: seed) : try Self.implicitConfig(request, seed: seed)
     let split: ImplicitSplit =
       request.hasHoldout
       ? (request.holdout == 0 ? .none : .holdout(Double(request.holdout))) : .leaveLastOut
@@ -570,6 +572,13 @@ public final class TrainService: Sendable {
       ("negative_sampling", !request.negativeSampling.isEmpty, "bpr"),
       ("optimizer", !request.optimizer.isEmpty, "mf"),
       ("popularity_exponent", request.popularityExponent != 0, "als"),
+      ("item_features_path", !request.itemFeaturesPath.isEmpty, "hybrid"),
+      ("user_features_path", !request.userFeaturesPath.isEmpty, "hybrid"),
+      ("item_feature_types", !request.itemFeatureTypes.isEmpty, "hybrid"),
+      ("user_feature_types", !request.userFeatureTypes.isEmpty, "hybrid"),
+      ("loss", !request.loss.isEmpty, "hybrid"),
+      ("identity_weight", request.hasIdentityWeight, "hybrid"),
+      ("max_sampled", request.maxSampled != 0, "hybrid"),
     ]
     if let (field, _, _) = fields.first(where: { $0.1 && $0.2 != kind }) {
       throw RPCError.invalidArgument("\(field) does not apply to kind \(kind)")
@@ -582,7 +591,8 @@ public final class TrainService: Sendable {
     }
     if request.tune != 0 {
       guard kind != "sasrec" else {
-        throw RPCError.invalidArgument("tune applies to kinds mf, bpr and als, not \(kind)")
+        throw RPCError.invalidArgument(
+          "tune applies to kinds mf, bpr, als and hybrid, not \(kind)")
       }
       guard (1...200).contains(request.tune) else {
         throw RPCError.invalidArgument("tune must be in 1...200 trials, got \(request.tune)")
@@ -602,6 +612,8 @@ public final class TrainService: Sendable {
       ("negative_sampling", !request.negativeSampling.isEmpty),
       ("recency_boost", request.hasRecencyBoost),
       ("recency_half_life", request.hasRecencyHalfLife),
+      ("item_reg", request.hasRegularization), ("loss", !request.loss.isEmpty),
+      ("identity_weight", request.hasIdentityWeight),
     ] where given {
       fixed.insert(setting)
     }
@@ -776,19 +788,19 @@ public final class TrainService: Sendable {
 
   /// The file `path` names under `root`, refusing anything that leaves it (`..`, absolute paths
   /// elsewhere, symbolic links pointing out).
-  func resolve(_ path: String, under root: String) throws -> String {
-    if path.utf8.contains(0) { throw RPCError.invalidArgument("data_path contains a NUL byte") }
+  func resolve(_ path: String, under root: String, field: String = "data_path") throws -> String {
+    if path.utf8.contains(0) { throw RPCError.invalidArgument("\(field) contains a NUL byte") }
     let joined = path.hasPrefix("/") ? path : (root as NSString).appendingPathComponent(path)
     let resolved = ((joined as NSString).resolvingSymlinksInPath as NSString).standardizingPath
     guard resolved == root || resolved.hasPrefix(root.hasSuffix("/") ? root : root + "/") else {
-      throw RPCError(.permissionDenied, "data_path '\(path)' lies outside the server's data root")
+      throw RPCError(.permissionDenied, "\(field) '\(path)' lies outside the server's data root")
     }
     var isDirectory: ObjCBool = false
     guard FileManager.default.fileExists(atPath: resolved, isDirectory: &isDirectory) else {
-      throw RPCError.notFound("data_path '\(path)' does not exist under the data root")
+      throw RPCError.notFound("\(field) '\(path)' does not exist under the data root")
     }
     if isDirectory.boolValue {
-      throw RPCError.invalidArgument("data_path '\(path)' is a folder, not a file")
+      throw RPCError.invalidArgument("\(field) '\(path)' is a folder, not a file")
     }
     return resolved
   }

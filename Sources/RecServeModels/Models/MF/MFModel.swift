@@ -11,8 +11,8 @@ public final class MFModel: RecommendationModel, @unchecked Sendable {
   public let itemCount: Int
   public let userIds: [String]
   public let itemIds: [String]
-  private let userLookup: [String: Int32]
-  private let itemLookup: [String: Int32]
+  let userLookup: [String: Int32]
+  let itemLookup: [String: Int32]
   public let globalMean: Float
   /// Predictions of `predict` are clipped to this range when set (the training ratings' range).
   public let ratingRange: ClosedRange<Float>?
