@@ -132,3 +132,93 @@ import Testing
     }
   }
 }
+
+/// New items after training: the encoder reads raw values as the table did, and an item added
+/// with the same values as an item that was cold in training gets that item's vector and bias.
+@Suite struct HybridAdditionsTests {
+  static let features = """
+    id,genres,title,year
+    a,Action|Comedy,The Big Fight,1990
+    b,Drama,A Quiet Night,2001
+    c,Comedy,The Big Laugh,1995
+    d,Action,Night Fight,2010
+    e,Drama|Comedy,Quiet Laugh,1990
+    cold,Action|Drama,The Quiet Fight,2005
+
+    """
+
+  @Test func theEncoderReadsARowAsTheTableDid() throws {
+    let table = try FeatureTable.parse(text: Self.features, source: "items.csv")
+    let encoder = FeatureEncoder(table)
+    let row = 5
+    let encoded = try encoder.encode(
+      ["genres": "Action|Drama", "title": "The Quiet Fight", "year": "2005"], what: "new")
+    let expected = table.entries(ofRow: row).map { (table.featureIndex[$0], table.weight[$0]) }
+    #expect(encoded.map(\.feature) == expected.map(\.0))
+    for (a, b) in zip(encoded.map(\.weight), expected.map(\.1)) { #expect(abs(a - b) < 1e-6) }
+    // Unknown values have no feature; an unknown column or a non-number is named.
+    #expect(try encoder.encode(["genres": "Western"], what: "x").isEmpty)
+    let column = #expect(throws: DataError.self) {
+      try encoder.encode(["colour": "red"], what: "x")
+    }
+    #expect("\(column!)".contains("no feature column 'colour'"))
+    let number = #expect(throws: DataError.self) { try encoder.encode(["year": "soon"], what: "x") }
+    #expect("\(number!)".contains("'soon' is not a finite number"))
+  }
+
+  @Test func anAddedItemIsPlacedAsATrainedColdItem() throws {
+    let table = try FeatureTable.parse(text: Self.features, source: "items.csv")
+    let data = try Interactions(rows: [
+      InteractionRow(user: "u1", item: "a"), InteractionRow(user: "u1", item: "c"),
+      InteractionRow(user: "u2", item: "b"), InteractionRow(user: "u2", item: "e"),
+      InteractionRow(user: "u3", item: "d"), InteractionRow(user: "u3", item: "a"),
+    ])
+    let (trained, itemTable) = try HybridTrainer.train(
+      data, inputs: HybridInputs(items: table), config: HybridConfig(dim: 4, epochs: 3, threads: 1))
+    let files = HybridFiles(
+      itemTable: itemTable, dim: 4, embeddings: trained.featureEmbeddings,
+      biases: trained.featureBiases)
+    let item = HybridAdditions.NewItem(
+      id: "again", features: ["genres": "Action|Drama", "title": "The Quiet Fight", "year": "2005"])
+    let (extended, unmatched) = try HybridAdditions.extend(
+      trained.model, files: files,
+      items: [item, HybridAdditions.NewItem(id: "bare", features: [:])])
+    #expect(unmatched == ["bare"])
+    #expect(extended.itemCount == trained.model.itemCount + 2)
+    let cold = Int(extended.itemIndex("cold")!)
+    let again = Int(extended.itemIndex("again")!)
+    let d = extended.dim
+    for c in 0..<d {
+      #expect(abs(extended.itemFactors[cold * d + c] - extended.itemFactors[again * d + c]) < 1e-6)
+    }
+    #expect(abs(extended.itemBias[cold] - extended.itemBias[again]) < 1e-6)
+    #expect(extended.itemPopularity[again] == 0)
+    let twice = #expect(throws: DataError.self) {
+      try HybridAdditions.extend(trained.model, files: files, items: [item, item])
+    }
+    #expect("\(twice!)".contains("'again' is already in the model"))
+  }
+
+  @Test func theFileKeepsWholeLinesAndNamesBadOnes() throws {
+    let dir = TempDir()
+    let items = [
+      HybridAdditions.NewItem(id: "x", features: ["genres": "Drama"]),
+      HybridAdditions.NewItem(id: "y", features: [:]),
+    ]
+    try HybridAdditions.append(items, directory: dir.path)
+    #expect(try HybridAdditions.read(directory: dir.path).items == items)
+    // An append that did not finish (no newline) is left out, and its bytes are not counted.
+    let path = dir.path + "/" + HybridAdditions.fileName
+    let whole = try HybridAdditions.read(directory: dir.path).bytes
+    let handle = FileHandle(forWritingAtPath: path)!
+    handle.seekToEndOfFile()
+    handle.write(Data("{\"id\": \"z\", \"feat".utf8))
+    handle.closeFile()
+    let torn = try HybridAdditions.read(directory: dir.path)
+    #expect(torn.items == items && torn.bytes == whole)
+    try Data("{\"id\": \"ok\"}\n\n{\"features\": {}}\n".utf8).write(to: URL(fileURLWithPath: path))
+    let error = #expect(throws: DataError.self) { try HybridAdditions.read(directory: dir.path) }
+    #expect("\(error!)".contains("added_items.jsonl:3") && "\(error!)".contains("'id'"))
+    #expect(try HybridAdditions.read(directory: dir.path + "/none").items.isEmpty)
+  }
+}
