@@ -18,7 +18,7 @@ struct ModelsCommand: ParsableCommand {
       """,
     subcommands: [
       List.self, Status.self, SetLabel.self, Promote.self, Rollback.self, Canary.self,
-      Unload.self, Reload.self,
+      Unload.self, Reload.self, AddItems.self,
     ]
   )
 }
@@ -327,11 +327,11 @@ enum ModelTable {
 
 // MARK: - Subcommands
 
-private func validateName(_ name: String) throws {
+func validateName(_ name: String) throws {
   if name.isEmpty { throw ValidationError("NAME is empty: name a model") }
 }
 
-private func validateVersion(_ version: Int64, allowZero: Bool = false) throws {
+func validateVersion(_ version: Int64, allowZero: Bool = false) throws {
   if version < (allowZero ? 0 : 1) {
     throw ValidationError(
       "VERSION must be \(allowZero ? "0 (remove the label) or more" : "a positive integer"), got \(version)"

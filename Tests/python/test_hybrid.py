@@ -327,3 +327,29 @@ def test_train_rpc_trains_a_hybrid_version(catalog, tmp_path):
             assert words in error.value.details(), (words, error.value.details())
     finally:
         assert server.stop() == 0
+
+
+def test_models_add_items_cli_sends_a_feature_file_in_batches(catalog, tmp_path):
+    models = tmp_path / "models"
+    run_cli("train", "--data", catalog["root"] / "ratings.csv", "--kind", "hybrid", "--item-features",
+            catalog["root"] / "items.csv", "--name", "shop", "--models", models, "--dim", 8, "--epochs", 2,
+            "--split", "none", "--threads", 1)
+    new = tmp_path / "new.csv"
+    new.write_text("movieId,title,genres\n" + "".join(f'n{k},"comedyword day n{k}",Comedy\n' for k in range(7)))
+    server = Server(models)
+    try:
+        args = ("models", "add-items", "shop", new, "--target", server.target, "--batch", 3)
+        first = run_cli(*args)
+        assert "added 7 items (0 were there already); 307 items now" in first.stdout, first.stdout
+        again = run_cli(*args)
+        assert "added 0 items (7 were there already)" in again.stdout, again.stdout
+        bad = tmp_path / "bad.csv"
+        bad.write_text("movieId,colour\nq1,red\n")
+        refused = run_cli("models", "add-items", "shop", bad, "--target", server.target, check=False)
+        assert refused.returncode == 1 and "INVALID_ARGUMENT" in refused.stderr and "'colour'" in refused.stderr
+        broken = tmp_path / "broken.csv"
+        broken.write_text("movieId,title\nq1,a\nq1,b\n")
+        refused = run_cli("models", "add-items", "shop", broken, "--target", server.target, check=False)
+        assert refused.returncode == 1 and "broken.csv:3" in refused.stderr
+    finally:
+        assert server.stop() == 0

@@ -157,3 +157,19 @@ extension LoadedModel {
     LoadedModel(directory: directory, manifest: manifest, model: model, sizeBytes: sizeBytes)
   }
 }
+
+extension HybridAdditions {
+  /// The rows of a feature file (CSV with a header whose first column is the id, read as
+  /// `FeatureTable.load` reads it) as new items: each row's non-empty values by column name.
+  /// Throws a `DataError` naming the file and line.
+  public static func items(fromFeatureFile path: String) throws -> [NewItem] {
+    let file = try FeatureFileReader.read(path: path)
+    return file.ids.indices.map { r in
+      var features: [String: String] = [:]
+      for c in file.values.indices where !file.values[c][r].isEmpty {
+        features[file.header[c + 1]] = file.values[c][r]
+      }
+      return NewItem(id: file.ids[r], features: features)
+    }
+  }
+}
