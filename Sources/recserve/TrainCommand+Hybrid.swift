@@ -16,6 +16,7 @@ extension TrainCommand {
       ("--feature-types", featureTypes != nil), ("--user-feature-types", userFeatureTypes != nil),
       ("--loss", loss != nil),
       ("--identity-weight", identityWeight != nil), ("--max-sampled", maxSampled != nil),
+      ("--content-dropout", contentDropout != nil),
     ] where set {
       throw ValidationError("\(flag) is for --kind hybrid")
     }
@@ -38,7 +39,10 @@ extension TrainCommand {
       c.loss = l
     }
     if let identityWeight { c.identityWeight = identityWeight }
+    if let contentDropout { c.contentDropout = contentDropout }
     if let maxSampled { c.maxSampled = maxSampled }
+    if let recencyBoost { c.recencyBoost = recencyBoost }
+    if let recencyHalfLife { c.recencyHalfLife = recencyHalfLife }
     if let threads { c.threads = threads }
     c.seed = seed
     try c.validate()

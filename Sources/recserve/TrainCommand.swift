@@ -63,6 +63,13 @@ struct TrainCommand: ParsableCommand {
   var identityWeight: Float?
 
   @Option(
+    name: .customLong("content-dropout"),
+    help:
+      "hybrid: share of steps that see the items by their content alone, as new items are (default 0.5)."
+  )
+  var contentDropout: Float?
+
+  @Option(
     name: .customLong("max-sampled"),
     help: "hybrid warp: negatives drawn at most per positive (default 10).")
   var maxSampled: Int?
@@ -147,7 +154,7 @@ struct TrainCommand: ParsableCommand {
   @Option(
     name: .customLong("recency-boost"),
     help: """
-      BPR and ALS: weigh a user's recent interactions up: the one p interactions before the latest \
+      BPR, ALS and hybrid: weigh a user's recent interactions up: the one p interactions before the latest \
       counts 1 + boost * 2^(-p / h), h = --recency-half-life x the user's history (default: \
       bpr 20, als 10, chosen across 5 data sets; 0 weighs every interaction the same).
       """)
@@ -156,7 +163,7 @@ struct TrainCommand: ParsableCommand {
   @Option(
     name: .customLong("recency-half-life"),
     help:
-      "BPR and ALS: the recency weight's half-life, a fraction of each user's history (default 0.1)."
+      "BPR, ALS and hybrid: the recency weight's half-life, a fraction of each user's history (default 0.1)."
   )
   var recencyHalfLife: Float?
 
@@ -254,6 +261,7 @@ struct TrainCommand: ParsableCommand {
       ("negative_sampling", negativeSampling != nil), ("recency_boost", recencyBoost != nil),
       ("recency_half_life", recencyHalfLife != nil), ("item_reg", reg != nil),
       ("loss", loss != nil), ("identity_weight", identityWeight != nil),
+      ("content_dropout", contentDropout != nil),
     ]
     return Set(given.filter(\.1).map(\.0))
   }

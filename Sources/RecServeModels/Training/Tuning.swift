@@ -21,7 +21,10 @@ public enum Tuner {
       "recency_half_life",
     ],
     "als": ["alpha", "reg", "recency_boost", "recency_half_life"],
-    "hybrid": ["lr", "item_reg", "identity_weight", "loss"],
+    "hybrid": [
+      "lr", "item_reg", "identity_weight", "content_dropout", "loss", "recency_boost",
+      "recency_half_life",
+    ],
     "mf": ["optimizer", "lr", "reg", "dim", "epochs"],
   ]
 
@@ -406,6 +409,9 @@ public enum Tuner {
     case .als(var c) where c.recencyBoost > 0:
       c.recencyBoost = 0
       return [.als(c)]
+    case .hybrid(var c, let inputs) where c.recencyBoost > 0:
+      c.recencyBoost = 0
+      return [.hybrid(c, inputs)]
     default:
       return []
     }
@@ -474,11 +480,16 @@ public enum Tuner {
       let lr = logUniform(0.01, 0.2, &rng)
       let reg = rng.next() % 2 == 0 ? 0 : logUniform(1e-7, 1e-4, &rng)
       let identity = Float(0.2 + 0.6 * rng.nextDouble())
+      let dropout = Float(0.8 * rng.nextDouble())
       let loss: HybridConfig.Loss = rng.next() % 3 == 0 ? .bpr : .warp
       if !fixed.contains("lr") { c.learningRate = lr }
       if !fixed.contains("item_reg") { c.itemRegularization = reg }
       if !fixed.contains("identity_weight") { c.identityWeight = identity }
+      if !fixed.contains("content_dropout") { c.contentDropout = dropout }
+      let (boost, halfLife) = drawRecency(&rng)
       if !fixed.contains("loss") { c.loss = loss }
+      if !fixed.contains("recency_boost") { c.recencyBoost = boost }
+      if !fixed.contains("recency_half_life") { c.recencyHalfLife = halfLife }
       return .hybrid(c, inputs)
     case .sasrec:
       return base
@@ -523,7 +534,7 @@ public enum Tuner {
         "alpha \(f(c.alpha)) reg \(f(c.regularization)) recency \(f(c.recencyBoost))/\(f(c.recencyHalfLife))"
     case .hybrid(let c, _):
       return
-        "\(c.loss.rawValue) lr \(f(c.learningRate)) item_reg \(f(c.itemRegularization)) identity \(f(c.identityWeight))"
+        "\(c.loss.rawValue) lr \(f(c.learningRate)) item_reg \(f(c.itemRegularization)) identity \(f(c.identityWeight)) dropout \(f(c.contentDropout)) recency \(f(c.recencyBoost))/\(f(c.recencyHalfLife))"
     case .sasrec:
       return "sasrec"
     }

@@ -624,6 +624,17 @@ public nonisolated struct Recserve_V1_TrainRequest: @unchecked Sendable {
     set {_uniqueStorage()._maxSampled = newValue}
   }
 
+  /// hybrid: share of steps that see the items by their content alone, as new items are, in
+  /// [0, 1]; unset means 0.5.
+  public var contentDropout: Float {
+    get {_storage._contentDropout ?? 0}
+    set {_uniqueStorage()._contentDropout = newValue}
+  }
+  /// Returns true if `contentDropout` has been explicitly set.
+  public var hasContentDropout: Bool {_storage._contentDropout != nil}
+  /// Clears the value of `contentDropout`. Subsequent reads from it will return its default value.
+  public mutating func clearContentDropout() {_uniqueStorage()._contentDropout = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1508,7 +1519,7 @@ nonisolated extension Recserve_V1_Interaction: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}kind\0\u{3}data_path\0\u{1}interactions\0\u{1}dim\0\u{1}epochs\0\u{1}seed\0\u{1}holdout\0\u{3}learning_rate\0\u{1}regularization\0\u{1}promote\0\u{3}promote_metric\0\u{3}promote_tolerance\0\u{1}optimizer\0\u{3}early_stopping\0\u{1}alpha\0\u{3}negative_candidates\0\u{3}negative_sampling\0\u{3}cg_steps\0\u{3}popularity_exponent\0\u{1}maxlen\0\u{1}blocks\0\u{1}heads\0\u{1}dropout\0\u{3}batch_size\0\u{1}tune\0\u{3}recency_boost\0\u{3}recency_half_life\0\u{3}item_features_path\0\u{3}user_features_path\0\u{3}item_feature_types\0\u{3}user_feature_types\0\u{1}loss\0\u{3}identity_weight\0\u{3}max_sampled\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}kind\0\u{3}data_path\0\u{1}interactions\0\u{1}dim\0\u{1}epochs\0\u{1}seed\0\u{1}holdout\0\u{3}learning_rate\0\u{1}regularization\0\u{1}promote\0\u{3}promote_metric\0\u{3}promote_tolerance\0\u{1}optimizer\0\u{3}early_stopping\0\u{1}alpha\0\u{3}negative_candidates\0\u{3}negative_sampling\0\u{3}cg_steps\0\u{3}popularity_exponent\0\u{1}maxlen\0\u{1}blocks\0\u{1}heads\0\u{1}dropout\0\u{3}batch_size\0\u{1}tune\0\u{3}recency_boost\0\u{3}recency_half_life\0\u{3}item_features_path\0\u{3}user_features_path\0\u{3}item_feature_types\0\u{3}user_feature_types\0\u{1}loss\0\u{3}identity_weight\0\u{3}max_sampled\0\u{3}content_dropout\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -1546,6 +1557,7 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
     var _loss: String = String()
     var _identityWeight: Float? = nil
     var _maxSampled: Int32 = 0
+    var _contentDropout: Float? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1591,6 +1603,7 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       _loss = source._loss
       _identityWeight = source._identityWeight
       _maxSampled = source._maxSampled
+      _contentDropout = source._contentDropout
     }
   }
 
@@ -1644,6 +1657,7 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         case 33: try { try decoder.decodeSingularStringField(value: &_storage._loss) }()
         case 34: try { try decoder.decodeSingularFloatField(value: &_storage._identityWeight) }()
         case 35: try { try decoder.decodeSingularInt32Field(value: &_storage._maxSampled) }()
+        case 36: try { try decoder.decodeSingularFloatField(value: &_storage._contentDropout) }()
         default: break
         }
       }
@@ -1761,6 +1775,9 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       if _storage._maxSampled != 0 {
         try visitor.visitSingularInt32Field(value: _storage._maxSampled, fieldNumber: 35)
       }
+      try { if let v = _storage._contentDropout {
+        try visitor.visitSingularFloatField(value: v, fieldNumber: 36)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1805,6 +1822,7 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         if _storage._loss != rhs_storage._loss {return false}
         if _storage._identityWeight != rhs_storage._identityWeight {return false}
         if _storage._maxSampled != rhs_storage._maxSampled {return false}
+        if _storage._contentDropout != rhs_storage._contentDropout {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -24,7 +24,10 @@ extension TrainService {
       c.loss = loss
     }
     if request.hasIdentityWeight { c.identityWeight = request.identityWeight }
+    if request.hasContentDropout { c.contentDropout = request.contentDropout }
     if request.maxSampled != 0 { c.maxSampled = Int(request.maxSampled) }
+    if request.hasRecencyBoost { c.recencyBoost = request.recencyBoost }
+    if request.hasRecencyHalfLife { c.recencyHalfLife = request.recencyHalfLife }
     do {
       try c.validate()
     } catch {

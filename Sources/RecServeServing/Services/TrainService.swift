@@ -578,6 +578,7 @@ public final class TrainService: Sendable {
       ("user_feature_types", !request.userFeatureTypes.isEmpty, "hybrid"),
       ("loss", !request.loss.isEmpty, "hybrid"),
       ("identity_weight", request.hasIdentityWeight, "hybrid"),
+      ("content_dropout", request.hasContentDropout, "hybrid"),
       ("max_sampled", request.maxSampled != 0, "hybrid"),
     ]
     if let (field, _, _) = fields.first(where: { $0.1 && $0.2 != kind }) {
@@ -586,8 +587,8 @@ public final class TrainService: Sendable {
     for (field, given) in [
       ("recency_boost", request.hasRecencyBoost),
       ("recency_half_life", request.hasRecencyHalfLife),
-    ] where given && kind != "bpr" && kind != "als" {
-      throw RPCError.invalidArgument("\(field) applies to kinds bpr and als, not \(kind)")
+    ] where given && kind != "bpr" && kind != "als" && kind != "hybrid" {
+      throw RPCError.invalidArgument("\(field) applies to kinds bpr, als and hybrid, not \(kind)")
     }
     if request.tune != 0 {
       guard kind != "sasrec" else {
@@ -614,6 +615,7 @@ public final class TrainService: Sendable {
       ("recency_half_life", request.hasRecencyHalfLife),
       ("item_reg", request.hasRegularization), ("loss", !request.loss.isEmpty),
       ("identity_weight", request.hasIdentityWeight),
+      ("content_dropout", request.hasContentDropout),
     ] where given {
       fixed.insert(setting)
     }

@@ -28,6 +28,15 @@ public struct HybridConfig: Sendable, Equatable {
   /// 1 − this); an item without interactions, or without content features, has only the
   /// other kind at weight 1.
   public var identityWeight: Float
+  /// The share of steps in which the items are represented by their content features alone,
+  /// as items nobody has touched are (dropout of the id, as DropoutNet does): the content then
+  /// learns to rank on its own, which is what ranks new items.
+  public var contentDropout: Float
+  /// Recent interactions weigh more, as BPR's (see `BPRConfig.recencyBoost`): positive pairs
+  /// are drawn in proportion to 1 + recencyBoost·2^(−p / h) instead of each once an epoch.
+  public var recencyBoost: Float
+  /// The recency weight's half-life, as a fraction of each user's history.
+  public var recencyHalfLife: Float
   public var seed: UInt64
   /// Hogwild threads (lock-free); deterministic for a seed only with 1.
   public var threads: Int
@@ -35,7 +44,8 @@ public struct HybridConfig: Sendable, Equatable {
   public init(
     dim: Int = 64, epochs: Int = 30, learningRate: Float = 0.05, loss: Loss = .warp,
     maxSampled: Int = 10, itemRegularization: Float = 0, userRegularization: Float = 0,
-    identityWeight: Float = 0.5, seed: UInt64 = 42, threads: Int = 2
+    identityWeight: Float = 0.5, contentDropout: Float = 0.5, recencyBoost: Float = 20, recencyHalfLife: Float = 0.1,
+    seed: UInt64 = 42, threads: Int = 2
   ) {
     self.dim = dim
     self.epochs = epochs
@@ -45,6 +55,9 @@ public struct HybridConfig: Sendable, Equatable {
     self.itemRegularization = itemRegularization
     self.userRegularization = userRegularization
     self.identityWeight = identityWeight
+    self.contentDropout = contentDropout
+    self.recencyBoost = recencyBoost
+    self.recencyHalfLife = recencyHalfLife
     self.seed = seed
     self.threads = threads
   }
@@ -67,6 +80,15 @@ public struct HybridConfig: Sendable, Equatable {
       throw bad("identity_weight must be in [0, 1] (got \(identityWeight))")
     }
     if threads < 1 || threads > 256 { throw bad("threads must be in 1...256 (got \(threads))") }
+    if !(contentDropout >= 0) || !(contentDropout <= 1) {
+      throw bad("content_dropout must be in [0, 1] (got \(contentDropout))")
+    }
+    if !(recencyBoost >= 0) || !(recencyBoost <= 1000) {
+      throw bad("recency_boost must be in [0, 1000] (got \(recencyBoost))")
+    }
+    if !(recencyHalfLife > 0) || !(recencyHalfLife <= 10) {
+      throw bad("recency_half_life must be in (0, 10] (got \(recencyHalfLife))")
+    }
   }
 
   /// For model.json.
@@ -76,7 +98,9 @@ public struct HybridConfig: Sendable, Equatable {
       "dim": .int(Int64(dim)), "epochs": .int(Int64(epochs)), "lr": d(learningRate),
       "loss": .string(loss.rawValue), "max_sampled": .int(Int64(maxSampled)),
       "item_reg": d(itemRegularization), "user_reg": d(userRegularization),
-      "identity_weight": d(identityWeight), "optimizer": .string("adagrad"),
+      "identity_weight": d(identityWeight), "content_dropout": d(contentDropout),
+      "optimizer": .string("adagrad"),
+      "recency_boost": d(recencyBoost), "recency_half_life": d(recencyHalfLife),
       "seed": .int(Int64(bitPattern: seed)), "threads": .int(Int64(threads)),
     ]
   }

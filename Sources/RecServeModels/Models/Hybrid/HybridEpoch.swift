@@ -9,6 +9,8 @@ struct HybridEpoch: @unchecked Sendable {
   let matrix: ImplicitMatrix
   let rowOf: [Int32]
   let order: [Int32]
+  /// Draws pairs by their recency weight; nil visits `order`.
+  let alias: AliasTable?
   let epoch: Int
 
   struct Stats {
@@ -50,28 +52,31 @@ struct HybridEpoch: @unchecked Sendable {
     defer { buffer.deallocate() }
     let (uv, pv, nv) = (buffer, buffer + d, buffer + 2 * d)
     let (gu, gp, gn) = (buffer + 3 * d, buffer + 4 * d, buffer + 5 * d)
-    let warmItems = matrix.cols
+    let itemCount = items.entities
     var stats = Stats()
     for position in range {
-      let pair = Int(order[position])
+      let pair = alias.map { Int($0.draw(&rng)) } ?? Int(order[position])
       let u = Int(rowOf[pair])
       let i = Int(matrix.indices[pair])
       let positives = matrix.indptr[u]..<matrix.indptr[u + 1]
       _ = users.represent(u, into: uv)
-      let pos = dot(uv, pv, bias: items.represent(i, into: pv))
+      // Now and then the items are seen as if new, by their content alone, so that the content
+      // features learn to rank on their own and not only what the ids leave to them.
+      let cold = config.contentDropout > 0 && rng.nextFloat() < config.contentDropout
+      let pos = dot(uv, pv, bias: items.represent(i, into: pv, contentOnly: cold))
       stats.pairs += 1
       var weight: Float = 0
       var negative = -1
       let draws = config.loss == .warp ? config.maxSampled : 8
       for sampled in 1...draws {
-        let j = rng.nextInt(below: warmItems)
+        let j = rng.nextInt(below: itemCount)
         if isPositive(j, positives) { continue }
-        let neg = dot(uv, nv, bias: items.represent(j, into: nv))
+        let neg = dot(uv, nv, bias: items.represent(j, into: nv, contentOnly: cold))
         if negative < 0 && sampled == 1 && pos > neg { stats.correct += 1 }
         switch config.loss {
         case .warp:
           guard neg > pos - 1 else { continue }
-          weight = Self.warpWeight(items: warmItems, sampled: sampled)
+          weight = Self.warpWeight(items: itemCount, sampled: sampled)
           stats.loss += Double(weight * (1 - pos + neg))
         case .bpr:
           let x = pos - neg
@@ -93,10 +98,10 @@ struct HybridEpoch: @unchecked Sendable {
         regularization: config.userRegularization)
       items.update(
         i, gradient: gp, biasGradient: -weight, learningRate: lr,
-        regularization: config.itemRegularization)
+        regularization: config.itemRegularization, contentOnly: cold)
       items.update(
         negative, gradient: gn, biasGradient: weight, learningRate: lr,
-        regularization: config.itemRegularization)
+        regularization: config.itemRegularization, contentOnly: cold)
     }
     return stats
   }

