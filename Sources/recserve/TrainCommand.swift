@@ -65,7 +65,7 @@ struct TrainCommand: ParsableCommand {
   @Option(
     name: .customLong("content-dropout"),
     help:
-      "hybrid: share of steps that see the items by their content alone, as new items are (default 0.5)."
+      "hybrid: share of steps that see the items by their content alone, as new items are (default 0.3)."
   )
   var contentDropout: Float?
 

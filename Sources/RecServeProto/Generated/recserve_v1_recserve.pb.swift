@@ -625,7 +625,7 @@ public nonisolated struct Recserve_V1_TrainRequest: @unchecked Sendable {
   }
 
   /// hybrid: share of steps that see the items by their content alone, as new items are, in
-  /// [0, 1]; unset means 0.5.
+  /// [0, 1]; unset means 0.3.
   public var contentDropout: Float {
     get {_storage._contentDropout ?? 0}
     set {_uniqueStorage()._contentDropout = newValue}

@@ -29,8 +29,12 @@ public struct HybridConfig: Sendable, Equatable {
   /// other kind at weight 1.
   public var identityWeight: Float
   /// The share of steps in which the items are represented by their content features alone,
-  /// as items nobody has touched are (dropout of the id, as DropoutNet does): the content then
-  /// learns to rank on its own, which is what ranks new items.
+  /// as items nobody has touched are (dropout of the id, as DropoutNet does), on pairs drawn
+  /// uniformly (not by recency): the content then learns to rank on its own, which is what
+  /// ranks new items. On MovieLens with a tenth of the movies held out (3 seeds,
+  /// Benchmarks/hybrid_vs_lightfm.py), 0.1 to 0.5 all put cold-item NDCG@10 at 0.167-0.175
+  /// (LightFM's best 0.160; 0.132 without dropout) with warm items level with BPR; 0.7 costs
+  /// warm items 10%. 0.3 is the middle of that plateau.
   public var contentDropout: Float
   /// Recent interactions weigh more, as BPR's (see `BPRConfig.recencyBoost`): positive pairs
   /// are drawn in proportion to 1 + recencyBoost·2^(−p / h) instead of each once an epoch.
@@ -44,7 +48,8 @@ public struct HybridConfig: Sendable, Equatable {
   public init(
     dim: Int = 64, epochs: Int = 30, learningRate: Float = 0.05, loss: Loss = .warp,
     maxSampled: Int = 10, itemRegularization: Float = 0, userRegularization: Float = 0,
-    identityWeight: Float = 0.5, contentDropout: Float = 0.5, recencyBoost: Float = 20, recencyHalfLife: Float = 0.1,
+    identityWeight: Float = 0.5, contentDropout: Float = 0.3, recencyBoost: Float = 20,
+    recencyHalfLife: Float = 0.1,
     seed: UInt64 = 42, threads: Int = 2
   ) {
     self.dim = dim

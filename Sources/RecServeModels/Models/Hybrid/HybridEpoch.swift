@@ -55,14 +55,19 @@ struct HybridEpoch: @unchecked Sendable {
     let itemCount = items.entities
     var stats = Stats()
     for position in range {
-      let pair = alias.map { Int($0.draw(&rng)) } ?? Int(order[position])
+      // Now and then the items are seen as if new, by their content alone, so that the content
+      // features learn to rank on their own and not only what the ids leave to them. Those steps
+      // draw pairs uniformly: the recency weight suits what follows a user's latest items, but
+      // the content, which ranks new items, generalises better from every interaction alike.
+      let cold = config.contentDropout > 0 && rng.nextFloat() < config.contentDropout
+      let pair =
+        cold || alias == nil
+        ? (alias == nil ? Int(order[position]) : rng.nextInt(below: matrix.nnz))
+        : alias!.draw(&rng)
       let u = Int(rowOf[pair])
       let i = Int(matrix.indices[pair])
       let positives = matrix.indptr[u]..<matrix.indptr[u + 1]
       _ = users.represent(u, into: uv)
-      // Now and then the items are seen as if new, by their content alone, so that the content
-      // features learn to rank on their own and not only what the ids leave to them.
-      let cold = config.contentDropout > 0 && rng.nextFloat() < config.contentDropout
       let pos = dot(uv, pv, bias: items.represent(i, into: pv, contentOnly: cold))
       stats.pairs += 1
       var weight: Float = 0
