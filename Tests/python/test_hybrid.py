@@ -353,3 +353,25 @@ def test_models_add_items_cli_sends_a_feature_file_in_batches(catalog, tmp_path)
         assert refused.returncode == 1 and "broken.csv:3" in refused.stderr
     finally:
         assert server.stop() == 0
+
+
+def test_user_features_and_tune_train_through_the_cli(catalog, tmp_path):
+    users = tmp_path / "users.csv"
+    # A user feature that tells the favourite genre: the hybrid trains with it and still ranks.
+    users.write_text("userId,taste\n" + "".join(f"{u},{GENRES[g]}\n" for u, g in catalog["favourite"].items()))
+    models = tmp_path / "models"
+    out = run_cli("train", "--data", catalog["root"] / "ratings.csv", "--kind", "hybrid", "--item-features",
+                  catalog["root"] / "items.csv", "--user-features", users, "--name", "shop", "--models", models,
+                  "--dim", 8, "--epochs", 4, "--threads", 1, "--json")
+    summary = json.loads(out.stdout)
+    assert summary["hyperparameters"]["user_features"].endswith("users.csv")
+    assert summary["metrics"]["ndcg@10"] > 0
+    tuned = run_cli("train", "--data", catalog["root"] / "ratings.csv", "--kind", "hybrid", "--item-features",
+                    catalog["root"] / "items.csv", "--name", "tuned", "--models", models, "--dim", 8,
+                    "--epochs", 3, "--threads", 1, "--tune", 3, "--json")
+    tuning = json.loads(tuned.stdout)["tuning"]
+    assert len(tuning["trials"]) == 3 and "identity_weight" in tuning["trials"][0]["settings"], tuning
+    refused = run_cli("train", "--data", catalog["root"] / "ratings.csv", "--kind", "hybrid", "--item-features",
+                      catalog["root"] / "items.csv", "--user-feature-types", "taste:text", "--name", "x",
+                      "--models", models, check=False)
+    assert refused.returncode != 0 and "--user-feature-types needs --user-features" in refused.stderr
