@@ -54,6 +54,12 @@ def model_seeds(work):
     recserve("gen-data", "--users", 12, "--items", 15, "--density", 0.4, "--out", ratings, "--seed", 3)
     recserve("gen-data", "--kind", "sequences", "--users", 10, "--items", 12, "--chain-length", 4,
              "--events", "5-7", "--out", sequences, "--seed", 3)
+    # Item features for the hybrid seed: a genre and a title per item, and one item only here.
+    features = work / "items.csv"
+    items = sorted({line.split(",")[1] for line in ratings.read_text().splitlines()[1:] if line})
+    features.write_text("item,genre,title,year\n" + "".join(
+        f"{item},g{k % 3}|g{(k + 1) % 3},\"word{k % 4} the {item}\",{1990 + k}\n"
+        for k, item in enumerate(items + ["only-in-features"])))
     models = work / "models"
     runs = {
         "mf": ["--data", ratings, "--kind", "mf", "--dim", 3, "--epochs", 2],
@@ -61,18 +67,26 @@ def model_seeds(work):
         "als": ["--data", ratings, "--kind", "als", "--dim", 3, "--epochs", 2],
         "sasrec": ["--data", sequences, "--kind", "sasrec", "--dim", 4, "--heads", 2, "--maxlen", 4,
                    "--blocks", 1, "--epochs", 1],
+        "hybrid": ["--data", ratings, "--kind", "hybrid", "--item-features", features, "--dim", 3,
+                   "--epochs", 1],
     }
+    hybrid_files = ["item_features.json", "item_features.vocab.txt", "item_features.ids.txt",
+                    "item_features.safetensors", "item_feature_embeddings.safetensors"]
     labels = b'{"labels": {"stable": 1, "canary": 1}, "canary_fraction": 0.25}'
     for kind, args in runs.items():
         recserve("train", "--name", kind, "--models", models, *args)
         version = models / kind / "1"
         manifest = (version / "model.json").read_text()
         files = ["weights.safetensors", "users.txt", "items.txt"]
-        for name in files:
+        extra = hybrid_files if kind == "hybrid" else []
+        for name in files + extra:
             digest = subprocess.run(["sha256sum", version / name], check=True, capture_output=True,
                                     text=True).stdout.split()[0]
             manifest = manifest.replace(digest, f"@sha:{name}@")
         parts = [manifest.encode()] + [(version / name).read_bytes() for name in files] + [labels]
+        if kind == "hybrid":
+            added = b'{"id": "added-1", "features": {"genre": "g1", "title": "word2 new", "year": "2001"}}\n'
+            parts += [(version / name).read_bytes() for name in extra] + [added]
         write("FuzzModelDirectory", kind, MARKER.join(parts))
 
 

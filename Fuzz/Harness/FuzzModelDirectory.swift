@@ -16,6 +16,12 @@ public enum FuzzModelDirectory {
   static let files = [
     ModelStore.manifestFile, ModelStore.weightsFile, ModelStore.usersFile, ModelStore.itemsFile,
   ]
+  /// A hybrid version's files, after labels.json (section 5 on): its feature table and
+  /// embeddings (checksummed like the others) and its added items.
+  static let hybridFiles =
+    FeatureTable.storedFileNames(prefix: HybridFiles.tablePrefix) + [
+      HybridFiles.embeddingsFile, HybridAdditions.fileName,
+    ]
 
   public static func run(_ input: UnsafeRawBufferPointer) {
     let sections = FuzzFiles.sections(input)
@@ -27,6 +33,12 @@ public enum FuzzModelDirectory {
       FuzzFiles.write(sections[index], to: versionDirectory + "/" + file)
       let placeholder = Array("@sha:\(file)@".utf8)
       let digest = Array(SHA256Digest.hex(sections[index]).utf8)
+      manifest = replacing(placeholder, with: digest, in: manifest)
+    }
+    for (index, file) in hybridFiles.enumerated() where index + 5 < sections.count {
+      FuzzFiles.write(sections[index + 5], to: versionDirectory + "/" + file)
+      let placeholder = Array("@sha:\(file)@".utf8)
+      let digest = Array(SHA256Digest.hex(sections[index + 5]).utf8)
       manifest = replacing(placeholder, with: digest, in: manifest)
     }
     FuzzFiles.write(manifest, to: versionDirectory + "/" + ModelStore.manifestFile)
@@ -48,7 +60,17 @@ public enum FuzzModelDirectory {
     } catch {
       preconditionFailure("the loader threw \(type(of: error)), not a ModelLoadError: \(error)")
     }
-    serve(loaded)
+    // As the registry loads a version: a hybrid one with its feature files and added items.
+    let served: LoadedModel
+    do {
+      served = try ModelRegistry.withAdditions(loaded).0
+    } catch let error as DataError {
+      precondition(!error.description.isEmpty, "a DataError without a message")
+      return
+    } catch {
+      preconditionFailure("a hybrid version's files threw \(type(of: error)): \(error)")
+    }
+    serve(served)
   }
 
   /// What the server does with a version it loaded, on a small scale.

@@ -15,7 +15,7 @@ extension ModelRegistry {
 
   /// A loaded version with the items of its `added_items.jsonl` applied, and for a hybrid
   /// version its feature files (checked). Throws a `DataError` naming the bad file and line.
-  static func withAdditions(_ loaded: LoadedModel) throws -> (
+  public static func withAdditions(_ loaded: LoadedModel) throws -> (
     LoadedModel, ServedVersion.HybridState?
   ) {
     guard loaded.manifest.kind == "hybrid", let mf = loaded.mf else { return (loaded, nil) }
