@@ -9,6 +9,7 @@ Needs grpcio-tools (the RPC seeds are messages of Protos/recserve/v1/recserve.pr
 seeds come from tiny models that `recserve train` publishes from `recserve gen-data` files.
 """
 
+import json
 import os
 import pathlib
 import shutil
@@ -76,13 +77,13 @@ def model_seeds(work):
     for kind, args in runs.items():
         recserve("train", "--name", kind, "--models", models, *args)
         version = models / kind / "1"
-        manifest = (version / "model.json").read_text()
+        manifest = json.loads((version / "model.json").read_text())
         files = ["weights.safetensors", "users.txt", "items.txt"]
         extra = hybrid_files if kind == "hybrid" else []
+        # Each checksum by its file's name (two files may have the same bytes, hence digest).
         for name in files + extra:
-            digest = subprocess.run(["sha256sum", version / name], check=True, capture_output=True,
-                                    text=True).stdout.split()[0]
-            manifest = manifest.replace(digest, f"@sha:{name}@")
+            manifest["files"][name] = f"@sha:{name}@"
+        manifest = json.dumps(manifest, indent=2)
         parts = [manifest.encode()] + [(version / name).read_bytes() for name in files] + [labels]
         if kind == "hybrid":
             added = b'{"id": "added-1", "features": {"genre": "g1", "title": "word2 new", "year": "2001"}}\n'
