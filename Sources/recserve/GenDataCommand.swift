@@ -15,11 +15,23 @@ struct GenDataCommand: ParsableCommand {
       (i1..iC, then iC+1..i2C, ...) and every user walks chains forward from random starting \
       points, an event in --noise of the cases being a random item instead. The file is \
       user_id,item_id,rating,timestamp with ids u1..uU and i1..iI; the same seed gives the same \
-      file.
+      file. --kind catalog: implicit feedback plus item features for the hybrid model: each item \
+      has a genre and a title (written to --features-out as item_id,title,genres), each user a \
+      favourite genre most interactions come from, and the last --new-items share of the items \
+      has no interactions (only their features place them).
       """)
 
-  @Option(help: "ratings or sequences.")
+  @Option(help: "ratings, sequences or catalog.")
   var kind: String = "ratings"
+
+  @Option(name: .customLong("features-out"), help: "catalog: the item feature file to write.")
+  var featuresOut: String?
+
+  @Option(name: .customLong("new-items"), help: "catalog: share of the items nobody touched.")
+  var newItems: Double = 0.1
+
+  @Option(name: .customLong("per-user"), help: "catalog: interactions per user.")
+  var perUser: Int = 20
 
   @Option(name: .customLong("chain-length"), help: "sequences: items per chain.")
   var chainLength: Int = 20
@@ -69,8 +81,12 @@ struct GenDataCommand: ParsableCommand {
         )
         return
       }
+      if kind == "catalog" {
+        try writeCatalog()
+        return
+      }
       guard kind == "ratings" else {
-        throw ValidationError("unknown --kind '\(kind)' (expected ratings or sequences)")
+        throw ValidationError("unknown --kind '\(kind)' (expected ratings, sequences or catalog)")
       }
       let config = SyntheticData.Config(
         users: users, items: items, seed: seed, dim: dim, density: density)
@@ -80,5 +96,24 @@ struct GenDataCommand: ParsableCommand {
     } catch {
       throw CLI.failure(error)
     }
+  }
+
+  /// `--kind catalog`: the interactions to --out, the item features to --features-out.
+  private func writeCatalog() throws {
+    guard let featuresOut else {
+      throw ValidationError("--kind catalog needs --features-out FILE for the item features")
+    }
+    let catalog = try SyntheticCatalog.generate(
+      SyntheticCatalog.Config(
+        users: users, items: items, seed: seed, perUser: perUser, newItems: newItems))
+    try catalog.interactions.writeCSV(to: out)
+    do {
+      try catalog.featuresCSV.write(toFile: featuresOut, atomically: true, encoding: .utf8)
+    } catch {
+      throw CLIError("cannot write \(featuresOut): \(error.localizedDescription)")
+    }
+    print(
+      "wrote \(catalog.interactions.count) interactions (\(catalog.interactions.userCount) users, \(catalog.interactions.itemCount) items) to \(out) and \(items) items' features (\(catalog.newItemIds.count) without interactions) to \(featuresOut)"
+    )
   }
 }

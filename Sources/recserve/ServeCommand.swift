@@ -13,7 +13,7 @@ struct ServeCommand: ParsableCommand {
     abstract: "Serve the models in a folder over gRPC.",
     discussion: """
       Serves every model under DIR/<name>/<version>/ (the highest version that verifies, or the \
-      one labelled `stable`). With no models in DIR it first trains the demo models `demo` and `demo-seq` on \
+      one labelled `stable`). With no models in DIR it first trains the demo models `demo`, `demo-seq` and `demo-hybrid` on \
       generated data, so a first run serves real recommendations. Prints `listening on HOST:PORT` \
       once ready; SIGINT or SIGTERM stop it gracefully (calls in flight finish).
       """
@@ -572,7 +572,9 @@ struct ServeCommand: ParsableCommand {
   /// sessions that walk chains of 20 consecutive items, i1..i20, i21..i40, ...: a session of
   /// i21, i22, i23 ranks i24 first among the items not in it).
   private func trainDemoModel() throws {
-    log("no models in \(models): training the demo models 'demo' and 'demo-seq' on generated data")
+    log(
+      "no models in \(models): training the demo models 'demo', 'demo-seq' and 'demo-hybrid' on generated data"
+    )
     let data = try SyntheticData.generate(
       SyntheticData.Config(users: 2000, items: 1000, seed: 7, dim: 8, density: 0.03))
     let result = try trainAndPublishMF(
@@ -595,6 +597,26 @@ struct ServeCommand: ParsableCommand {
     log(
       "trained demo-seq version \(sequential.version) on \(sequential.trainRows) events in "
         + String(format: "%.2f s", sequential.trainSeconds) + " (next-item HR@10 \(hr))")
+    try trainDemoHybrid()
+  }
+
+  /// `demo-hybrid`: the hybrid model on a generated catalog (`SyntheticCatalog`: items cycle
+  /// through six genres, i1 Action, i2 Comedy, ...; users favour one genre), whose last 100
+  /// items, i901..i1000, nobody has touched: only their genres and titles rank them, and
+  /// AddItems can add more.
+  private func trainDemoHybrid() throws {
+    let catalog = try SyntheticCatalog.generate(
+      SyntheticCatalog.Config(users: 2000, items: 1000, seed: 7))
+    let features = try FeatureTable.parse(
+      text: catalog.featuresCSV, source: "demo item features")
+    let hybrid = try trainAndPublishImplicit(
+      data: catalog.interactions,
+      config: .hybrid(HybridConfig(dim: 32, epochs: 20, seed: 7), HybridInputs(items: features)),
+      modelsDirectory: models, name: "demo-hybrid")
+    log(
+      "trained demo-hybrid version \(hybrid.version) on \(hybrid.trainRows) interactions in "
+        + String(format: "%.2f s", hybrid.trainSeconds)
+        + " (\(catalog.newItemIds.count) items without interactions)")
   }
 }
 

@@ -375,3 +375,22 @@ def test_user_features_and_tune_train_through_the_cli(catalog, tmp_path):
                       catalog["root"] / "items.csv", "--user-feature-types", "taste:text", "--name", "x",
                       "--models", models, check=False)
     assert refused.returncode != 0 and "--user-feature-types needs --user-features" in refused.stderr
+
+
+def test_gen_data_writes_a_catalog_the_hybrid_learns(tmp_path):
+    ratings, items = tmp_path / "ratings.csv", tmp_path / "items.csv"
+    out = run_cli("gen-data", "--kind", "catalog", "--users", 300, "--items", 240, "--out", ratings,
+                  "--features-out", items, "--seed", 5)
+    assert "24 without interactions" in out.stdout, out.stdout
+    header, *rows = items.read_text().splitlines()
+    assert header == "item_id,title,genres" and len(rows) == 240
+    again = tmp_path / "again.csv"
+    run_cli("gen-data", "--kind", "catalog", "--users", 300, "--items", 240, "--out", again,
+            "--features-out", tmp_path / "items2.csv", "--seed", 5)
+    assert again.read_bytes() == ratings.read_bytes(), "the same seed writes the same file"
+    models = tmp_path / "models"
+    run_cli("train", "--data", ratings, "--kind", "hybrid", "--item-features", items, "--name", "c",
+            "--models", models, "--dim", 16, "--epochs", 10, "--split", "none", "--threads", 1)
+    assert len((models / "c" / "1" / "items.txt").read_text().split()) == 240
+    missing = run_cli("gen-data", "--kind", "catalog", "--users", 3, "--items", 20, "--out", ratings, check=False)
+    assert missing.returncode != 0 and "--features-out" in missing.stderr

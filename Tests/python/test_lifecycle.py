@@ -28,6 +28,17 @@ def test_empty_folder_trains_and_serves_the_demo_model(tmp_path):
             session = stub.Rank(pb.RankRequest(model=pb.ModelSpec(name="demo-seq"), recent_items=["i21", "i22", "i23"],
                                                k=5, exclude_seen=True), timeout=10)
             assert session.model_name == "demo-seq" and session.items[0].item_id == "i24", session
+            # The hybrid demo: items cycle through six genres (i1 Action, i2 Comedy, ...) and
+            # nobody touched i901..i1000; a user's top new items share the genre of their top old one.
+            new = [f"i{k}" for k in range(901, 1001)]
+            for user in ["u1", "u2", "u3"]:
+                top = stub.Rank(pb.RankRequest(model=pb.ModelSpec(name="demo-hybrid"), user_id=user, k=1,
+                                               exclude_seen=True), timeout=10).items[0].item_id
+                fresh = stub.Rank(pb.RankRequest(model=pb.ModelSpec(name="demo-hybrid"), user_id=user, k=5,
+                                                 candidates=new), timeout=10)
+                genre = (int(top[1:]) - 1) % 6
+                same = sum((int(item.item_id[1:]) - 1) % 6 == genre for item in fresh.items)
+                assert same >= 4, (user, top, [item.item_id for item in fresh.items])
     finally:
         assert server.stop() == 0
 
