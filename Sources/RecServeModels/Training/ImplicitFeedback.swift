@@ -217,3 +217,15 @@ extension ImplicitMatrix {
     self = ImplicitMatrix(rows: rows, cols: cols, indptr: indptr, indices: indices, values: values)
   }
 }
+
+/// Checks the recency weight's settings of the kinds that have one (bpr, als, hybrid): the
+/// boost in [0, 1000], the half-life in (0, 10].
+func validateRecency(boost: Float, halfLife: Float) throws {
+  if !(boost >= 0) || !(boost <= 1000) {
+    throw TrainingError.invalidConfiguration("recency_boost must be in [0, 1000] (got \(boost))")
+  }
+  if !(halfLife > 0) || !(halfLife <= 10) {
+    throw TrainingError.invalidConfiguration(
+      "recency_half_life must be in (0, 10] (got \(halfLife))")
+  }
+}

@@ -86,12 +86,7 @@ public struct BPRConfig: Sendable, Equatable {
     if negativeCandidates < 1 || negativeCandidates > 64 {
       throw bad("negative candidates must be in 1...64 (got \(negativeCandidates))")
     }
-    if !(recencyBoost >= 0) || !(recencyBoost <= 1000) {
-      throw bad("recency_boost must be in [0, 1000] (got \(recencyBoost))")
-    }
-    if !(recencyHalfLife > 0) || !(recencyHalfLife <= 10) {
-      throw bad("recency_half_life must be in (0, 10] (got \(recencyHalfLife))")
-    }
+    try validateRecency(boost: recencyBoost, halfLife: recencyHalfLife)
   }
 
   var effectiveInitScale: Float { initScale ?? 1 / Float(dim) }

@@ -88,12 +88,7 @@ public struct HybridConfig: Sendable, Equatable {
     if !(contentDropout >= 0) || !(contentDropout <= 1) {
       throw bad("content_dropout must be in [0, 1] (got \(contentDropout))")
     }
-    if !(recencyBoost >= 0) || !(recencyBoost <= 1000) {
-      throw bad("recency_boost must be in [0, 1000] (got \(recencyBoost))")
-    }
-    if !(recencyHalfLife > 0) || !(recencyHalfLife <= 10) {
-      throw bad("recency_half_life must be in (0, 10] (got \(recencyHalfLife))")
-    }
+    try validateRecency(boost: recencyBoost, halfLife: recencyHalfLife)
   }
 
   /// For model.json.
