@@ -59,13 +59,13 @@ struct TrainCommand: ParsableCommand {
 
   @Option(
     name: .customLong("identity-weight"),
-    help: "hybrid: an item's id against its features, in [0, 1] (default 0.5).")
+    help: "hybrid: an item's id against its features, in [0, 1] (default 0.6).")
   var identityWeight: Float?
 
   @Option(
     name: .customLong("content-dropout"),
     help:
-      "hybrid: share of steps that see the items by their content alone, as new items are (default 0.3)."
+      "hybrid: share of steps that see the items by their content alone, as new items are (default 0.1)."
   )
   var contentDropout: Float?
 

@@ -608,7 +608,7 @@ public nonisolated struct Recserve_V1_TrainRequest: @unchecked Sendable {
     set {_uniqueStorage()._loss = newValue}
   }
 
-  /// hybrid: weight of an item's id against its features, in [0, 1]; unset means 0.5.
+  /// hybrid: weight of an item's id against its features, in [0, 1]; unset means 0.6.
   public var identityWeight: Float {
     get {_storage._identityWeight ?? 0}
     set {_uniqueStorage()._identityWeight = newValue}
@@ -625,7 +625,7 @@ public nonisolated struct Recserve_V1_TrainRequest: @unchecked Sendable {
   }
 
   /// hybrid: share of steps that see the items by their content alone, as new items are, in
-  /// [0, 1]; unset means 0.3.
+  /// [0, 1]; unset means 0.1.
   public var contentDropout: Float {
     get {_storage._contentDropout ?? 0}
     set {_uniqueStorage()._contentDropout = newValue}

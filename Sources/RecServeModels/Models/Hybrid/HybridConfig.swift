@@ -33,8 +33,9 @@ public struct HybridConfig: Sendable, Equatable {
   /// uniformly (not by recency): the content then learns to rank on its own, which is what
   /// ranks new items. On MovieLens with a tenth of the movies held out (3 seeds,
   /// Benchmarks/hybrid_vs_lightfm.py), 0.1 to 0.5 all put cold-item NDCG@10 at 0.167-0.175
-  /// (LightFM's best 0.160; 0.132 without dropout) with warm items level with BPR; 0.7 costs
-  /// warm items 10%. 0.3 is the middle of that plateau.
+  /// (LightFM's best 0.160; 0.132 without dropout); warm items, level with BPR within the
+  /// run-to-run noise at 0.1 and 0.3 (0.041-0.045 against BPR's 0.040-0.044), did best at 0.1
+  /// with identity weight 0.6 (0.0447), and 0.7 costs them 10%.
   public var contentDropout: Float
   /// Recent interactions weigh more, as BPR's (see `BPRConfig.recencyBoost`): positive pairs
   /// are drawn in proportion to 1 + recencyBoost·2^(−p / h) instead of each once an epoch.
@@ -48,7 +49,7 @@ public struct HybridConfig: Sendable, Equatable {
   public init(
     dim: Int = 64, epochs: Int = 30, learningRate: Float = 0.05, loss: Loss = .warp,
     maxSampled: Int = 10, itemRegularization: Float = 0, userRegularization: Float = 0,
-    identityWeight: Float = 0.5, contentDropout: Float = 0.3, recencyBoost: Float = 20,
+    identityWeight: Float = 0.6, contentDropout: Float = 0.1, recencyBoost: Float = 20,
     recencyHalfLife: Float = 0.1,
     seed: UInt64 = 42, threads: Int = 2
   ) {
