@@ -115,17 +115,24 @@ enum FileIO {
       close(fd)
       if !ok { unlink(path) }
     }
+    try writeAll(fd, bytes, path: path, operation: "write")
+    if fsync(fd) != 0 { throw FileError(path: path, code: errno, operation: "fsync") }
+    ok = true
+  }
+
+  /// Writes all of `bytes` to `fd`, retrying short writes and EINTR; an error names `path`.
+  static func writeAll(
+    _ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String, operation: String
+  ) throws {
     var offset = 0
     while offset < bytes.count {
       let n = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
       if n < 0 {
         if errno == EINTR { continue }
-        throw FileError(path: path, code: errno, operation: "write")
+        throw FileError(path: path, code: errno, operation: operation)
       }
       offset += n
     }
-    if fsync(fd) != 0 { throw FileError(path: path, code: errno, operation: "fsync") }
-    ok = true
   }
 
   static func writeSynced(_ bytes: [UInt8], to path: String) throws {
@@ -252,17 +259,7 @@ extension FileIO {
     let start = lseek(fd, 0, SEEK_END)
     var done = false
     defer { if !done && start >= 0 { _ = ftruncate(fd, start) } }
-    try bytes.withUnsafeBytes { raw in
-      var offset = 0
-      while offset < raw.count {
-        let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
-        if n < 0 {
-          if errno == EINTR { continue }
-          throw FileError(path: path, code: errno, operation: "append")
-        }
-        offset += n
-      }
-    }
+    try bytes.withUnsafeBytes { try writeAll(fd, $0, path: path, operation: "append") }
     if fsync(fd) != 0 { throw FileError(path: path, code: errno, operation: "fsync") }
     done = true
     if !existed {
