@@ -77,7 +77,8 @@ public enum HybridTrainer {
         "training diverged (embeddings are not finite); use a lower learning rate than \(config.learningRate)"
       )
     }
-    return trained(data, coldItemIds: coldItemIds, matrix: m, users: users, items: items)
+    return trained(
+      data, coldItemIds: coldItemIds, matrix: m, rowOf: rowOf, users: users, items: items)
   }
 
   /// Refuses inputs that do not line up.
@@ -108,18 +109,15 @@ public enum HybridTrainer {
 
   /// The servable model and the item content parameters.
   static func trained(
-    _ data: Interactions, coldItemIds: [String], matrix m: ImplicitMatrix, users: HybridSide,
-    items: HybridSide
+    _ data: Interactions, coldItemIds: [String], matrix m: ImplicitMatrix, rowOf: [Int32],
+    users: HybridSide, items: HybridSide
   ) -> HybridTrained {
     let (itemVectors, itemBiases) = items.materialize()
     let (userVectors, _) = users.materialize()
     let itemCount = data.itemCount + coldItemIds.count
-    var seenUsers = [Int32](repeating: 0, count: m.nnz)
-    for u in 0..<m.rows {
-      for k in m.indptr[u]..<m.indptr[u + 1] { seenUsers[k] = Int32(u) }
-    }
+    // rowOf[k] is the user of entry k: the (user, item) pairs of the history.
     let csr = SeenItems.build(
-      users: seenUsers, items: m.indices, userCount: data.userCount, itemCount: itemCount)
+      users: rowOf, items: m.indices, userCount: data.userCount, itemCount: itemCount)
     let model = MFModel(
       kind: "hybrid", dim: users.dim, userIds: data.userIds,
       itemIds: data.itemIds + coldItemIds, userLookup: data.userLookup, itemLookup: nil,
