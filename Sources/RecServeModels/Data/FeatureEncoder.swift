@@ -32,7 +32,7 @@ public struct FeatureEncoder: Sendable {
           file: what,
           message: "no feature column '\(name)' in this model (its columns: \(known))")
       }
-      let value = raw.trimmingSpaces
+      let value = FeatureTable.trimmed(Substring(raw))
       if value.isEmpty { continue }
       perColumn[c] = try encode(value, column: table.columns[c], what: what)
     }
@@ -50,7 +50,7 @@ public struct FeatureEncoder: Sendable {
       return lookup["\(name)=\(value)"].map { [($0, Float(1))] } ?? []
     case .multi:
       let found = Set(
-        value.split(separator: "|").compactMap { lookup["\(name)=\(String($0).trimmingSpaces)"] })
+        value.split(separator: "|").compactMap { lookup["\(name)=\(FeatureTable.trimmed($0))"] })
       return found.sorted().map { ($0, 1) }
     case .numeric:
       guard case .value(let x) = ByteParsing.parseDouble(value), x.isFinite else {
@@ -69,15 +69,5 @@ public struct FeatureEncoder: Sendable {
         (k, Float(n) * column.idf[Int(k) - column.features.lowerBound])
       }
     }
-  }
-}
-
-extension String {
-  /// Without leading and trailing spaces and tabs.
-  var trimmingSpaces: String {
-    var s = Substring(self)
-    while let f = s.first, f == " " || f == "\t" { s = s.dropFirst() }
-    while let l = s.last, l == " " || l == "\t" { s = s.dropLast() }
-    return String(s)
   }
 }

@@ -81,7 +81,7 @@ extension FeatureTable {
     return e
   }
 
-  private static func trimmed(_ s: Substring) -> String {
+  static func trimmed(_ s: Substring) -> String {
     var s = s
     while let f = s.first, f == " " || f == "\t" { s = s.dropFirst() }
     while let l = s.last, l == " " || l == "\t" { s = s.dropLast() }
