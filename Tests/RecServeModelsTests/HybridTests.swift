@@ -216,6 +216,18 @@ import Testing
     handle.closeFile()
     let torn = try HybridAdditions.read(directory: dir.path)
     #expect(torn.items == items && torn.bytes == whole)
+    // The next append cuts the torn line off instead of running on from it.
+    let more = [HybridAdditions.NewItem(id: "w", features: ["genres": "Comedy"])]
+    let size = try HybridAdditions.append(more, directory: dir.path)
+    let after = try HybridAdditions.read(directory: dir.path)
+    #expect(after.items == items + more && after.bytes == size)
+    #expect(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int == size)
+    // A file that is one torn line (more than a read block long) is cut to nothing first.
+    try Data(("{\"id\": \"" + String(repeating: "q", count: 9000)).utf8).write(
+      to: URL(fileURLWithPath: path))
+    let only = try HybridAdditions.append(more, directory: dir.path)
+    #expect(try HybridAdditions.read(directory: dir.path).items == more)
+    #expect(only == Array(more[0].jsonLine.utf8).count)
     try Data("{\"id\": \"ok\"}\n\n{\"features\": {}}\n".utf8).write(to: URL(fileURLWithPath: path))
     let error = #expect(throws: DataError.self) { try HybridAdditions.read(directory: dir.path) }
     #expect("\(error!)".contains("added_items.jsonl:3") && "\(error!)".contains("'id'"))

@@ -250,13 +250,27 @@ enum FileIO {
 extension FileIO {
   /// Appends `bytes` to `path` (created when absent) and fsyncs it before returning; the
   /// parent folder is synced when the file is new. A failed write truncates the file back to
-  /// where it was, so no partial append survives it.
-  static func appendSynced(_ bytes: [UInt8], to path: String) throws {
+  /// where it was, so no partial append survives it. With `wholeLines`, a last line without
+  /// its newline (an append a crash tore: nobody was told it succeeded) is cut off first, so
+  /// that the new lines do not run on from it. Returns the file's size after.
+  @discardableResult
+  static func appendSynced(_ bytes: [UInt8], to path: String, wholeLines: Bool = false) throws
+    -> Int
+  {
     let existed = exists(path)
-    let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+    let fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
     if fd < 0 { throw FileError(path: path, code: errno, operation: "open for appending") }
     defer { close(fd) }
-    let start = lseek(fd, 0, SEEK_END)
+    var start = lseek(fd, 0, SEEK_END)
+    if wholeLines && start > 0 {
+      let cut = try endOfLastLine(fd, size: start, path: path)
+      if cut < start {
+        if ftruncate(fd, cut) != 0 {
+          throw FileError(path: path, code: errno, operation: "truncate")
+        }
+        start = cut
+      }
+    }
     var done = false
     defer { if !done && start >= 0 { _ = ftruncate(fd, start) } }
     try bytes.withUnsafeBytes { try writeAll(fd, $0, path: path, operation: "append") }
@@ -266,5 +280,26 @@ extension FileIO {
       let slash = path.lastIndex(of: "/")
       fsyncDirectory(slash.map { String(path[..<$0]) } ?? ".")
     }
+    return Int(start) + bytes.count
+  }
+
+  /// The offset just past the last newline among the first `size` bytes of `fd` (0 if none),
+  /// read backwards a block at a time.
+  private static func endOfLastLine(_ fd: Int32, size: off_t, path: String) throws -> off_t {
+    var block = [UInt8](repeating: 0, count: 4096)
+    var end = size
+    while end > 0 {
+      let begin = max(0, end - off_t(block.count))
+      let want = Int(end - begin)
+      let n = block.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, want, begin) }
+      if n < 0 {
+        if errno == EINTR { continue }
+        throw FileError(path: path, code: errno, operation: "read")
+      }
+      if n < want { throw FileError(path: path, code: EIO, operation: "read (short)") }
+      if let k = block[..<want].lastIndex(of: 10) { return begin + off_t(k) + 1 }
+      end = begin
+    }
+    return 0
   }
 }

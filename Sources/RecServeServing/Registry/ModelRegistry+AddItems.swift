@@ -91,14 +91,13 @@ extension ModelRegistry {
       throw RegistryError.invalidRequest("\(error.description); no item was added")
     }
     guard commit() else { throw CallerGaveUp() }
+    var state = hybrid
     do {
-      try HybridAdditions.append(fresh, directory: served.loaded.directory)
+      state.addedBytes = try HybridAdditions.append(fresh, directory: served.loaded.directory)
     } catch let error as FileError {
       throw RegistryError(.unavailable, "\(error.description); no item was added")
     }
-    var state = hybrid
     for item in fresh { state.added[item.id] = item.features }
-    state.addedBytes = (try? HybridAdditions.read(directory: served.loaded.directory).bytes) ?? 0
     replace(served, with: served.loaded.replacing(model: extended), hybrid: state)
     note(
       "added \(fresh.count) items to version \(served.version) of '\(name)' (now \(extended.itemCount) items)",

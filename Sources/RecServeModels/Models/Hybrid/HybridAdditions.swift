@@ -95,10 +95,14 @@ public enum HybridAdditions {
     return nil
   }
 
-  /// Appends `items` to the version's file, synced.
-  public static func append(_ items: [NewItem], directory: String) throws {
+  /// Appends `items` to the version's file, synced, after cutting off a last line a crash
+  /// left without its newline (`read` leaves it out: its call never answered). Returns the
+  /// file's size after, all of it whole lines (what `read` then reports as its bytes).
+  @discardableResult
+  public static func append(_ items: [NewItem], directory: String) throws -> Int {
     let text = items.map(\.jsonLine).joined()
-    try FileIO.appendSynced(Array(text.utf8), to: ModelStore.join(directory, fileName))
+    return try FileIO.appendSynced(
+      Array(text.utf8), to: ModelStore.join(directory, fileName), wholeLines: true)
   }
 
   /// `model` with `items` appended after its items, each placed by `files` from its features
