@@ -231,6 +231,9 @@ struct ServeCommand: ParsableCommand {
   )
   var maxTrainings: Int = 1
 
+  @OptionGroup(title: "Events (AppendEvents)")
+  var events: EventOptions
+
   func validate() throws {
     if (tlsCert == nil) != (tlsKey == nil) {
       throw ValidationError("--tls-cert and --tls-key go together")
@@ -407,6 +410,7 @@ struct ServeCommand: ParsableCommand {
     configuration.limits.diversityWork = maxDiversityWork
     configuration.maxTrainings = maxTrainings
     if let trainMemoryMB { configuration.trainMemoryBytes = trainMemoryMB << 20 }
+    configuration.eventStore = try events.openStore { log($0) }
     if let dataRoot {
       var isDirectory: ObjCBool = false
       guard FileManager.default.fileExists(atPath: dataRoot, isDirectory: &isDirectory),

@@ -273,6 +273,12 @@ public nonisolated struct Recserve_V1_RankRequest: Sendable {
   /// With SEARCH_IVF: how many of the index's lists to visit (0: the model's default).
   public var nprobe: Int32 = 0
 
+  /// Rank as if the server had no events of this user (AppendEvents): by default the user's
+  /// latest events (at most the server's --history-length) come before recent_items: a
+  /// sequence model reads them as the sequence's tail, an MF-family model folds in a user it
+  /// never saw from them, and exclude_seen drops them.
+  public var ignoreEvents: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -665,6 +671,91 @@ public nonisolated struct Recserve_V1_TrainProgress: Sendable {
   public var version: Int64 = 0
 
   public var promoted: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One interaction as it happens: user `user_id` did `type` to `item_id`.
+public nonisolated struct Recserve_V1_Event: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var userID: String = String()
+
+  public var itemID: String = String()
+
+  /// One of the server's event types (--event-types; default click, view, add_to_cart,
+  /// purchase, like, rating, play).
+  public var type: String = String()
+
+  /// The event's value, e.g. the rating for "rating"; 0 means 1 for every other type.
+  public var value: Float = 0
+
+  /// When it happened, in milliseconds since 1970-01-01 UTC; 0 means when the server receives
+  /// it. At most a day ahead of the server's clock, and not before 1990.
+  public var timestampMs: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Recserve_V1_AppendEventsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// At most 10,000 events a call (a message of a stream); all or nothing.
+  public var events: [Recserve_V1_Event] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Recserve_V1_AppendEventsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Events of this call (of the whole stream) now in the log.
+  public var appended: Int64 = 0
+
+  /// Their sequence numbers in the server's log: first..last (0 when none).
+  public var firstSequence: Int64 = 0
+
+  public var lastSequence: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Recserve_V1_GetUserEventsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var userID: String = String()
+
+  /// The latest this many (0: all the server keeps, --history-length).
+  public var limit: Int32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Recserve_V1_GetUserEventsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Oldest first.
+  public var events: [Recserve_V1_Event] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1221,7 +1312,7 @@ nonisolated extension Recserve_V1_PredictResponse: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Recserve_V1_RankRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RankRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{3}user_id\0\u{3}recent_items\0\u{1}k\0\u{1}candidates\0\u{1}exclude\0\u{3}exclude_seen\0\u{3}min_score\0\u{1}diversity\0\u{3}popularity_penalty\0\u{1}search\0\u{1}nprobe\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{3}user_id\0\u{3}recent_items\0\u{1}k\0\u{1}candidates\0\u{1}exclude\0\u{3}exclude_seen\0\u{3}min_score\0\u{1}diversity\0\u{3}popularity_penalty\0\u{1}search\0\u{1}nprobe\0\u{3}ignore_events\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1241,6 +1332,7 @@ nonisolated extension Recserve_V1_RankRequest: SwiftProtobuf.Message, SwiftProto
       case 10: try { try decoder.decodeSingularFloatField(value: &self.popularityPenalty) }()
       case 11: try { try decoder.decodeSingularEnumField(value: &self.search) }()
       case 12: try { try decoder.decodeSingularInt32Field(value: &self.nprobe) }()
+      case 13: try { try decoder.decodeSingularBoolField(value: &self.ignoreEvents) }()
       default: break
       }
     }
@@ -1287,6 +1379,9 @@ nonisolated extension Recserve_V1_RankRequest: SwiftProtobuf.Message, SwiftProto
     if self.nprobe != 0 {
       try visitor.visitSingularInt32Field(value: self.nprobe, fieldNumber: 12)
     }
+    if self.ignoreEvents != false {
+      try visitor.visitSingularBoolField(value: self.ignoreEvents, fieldNumber: 13)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1303,6 +1398,7 @@ nonisolated extension Recserve_V1_RankRequest: SwiftProtobuf.Message, SwiftProto
     if lhs.popularityPenalty != rhs.popularityPenalty {return false}
     if lhs.search != rhs.search {return false}
     if lhs.nprobe != rhs.nprobe {return false}
+    if lhs.ignoreEvents != rhs.ignoreEvents {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1897,6 +1993,191 @@ nonisolated extension Recserve_V1_TrainProgress: SwiftProtobuf.Message, SwiftPro
     if lhs.done != rhs.done {return false}
     if lhs.version != rhs.version {return false}
     if lhs.promoted != rhs.promoted {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Recserve_V1_Event: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Event"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{3}item_id\0\u{1}type\0\u{1}value\0\u{3}timestamp_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.userID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.itemID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.type) }()
+      case 4: try { try decoder.decodeSingularFloatField(value: &self.value) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.timestampMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.userID.isEmpty {
+      try visitor.visitSingularStringField(value: self.userID, fieldNumber: 1)
+    }
+    if !self.itemID.isEmpty {
+      try visitor.visitSingularStringField(value: self.itemID, fieldNumber: 2)
+    }
+    if !self.type.isEmpty {
+      try visitor.visitSingularStringField(value: self.type, fieldNumber: 3)
+    }
+    if self.value.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.value, fieldNumber: 4)
+    }
+    if self.timestampMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.timestampMs, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Recserve_V1_Event, rhs: Recserve_V1_Event) -> Bool {
+    if lhs.userID != rhs.userID {return false}
+    if lhs.itemID != rhs.itemID {return false}
+    if lhs.type != rhs.type {return false}
+    if lhs.value != rhs.value {return false}
+    if lhs.timestampMs != rhs.timestampMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Recserve_V1_AppendEventsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AppendEventsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}events\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.events) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.events.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.events, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Recserve_V1_AppendEventsRequest, rhs: Recserve_V1_AppendEventsRequest) -> Bool {
+    if lhs.events != rhs.events {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Recserve_V1_AppendEventsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AppendEventsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}appended\0\u{3}first_sequence\0\u{3}last_sequence\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self.appended) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.firstSequence) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.lastSequence) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.appended != 0 {
+      try visitor.visitSingularInt64Field(value: self.appended, fieldNumber: 1)
+    }
+    if self.firstSequence != 0 {
+      try visitor.visitSingularInt64Field(value: self.firstSequence, fieldNumber: 2)
+    }
+    if self.lastSequence != 0 {
+      try visitor.visitSingularInt64Field(value: self.lastSequence, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Recserve_V1_AppendEventsResponse, rhs: Recserve_V1_AppendEventsResponse) -> Bool {
+    if lhs.appended != rhs.appended {return false}
+    if lhs.firstSequence != rhs.firstSequence {return false}
+    if lhs.lastSequence != rhs.lastSequence {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Recserve_V1_GetUserEventsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetUserEventsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{1}limit\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.userID) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self.limit) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.userID.isEmpty {
+      try visitor.visitSingularStringField(value: self.userID, fieldNumber: 1)
+    }
+    if self.limit != 0 {
+      try visitor.visitSingularInt32Field(value: self.limit, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Recserve_V1_GetUserEventsRequest, rhs: Recserve_V1_GetUserEventsRequest) -> Bool {
+    if lhs.userID != rhs.userID {return false}
+    if lhs.limit != rhs.limit {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Recserve_V1_GetUserEventsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetUserEventsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}events\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.events) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.events.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.events, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Recserve_V1_GetUserEventsResponse, rhs: Recserve_V1_GetUserEventsResponse) -> Bool {
+    if lhs.events != rhs.events {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

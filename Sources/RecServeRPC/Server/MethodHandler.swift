@@ -17,13 +17,28 @@ public enum MethodHandler: Sendable {
   /// A stream of requests each answered by a stream of responses (reflection); runs on the
   /// completion-queue thread, one request at a time.
   case bidiStreaming(@Sendable (ServerContext, [UInt8]) throws -> [[UInt8]])
+  /// A stream of requests answered by one response: `open` runs on the completion-queue
+  /// thread when the call arrives (throw to refuse it) and gives the receiver its requests go
+  /// to, one at a time: the next is read only once the receiver says so (see
+  /// `ClientStreamReceiver`), so a slow receiver slows its own client and nobody else.
+  case clientStreaming(@Sendable (ServerContext) throws -> any ClientStreamReceiver)
 
   var receivesPayloadWithCall: Bool {
     switch self {
     case .unary, .unaryDeferrable, .serverStreaming: return true
-    case .bidiStreaming: return false
+    case .bidiStreaming, .clientStreaming: return false
     }
   }
+}
+
+/// Takes the requests of one client-streaming call.
+public protocol ClientStreamReceiver: AnyObject, Sendable {
+  /// One request, on a completion-queue thread: the receiver may answer at once or hand the
+  /// work on, but must call `proceed` exactly once, from any thread: with nil to read the next
+  /// request, or with an error to end the call with that error's status.
+  func receive(_ request: [UInt8], proceed: @escaping @Sendable ((any Error)?) -> Void)
+  /// The client half-closed after the last request: the response (or a thrown error status).
+  func finish() throws -> [UInt8]
 }
 
 /// What a `.unaryDeferrable` handler answers on the completion-queue thread.

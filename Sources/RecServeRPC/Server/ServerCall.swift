@@ -27,6 +27,8 @@ final class ServerCall: @unchecked Sendable {
   // Bidirectional streaming: responses waiting to go out, one at a time (queue thread only).
   var pendingResponses: [[UInt8]] = []
   var context: ServerContext?
+  /// Client streaming: where the requests go (set on the queue thread before the first read).
+  var receiver: (any ClientStreamReceiver)?
   /// The final status of a bidirectional stream was posted (queue thread only).
   var isFinishing = false
   /// When the call was accepted (`DispatchTime` nanoseconds).
@@ -79,6 +81,7 @@ final class ServerCall: @unchecked Sendable {
     // A bidirectional stream's context refers back to this call: drop it, or the two keep each
     // other alive and the call (with its grpc_call) leaks once per stream.
     context = nil
+    receiver = nil
     Unmanaged.passUnretained(self).release()
   }
 

@@ -34,6 +34,11 @@ extension MethodHandler {
         try check(context)
         return try handler(context, bytes)
       }
+    case .clientStreaming(let open):
+      return .clientStreaming { context in
+        try check(context)
+        return try open(context)
+      }
     }
   }
 }

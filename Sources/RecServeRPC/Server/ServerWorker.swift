@@ -129,6 +129,14 @@ final class ServerWorker: @unchecked Sendable {
     case .bidiStreaming:
       call.context = Self.copied(context)
       if !call.startRecvMessage() { call.abandon() }
+    case .clientStreaming(let open):
+      do {
+        call.receiver = try open(Self.copied(context))
+      } catch {
+        call.finish(error: error)
+        return
+      }
+      if !call.startRecvMessage() { call.abandon() }
     }
   }
 
@@ -275,6 +283,10 @@ final class ServerWorker: @unchecked Sendable {
 
   private func received(_ call: ServerCall, ok: Bool) {
     defer { call.operationEnded() }
+    if let receiver = call.receiver {
+      receivedInStream(call, receiver, ok: ok)
+      return
+    }
     guard case .bidiStreaming(let handler) = call.method?.handler, let context = call.context else {
       return
     }
@@ -302,6 +314,35 @@ final class ServerWorker: @unchecked Sendable {
     } catch {
       call.isFinishing = true
       call.finish(error: error)
+    }
+  }
+
+  /// A request of a client stream (or its end) arrived.
+  private func receivedInStream(_ call: ServerCall, _ receiver: any ClientStreamReceiver, ok: Bool)
+  {
+    guard ok else {
+      call.abandon()
+      return
+    }
+    guard call.hasPayload else {
+      // The client half-closed: the one response.
+      do {
+        call.finish(message: try receiver.finish(), code: .ok, details: "")
+      } catch {
+        call.finish(error: error)
+      }
+      return
+    }
+    let request = call.payloadCopy()
+    call.clearPayload()
+    call.operationStarted()  // the receiver holds the call until it proceeds
+    receiver.receive(request) { error in
+      if let error {
+        call.finish(error: error)
+      } else if !call.startRecvMessage() {
+        call.abandon()
+      }
+      call.operationEnded()
     }
   }
 }

@@ -41,3 +41,13 @@ extension RegistryError: StatusReporting {
   }
   public var statusMessage: String { message }
 }
+
+extension EventError: StatusReporting {
+  public var statusCode: StatusCode {
+    switch self {
+    case .unavailable: return .unavailable
+    case .busy: return .resourceExhausted
+    }
+  }
+  public var statusMessage: String { description }
+}

@@ -19,6 +19,7 @@ extension RecServeServer {
       (request: Recserve_V1_SimilarItemsRequest, context) in
       try recommender.planSimilarItems(request) { context.count(in: $0.traffic.counters) }
     }
+    events.register(on: registrar)
     let trainer = self.trainer
     let hub = registry.hub
     registrar.serverStreaming("Train", Recserve_V1_TrainProgress.self) {
@@ -62,7 +63,8 @@ extension RecServeServer {
     let rankers = self.rankers
     let batchFrom = configuration.batchMinWork
     return .unaryDeferrable { context, bytes in
-      let request = try ServiceRegistrar.decode(Recserve_V1_RankRequest.self, bytes)
+      let request = recommender.withEvents(
+        try ServiceRegistrar.decode(Recserve_V1_RankRequest.self, bytes))
       // The version's traffic counts the call from the moment it is chosen: a request it
       // refuses (e.g. SEARCH_IVF on a version without an index) is one of its errors.
       let planned = try recommender.planRank(request) { context.count(in: $0.traffic.counters) }

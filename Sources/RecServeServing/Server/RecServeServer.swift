@@ -46,6 +46,9 @@ public final class RecServeServer: Sendable {
     public var maxTrainings = 1
     /// TLS (and mutual TLS) on the gRPC port; nil: plain text.
     public var tls: RPCServer.Configuration.TLS? = nil
+    /// The event log and user histories (AppendEvents); nil: the server keeps no events. The
+    /// server closes it when it shuts down.
+    public var eventStore: EventStore? = nil
 
     public init(modelsDirectory: String) {
       self.modelsDirectory = modelsDirectory
@@ -60,6 +63,7 @@ public final class RecServeServer: Sendable {
   let health: HealthService
   let reflection: ReflectionResponder
   let trainer: TrainService
+  let events: EventsService
   let batcher: RankBatcher?
   /// Catalog-scale Ranks in flight, batched or not: one that finds none is served alone.
   let rankers: RanksInFlight
@@ -82,7 +86,9 @@ public final class RecServeServer: Sendable {
     rpcConfiguration.maxConcurrentStreamsPerConnection = configuration.maxStreamsPerConnection
     rpcConfiguration.tls = configuration.tls
     rpc = RPCServer(configuration: rpcConfiguration)
-    recommender = RecommenderService(registry: registry, limits: configuration.limits)
+    recommender = RecommenderService(
+      registry: registry, limits: configuration.limits, events: configuration.eventStore)
+    events = EventsService(store: configuration.eventStore)
     rankers = RanksInFlight()
     batcher =
       configuration.batchThreads > 0
@@ -130,6 +136,7 @@ public final class RecServeServer: Sendable {
   public func wait() {
     rpc.wait()
     batcher?.waitUntilStopped()
+    events.store?.close()
   }
 
   // MARK: wiring

@@ -15,6 +15,8 @@ public final class RecommenderService: Sendable {
 
   let registry: ModelRegistry
   public let limits: Limits
+  /// The users' latest events (AppendEvents), which Rank reads before `recent_items`.
+  let events: EventStore?
 
   /// What one request may ask for, and when its work leaves the completion-queue thread.
   public struct Limits: Sendable {
@@ -72,9 +74,10 @@ public final class RecommenderService: Sendable {
 
   }
 
-  public init(registry: ModelRegistry, limits: Limits = Limits()) {
+  public init(registry: ModelRegistry, limits: Limits = Limits(), events: EventStore? = nil) {
     self.registry = registry
     self.limits = limits
+    self.events = events
   }
 
   // MARK: Predict
@@ -202,9 +205,21 @@ public final class RecommenderService: Sendable {
     return plan
   }
 
-  /// Rank on the calling thread (tests and tools): `planRank`, then its work.
+  /// Rank on the calling thread (tests and tools): `withEvents`, `planRank`, then its work.
   public func rank(_ request: Recserve_V1_RankRequest) throws -> Recserve_V1_RankResponse {
-    try planRank(request).run({})
+    try planRank(withEvents(request)).run({})
+  }
+
+  /// `request` with the user's latest events (AppendEvents) before its `recent_items`, unless
+  /// it says `ignore_events`: a sequence model reads them as the sequence's tail, a factor
+  /// model folds in a user it never saw from them, and `exclude_seen` drops them.
+  public func withEvents(_ request: Recserve_V1_RankRequest) -> Recserve_V1_RankRequest {
+    guard let events, !request.userID.isEmpty, !request.ignoreEvents,
+      let items = events.histories.items(of: request.userID), !items.isEmpty
+    else { return request }
+    var merged = request
+    merged.recentItems = items + request.recentItems
+    return merged
   }
 
   /// What a Rank scores with and filters by, from its request: the query vector (written to
