@@ -187,6 +187,16 @@ def rpc_seeds():
     seed("extension", v1, string_field(6, "recserve.v1.RankRequest"))
     seed("list-alpha", "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", string_field(7, "*"))
     seed("unknown", paths[-1], b"\x0a\x02mf")
+    events = pb.AppendEventsRequest(events=[
+        pb.Event(user_id="u1", item_id="i2", type="click"),
+        pb.Event(user_id="newcomer", item_id="i3", type="rating", value=4.5, timestamp_ms=1_700_000_000_000)])
+    seed("batch", rec + "AppendEvents", events.SerializeToString())
+    seed("bad-type", rec + "AppendEvents", pb.AppendEventsRequest(events=[
+        pb.Event(user_id="u1", item_id="i2", type="teleport")]).SerializeToString())
+    seed("batch", rec + "AppendEventStream", events.SerializeToString())
+    seed("u1", rec + "GetUserEvents", pb.GetUserEventsRequest(user_id="u1", limit=5).SerializeToString())
+    seed("events", rec + "Rank", pb.RankRequest(
+        model=spec(name="seq"), user_id="newcomer", k=3, exclude_seen=True).SerializeToString())
 
 
 def main():

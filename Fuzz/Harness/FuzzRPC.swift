@@ -101,6 +101,13 @@ public enum FuzzRPC {
       configuration.indexes.f16 = true
       configuration.indexes.ivfMinItems = 1
       configuration.batchMinWork = 0
+      // Events: a fresh log each run, synced now and then (fuzzing is not about power cuts),
+      // within a small memory budget.
+      FuzzFiles.fresh(root + "/events")
+      var events = EventStore.Configuration(directory: root + "/events")
+      events.sync = .intervalMilliseconds(1000)
+      events.memoryBytes = 8 << 20
+      configuration.eventStore = try! EventStore(configuration: events)
       server = RecServeServer(configuration: configuration)
       let failures = server.registry.loadAll()
       precondition(failures.isEmpty, "fuzz fixture: \(failures)")

@@ -51,7 +51,9 @@ import Testing
           method.path, request: [0xFF, 0xFF, 0xFF],
           metadata: [("authorization", "Bearer \(Self.token)")], timeout: 10)
         #expect(result.code == .invalidArgument, "\(method.path): \(result.code) \(result.message)")
-        let expected = method.clientStreaming ? "ServerReflectionRequest" : method.inputType
+        let expected =
+          method.clientStreaming && method.serverStreaming
+          ? "ServerReflectionRequest" : method.inputType
         #expect(
           result.message.contains("not a valid \(expected)"), "\(method.path): \(result.message)")
       }

@@ -125,16 +125,14 @@ public final class EventsService: Sendable {
   /// The receiver of one AppendEventStream call: records each message before reading the next.
   final class StreamReceiver: ClientStreamReceiver {
     let service: EventsService
-    let store: EventStore
     private let totals = Totals()
 
     final class Totals: Sendable {
       let lock = Mutex<(messages: Int, first: Int64, last: Int64, count: Int64)>((0, 0, 0, 0))
     }
 
-    init(service: EventsService, store: EventStore) {
+    init(service: EventsService) {
       self.service = service
-      self.store = store
     }
 
     func receive(_ request: [UInt8], proceed: @escaping @Sendable ((any Error)?) -> Void) {
@@ -143,8 +141,10 @@ public final class EventsService: Sendable {
         return t.messages
       }
       let events: [StoredEvent]
+      let store: EventStore
       do {
         let message = try ServiceRegistrar.decode(Recserve_V1_AppendEventsRequest.self, request)
+        store = try service.requireStore()
         events = try service.checked(message, store: store, prefix: "messages[\(m)].")
       } catch {
         return proceed(Self.ended(error, after: m))
@@ -188,8 +188,8 @@ public final class EventsService: Sendable {
     registrar.register(
       "AppendEvents", Recserve_V1_AppendEventsRequest.self, Recserve_V1_AppendEventsResponse.self,
       .unaryDeferrable { [self] _, bytes in
-        let store = try requireStore()
         let request = try ServiceRegistrar.decode(Recserve_V1_AppendEventsRequest.self, bytes)
+        let store = try requireStore()
         let events = try checked(request, store: store)
         return .handedOff { responder in
           store.append(events) { result in
@@ -204,9 +204,7 @@ public final class EventsService: Sendable {
     registrar.register(
       "AppendEventStream", Recserve_V1_AppendEventsRequest.self,
       Recserve_V1_AppendEventsResponse.self, clientStreaming: true,
-      .clientStreaming { [self] _ in
-        StreamReceiver(service: self, store: try requireStore())
-      })
+      .clientStreaming { [self] _ in StreamReceiver(service: self) })
     registrar.unary("GetUserEvents") { [self] (request: Recserve_V1_GetUserEventsRequest, _) in
       try userEvents(request)
     }
