@@ -30,7 +30,8 @@ DCG@10 = sum over the top 10 of rel(p) / log2(p + 2)):
 
 Methods (each trained on train.csv; each seed S trains with seed S):
   - RecServe hybrid: `recserve train --kind hybrid --item-features movies.csv --split none
-    --dim 64 --epochs 30 --seed S --threads 2 --loss warp` (+ `--recserve-args`), scored from
+    --dim 64 --seed S --threads 2 --loss warp` (its default 40 epochs, or --hybrid-epochs; +
+    `--recserve-args`), scored from
     the published version DIR/hyb/1/weights.safetensors: user_factors[u]·item_factors[i] +
     item_bias[i] (items.txt includes the cold movies, which come from the features file);
   - RecServe BPR (warm only: it cannot score a movie it never saw): `recserve train --kind bpr
@@ -62,7 +63,7 @@ output: its times are not representative.
 
 Usage:
   swift build -c release --product recserve        # or --recserve PATH / $RECSERVE_BIN
-  python3 Benchmarks/hybrid_vs_lightfm.py [--data-dir DIR] [--seeds 3] [--recserve PATH]
+  python3 Benchmarks/hybrid_vs_lightfm.py [--data-dir DIR] [--seeds 6] [--recserve PATH]
       [--recserve-args "..."] [--recserve-bpr-args "..."] [--min-rating R] [--json]
       [--no-recserve] [--no-lightfm] [--work DIR]
 Needs numpy, scipy and lightfm 1.17. lightfm builds from source; with current pip:
@@ -460,7 +461,8 @@ def run_recserve(ctx, seed, tasks, train_csv, work):
     common = [("--split", "none"), ("--dim", str(a.dim)), ("--seed", str(seed)), ("--threads", str(a.threads))]
     if ctx.hybrid_missing is None:
         args = with_defaults([("--kind", "hybrid"), ("--item-features", ctx.movies_csv)] + common
-                             + [("--epochs", str(a.epochs)), ("--loss", "warp")], shlex.split(a.recserve_args))
+                             + ([("--epochs", str(a.hybrid_epochs))] if a.hybrid_epochs else [])
+                             + [("--loss", "warp")], shlex.split(a.recserve_args))
         version, secs, wall = recserve_train(ctx.binary, train_csv, models, "hyb", args)
         factors = read_version(version, ctx.data)
         cold_unknown = int((~factors.known[tasks["cold"].candidates]).sum())
@@ -669,7 +671,8 @@ def print_setup(ctx, seeds, infos):
         print(f"recserve: {ctx.binary}" + (" (DEBUG build: its times are not representative)" if debug else ""))
     if ctx.hybrid_missing:
         print(f"note: {ctx.hybrid_missing}")
-    print(f"dim {a.dim}, {a.epochs} epochs (hybrid, LightFM), {a.threads} threads; LightFM {ctx.lightfm_version}; "
+    hybrid_epochs = a.hybrid_epochs or "its default (40)"
+    print(f"dim {a.dim}, epochs: hybrid {hybrid_epochs}, LightFM {a.epochs}; {a.threads} threads; LightFM {ctx.lightfm_version}; "
           f"item features: {ctx.features_source}"
           + (f" (vs the Python build: {json.dumps(ctx.features_agreement)})" if ctx.features_agreement else ""))
 
@@ -678,12 +681,13 @@ def parse_args(argv=None):
     """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="holds ratings.csv and movies.csv")
-    p.add_argument("--seeds", type=int, default=3, help="seeds 42, 43, ... (means are reported)")
+    p.add_argument("--seeds", type=int, default=6, help="seeds 42, 43, ... (means are reported)")
     p.add_argument("--split-seed", type=int, help="one split for every seed (default: a split per seed)")
     p.add_argument("--cold-fraction", type=float, default=0.1)
     p.add_argument("--min-rating", type=float, help="only ratings >= this are interactions (default: all)")
     p.add_argument("--dim", type=int, default=64)
-    p.add_argument("--epochs", type=int, default=30, help="hybrid's and LightFM's epochs")
+    p.add_argument("--epochs", type=int, default=30, help="LightFM's epochs")
+    p.add_argument("--hybrid-epochs", type=int, help="the hybrid's epochs (default: recserve's, 40)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--lightfm-alpha", type=float, default=0.0, help="LightFM item_alpha and user_alpha")
     p.add_argument("--recserve", help="the recserve binary (default $RECSERVE_BIN, else .build/release/recserve)")

@@ -86,7 +86,7 @@ struct TrainCommand: ParsableCommand {
 
   @Option(
     name: [.customLong("epochs"), .customLong("iterations")],
-    help: "Training epochs (mf 20, bpr 100, sasrec 200) or ALS iterations (15).")
+    help: "Training epochs (mf 20, bpr 100, sasrec 200, hybrid 40) or ALS iterations (15).")
   var epochs: Int?
 
   @Option(help: "sasrec: a sequence keeps its last N items (default 200).")
