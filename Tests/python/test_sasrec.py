@@ -124,6 +124,43 @@ def test_a_known_users_session_continues_from_its_last_item(stub, weights):
     assert [i.item_id for i in with_session.items] != [i.item_id for i in alone.items]
 
 
+@pytest.fixture(scope="module")
+def events_stub(chains):
+    """A second server on the same version, keeping events."""
+    server = Server(chains["models"], "--events-dir", str(chains["root"] / "events"))
+    channel = grpc.insecure_channel(server.target)
+    yield rpc.RecommenderStub(channel)
+    channel.close()
+    assert server.stop() == 0
+
+
+def test_appended_events_move_a_users_ranking_along_the_chain(events_stub, weights):
+    """Without a new version: the events are the sequence's tail, so the next items of the chain
+    the user just walked rank first, and the version answering stays 1."""
+    _, users, _ = weights
+    for u, chain in ((5, 3), (40, 11), (123, 17)):
+        user = users[u]
+        before = events_stub.Rank(pb.RankRequest(model=spec(), user_id=user, k=3, exclude_seen=True), timeout=10)
+        walked = [f"i{chain * CHAIN + j}" for j in range(2, 8)]
+        events_stub.AppendEvents(pb.AppendEventsRequest(events=[
+            pb.Event(user_id=user, item_id=item, type="click") for item in walked]), timeout=10)
+        after = events_stub.Rank(pb.RankRequest(model=spec(), user_id=user, k=3, exclude_seen=True), timeout=10)
+        ranked = [i.item_id for i in after.items]
+        assert after.model_version == before.model_version == 1
+        assert ranked[0] == successor(walked[-1]), f"user {user} after {walked}: {ranked}"
+        assert not set(ranked) & set(walked)
+        assert ranked != [i.item_id for i in before.items]
+
+
+def test_a_new_users_events_are_a_sequence_to_continue(events_stub):
+    walked = [f"i{8 * CHAIN + j}" for j in range(5, 9)]
+    events_stub.AppendEvents(pb.AppendEventsRequest(events=[
+        pb.Event(user_id="first-visit", item_id=item, type="view") for item in walked]), timeout=10)
+    response = events_stub.Rank(pb.RankRequest(model=spec(), user_id="first-visit", k=3, exclude_seen=True),
+                                timeout=10)
+    assert response.items[0].item_id == successor(walked[-1])
+
+
 def test_predict_scores_pairs_from_the_users_sequence(stub, weights):
     tensors, users, items = weights
     embeddings = tensors["item_emb.weight"][1:]
