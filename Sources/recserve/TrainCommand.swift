@@ -16,7 +16,19 @@ struct TrainCommand: ParsableCommand {
       """)
 
   @Option(help: "Ratings file: MovieLens u.data, ratings.csv, or CSV/TSV.")
-  var data: String
+  var data: String?
+
+  @Option(
+    name: .customLong("events"),
+    help: ArgumentHelp(
+      "Train on the event log in DIR (a server's --events-dir; each event a row, its value the rating), after the rows of --data when given.",
+      valueName: "DIR"))
+  var eventsDirectory: String?
+
+  @Option(
+    name: .customLong("event-types"),
+    help: "With --events: only these event types, comma-separated (default: all).")
+  var eventTypes: String?
 
   @Option(
     help: """
@@ -519,13 +531,24 @@ extension TrainCommand {
   /// Loads --data (timed), warning on stderr about the lines skipped with --skip-bad-lines.
   fileprivate func loadData() throws -> (Interactions, Double) {
     let start = Date()
-    let interactions = try Interactions.load(path: data, options: dataOptions.loadOptions)
-    let seconds = Date().timeIntervalSince(start)
-    if interactions.skippedLines > 0 && !quiet {
-      CLI.printErr("warning: skipped \(interactions.skippedLines) bad lines in \(data)")
-      for example in interactions.skippedExamples { CLI.printErr("  \(example)") }
+    var interactions = try data.map {
+      try Interactions.load(path: $0, options: dataOptions.loadOptions)
     }
-    return (interactions, seconds)
+    if let data, let loaded = interactions, loaded.skippedLines > 0 && !quiet {
+      CLI.printErr("warning: skipped \(loaded.skippedLines) bad lines in \(data)")
+      for example in loaded.skippedExamples { CLI.printErr("  \(example)") }
+    }
+    if let eventsDirectory {
+      let types = eventTypes.map {
+        Set($0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+      }
+      interactions = try Interactions.fromEvents(
+        directory: eventsDirectory, joining: interactions, types: types)
+    }
+    guard let interactions else {
+      throw ValidationError("give --data FILE, --events DIR, or both")
+    }
+    return (interactions, Date().timeIntervalSince(start))
   }
 
   /// Where `--tune` reports each trial: stderr, unless quiet or `--progress none`.

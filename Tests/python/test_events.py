@@ -2,6 +2,8 @@
 real server with an event log on disk; Rank reading the users' latest events; bad input; restarts.
 (SASRec's use of the events is in test_sasrec.py, the crash test in test_events_crash.py.)"""
 
+import json
+import shutil
 import signal
 import time
 
@@ -191,3 +193,60 @@ def test_without_an_events_dir_appends_are_refused_with_the_flag_named(server):
         assert "--events-dir" in error.value.details()
     # And Rank is as it was.
     assert len(ranked(stub, user_id="u1", k=3)) == 3
+
+
+def test_a_retrain_from_the_events_is_promoted_and_serves(dataset, tmp_path):
+    """The loop closed: events in through AppendEvents, a Train RPC with from_events, promotion,
+    the new version serving; then `recserve train --events` on the same log from the CLI."""
+    import csv  # noqa: PLC0415
+
+    from conftest import run_cli  # noqa: PLC0415
+
+    with open(dataset["data"]) as f:
+        rows = list(csv.DictReader(f))
+    events = [click(r["user_id"], r["item_id"], "rating", value=float(r["rating"]),
+                    timestamp_ms=int(r["timestamp"]) * 1000) for r in rows]
+    models, log = tmp_path / "models", tmp_path / "events"
+    shutil.copytree(dataset["models"], models)  # not empty: no demo models
+    server = Server(models, "--events-dir", str(log), "--poll-interval", "0.2")
+    stub = rpc.RecommenderStub(grpc.insecure_channel(server.target))
+    half = len(events) // 2
+    for start in range(0, half, 5000):
+        stub.AppendEvents(pb.AppendEventsRequest(events=events[start:min(start + 5000, half)]), timeout=30)
+
+    def train():
+        progress = list(stub.Train(pb.TrainRequest(name="live", kind="bpr", from_events=True, dim=8, epochs=20,
+                                                   promote=True), timeout=120))
+        return progress[-1]
+
+    first = train()
+    assert first.done and first.version == 1 and first.promoted
+    assert stub.Rank(pb.RankRequest(model=pb.ModelSpec(name="live"), user_id=rows[0]["user_id"], k=3),
+                     timeout=10).model_version == 1
+    for start in range(half, len(events), 5000):
+        stub.AppendEvents(pb.AppendEventsRequest(events=events[start:start + 5000]), timeout=30)
+    second = train()
+    assert second.done and second.version == 2
+    served = stub.Rank(pb.RankRequest(model=pb.ModelSpec(name="live"), user_id=rows[-1]["user_id"], k=3),
+                       timeout=10).model_version
+    assert served == (2 if second.promoted else 1)
+    # A user only the second half of the events has is known to version 2.
+    late = {r["user_id"] for r in rows[half:]} - {r["user_id"] for r in rows[:half]}
+    if late and second.promoted:
+        user = sorted(late)[0]
+        ranked_ = stub.Rank(pb.RankRequest(model=pb.ModelSpec(name="live"), user_id=user, k=3, ignore_events=True),
+                            timeout=10)
+        assert ranked_.model_version == 2
+    assert server.stop() == 0
+    # The same log from the command line: every event is a row.
+    result = run_cli("train", "--events", log, "--kind", "bpr", "--name", "offline", "--models", models,
+                     "--dim", 8, "--epochs", 5, "--split", "none", "--json")
+    assert json.loads(result.stdout)["rows"] == len(events)
+
+
+def test_from_events_on_a_server_without_events_is_refused(server):
+    stub = rpc.RecommenderStub(grpc.insecure_channel(server.target))
+    with pytest.raises(grpc.RpcError) as error:
+        list(stub.Train(pb.TrainRequest(name="live", kind="bpr", from_events=True), timeout=30))
+    assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "--events-dir" in error.value.details()

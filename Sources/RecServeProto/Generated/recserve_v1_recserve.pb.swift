@@ -641,6 +641,14 @@ public nonisolated struct Recserve_V1_TrainRequest: @unchecked Sendable {
   /// Clears the value of `contentDropout`. Subsequent reads from it will return its default value.
   public mutating func clearContentDropout() {_uniqueStorage()._contentDropout = nil}
 
+  /// Train on the events the server has recorded (AppendEvents; each event a row, its value the
+  /// rating), after the rows of data_path or interactions when given; alone, neither is needed.
+  /// FAILED_PRECONDITION on a server started without --events-dir.
+  public var fromEvents: Bool {
+    get {_storage._fromEvents}
+    set {_uniqueStorage()._fromEvents = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1615,7 +1623,7 @@ nonisolated extension Recserve_V1_Interaction: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}kind\0\u{3}data_path\0\u{1}interactions\0\u{1}dim\0\u{1}epochs\0\u{1}seed\0\u{1}holdout\0\u{3}learning_rate\0\u{1}regularization\0\u{1}promote\0\u{3}promote_metric\0\u{3}promote_tolerance\0\u{1}optimizer\0\u{3}early_stopping\0\u{1}alpha\0\u{3}negative_candidates\0\u{3}negative_sampling\0\u{3}cg_steps\0\u{3}popularity_exponent\0\u{1}maxlen\0\u{1}blocks\0\u{1}heads\0\u{1}dropout\0\u{3}batch_size\0\u{1}tune\0\u{3}recency_boost\0\u{3}recency_half_life\0\u{3}item_features_path\0\u{3}user_features_path\0\u{3}item_feature_types\0\u{3}user_feature_types\0\u{1}loss\0\u{3}identity_weight\0\u{3}max_sampled\0\u{3}content_dropout\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}kind\0\u{3}data_path\0\u{1}interactions\0\u{1}dim\0\u{1}epochs\0\u{1}seed\0\u{1}holdout\0\u{3}learning_rate\0\u{1}regularization\0\u{1}promote\0\u{3}promote_metric\0\u{3}promote_tolerance\0\u{1}optimizer\0\u{3}early_stopping\0\u{1}alpha\0\u{3}negative_candidates\0\u{3}negative_sampling\0\u{3}cg_steps\0\u{3}popularity_exponent\0\u{1}maxlen\0\u{1}blocks\0\u{1}heads\0\u{1}dropout\0\u{3}batch_size\0\u{1}tune\0\u{3}recency_boost\0\u{3}recency_half_life\0\u{3}item_features_path\0\u{3}user_features_path\0\u{3}item_feature_types\0\u{3}user_feature_types\0\u{1}loss\0\u{3}identity_weight\0\u{3}max_sampled\0\u{3}content_dropout\0\u{3}from_events\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -1654,6 +1662,7 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
     var _identityWeight: Float? = nil
     var _maxSampled: Int32 = 0
     var _contentDropout: Float? = nil
+    var _fromEvents: Bool = false
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1700,6 +1709,7 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       _identityWeight = source._identityWeight
       _maxSampled = source._maxSampled
       _contentDropout = source._contentDropout
+      _fromEvents = source._fromEvents
     }
   }
 
@@ -1754,6 +1764,7 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         case 34: try { try decoder.decodeSingularFloatField(value: &_storage._identityWeight) }()
         case 35: try { try decoder.decodeSingularInt32Field(value: &_storage._maxSampled) }()
         case 36: try { try decoder.decodeSingularFloatField(value: &_storage._contentDropout) }()
+        case 37: try { try decoder.decodeSingularBoolField(value: &_storage._fromEvents) }()
         default: break
         }
       }
@@ -1874,6 +1885,9 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       try { if let v = _storage._contentDropout {
         try visitor.visitSingularFloatField(value: v, fieldNumber: 36)
       } }()
+      if _storage._fromEvents != false {
+        try visitor.visitSingularBoolField(value: _storage._fromEvents, fieldNumber: 37)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1919,6 +1933,7 @@ nonisolated extension Recserve_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         if _storage._identityWeight != rhs_storage._identityWeight {return false}
         if _storage._maxSampled != rhs_storage._maxSampled {return false}
         if _storage._contentDropout != rhs_storage._contentDropout {return false}
+        if _storage._fromEvents != rhs_storage._fromEvents {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -106,7 +106,8 @@ public final class RecServeServer: Sendable {
     reflection = ReflectionResponder()
     trainer = TrainService(
       registry: registry, dataRoot: configuration.dataRoot,
-      maxRunning: configuration.maxTrainings, memoryBudget: configuration.trainMemoryBytes)
+      maxRunning: configuration.maxTrainings, memoryBudget: configuration.trainMemoryBytes,
+      eventsDirectory: configuration.eventStore?.configuration.directory)
     registerMethods()
   }
 

@@ -27,11 +27,15 @@ public final class TrainService: Sendable {
   /// Bytes all trainings running at once may use, by `TrainingMemory`'s estimates.
   public let memoryBudget: Int
 
+  /// The server's event log (`from_events`), if it keeps one.
+  let eventsDirectory: String?
+
   public init(
     registry: ModelRegistry, dataRoot: String?, maxQueued: Int = 2, maxRunning: Int = 1,
-    memoryBudget: Int = TrainService.defaultMemoryBudget
+    memoryBudget: Int = TrainService.defaultMemoryBudget, eventsDirectory: String? = nil
   ) {
     self.registry = registry
+    self.eventsDirectory = eventsDirectory
     self.maxQueued = max(0, maxQueued)
     self.maxRunning = max(1, maxRunning)
     self.memoryBudget = max(1, memoryBudget)
@@ -176,10 +180,10 @@ public final class TrainService: Sendable {
     let memory = MemoryHold(self)
     defer { memory.release() }
     BackgroundPriority.lowerCurrentThread()
-    let rows = try rows(of: source)
+    let rows = try rows(of: source) + (request.fromEvents ? eventRows() : 0)
     try memory.hold(
       TrainingMemory.loading(rows: rows), for: "loading \(source.name) (\(rows) rows)")
-    let data = try load(source)
+    let data = try load(source, withEvents: request.fromEvents)
     // Everything the run will allocate, before it allocates it.
     var needs = estimate(data)
     Self.addRequest(request, to: &needs)
@@ -680,11 +684,14 @@ public final class TrainService: Sendable {
     case inline([Recserve_V1_Interaction])
     /// A checked path under the data root, the path as the request named it, and the root.
     case file(path: String, named: String, root: String)
+    /// Only the server's event log (`from_events`).
+    case eventsOnly
 
     var name: String {
       switch self {
       case .inline: return "interactions"
       case .file(_, let named, _): return "data_path '\(named)'"
+      case .eventsOnly: return "the server's events"
       }
     }
   }
@@ -695,6 +702,11 @@ public final class TrainService: Sendable {
     if hasPath && hasRows {
       throw RPCError.invalidArgument("give either data_path or interactions, not both")
     }
+    if request.fromEvents && eventsDirectory == nil {
+      throw RPCError.failedPrecondition(
+        "from_events needs a server that keeps events (started with --events-dir)")
+    }
+    if request.fromEvents && !hasPath && !hasRows { return .eventsOnly }
     if hasRows {
       // Ids are stored one a line as text: a NUL or a line break would publish a version that
       // can never load.
@@ -706,7 +718,7 @@ public final class TrainService: Sendable {
     }
     guard hasPath else {
       throw RPCError.invalidArgument(
-        "give data_path (a file under the server's --data-root) or interactions")
+        "give data_path (a file under the server's --data-root), interactions, or from_events")
     }
     guard let root = dataRoot else {
       throw RPCError.failedPrecondition(
@@ -719,6 +731,8 @@ public final class TrainService: Sendable {
   /// Rows the source holds at most (a file's lines), known without loading it.
   func rows(of source: DataSource) throws -> Int {
     switch source {
+    case .eventsOnly:
+      return 0
     case .inline(let rows):
       return rows.count
     case .file(let path, let named, _):
@@ -729,8 +743,33 @@ public final class TrainService: Sendable {
     }
   }
 
+  /// Rows the event log holds at most (its bytes over the smallest event's), known without
+  /// reading it.
+  func eventRows() -> Int {
+    guard let eventsDirectory,
+      let segments = try? EventLogFormat.segments(in: eventsDirectory)
+    else { return 0 }
+    return segments.reduce(0) { n, segment in
+      var info = stat()
+      return n + (stat(segment.path, &info) == 0 ? Int(info.st_size) / 24 : 0)
+    }
+  }
+
+  /// The source's rows, then (with `withEvents`) the event log's.
+  func load(_ source: DataSource, withEvents: Bool) throws -> Interactions {
+    let base: Interactions? = if case .eventsOnly = source { nil } else { try load(source) }
+    guard withEvents, let eventsDirectory else { return base! }
+    do {
+      return try Interactions.fromEvents(directory: eventsDirectory, joining: base)
+    } catch let error as DataError {
+      throw RPCError.failedPrecondition("from_events: \(error.message)")
+    }
+  }
+
   func load(_ source: DataSource) throws -> Interactions {
     switch source {
+    case .eventsOnly:
+      throw RPCError.internal("no data source but the events")
     case .inline(let interactions):
       let rows = interactions.map {
         InteractionRow(user: $0.userID, item: $0.itemID, rating: $0.rating, timestamp: $0.timestamp)
