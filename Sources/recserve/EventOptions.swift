@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import RecServeModels
 import RecServeServing
 
 /// `recserve serve`'s options for the event log (AppendEvents) and the users' histories.
@@ -41,6 +42,20 @@ struct EventOptions: ParsableArguments {
     help: "MiB of one log segment before the next one starts.")
   var segmentMB: Int = 64
 
+  @Option(
+    name: .customLong("events-retention-mb"),
+    help: ArgumentHelp(
+      "Keep at most this many MiB of log segments (0: no limit).",
+      discussion:
+        "Each time a segment fills, the server writes a snapshot of the users' histories (the next start replays it and only the segments after it), then removes the oldest segments the snapshot covers while the log is over --events-retention-mb or they are older than --events-retention-hours. Training from the log (--events, from_events) then sees each user's latest events from the snapshot for the removed part."
+    ))
+  var retentionMB: Int = 0
+
+  @Option(
+    name: .customLong("events-retention-hours"),
+    help: "Remove segments older than this many hours once a snapshot covers them (0: no limit).")
+  var retentionHours: Double = 0
+
   func validate() throws {
     if EventStore.Sync(fsync) == nil {
       throw ValidationError(
@@ -52,6 +67,10 @@ struct EventOptions: ParsableArguments {
     if memoryMB < 1 { throw ValidationError("--events-memory-mb must be >= 1, got \(memoryMB)") }
     if !(1...4096).contains(segmentMB) {
       throw ValidationError("--events-segment-mb must be in 1...4096, got \(segmentMB)")
+    }
+    if retentionMB < 0 { throw ValidationError("--events-retention-mb must be >= 0") }
+    if !(retentionHours >= 0) || !retentionHours.isFinite {
+      throw ValidationError("--events-retention-hours must be a number of hours >= 0")
     }
     let list = typeList
     if list.isEmpty { throw ValidationError("--event-types names no type") }
@@ -78,6 +97,9 @@ struct EventOptions: ParsableArguments {
     configuration.memoryBytes = memoryMB << 20
     configuration.segmentBytes = segmentMB << 20
     configuration.types = Set(typeList)
+    configuration.retention = EventLogFiles.Retention(
+      maxBytes: retentionMB > 0 ? retentionMB << 20 : nil,
+      maxAgeSeconds: retentionHours > 0 ? retentionHours * 3600 : nil)
     let start = Date()
     let store: EventStore
     do {

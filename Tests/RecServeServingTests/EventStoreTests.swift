@@ -93,8 +93,50 @@ private func store(_ folder: Folder, configure: (inout EventStore.Configuration)
     var bytes = try Data(contentsOf: URL(fileURLWithPath: segments[0].path))
     bytes[20] ^= 0xFF
     try bytes.write(to: URL(fileURLWithPath: segments[0].path))
+    // Training reads every segment: the damage is named.
+    let reading = #expect(throws: DataError.self) {
+      try EventLogFormat.readAll(directory: folder.path)
+    }
+    #expect("\(reading!)".contains(segments[0].path) && "\(reading!)".contains("checksum"))
+    // Starting replays the snapshot and the newest segment only: the damage is not in its way.
+    try store(folder).close()
+    // Without the snapshot, starting replays every segment and names the damage.
+    for snapshot in try EventSnapshot.snapshots(in: folder.path) { unlink(snapshot.path) }
     let error = #expect(throws: DataError.self) { try store(folder) }
     #expect("\(error!)".contains(segments[0].path) && "\(error!)".contains("checksum"))
+  }
+
+  @Test func snapshotsLetRetentionRemoveSegmentsWithoutLosingHistories() throws {
+    let folder = Folder()
+    let configure: (inout EventStore.Configuration) -> Void = {
+      $0.segmentBytes = 4096
+      $0.historyLength = 5
+      $0.retention = EventLogFiles.Retention(maxBytes: 3 * 4096)
+    }
+    let s = try store(folder, configure: configure)
+    for k in 0..<600 { _ = try s.appendAndWait([event("u\(k % 30)", "item-\(k)")]) }
+    let before = (0..<30).map { s.histories.events(of: "u\($0)") }
+    s.close()
+    let segments = try EventLogFormat.segments(in: folder.path)
+    #expect(segments.count <= 5 && segments[0].first > 1, "\(segments.map(\.first))")
+    #expect(try EventSnapshot.snapshots(in: folder.path).count == 1)
+    // Reopened: the same histories (from the snapshot and the segments after it), numbering on.
+    let again = try store(folder, configure: configure)
+    #expect((0..<30).map { again.histories.events(of: "u\($0)") } == before)
+    #expect(try again.appendAndWait([event("u0", "next")]) == 601...601)
+    again.close()
+    // Training sees every user's latest events: the snapshot's older ones, then the segments.
+    let all = try EventLogFormat.readAll(directory: folder.path)
+    #expect(all.map(\.sequence) == all.map(\.sequence).sorted())
+    #expect(Set(all.map(\.sequence)).count == all.count && all.count < 601)
+    for user in before { #expect(user.allSatisfy { e in all.contains(e) }) }
+    // A damaged snapshot is named, not skipped over.
+    let snapshot = try EventSnapshot.snapshots(in: folder.path)[0].path
+    var bytes = try Data(contentsOf: URL(fileURLWithPath: snapshot))
+    bytes[30] ^= 0xFF
+    try bytes.write(to: URL(fileURLWithPath: snapshot))
+    let error = #expect(throws: DataError.self) { try store(folder, configure: configure) }
+    #expect("\(error!)".contains(snapshot) && "\(error!)".contains("damaged"))
   }
 
   @Test func concurrentAppendsShareSyncsAndKeepEachBatchWhole() throws {

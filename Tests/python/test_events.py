@@ -10,7 +10,7 @@ import time
 import grpc
 import pytest
 
-from conftest import Server
+from conftest import Server, run_cli
 from recserve.v1 import recserve_pb2 as pb
 from recserve.v1 import recserve_pb2_grpc as rpc
 
@@ -173,9 +173,22 @@ def test_damage_inside_the_log_stops_the_server_naming_the_file(dataset, tmp_pat
     assert server.stop() == 0
     segments = sorted(events.glob("events-*.log"))
     assert len(segments) >= 2
+    assert len(list(events.glob("snapshot-*.bin"))) == 1  # written when the first segment filled
     data = bytearray(segments[0].read_bytes())
     data[100] ^= 0xFF
     segments[0].write_bytes(bytes(data))
+    # The snapshot covers the damaged segment: starting does not read it, and the users are back.
+    server = Server(dataset["models"], "--events-dir", str(events))
+    stub = rpc.RecommenderStub(grpc.insecure_channel(server.target))
+    assert len(stub.GetUserEvents(pb.GetUserEventsRequest(user_id="user-0-7"), timeout=10).events) == 1
+    assert server.stop() == 0
+    # Training reads every segment, and names the damage.
+    result = run_cli("train", "--events", events, "--kind", "bpr", "--name", "x", "--models", tmp_path / "m",
+                     check=False)
+    assert result.returncode != 0 and segments[0].name in result.stderr and "checksum" in result.stderr
+    # Without the snapshot, starting replays every segment and stops naming the damaged one.
+    for snapshot in events.glob("snapshot-*.bin"):
+        snapshot.unlink()
     with pytest.raises(RuntimeError) as error:
         Server(dataset["models"], "--events-dir", str(events))
     assert segments[0].name in str(error.value) and "checksum" in str(error.value)
@@ -199,8 +212,6 @@ def test_a_retrain_from_the_events_is_promoted_and_serves(dataset, tmp_path):
     """The loop closed: events in through AppendEvents, a Train RPC with from_events, promotion,
     the new version serving; then `recserve train --events` on the same log from the CLI."""
     import csv  # noqa: PLC0415
-
-    from conftest import run_cli  # noqa: PLC0415
 
     with open(dataset["data"]) as f:
         rows = list(csv.DictReader(f))

@@ -205,13 +205,22 @@ public enum EventLogFormat {
   }
 
   /// Every event of the log in `directory`, oldest first (a torn last record left out), for
-  /// training. Damage other than a torn tail is a `DataError` naming the file and offset.
+  /// training: the segments, after the events of the newest snapshot from before the oldest
+  /// segment (retention removed the segments that held them; a snapshot keeps each user's
+  /// latest). Damage other than a torn tail is a `DataError` naming the file and offset.
   public static func readAll(directory: String) throws -> [StoredEvent] {
     guard FileIO.isDirectory(directory) else {
       throw DataError(file: directory, message: "no such event log folder")
     }
     let segments = try segments(in: directory)
     var events: [StoredEvent] = []
+    let oldest = segments.first?.first ?? .max
+    if oldest > 1, let newest = try EventSnapshot.snapshots(in: directory).last {
+      let older = try EventSnapshot.read(path: newest.path).users.joined().filter {
+        $0.sequence < oldest
+      }
+      events = older.sorted { $0.sequence < $1.sequence }
+    }
     for (k, segment) in segments.enumerated() {
       let scan = try scan(path: segment.path, expectedFirst: segment.first)
       if let why = scan.stoppedBecause, k < segments.count - 1 {

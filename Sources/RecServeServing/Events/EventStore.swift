@@ -42,6 +42,8 @@ public final class EventStore: Sendable {
     public var historyLength = 200
     public var memoryBytes = 512 << 20
     public var segmentBytes = 64 << 20
+    /// Which old segments a roll-over removes (once a snapshot covers them).
+    public var retention = EventLogFiles.Retention()
     /// Events waiting for the writer beyond which appends are refused (RESOURCE_EXHAUSTED).
     public var maxPendingEvents = 1_000_000
     public var types: Set<String> = EventStore.defaultTypes
@@ -102,8 +104,10 @@ public final class EventStore: Sendable {
       length: configuration.historyLength, memoryBytes: configuration.memoryBytes)
     self.histories = histories
     let files = try EventLogFiles(
-      directory: configuration.directory, segmentBytes: configuration.segmentBytes
+      directory: configuration.directory, segmentBytes: configuration.segmentBytes,
+      retention: configuration.retention
     ) { histories.add($0) }
+    files.snapshotSource = { histories.allUsers() }
     log = LogBox(files)
     repaired = files.repaired
     state = Mutex(State())

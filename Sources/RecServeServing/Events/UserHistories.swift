@@ -107,6 +107,17 @@ public final class UserHistories: Sendable {
     }
   }
 
+  /// Every user's history, for a snapshot.
+  func allUsers() -> [[StoredEvent]] {
+    var out: [[StoredEvent]] = []
+    for shard in shards {
+      shard.withLock { s in
+        for user in s.users.values { out.append(user.events) }
+      }
+    }
+    return out
+  }
+
   /// The items of the user's latest events, oldest first (nil when none).
   public func items(of user: String) -> [String]? {
     shards[shard(user)].withLock { shard in
