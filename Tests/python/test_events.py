@@ -194,6 +194,29 @@ def test_damage_inside_the_log_stops_the_server_naming_the_file(dataset, tmp_pat
     assert segments[0].name in str(error.value) and "checksum" in str(error.value)
 
 
+def test_metrics_count_events_commits_fsyncs_and_users(dataset, tmp_path):
+    import socket  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        metrics_port = probe.getsockname()[1]
+    server = Server(dataset["models"], "--events-dir", str(tmp_path / "events"), "--metrics-port", str(metrics_port))
+    stub = rpc.RecommenderStub(grpc.insecure_channel(server.target))
+    for k in range(5):
+        stub.AppendEvents(pb.AppendEventsRequest(events=[click(f"m{k}", "i1"), click(f"m{k}", "i2")]), timeout=10)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+              if line.startswith("recserve_event")}
+    assert values["recserve_events_appended_total"] == 10
+    assert values["recserve_event_batches_total"] == 5
+    assert 1 <= values["recserve_event_commits_total"] <= 5
+    assert values["recserve_events_users_in_memory"] == 5
+    assert values["recserve_events_fsync_seconds_count"] >= values["recserve_event_commits_total"]
+    assert values["recserve_events_log_bytes"] > 8 and values["recserve_events_log_segments"] == 1
+    assert server.stop() == 0
+
+
 def test_without_an_events_dir_appends_are_refused_with_the_flag_named(server):
     stub = rpc.RecommenderStub(grpc.insecure_channel(server.target))
     for call in (lambda: stub.AppendEvents(pb.AppendEventsRequest(events=[click("u1", "i1")]), timeout=10),

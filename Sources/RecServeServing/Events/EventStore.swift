@@ -63,18 +63,36 @@ public final class EventStore: Sendable {
   private let wake = DispatchSemaphore(value: 0)
   private let stopped = DispatchSemaphore(value: 0)
   private let log: LogBox
-  let stats = Stats()
+  public let stats = Stats()
   /// What opening the log repaired, in words.
   public let repaired: String?
 
   /// Counters for metrics.
-  final class Stats: Sendable {
-    let events = Atomic<Int>(0)
-    let batches = Atomic<Int>(0)
-    let syncs = Atomic<Int>(0)
-    let syncNanoseconds = Atomic<Int>(0)
-    let maxSyncNanoseconds = Atomic<Int>(0)
-    let logBytes = Atomic<Int>(0)
+  public final class Stats: Sendable {
+    public let events = Atomic<Int>(0)
+    public let batches = Atomic<Int>(0)
+    /// Group commits: writes of every batch waiting at once.
+    public let commits = Atomic<Int>(0)
+    public let syncs = Atomic<Int>(0)
+    public let syncNanoseconds = Atomic<Int>(0)
+    public let logBytes = Atomic<Int>(0)
+    public let segments = Atomic<Int>(0)
+    /// Upper bounds (seconds) of the fsync latency histogram's buckets, and the counts in each
+    /// (not cumulative; the last one counts the rest).
+    public static let syncBuckets: [Double] = [
+      0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1,
+    ]
+    let syncCounts = Mutex([Int](repeating: 0, count: Stats.syncBuckets.count + 1))
+
+    public var syncHistogram: [Int] { syncCounts.withLock { $0 } }
+
+    func recordSync(nanoseconds: Int) {
+      syncs.add(1, ordering: .relaxed)
+      syncNanoseconds.add(nanoseconds, ordering: .relaxed)
+      let seconds = Double(nanoseconds) / 1e9
+      let bucket = Self.syncBuckets.firstIndex { seconds <= $0 } ?? Self.syncBuckets.count
+      syncCounts.withLock { $0[bucket] += 1 }
+    }
   }
 
   /// The log, touched by the writer thread only (and `init`).
@@ -112,6 +130,7 @@ public final class EventStore: Sendable {
     repaired = files.repaired
     state = Mutex(State())
     stats.logBytes.store(files.totalBytes, ordering: .relaxed)
+    stats.segments.store(files.segmentCount, ordering: .relaxed)
     let thread = Thread { [self] in writerLoop() }
     thread.name = "recserve-events"
     thread.start()
@@ -211,6 +230,8 @@ public final class EventStore: Sendable {
       return
     }
     stats.logBytes.store(log.files.totalBytes, ordering: .relaxed)
+    stats.segments.store(log.files.segmentCount, ordering: .relaxed)
+    stats.commits.add(1, ordering: .relaxed)
     for (pending, events) in zip(batches, numbered) {
       histories.add(events)
       stats.events.add(events.count, ordering: .relaxed)
@@ -235,12 +256,7 @@ public final class EventStore: Sendable {
     let end = DispatchTime.now().uptimeNanoseconds
     log.lastSync = end
     log.unsynced = false
-    let took = Int(end &- start)
-    stats.syncs.add(1, ordering: .relaxed)
-    stats.syncNanoseconds.add(took, ordering: .relaxed)
-    if took > stats.maxSyncNanoseconds.load(ordering: .relaxed) {
-      stats.maxSyncNanoseconds.store(took, ordering: .relaxed)
-    }
+    stats.recordSync(nanoseconds: Int(end &- start))
   }
 }
 

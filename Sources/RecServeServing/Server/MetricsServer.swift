@@ -404,6 +404,7 @@ public final class MetricsServer: @unchecked Sendable {
         "recserve_model_serving_version{model=\"\(name)\"} \(snapshot.models[name]!.serving?.version ?? 0)\n"
     }
     renderVersionTraffic(snapshot, into: &out)
+    renderEvents(into: &out)
     out += "# HELP recserve_model_versions Versions on disk, by state.\n"
     out += "# TYPE recserve_model_versions gauge\n"
     for name in snapshot.models.keys.sorted() {
