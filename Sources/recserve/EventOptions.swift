@@ -28,7 +28,7 @@ struct EventOptions: ParsableArguments {
   @Option(
     name: .customLong("events-memory-mb"),
     help:
-      "MiB the users' histories may take; past it the least recently active users' histories leave memory (they stay in the log)."
+      "MiB the users' histories may take in memory; past it the least recently active users' histories are evicted to a scratch file beside the log (read from there, brought back by their next event)."
   )
   var memoryMB: Int = 512
 

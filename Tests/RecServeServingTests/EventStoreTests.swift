@@ -170,15 +170,52 @@ private func store(_ folder: Folder, configure: (inout EventStore.Configuration)
     #expect(histories.items(of: "u") == ["i3", "i4", "i5"])
     #expect(histories.events(of: "u", limit: 2).map(\.item) == ["i4", "i5"])
     #expect(histories.items(of: "nobody") == nil)
-    // A small budget keeps the most recently active users.
-    let small = UserHistories(length: 10, memoryBytes: 20_000)
+    // A small budget keeps the most recently active users in memory, the others on disk.
+    let folder = Folder()
+    try FileManager.default.createDirectory(atPath: folder.path, withIntermediateDirectories: true)
+    let small = UserHistories(
+      length: 10, memoryBytes: 20_000, spillFile: try SpillFile(directory: folder.path))
     for k in 0..<200 {
-      var e = event("user\(k)", "item")
+      var e = event("user\(k)", "item\(k)")
       e.sequence = Int64(k + 1)
       small.add([e])
     }
-    #expect(small.usedBytes <= 20_000 && small.evicted > 0)
-    #expect(small.items(of: "user199") == ["item"] && small.items(of: "user0") == nil)
+    #expect(small.usedBytes <= 20_000 && small.evicted > 0 && small.spilledCount == small.evicted)
+    #expect(small.items(of: "user199") == ["item199"] && small.items(of: "user0") == ["item0"])
+    // The next event of an evicted user brings the history back whole.
+    var again = event("user0", "more")
+    again.sequence = 201
+    small.add([again])
+    #expect(small.events(of: "user0").map(\.item) == ["item0", "more"])
+    #expect(small.allUsers().count == 200)
+    // Without a spill file, evicted histories are gone from memory only.
+    let dropping = UserHistories(length: 10, memoryBytes: 20_000)
+    for k in 0..<200 {
+      var e = event("user\(k)", "item")
+      e.sequence = Int64(k + 1)
+      dropping.add([e])
+    }
+    #expect(dropping.items(of: "user0") == nil)
+  }
+
+  @Test func evictedUsersSurviveSnapshotsAndRestarts() throws {
+    let folder = Folder()
+    let configure: (inout EventStore.Configuration) -> Void = {
+      $0.segmentBytes = 8192
+      $0.memoryBytes = 30_000
+      $0.retention = EventLogFiles.Retention(maxBytes: 2 * 8192)
+    }
+    let s = try store(folder, configure: configure)
+    for k in 0..<900 { _ = try s.appendAndWait([event("u\(k % 150)", "item-\(k)")]) }
+    #expect(s.histories.spilledCount > 0)
+    let before = (0..<150).map { s.histories.events(of: "u\($0)") }
+    // A second process on the same log is refused.
+    let second = #expect(throws: DataError.self) { try store(folder) }
+    #expect("\(second!)".contains("another process"))
+    s.close()
+    let reopened = try store(folder, configure: configure)
+    #expect((0..<150).map { reopened.histories.events(of: "u\($0)") } == before)
+    reopened.close()
   }
 }
 

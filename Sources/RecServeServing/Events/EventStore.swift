@@ -66,6 +66,24 @@ public final class EventStore: Sendable {
   public let stats = Stats()
   /// What opening the log repaired, in words.
   public let repaired: String?
+  /// Holds `events.lock` for the process's lifetime.
+  private let lockFD: Int32
+
+  /// Locks `directory/events.lock` (kept open: the lock goes with the process).
+  private static func lock(_ directory: String) throws -> Int32 {
+    let path = directory + "/events.lock"
+    let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+    if fd < 0 { throw FileError(path: path, code: errno, operation: "open") }
+    if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+      Glibc.close(fd)
+      throw DataError(
+        file: path,
+        message:
+          "another process keeps its events in this folder (it holds the lock); one server per event log"
+      )
+    }
+    return fd
+  }
 
   /// Counters for metrics.
   public final class Stats: Sendable {
@@ -115,17 +133,34 @@ public final class EventStore: Sendable {
     var failure: (any Error)?
   }
 
-  /// Opens the log (replaying it into the histories) and starts the writer.
+  /// Opens the log (replaying it into the histories) and starts the writer. One process at a
+  /// time: a second one on the same folder is refused (`events.lock`).
   public init(configuration: Configuration) throws {
     self.configuration = configuration
+    let directory = configuration.directory
+    do {
+      try FileManager.default.createDirectory(
+        atPath: directory, withIntermediateDirectories: true)
+    } catch {
+      throw DataError(file: directory, message: "cannot create the event log folder: \(error)")
+    }
+    lockFD = try Self.lock(directory)
+    // Spill files of a process that was killed.
+    for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+    where name.hasPrefix(".evicted-") && name.hasSuffix(".tmp") {
+      unlink(directory + "/" + name)
+    }
     let histories = UserHistories(
-      length: configuration.historyLength, memoryBytes: configuration.memoryBytes)
+      length: configuration.historyLength, memoryBytes: configuration.memoryBytes,
+      spillFile: try SpillFile(directory: directory))
     self.histories = histories
     let files = try EventLogFiles(
       directory: configuration.directory, segmentBytes: configuration.segmentBytes,
       retention: configuration.retention
     ) { histories.add($0) }
-    files.snapshotSource = { histories.allUsers() }
+    files.snapshotSource = {
+      histories.allUsers(compactInto: try? SpillFile(directory: directory))
+    }
     log = LogBox(files)
     repaired = files.repaired
     state = Mutex(State())
@@ -181,6 +216,7 @@ public final class EventStore: Sendable {
     guard first else { return }
     wake.signal()
     stopped.wait()
+    Glibc.close(lockFD)  // another store may open the folder now
   }
 
   private func writerLoop() {

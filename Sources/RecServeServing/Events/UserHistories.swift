@@ -2,10 +2,11 @@ import Foundation
 import RecServeModels
 import Synchronization
 
-/// The latest events of each user, in memory, kept to `length` per user and `memoryBytes` in
-/// all: past the budget, the users whose latest event is oldest lose their history from memory
-/// (it stays in the log; `train --events` still reads it). Sharded by user, so lookups by Rank
-/// and appends by the log's writer rarely wait for each other.
+/// The latest events of each user, kept to `length` per user and to `memoryBytes` in memory:
+/// past the budget, the users whose latest event is oldest are evicted to a spill file on disk
+/// (`SpillFile`), from which a read takes them (without bringing them back into memory) and the
+/// next append for them brings them back. Sharded by user, so lookups by Rank and appends by
+/// the log's writer rarely wait for each other.
 public final class UserHistories: Sendable {
   public let length: Int
   public let memoryBytes: Int
@@ -13,9 +14,21 @@ public final class UserHistories: Sendable {
   private let shards: [ShardBox]
   private let bytes = Atomic<Int>(0)
   private let evictedUsers = Atomic<Int>(0)
+  private let spilledUsers = Atomic<Int>(0)
+  /// Where evicted histories go (nil: they are dropped, e.g. in tests without a folder).
+  private let spill: Mutex<SpillFile?>
+  /// Spilled histories that could not be read back or written, for the log.
+  let spillErrors = Atomic<Int>(0)
 
   struct Shard {
     var users: [String: UserEvents] = [:]
+    /// Evicted users: which file and where.
+    var spilled: [String: Spilled] = [:]
+  }
+
+  struct Spilled {
+    let file: SpillFile
+    let range: Range<Int>
   }
 
   final class ShardBox: Sendable {
@@ -31,15 +44,19 @@ public final class UserHistories: Sendable {
     var lastSequence: Int64 = 0
   }
 
-  public init(length: Int, memoryBytes: Int) {
+  public init(length: Int, memoryBytes: Int, spillFile: SpillFile? = nil) {
     self.length = max(1, length)
     self.memoryBytes = memoryBytes
     shards = (0..<Self.shardCount).map { _ in ShardBox() }
+    spill = Mutex(spillFile)
   }
 
   /// About what one kept event costs in memory.
   static func cost(_ e: StoredEvent) -> Int { 96 + e.item.utf8.count + e.type.utf8.count }
   static func userCost(_ user: String) -> Int { 128 + user.utf8.count }
+  static func cost(_ user: String, _ events: [StoredEvent]) -> Int {
+    events.reduce(userCost(user)) { $0 + cost($1) }
+  }
 
   @inline(__always)
   private func shard(_ user: String) -> Int {
@@ -48,7 +65,8 @@ public final class UserHistories: Sendable {
     return Int(h % UInt64(Self.shardCount))
   }
 
-  /// Adds a batch (events in sequence order), then evicts while over the memory budget.
+  /// Adds a batch (events in sequence order), bringing evicted users back, then evicts while
+  /// over the memory budget.
   func add(_ batch: some Sequence<StoredEvent>) {
     var grouped: [Int: [StoredEvent]] = [:]
     for e in batch { grouped[shard(e.user), default: []].append(e) }
@@ -56,12 +74,7 @@ public final class UserHistories: Sendable {
     for (s, events) in grouped {
       shards[s].withLock { shard in
         for e in events {
-          var user =
-            shard.users.removeValue(forKey: e.user)
-            ?? {
-              delta += Self.userCost(e.user)
-              return UserEvents()
-            }()
+          var user = shard.users.removeValue(forKey: e.user) ?? restore(e.user, &shard, &delta)
           user.events.append(e)
           delta += Self.cost(e)
           if user.events.count > length {
@@ -78,7 +91,23 @@ public final class UserHistories: Sendable {
     if now > memoryBytes { evict() }
   }
 
-  /// Drops the least recently active users until 90% of the budget is used.
+  /// A user not in memory: from the spill file when evicted there, else new.
+  private func restore(_ id: String, _ shard: inout Shard, _ delta: inout Int) -> UserEvents {
+    var user = UserEvents()
+    if let spilled = shard.spilled.removeValue(forKey: id) {
+      spilledUsers.subtract(1, ordering: .relaxed)
+      do {
+        user.events = try spilled.file.read(spilled.range)
+        user.lastSequence = user.events.last?.sequence ?? 0
+      } catch {
+        spillErrors.add(1, ordering: .relaxed)
+      }
+    }
+    delta += Self.cost(id, user.events)
+    return user
+  }
+
+  /// Evicts the least recently active users until 90% of the budget is used.
   private func evict() {
     var candidates: [(Int64, Int, String)] = []
     for (s, shard) in shards.enumerated() {
@@ -88,11 +117,20 @@ public final class UserHistories: Sendable {
     }
     candidates.sort { $0.0 < $1.0 }
     let target = memoryBytes / 10 * 9
+    let file = spill.withLock { $0 }
     for (_, s, id) in candidates {
       guard bytes.load(ordering: .relaxed) > target else { break }
       let freed = shards[s].withLock { shard -> Int in
         guard let user = shard.users.removeValue(forKey: id) else { return 0 }
-        return user.events.reduce(Self.userCost(id)) { $0 + Self.cost($1) }
+        if let file {
+          do {
+            shard.spilled[id] = Spilled(file: file, range: try file.write(user.events))
+            spilledUsers.add(1, ordering: .relaxed)
+          } catch {
+            spillErrors.add(1, ordering: .relaxed)
+          }
+        }
+        return Self.cost(id, user.events)
       }
       bytes.subtract(freed, ordering: .relaxed)
       evictedUsers.add(1, ordering: .relaxed)
@@ -101,31 +139,57 @@ public final class UserHistories: Sendable {
 
   /// The user's latest `limit` events (0: all kept), oldest first.
   public func events(of user: String, limit: Int = 0) -> [StoredEvent] {
-    shards[shard(user)].withLock { shard in
-      guard let events = shard.users[user]?.events else { return [] }
-      return limit > 0 && events.count > limit ? Array(events.suffix(limit)) : events
+    let events = shards[shard(user)].withLock { shard -> [StoredEvent] in
+      if let kept = shard.users[user] { return kept.events }
+      return read(shard.spilled[user])
     }
-  }
-
-  /// Every user's history, for a snapshot.
-  func allUsers() -> [[StoredEvent]] {
-    var out: [[StoredEvent]] = []
-    for shard in shards {
-      shard.withLock { s in
-        for user in s.users.values { out.append(user.events) }
-      }
-    }
-    return out
+    return limit > 0 && events.count > limit ? Array(events.suffix(limit)) : events
   }
 
   /// The items of the user's latest events, oldest first (nil when none).
   public func items(of user: String) -> [String]? {
-    shards[shard(user)].withLock { shard in
-      shard.users[user].map { $0.events.map(\.item) }
+    shards[shard(user)].withLock { shard -> [String]? in
+      if let kept = shard.users[user] { return kept.events.map(\.item) }
+      guard let spilled = shard.spilled[user] else { return nil }
+      return read(spilled).map(\.item)
     }
+  }
+
+  private func read(_ spilled: Spilled?) -> [StoredEvent] {
+    guard let spilled else { return [] }
+    do {
+      return try spilled.file.read(spilled.range)
+    } catch {
+      spillErrors.add(1, ordering: .relaxed)
+      return []
+    }
+  }
+
+  /// Every user's history, in memory or evicted, for a snapshot. With `compactInto`, the
+  /// evicted ones are rewritten to that new spill file, which takes over (the old one goes
+  /// when nothing refers to it), so replaced records do not pile up.
+  func allUsers(compactInto newFile: SpillFile? = nil) -> [[StoredEvent]] {
+    var out: [[StoredEvent]] = []
+    for shard in shards {
+      let part = shard.withLock { s -> [[StoredEvent]] in
+        var part = s.users.values.map(\.events)
+        for (id, spilled) in s.spilled {
+          let events = read(spilled)
+          part.append(events)
+          if let newFile, let range = try? newFile.write(events) {
+            s.spilled[id] = Spilled(file: newFile, range: range)
+          }
+        }
+        return part
+      }
+      out.append(contentsOf: part)
+    }
+    if let newFile { spill.withLock { $0 = newFile } }
+    return out
   }
 
   public var usedBytes: Int { bytes.load(ordering: .relaxed) }
   public var evicted: Int { evictedUsers.load(ordering: .relaxed) }
+  public var spilledCount: Int { spilledUsers.load(ordering: .relaxed) }
   public var userCount: Int { shards.reduce(0) { n, s in n + s.withLock { $0.users.count } } }
 }

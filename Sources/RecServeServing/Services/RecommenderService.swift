@@ -218,7 +218,8 @@ public final class RecommenderService: Sendable {
       let items = events.histories.items(of: request.userID), !items.isEmpty
     else { return request }
     var merged = request
-    merged.recentItems = items + request.recentItems
+    // Only the latest `limits.recentItems` recent items count anyway.
+    merged.recentItems = items.suffix(limits.recentItems) + request.recentItems
     return merged
   }
 
