@@ -77,12 +77,13 @@ import Testing
     // Long enough for both calls to finish: a call answered after the server's queues are gone
     // is left to the process exit.
     defer { server.shutdown(gracePeriod: 15) }
-    // One running and one queued (each 3 s), from their own connections; the third is refused.
+    // One running and one queued (each 6 s: on a loaded machine the second call can take seconds
+    // to arrive), from their own connections; the third is refused.
     let background = DispatchGroup()
     for _ in 0..<2 {
       DispatchQueue.global().async(group: background) {
         let channel = Channel(target: "127.0.0.1:\(server.port)")
-        _ = channel.unary("/test.Work/Spin", request: [30], timeout: 30)
+        _ = channel.unary("/test.Work/Spin", request: [60], timeout: 40)
       }
     }
     // Waits until the server holds both (on a loaded machine the calls can take a while to arrive).
