@@ -178,6 +178,7 @@ public final class EventStore: Sendable {
     _ events: [StoredEvent],
     done: @escaping @Sendable (Result<ClosedRange<Int64>, any Error>) -> Void
   ) {
+    if events.isEmpty { return done(.failure(EventError.invalid("no events to append"))) }
     let refused: (any Error)? = state.withLock { state in
       if state.stopping { return EventError.unavailable("the server is shutting down") }
       if let failure = state.failure {
@@ -300,10 +301,11 @@ public final class EventStore: Sendable {
 public enum EventError: Error, CustomStringConvertible {
   case unavailable(String)
   case busy(String)
+  case invalid(String)
 
   public var description: String {
     switch self {
-    case .unavailable(let m), .busy(let m): return m
+    case .unavailable(let m), .busy(let m), .invalid(let m): return m
     }
   }
 }

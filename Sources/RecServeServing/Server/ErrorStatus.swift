@@ -47,6 +47,7 @@ extension EventError: StatusReporting {
     switch self {
     case .unavailable: return .unavailable
     case .busy: return .resourceExhausted
+    case .invalid: return .invalidArgument
     }
   }
   public var statusMessage: String { description }
