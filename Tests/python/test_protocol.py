@@ -50,7 +50,7 @@ def test_reflection_v1alpha_lists_services_and_resolves_them(channel):
     file = database.FindFileContainingSymbol("recserve.v1.Recommender")
     assert file.name == "recserve/v1/recserve.proto"
     methods = {m.name for s in file.service if s.name == "Recommender" for m in s.method}
-    assert methods == {"Predict", "Rank", "SimilarItems", "Train"}
+    assert methods == {"Predict", "Rank", "SimilarItems", "Train", "AppendEvents", "AppendEventStream", "GetUserEvents"}
     rank_request = database.FindFileContainingSymbol("recserve.v1.RankRequest")
     fields = {f.name for m in rank_request.message_type if m.name == "RankRequest" for f in m.field}
     assert {"model", "user_id", "k", "exclude_seen", "min_score"} <= fields
