@@ -297,7 +297,8 @@ def overlapping_sequences(ledger: Ledger):
 def start_server(conftest, work: pathlib.Path, args):
     """`recserve serve` on the tiny model and the run's events folder; its log goes to work/server.log."""
     return conftest.Server(work / "models", "--events-dir", str(work / "events"), "--events-fsync", args.fsync,
-                           "--history-length", str(args.history_length), log=work / "server.log")
+                           "--history-length", str(args.history_length), *args.server_args.split(),
+                           log=work / "server.log")
 
 
 def load_and_kill(server, ledger: Ledger, round_: int, args, rng: random.Random) -> dict:
@@ -389,7 +390,8 @@ def summarize(ledger: Ledger, rounds: list, final: dict, args) -> dict:
     counts = counts_of(ledger.batches)
     restarts = sorted(r["restart_s"] for r in rounds) or [0]
     return {
-        "kills": len(rounds), "fsync": args.fsync, "seed": args.seed, "threads": args.threads,
+        "kills": len(rounds), "fsync": args.fsync, "server_args": args.server_args, "seed": args.seed,
+        "threads": args.threads, "recserve": args.recserve,
         "batches": counts["batches"], "events": counts["events"],
         "acknowledged_batches": counts["acked_batches"], "acknowledged_events": counts["acked_events"],
         "in_flight_batches": counts["in_flight"], "in_flight_applied": counts["in_flight_applied"],
@@ -451,6 +453,8 @@ def parse_args(argv=None):
     parser.add_argument("--history-length", type=int, default=1000,
                         help="the server's --history-length, and the most events a user is sent (so all are kept)")
     parser.add_argument("--recheck-users", type=int, default=20, help="users of earlier rounds read again each round")
+    parser.add_argument("--server-args", default="", help="more arguments for `recserve serve`, e.g. "
+                                                          "'--events-segment-mb 1 --events-memory-mb 1'")
     parser.add_argument("--work", help="folder for the model, events and server log (default: a temporary one, "
                                        "removed when the run passes)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -465,8 +469,8 @@ def parse_args(argv=None):
 
 
 def print_summary(summary: dict):
-    print(f"\n{summary['kills']} kills (--events-fsync {summary['fsync']}, seed {summary['seed']}, "
-          f"{summary['threads']} client threads)")
+    print(f"\n{summary['kills']} kills of {summary['recserve']} (--events-fsync {summary['fsync']} "
+          f"{summary['server_args']}, seed {summary['seed']}, {summary['threads']} client threads)")
     print(f"  sent:            {summary['batches']:,} batches, {summary['events']:,} events to {summary['users']:,} users")
     print(f"  acknowledged:    {summary['acknowledged_batches']:,} batches, {summary['acknowledged_events']:,} events")
     print(f"  in flight:       {summary['in_flight_batches']:,} batches: {summary['in_flight_applied']:,} found "
