@@ -386,6 +386,18 @@ def run_rounds(conftest, work: pathlib.Path, ledger: Ledger, args, report) -> tu
     return rounds, server
 
 
+def stream_counts(batches: list) -> dict:
+    """AppendEventStream calls: acknowledged, in flight at a kill, and of those how many had
+    recorded some of their messages but not all (where the prefix check had work to do)."""
+    streams: dict[int, list] = {}
+    for batch in batches:
+        if batch.stream is not None and not batch.late:
+            streams.setdefault(id(batch.stream), []).append(batch.state)
+    in_flight = [states for states in streams.values() if ACKED not in states]
+    return {"streams": len(streams), "streams_in_flight": len(in_flight),
+            "streams_partly_recorded": sum(APPLIED in states and ABSENT in states for states in in_flight)}
+
+
 def summarize(ledger: Ledger, rounds: list, final: dict, args) -> dict:
     counts = counts_of(ledger.batches)
     restarts = sorted(r["restart_s"] for r in rounds) or [0]
@@ -396,7 +408,7 @@ def summarize(ledger: Ledger, rounds: list, final: dict, args) -> dict:
         "acknowledged_batches": counts["acked_batches"], "acknowledged_events": counts["acked_events"],
         "in_flight_batches": counts["in_flight"], "in_flight_applied": counts["in_flight_applied"],
         "in_flight_absent": counts["in_flight_absent"], "half_applied": counts["half_applied"],
-        "after_kill_batches": counts["late"],
+        "after_kill_batches": counts["late"], **stream_counts(ledger.batches),
         "kills_with_in_flight": sum(r["in_flight"] > 0 for r in rounds),
         "kills_with_in_flight_applied": sum(r["in_flight_applied"] > 0 for r in rounds),
         "users": len(ledger.user_events), "final_check": final,
@@ -469,13 +481,16 @@ def parse_args(argv=None):
 
 
 def print_summary(summary: dict):
-    print(f"\n{summary['kills']} kills of {summary['recserve']} (--events-fsync {summary['fsync']} "
-          f"{summary['server_args']}, seed {summary['seed']}, {summary['threads']} client threads)")
+    flags = " ".join(filter(None, [f"--events-fsync {summary['fsync']}", summary["server_args"]]))
+    print(f"\n{summary['kills']} kills of {summary['recserve']} ({flags}, seed {summary['seed']}, "
+          f"{summary['threads']} client threads)")
     print(f"  sent:            {summary['batches']:,} batches, {summary['events']:,} events to {summary['users']:,} users")
     print(f"  acknowledged:    {summary['acknowledged_batches']:,} batches, {summary['acknowledged_events']:,} events")
     print(f"  in flight:       {summary['in_flight_batches']:,} batches: {summary['in_flight_applied']:,} found "
           f"applied, {summary['in_flight_absent']:,} not applied, {summary['half_applied']} half applied "
           f"({summary['kills_with_in_flight']} of {summary['kills']} kills hit in-flight batches)")
+    print(f"  streams:         {summary['streams']:,}, {summary['streams_in_flight']} in flight at a kill, "
+          f"{summary['streams_partly_recorded']} of them with some messages recorded and the rest not")
     final = summary["final_check"]
     if final:
         print(f"  final check:     {final['users_read']:,} users, {final['events_read']:,} events read back")
