@@ -20,12 +20,16 @@ before the clock starts, already encoded (protobuf bytes for gRPC, the packed RE
 Redis), so the figures measure the servers and not the encoding in Python. Events: users
 u1..u<--users> and items i1..i100000 drawn uniformly, type click, value 1, timestamp = now.
 Each cell runs --warmup s unmeasured, then --duration s; events/s counts acknowledged events,
-p50 / p99 are per call (one batch). CPU columns: the server process's and the clients' CPU time
-over the measured seconds, in cores (the machine has os.cpu_count() of them, shared by all).
+p50 / p99 are per call (one batch); the table gives the median of --rounds runs of each cell (the
+three systems take turns, in reversed order every other round). CPU columns: the server process's
+and the clients' CPU time over the measured seconds, in cores (the machine's cores are shared by
+servers and clients). A grpcio call costs the client several times the CPU of a pipelined Redis
+round trip with hiredis, so at batch 1 the client CPU column says whether the clients, not the
+server, set the pace.
 
     sudo apt-get install -y redis-server && pip install redis hiredis
     python3 Benchmarks/events_vs_redis.py --recserve .build/release/recserve \\
-        [--duration 5] [--clients 1,4,16] [--batches 1,100] [--json]
+        [--duration 5] [--rounds 3] [--clients 1,4,16] [--batches 1,100] [--json]
 
 The figures are only meaningful for a release build; a binary under .../debug/ (or with
 --debug-build) is marked DEBUG build in the output.
@@ -247,19 +251,35 @@ def check_kept(server, redis_client, stubs: str):
         sys.exit(f"a server kept no events: RecServe {len(kept.events)}, Redis {redis_client.xlen('user:u1')}")
 
 
+def median_of_rounds(results: list) -> dict:
+    """One row from a cell's rounds: the median of each figure, and every round's events/s."""
+    row = dict(results[0])
+    for key in ["events_per_s", "p50_ms", "p99_ms", "server_cpu", "client_cpu"]:
+        row[key] = sorted(r[key] for r in results)[len(results) // 2]
+    row["calls"] = sum(r["calls"] for r in results)
+    row["late_clients"] = sum(r["late_clients"] for r in results)
+    row["rounds_events_per_s"] = [round(r["events_per_s"]) for r in results]
+    return row
+
+
 def run_setting(conftest, work: pathlib.Path, setting: str, args, report) -> list:
-    """Both servers up at once; for each (clients, batch) cell, RecServe AppendEvents, RecServe
-    AppendEventStream and Redis in turn, so a change in the machine's load hits all three alike."""
+    """Both servers up at once; each (clients, batch) cell runs RecServe AppendEvents, RecServe
+    AppendEventStream and Redis in turn, --rounds times, the order reversed every other round, so a
+    change in the machine's load hits all three alike."""
     fsync, appendfsync = SETTINGS[setting]
     server, recserve = start_recserve(conftest, work, fsync)
     process, client, redis = start_redis(work, appendfsync)
+    systems = [("recserve", recserve), ("recserve-stream", recserve), ("redis", redis)]
     rows = []
     try:
         for clients in args.clients:
             for size in args.batches:
+                results = {kind: [] for kind, _ in systems}
+                for round_ in range(args.rounds):
+                    for kind, target in (systems if round_ % 2 == 0 else systems[::-1]):
+                        results[kind].append(run_cell(kind, target, clients, size, args, str(conftest.STUBS)))
                 cell = [{"setting": setting, "durability": f"{fsync} / {appendfsync}",
-                         **run_cell(kind, target, clients, size, args, str(conftest.STUBS))}
-                        for kind, target in [("recserve", recserve), ("recserve-stream", recserve), ("redis", redis)]]
+                         **median_of_rounds(results[kind])} for kind, _ in systems]
                 for row in cell:
                     report(format_row(row, cell))
                 rows += cell
@@ -304,6 +324,7 @@ def parse_args():
     parser.add_argument("--batches", default="1,100", help="events a call (a stream message, a pipeline)")
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds a cell")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each cell")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each cell (the table gives the medians)")
     parser.add_argument("--users", type=int, default=10_000, help="distinct users the events go to")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     args = parser.parse_args()
@@ -334,9 +355,9 @@ def main():
     version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()
     build = "DEBUG build: not a figure to quote" if debug else "release build"
     say = (lambda text: print(text, file=sys.stderr, flush=True)) if args.json else (lambda text: print(text, flush=True))
-    say(f"{args.recserve} ({build}); Redis {version[2] if len(version) > 2 else '?'}, redis-py parser "
+    say(f"{args.recserve} ({build}); Redis {version[2].removeprefix('v=') if len(version) > 2 else '?'}, redis-py parser "
         f"{'hiredis' if HIREDIS_AVAILABLE else 'pure Python'}; {os.cpu_count()} cores; {args.duration:g} s a cell "
-        f"after {args.warmup:g} s of warm-up; {args.users:,} users")
+        f"after {args.warmup:g} s of warm-up, median of {args.rounds} rounds; {args.users:,} users; load average {os.getloadavg()[0]:.2f} at the start")
     rows = []
     say(HEADER)
     with tempfile.TemporaryDirectory(prefix="events-vs-redis-") as work:
