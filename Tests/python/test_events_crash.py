@@ -1,8 +1,10 @@
 """Issue 17, done-when 1, in small: Scripts/crash-events.py SIGKILLs the real server 5 times during
 event ingestion, in both --events-fsync modes, and after every restart finds every acknowledged
 event kept once and in order, no batch in flight at a kill half applied, nothing unknown. (The full
-run is 50 kills: `python3 Scripts/crash-events.py --kills 50`.) The checker itself is shown to
-catch a half-applied batch, a lost acknowledged event and a reordered history.
+run is 50 kills: `python3 Scripts/crash-events.py --kills 50`.) A third run uses 1 MiB log
+segments and a 1 MiB history budget, so kills also land across rollovers and snapshots and
+histories are read back from the log. The checker itself is shown to catch a half-applied batch,
+a lost acknowledged event and a reordered history.
 """
 
 import importlib.util
@@ -24,11 +26,17 @@ def load_script():
     return module
 
 
-@pytest.mark.parametrize("fsync", ["always", "interval-ms=50"])
-def test_sigkill_during_ingestion_loses_no_acknowledged_event_and_half_applies_no_batch(fsync, tmp_path):
+@pytest.mark.parametrize("fsync, server_args", [
+    ("always", ""),
+    ("interval-ms=50", ""),
+    # Small segments and a 1 MiB history budget: the kills land across segment rollovers and
+    # snapshots, with users' histories evicted from memory and read back from the log.
+    ("always", "--events-segment-mb 1 --events-memory-mb 1"),
+])
+def test_sigkill_during_ingestion_loses_no_acknowledged_event_and_half_applies_no_batch(fsync, server_args, tmp_path):
     result = subprocess.run([sys.executable, str(SCRIPT), "--recserve", binary(), "--kills", "5", "--fsync", fsync,
-                             "--seed", "7", "--max-delay", "1.0", "--work", str(tmp_path), "--json"],
-                            capture_output=True, text=True, timeout=600)
+                             "--server-args", server_args, "--seed", "7", "--max-delay", "1.0", "--work", str(tmp_path),
+                             "--json"], capture_output=True, text=True, timeout=600)
     assert result.returncode in (0, 1), result.stderr
     summary = json.loads(result.stdout)
     assert summary["violations"] == 0, "\n".join(summary["first_violations"]) + "\n" + result.stderr
