@@ -177,7 +177,7 @@ def run_cell(kind: str, server: dict, clients: int, size: int, args, stubs: str)
     """`clients` processes of `kind` (recserve, recserve-stream or redis) against `server` for one
     window; returns events/s, per-call p50/p99 (ms) and the server's and the clients' CPU (cores)."""
     context = multiprocessing.get_context("spawn")
-    start = time.monotonic() + 2.0 + 0.15 * clients
+    start = time.monotonic() + 2.0 + 0.25 * clients  # time for the processes to start and connect
     jobs = [{"kind": kind, "target": server.get("target"), "port": server.get("port"), "stubs": stubs,
              "seed": 1000 * size + k, "size": size, "users": args.users, "start": start,
              "warmup": args.warmup, "duration": args.duration} for k in range(clients)]
