@@ -107,7 +107,8 @@ public final class UserHistories: Sendable {
     return user
   }
 
-  /// Evicts the least recently active users until 90% of the budget is used.
+  /// Evicts the least recently active users until 75% of the budget is used (a quarter of
+  /// slack, so that a busy server does not sort its users on every batch).
   private func evict() {
     var candidates: [(Int64, Int, String)] = []
     for (s, shard) in shards.enumerated() {
@@ -116,7 +117,7 @@ public final class UserHistories: Sendable {
       }
     }
     candidates.sort { $0.0 < $1.0 }
-    let target = memoryBytes / 10 * 9
+    let target = memoryBytes / 4 * 3
     let file = spill.withLock { $0 }
     for (_, s, id) in candidates {
       guard bytes.load(ordering: .relaxed) > target else { break }
