@@ -266,9 +266,12 @@ public final class RecommenderService: Sendable {
             + "pass recent_items to rank for a new user")
       }
       if recentCount == 0 {
+        let what =
+          request.userID.isEmpty
+          ? "none of the \(request.recentItems.count) recent_items is"
+          : "user_id '\(request.userID)' is not known to it and none of the \(request.recentItems.count) items of its events (AppendEvents) and recent_items is"
         throw RPCError.notFound(
-          "none of the \(request.recentItems.count) recent_items is known to model '\(served.name)' version \(served.version)"
-        )
+          "\(what) known to model '\(served.name)' version \(served.version)")
       }
     }
     guard let offset = model.query(user: knownUser, recentItems: recentUsed, into: query) else {
