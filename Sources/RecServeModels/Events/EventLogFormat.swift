@@ -62,18 +62,23 @@ public enum EventLogFormat {
   public static func appendRecord(
     _ events: some Collection<StoredEvent>, first: Int64, to out: inout [UInt8]
   ) {
-    let start = out.count
-    out.append(contentsOf: [UInt8](repeating: 0, count: 8))
-    put(UInt64(bitPattern: first), &out)
-    put(UInt32(events.count), &out)
-    for event in events {
-      put(UInt64(bitPattern: event.timestampMs), &out)
-      put(event.value.bitPattern, &out)
-      for text in [event.user, event.item, event.type] {
-        put(UInt32(text.utf8.count), &out)
-        out.append(contentsOf: text.utf8)
+    framed(&out) { out in
+      put(UInt64(bitPattern: first), &out)
+      put(UInt32(events.count), &out)
+      for event in events {
+        put(UInt64(bitPattern: event.timestampMs), &out)
+        put(event.value.bitPattern, &out)
+        putTexts(event, &out)
       }
     }
+  }
+
+  /// Appends a record whose payload `payload` writes: the `u32 length, u32 CRC-32C` header
+  /// (the log's, the snapshot's and the spill file's framing), then the payload.
+  static func framed(_ out: inout [UInt8], _ payload: (inout [UInt8]) -> Void) {
+    let start = out.count
+    out.append(contentsOf: [UInt8](repeating: 0, count: 8))
+    payload(&out)
     let length = out.count - start - 8
     let crc = out.withUnsafeBytes {
       CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[(start + 8)...]))
@@ -82,6 +87,21 @@ public enum EventLogFormat {
       out.replaceSubrange(start..<start + 4, with: $0)
     }
     withUnsafeBytes(of: crc.littleEndian) { out.replaceSubrange(start + 4..<start + 8, with: $0) }
+  }
+
+  /// Whether the payload `body` of the record whose header starts at `header` matches the
+  /// CRC-32C the header gives.
+  static func checksumHolds(_ b: [UInt8], header: Int, body: Range<Int>) -> Bool {
+    let crc = b.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[body])) }
+    return crc == read32(b, header + 4)
+  }
+
+  /// An event's user, item and type, each `u32 byte count + UTF-8`.
+  static func putTexts(_ event: StoredEvent, _ out: inout [UInt8]) {
+    for text in [event.user, event.item, event.type] {
+      put(UInt32(text.utf8.count), &out)
+      out.append(contentsOf: text.utf8)
+    }
   }
 
   @inline(__always)
@@ -128,17 +148,13 @@ public enum EventLogFormat {
         break
       }
       let length = Int(read32(bytes, offset))
-      let crc = read32(bytes, offset + 4)
       guard length <= maxRecordBytes, length <= bytes.count - offset - 8 else {
         scan.stoppedBecause =
           "the record at byte \(offset) is cut short (\(length) bytes announced)"
         break
       }
       let body = offset + 8..<offset + 8 + length
-      let actual = bytes.withUnsafeBytes {
-        CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[body]))
-      }
-      guard actual == crc else {
+      guard checksumHolds(bytes, header: offset, body: body) else {
         scan.stoppedBecause = "the record at byte \(offset) fails its checksum"
         break
       }

@@ -51,26 +51,15 @@ public enum EventSnapshot {
   }
 
   static func appendRecord(_ events: [StoredEvent], to out: inout [UInt8]) {
-    let start = out.count
-    out.append(contentsOf: [UInt8](repeating: 0, count: 8))
-    EventLogFormat.put(UInt32(events.count), &out)
-    for event in events {
-      EventLogFormat.put(UInt64(bitPattern: event.sequence), &out)
-      EventLogFormat.put(UInt64(bitPattern: event.timestampMs), &out)
-      EventLogFormat.put(event.value.bitPattern, &out)
-      for text in [event.user, event.item, event.type] {
-        EventLogFormat.put(UInt32(text.utf8.count), &out)
-        out.append(contentsOf: text.utf8)
+    EventLogFormat.framed(&out) { out in
+      EventLogFormat.put(UInt32(events.count), &out)
+      for event in events {
+        EventLogFormat.put(UInt64(bitPattern: event.sequence), &out)
+        EventLogFormat.put(UInt64(bitPattern: event.timestampMs), &out)
+        EventLogFormat.put(event.value.bitPattern, &out)
+        EventLogFormat.putTexts(event, &out)
       }
     }
-    let length = out.count - start - 8
-    let crc = out.withUnsafeBytes {
-      CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[(start + 8)...]))
-    }
-    withUnsafeBytes(of: UInt32(length).littleEndian) {
-      out.replaceSubrange(start..<start + 4, with: $0)
-    }
-    withUnsafeBytes(of: crc.littleEndian) { out.replaceSubrange(start + 4..<start + 8, with: $0) }
   }
 
   /// The snapshot at `path`: `next` and each user's events. Any damage (it is written whole or
@@ -100,10 +89,7 @@ public enum EventSnapshot {
         throw bad(offset, "a record is cut short")
       }
       let body = offset + 8..<offset + 8 + length
-      let crc = b.withUnsafeBytes {
-        CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[body]))
-      }
-      guard crc == EventLogFormat.read32(b, offset + 4) else {
+      guard EventLogFormat.checksumHolds(b, header: offset, body: body) else {
         throw bad(offset, "a record fails its checksum")
       }
       let events = try parse(b, body) ?? { throw bad(offset, "a record does not parse") }()

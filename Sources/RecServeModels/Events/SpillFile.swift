@@ -52,8 +52,7 @@ public final class SpillFile: Sendable {
       done += n
     }
     let body = 8..<record.count
-    let crc = record.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[body])) }
-    guard crc == EventLogFormat.read32(record, 4),
+    guard EventLogFormat.checksumHolds(record, header: 0, body: body),
       let events = EventSnapshot.parse(record, body)
     else {
       throw DataError(file: path, message: "the record at byte \(range.lowerBound) is damaged")
