@@ -59,6 +59,26 @@ def test_appended_events_come_back_in_order_with_their_sequences(served):
     assert list(stub.GetUserEvents(pb.GetUserEventsRequest(user_id="nobody-here"), timeout=10).events) == []
 
 
+def test_recserve_load_appends_batches_the_server_records(served, tmp_path):
+    """`recserve load --rpc append` (the native client of the ingestion benchmark) sends
+    AppendEvents of --batch events of --event-type for the users it is given; a type the server
+    does not take is counted as INVALID_ARGUMENT and fails the run."""
+    stub, server = served
+    users = [f"loader-{k}" for k in range(20)]
+    (tmp_path / "users.txt").write_text("\n".join(users) + "\n")
+    result = run_cli("load", "--target", server.target, "--rpc", "append", "--batch", 10, "--count", 10,
+                     "--warmup", 0, "--concurrency", 2, "--threads", 1, "--users-file", tmp_path / "users.txt",
+                     "--event-type", "view", "--json", timeout=120)
+    summary = json.loads(result.stdout)
+    assert summary["status_codes"] == {"OK": 10} and summary["events_per_call"] == 10
+    kept = [e for user in users for e in stub.GetUserEvents(pb.GetUserEventsRequest(user_id=user), timeout=10).events]
+    assert len(kept) == 100 and {e.type for e in kept} == {"view"}  # 100 over 20 users: none past 50
+    refused = run_cli("load", "--target", server.target, "--rpc", "append", "--count", 3, "--warmup", 0,
+                      "--concurrency", 1, "--threads", 1, "--event-type", "teleport", "--json", check=False,
+                      timeout=120)
+    assert refused.returncode != 0 and json.loads(refused.stdout)["status_codes"] == {"INVALID_ARGUMENT": 3}
+
+
 def test_exclude_seen_drops_an_item_appended_a_moment_ago(served):
     stub, _ = served
     before = ranked(stub, user_id="u5", k=5, exclude_seen=True)

@@ -195,6 +195,9 @@ def test_bad_options_are_named(rollout):
         (["--sweep", "1,zero"], "--sweep"),
         (["--ids-from", "/no/such/version"], "/no/such/version/users.txt"),
         (["--rpc", "rank", "--requests-file", "/no/such/file"], "/no/such/file"),
+        (["--rpc", "rank", "--batch", "5"], "--batch is for --rpc append"),
+        (["--rpc", "append", "--batch", "0"], "--batch must be in 1...10000"),
+        (["--rpc", "append", "--swap-at", "1", "--swap-version", "1"], "not for --rpc append"),
     ]:
         result = load(rollout["server"], *args, check=False)
         assert result.returncode != 0 and message in result.stderr, (args, result.stderr)

@@ -9,7 +9,7 @@ struct LoadCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "load",
     abstract:
-      "Drive a server with Predict, Rank or SimilarItems calls and report throughput and latency.",
+      "Drive a server with Predict, Rank, SimilarItems or AppendEvents calls and report throughput and latency.",
     discussion: """
       Each client thread opens its own connection and keeps its share of --concurrency calls in \
       flight (closed loop), or starts calls at --rate per second in total (open loop, never more \
@@ -38,7 +38,8 @@ struct LoadCommand: ParsableCommand {
   @Option(help: "Server address, HOST:PORT.")
   var target: String
 
-  @Option(help: "Method to call: predict, rank or similar (SimilarItems).")
+  @Option(
+    help: "Method to call: predict, rank, similar (SimilarItems) or append (AppendEvents).")
   var rpc: RPC = .predict
 
   @Option(help: "Calls in flight in total (split over --threads).")
@@ -64,6 +65,14 @@ struct LoadCommand: ParsableCommand {
 
   @Option(help: "Pairs per Predict request.")
   var pairs: Int = 1
+
+  @Option(help: "AppendEvents: events per call.")
+  var batch: Int = 1
+
+  @Option(
+    name: .customLong("event-type"),
+    help: "AppendEvents: the events' type (one the server accepts, see serve --event-types).")
+  var eventType: String = "click"
 
   @Option(help: "k for Rank and SimilarItems.")
   var k: Int32 = 10
@@ -201,6 +210,9 @@ struct LoadCommand: ParsableCommand {
   /// What each request asks for, and where its ids come from.
   private func validateRequests() throws {
     if pairs < 1 || pairs > 100_000 { throw ValidationError("--pairs must be in 1...100000") }
+    if batch < 1 || batch > 10_000 { throw ValidationError("--batch must be in 1...10000") }
+    if batch != 1 && rpc != .append { throw ValidationError("--batch is for --rpc append") }
+    if eventType.isEmpty { throw ValidationError("--event-type must not be empty") }
     if k < 1 || k > 10_000 { throw ValidationError("--k must be in 1...10000") }
     if recent < 0 || recent > 100_000 { throw ValidationError("--recent must be in 0...100000") }
     if recent > 0 && rpc != .rank { throw ValidationError("--recent is for --rpc rank") }
@@ -238,6 +250,9 @@ struct LoadCommand: ParsableCommand {
       }
     }
     if let swapAt {
+      if rpc == .append {
+        throw ValidationError("--swap-at watches the versions answers name: not for --rpc append")
+      }
       if !(swapAt >= 0) || !swapAt.isFinite {
         throw ValidationError("--swap-at must be a number of seconds >= 0")
       }
@@ -366,6 +381,9 @@ struct LoadCommand: ParsableCommand {
     shape.k = k
     shape.recent = recent
     shape.nprobe = nprobe
+    shape.batch = batch
+    shape.eventType = eventType
+    shape.timestampMs = Int64(Date().timeIntervalSince1970 * 1000)
     switch search {
     case .exact: shape.search = .exact
     case .f16: shape.search = .f16

@@ -33,7 +33,11 @@ struct LoadParameters {
     } else {
       e.append(("zipf", LoadOutput.number(c.zipf)))
       if c.rpc == .predict { e.append(("pairs", "\(c.pairs)")) }
-      if c.rpc != .predict { e.append(("k", "\(c.k)")) }
+      if c.rpc == .rank || c.rpc == .similar { e.append(("k", "\(c.k)")) }
+      if c.rpc == .append {
+        e.append(("events_per_call", "\(c.batch)"))
+        e.append(("event_type", c.eventType))
+      }
       if c.recent > 0 { e.append(("recent_items", "\(c.recent)")) }
       if let search = c.search { e.append(("search", search.rawValue)) }
     }

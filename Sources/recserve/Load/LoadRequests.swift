@@ -8,13 +8,14 @@ import SwiftProtobuf
 /// run, so that the send loop only picks one.
 struct LoadRequests {
   enum RPC: String, CaseIterable {
-    case predict, rank, similar
+    case predict, rank, similar, append
 
     var path: String {
       switch self {
       case .predict: return "/recserve.v1.Recommender/Predict"
       case .rank: return "/recserve.v1.Recommender/Rank"
       case .similar: return "/recserve.v1.Recommender/SimilarItems"
+      case .append: return "/recserve.v1.Recommender/AppendEvents"
       }
     }
 
@@ -23,6 +24,7 @@ struct LoadRequests {
       case .predict: return Recserve_V1_PredictRequest.protoMessageName
       case .rank: return Recserve_V1_RankRequest.protoMessageName
       case .similar: return Recserve_V1_SimilarItemsRequest.protoMessageName
+      case .append: return Recserve_V1_AppendEventsRequest.protoMessageName
       }
     }
   }
@@ -35,6 +37,10 @@ struct LoadRequests {
     var recent = 0
     var search: Recserve_V1_Search? = nil
     var nprobe: Int32 = 0
+    /// AppendEvents: events per call, their type, and their timestamp.
+    var batch = 1
+    var eventType = "click"
+    var timestampMs: Int64 = 0
   }
 
   /// Largest requests file read (a file is held in memory, every line encoded).
@@ -67,6 +73,9 @@ struct LoadRequests {
           var request = try Recserve_V1_SimilarItemsRequest(jsonString: text)
           if !request.hasModel { request.model = spec }
           requests.append(try request.serializedBytes())
+        case .append:
+          // Events name no model: the line is sent as it is.
+          requests.append(try Recserve_V1_AppendEventsRequest(jsonString: text).serializedBytes())
         }
       } catch {
         throw CLIError("\(place): not a \(rpc.messageName) in JSON (\(error))")
@@ -116,6 +125,18 @@ struct LoadRequests {
         request.model = spec
         request.itemID = item.draw(&generator)
         request.k = shape.k
+        return try request.serializedBytes()
+      case .append:
+        var request = Recserve_V1_AppendEventsRequest()
+        request.events = (0..<shape.batch).map { _ in
+          var event = Recserve_V1_Event()
+          event.userID = user.draw(&generator)
+          event.itemID = item.draw(&generator)
+          event.type = shape.eventType
+          event.value = 1
+          event.timestampMs = shape.timestampMs
+          return event
+        }
         return try request.serializedBytes()
       }
     }
