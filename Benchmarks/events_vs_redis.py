@@ -1,7 +1,19 @@
 #!/usr/bin/env python3
 """Event ingestion, RecServe vs Redis at equal durability (issue 17, done-when 2).
 
-The same events go side by side into
+Two kinds of client (--client):
+  - native (the default): each server's own native load generator, so that the figures measure
+    the servers: `recserve load --rpc append --batch B` (gRPC core, C) against `redis-benchmark
+    -P B XADD ...` (hiredis, C). Each runs its --clients connections' worth of calls, one batch in
+    flight per client (redis-benchmark: -c clients, each pipelining -P B XADDs; recserve load:
+    --concurrency clients over at most 2 threads). redis-benchmark runs by count, not time: a
+    1-second probe sets the count that lasts --duration. Its p50/p99 are per XADD (with -P B, a
+    pipeline's wait), recserve load's per call (one batch).
+  - python: the client processes described below (grpcio against redis-py with hiredis), which
+    also cover AppendEventStream; at batch 1 the grpcio client's own CPU (about 0.3 ms a call)
+    sets the pace, so these figures measure the clients as much as the servers.
+
+With --client python, the same events go side by side into
   - RecServe: `recserve serve --events-dir DIR --events-fsync always | interval-ms=1000`, through
     AppendEvents (one call a batch: the answer is the acknowledgement) and AppendEventStream
     (one stream per client, one message a batch; only the stream's end is answered, so it has
@@ -25,22 +37,25 @@ three systems take turns, in reversed order every other round). CPU columns: the
 and the clients' CPU time over the measured seconds, in cores (the machine's cores are shared by
 servers and clients). A grpcio call costs the client several times the CPU of a pipelined Redis
 round trip with hiredis, so at batch 1 the client CPU column says whether the clients, not the
-server, set the pace.
+server, set the pace. The last column, server CPU per acknowledged event in microseconds, does
+not depend on the client.
 
     sudo apt-get install -y redis-server && pip install redis hiredis
     python3 Benchmarks/events_vs_redis.py --recserve .build/release/recserve \\
-        [--duration 5] [--rounds 3] [--clients 1,4,16] [--batches 1,100] [--json]
+        [--client native|python] [--duration 5] [--rounds 3] [--clients 1,4,16] [--batches 1,100] [--json]
 
 The figures are only meaningful for a release build; a binary under .../debug/ (or with
 --debug-build) is marked DEBUG build in the output.
 """
 
 import argparse
+import csv
 import json
 import multiprocessing
 import os
 import pathlib
 import random
+import resource
 import shutil
 import socket
 import subprocess
@@ -173,6 +188,58 @@ def client_main(job: dict) -> dict:
     return redis_client(job) if job["kind"] == "redis" else recserve_client(job)
 
 
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def native_cell(kind: str, server: dict, clients: int, size: int, args) -> dict:
+    """One window of a native load generator: `recserve load` (kind recserve-load) or
+    `redis-benchmark` (kind redis-benchmark); the same figures as run_cell."""
+    if kind == "recserve-load":
+        command = [args.recserve, "load", "--target", server["target"], "--rpc", "append", "--batch", str(size),
+                   "--concurrency", str(clients), "--threads", str(min(clients, 2)), "--users", str(args.users),
+                   "--items", "100000", "--duration", str(args.duration), "--warmup", str(args.warmup),
+                   "--quiet", "--json"]
+        client_before = children_cpu()
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(args.warmup)
+        cpu = cpu_seconds(server["pid"])
+        began = time.monotonic()
+        out, err = process.communicate(timeout=args.warmup + args.duration + 120)
+        server_cpu = (cpu_seconds(server["pid"]) - cpu) / (time.monotonic() - began)
+        if process.returncode != 0:
+            sys.exit(f"recserve load failed: {err[-2000:]}")
+        summary = json.loads(out)
+        if summary["errors"]:
+            sys.exit(f"recserve load had errors: {summary['status_codes']}")
+        client_cpu = (children_cpu() - client_before) / (args.warmup + args.duration)
+        return {"system": kind, "clients": clients, "batch": size, "events_per_s": summary["calls_per_s"] * size,
+                "calls": summary["ok"], "p50_ms": summary["latency_ms"]["p50"], "p99_ms": summary["latency_ms"]["p99"],
+                "server_cpu": server_cpu, "client_cpu": client_cpu, "late_clients": 0}
+
+    def benchmark(requests: int) -> tuple:
+        """redis-benchmark for `requests` XADDs: (its CSV row, seconds, server CPU s, client CPU s)."""
+        command = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(server["port"]), "-c", str(clients),
+                   "-P", str(size), "-n", str(requests), "-r", str(args.users), "--csv",
+                   "XADD", "user:__rand_int__", "*", "item", "i__rand_int__", "type", "click", "value", "1",
+                   "ts", str(int(time.time() * 1000))]
+        client_before, cpu, began = children_cpu(), cpu_seconds(server["pid"]), time.monotonic()
+        result = subprocess.run(command, capture_output=True, text=True, timeout=args.duration * 10 + 120)
+        seconds = time.monotonic() - began
+        rows = [line for line in result.stdout.splitlines() if line.startswith('"XADD')]
+        if result.returncode != 0 or not rows:
+            sys.exit(f"redis-benchmark failed: {result.stdout[-1000:]} {result.stderr[-1000:]}")
+        row = next(csv.reader([rows[-1]]))
+        return row, seconds, cpu_seconds(server["pid"]) - cpu, children_cpu() - client_before
+
+    probe, _, _, _ = benchmark(max(2_000, clients * size * 20))  # also the warm-up
+    row, seconds, server_cpu, client_cpu = benchmark(max(clients * size * 10, int(float(probe[1]) * args.duration)))
+    return {"system": kind, "clients": clients, "batch": size, "events_per_s": float(row[1]),
+            "calls": int(float(row[1]) * seconds), "p50_ms": float(row[4]), "p99_ms": float(row[6]),
+            "server_cpu": server_cpu / seconds, "client_cpu": client_cpu / seconds, "late_clients": 0}
+
+
 def run_cell(kind: str, server: dict, clients: int, size: int, args, stubs: str) -> dict:
     """`clients` processes of `kind` (recserve, recserve-stream or redis) against `server` for one
     window; returns events/s, per-call p50/p99 (ms) and the server's and the clients' CPU (cores)."""
@@ -239,7 +306,7 @@ def start_recserve(conftest, work: pathlib.Path, fsync: str):
 
 
 def check_kept(server, redis_client, stubs: str):
-    """After a setting's cells, both servers kept events (user u1 has some in each)."""
+    """After a setting's cells, both servers kept events (RecServe has some of user u1's, Redis keys)."""
     sys.path.insert(0, stubs)
     import grpc  # noqa: PLC0415
     from recserve.v1 import recserve_pb2 as pb  # noqa: PLC0415
@@ -247,8 +314,9 @@ def check_kept(server, redis_client, stubs: str):
 
     with grpc.insecure_channel(server.target) as channel:
         kept = rpc.RecommenderStub(channel).GetUserEvents(pb.GetUserEventsRequest(user_id="u1"), timeout=30)
-    if not kept.events or not redis_client.xlen("user:u1"):
-        sys.exit(f"a server kept no events: RecServe {len(kept.events)}, Redis {redis_client.xlen('user:u1')}")
+    # redis-benchmark names its keys user:000000000001 (zero-padded), the Python clients user:u1.
+    if not kept.events or not redis_client.dbsize():
+        sys.exit(f"a server kept no events: RecServe {len(kept.events)} of u1's, Redis {redis_client.dbsize()} keys")
 
 
 def median_of_rounds(results: list) -> dict:
@@ -269,7 +337,10 @@ def run_setting(conftest, work: pathlib.Path, setting: str, args, report) -> lis
     fsync, appendfsync = SETTINGS[setting]
     server, recserve = start_recserve(conftest, work, fsync)
     process, client, redis = start_redis(work, appendfsync)
-    systems = [("recserve", recserve), ("recserve-stream", recserve), ("redis", redis)]
+    if args.client == "native":
+        systems = [("recserve-load", recserve), ("redis-benchmark", redis)]
+    else:
+        systems = [("recserve", recserve), ("recserve-stream", recserve), ("redis", redis)]
     rows = []
     try:
         for clients in args.clients:
@@ -277,7 +348,9 @@ def run_setting(conftest, work: pathlib.Path, setting: str, args, report) -> lis
                 results = {kind: [] for kind, _ in systems}
                 for round_ in range(args.rounds):
                     for kind, target in (systems if round_ % 2 == 0 else systems[::-1]):
-                        results[kind].append(run_cell(kind, target, clients, size, args, str(conftest.STUBS)))
+                        results[kind].append(
+                            native_cell(kind, target, clients, size, args) if args.client == "native"
+                            else run_cell(kind, target, clients, size, args, str(conftest.STUBS)))
                 cell = [{"setting": setting, "durability": f"{fsync} / {appendfsync}",
                          **median_of_rounds(results[kind])} for kind, _ in systems]
                 for row in cell:
@@ -293,24 +366,26 @@ def run_setting(conftest, work: pathlib.Path, setting: str, args, report) -> lis
 
 
 NAMES = {"recserve": "RecServe AppendEvents", "recserve-stream": "RecServe AppendEventStream",
-         "redis": "Redis XADD pipelined"}
+         "redis": "Redis XADD pipelined", "recserve-load": "RecServe AppendEvents (recserve load)",
+         "redis-benchmark": "Redis XADD (redis-benchmark -P batch)"}
+REDIS_SYSTEMS = {"redis", "redis-benchmark"}
 
 
 def format_row(row: dict, rows: list) -> str:
-    redis = next((r for r in rows if r["system"] == "redis" and r["setting"] == row["setting"]
+    redis = next((r for r in rows if r["system"] in REDIS_SYSTEMS and r["setting"] == row["setting"]
                   and r["clients"] == row["clients"] and r["batch"] == row["batch"]), None)
-    ratio = f"{row['events_per_s'] / redis['events_per_s']:.2f}" if redis and row["system"] != "redis" else ""
+    ratio = f"{row['events_per_s'] / redis['events_per_s']:.2f}" if redis and row["system"] not in REDIS_SYSTEMS else ""
     stream = row["system"] == "recserve-stream"
     p50 = "–" if stream else f"{row['p50_ms']:.2f}"
     p99 = "–" if stream else f"{row['p99_ms']:.2f}"
     late = f" ({row['late_clients']} late)" if row["late_clients"] else ""
     return (f"| {row['durability']} | {row['clients']} | {row['batch']} | {NAMES[row['system']]} | "
             f"{row['events_per_s']:,.0f} | {p50} | {p99} | {ratio} | {row['server_cpu']:.2f} | "
-            f"{row['client_cpu']:.2f}{late} |")
+            f"{row['client_cpu']:.2f}{late} | {1e6 * row['server_cpu'] / row['events_per_s']:.1f} |")
 
 
 HEADER = ("| durability (RecServe / Redis) | clients | batch | system | events/s | p50 ms | p99 ms | "
-          "RecServe/Redis | server CPU | client CPU |\n|---|---|---|---|---|---|---|---|---|---|")
+          "RecServe/Redis | server CPU | client CPU | server µs/event |\n|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def parse_args():
@@ -319,6 +394,8 @@ def parse_args():
     parser.add_argument("--recserve", default=os.environ.get("RECSERVE_BIN", str(REPO / ".build" / "release" / "recserve")),
                         help="the recserve binary (default: $RECSERVE_BIN, else .build/release/recserve)")
     parser.add_argument("--debug-build", action="store_true", help="mark the output as measured on a debug build")
+    parser.add_argument("--client", choices=["native", "python"], default="native",
+                        help="native: recserve load vs redis-benchmark; python: grpcio vs redis-py processes")
     parser.add_argument("--settings", default="always,everysec", help="durability pairs: always, everysec")
     parser.add_argument("--clients", default="1,4,16", help="client processes, each one batch in flight")
     parser.add_argument("--batches", default="1,100", help="events a call (a stream message, a pipeline)")
@@ -333,10 +410,12 @@ def parse_args():
     if shutil.which("redis-server") is None:
         parser.error("redis-server is not installed: `sudo apt-get install -y redis-server` (Debian; without "
                      "sudo as root). The benchmark starts its own instance; the system service is not used.")
+    if shutil.which("redis-benchmark") is None:
+        parser.error("redis-benchmark is missing (Debian's redis-tools, which redis-server pulls in)")
     try:
         import redis  # noqa: F401, PLC0415
     except ImportError:
-        parser.error("the Python client is missing: `pip install redis hiredis`")
+        parser.error("the Python client is missing: `pip install redis hiredis` (it also starts and checks the server)")
     args.settings = args.settings.split(",")
     if not set(args.settings) <= set(SETTINGS):
         parser.error(f"--settings takes {', '.join(SETTINGS)}")
@@ -355,7 +434,7 @@ def main():
     version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()
     build = "DEBUG build: not a figure to quote" if debug else "release build"
     say = (lambda text: print(text, file=sys.stderr, flush=True)) if args.json else (lambda text: print(text, flush=True))
-    say(f"{args.recserve} ({build}); Redis {version[2].removeprefix('v=') if len(version) > 2 else '?'}, redis-py parser "
+    say(f"clients: {args.client}; {args.recserve} ({build}); Redis {version[2].removeprefix('v=') if len(version) > 2 else '?'}, redis-py parser "
         f"{'hiredis' if HIREDIS_AVAILABLE else 'pure Python'}; {os.cpu_count()} cores; {args.duration:g} s a cell "
         f"after {args.warmup:g} s of warm-up, median of {args.rounds} rounds; {args.users:,} users; load average {os.getloadavg()[0]:.2f} at the start")
     rows = []
