@@ -139,6 +139,38 @@ private func store(_ folder: Folder, configure: (inout EventStore.Configuration)
     #expect("\(error!)".contains(snapshot) && "\(error!)".contains("damaged"))
   }
 
+  @Test func appendsGoOnWhileASnapshotIsWritten() throws {
+    let folder = Folder()
+    let files = try EventLogFiles(directory: folder.path, segmentBytes: 4096) { _ in }
+    var kept = event("u", "a")
+    kept.sequence = 1
+    files.snapshotSource = { [[kept]] }
+    let gate = DispatchSemaphore(value: 0)
+    files.snapshotWriter = { histories, next, directory in
+      gate.wait()  // the first snapshot is held until the appends below are done
+      _ = try EventSnapshot.write(histories, next: next, directory: directory)
+    }
+    var written = 0
+    while files.segmentCount < 4 {
+      var record: [UInt8] = []
+      var e = event("u\(written)", String(repeating: "x", count: 100))
+      e.sequence = files.nextSequence
+      EventLogFormat.appendRecord([e], first: files.nextSequence, to: &record)
+      try files.write(record, events: 1)
+      written += 1
+    }
+    // Three roll-overs went by while the first roll-over's snapshot was held back.
+    #expect(try EventSnapshot.snapshots(in: folder.path).isEmpty)
+    #expect(files.lastRollOver?.contains("still being written") == true)
+    #expect(files.snapshotNext == 1)
+    gate.signal()
+    files.finishSnapshot()
+    let snapshots = try EventSnapshot.snapshots(in: folder.path)
+    #expect(snapshots.count == 1 && files.snapshotNext == snapshots[0].next)
+    #expect(files.snapshotNext > 1 && files.snapshotNext < files.nextSequence)
+    #expect(try EventSnapshot.read(path: snapshots[0].path).users == [[kept]])
+  }
+
   @Test func concurrentAppendsShareSyncsAndKeepEachBatchWhole() throws {
     let folder = Folder()
     let s = try store(folder)

@@ -1,11 +1,14 @@
 import Foundation
+import Synchronization
 
 /// The event log's files, for its one writer (not thread-safe): opening replays the newest
 /// snapshot and the segments after it, cutting off a torn last record; then records are
-/// appended to the newest segment. When a segment passes `segmentBytes` a new one starts, a
-/// snapshot of the histories is written (`snapshotSource`), and retention removes the oldest
-/// segments the snapshot covers while the log is over `retention.maxBytes` or they are older
-/// than `retention.maxAgeSeconds`.
+/// appended to the newest segment. When a segment passes `segmentBytes` a new one starts, and a
+/// snapshot of the histories (`snapshotSource`, taken at once) is written on a thread of its
+/// own, so that appends do not wait for it; once it is on disk, retention removes the oldest
+/// segments it covers while the log is over `retention.maxBytes` or they are older than
+/// `retention.maxAgeSeconds`. One snapshot is written at a time: a roll-over while one is
+/// being written takes none.
 public final class EventLogFiles {
   public struct Retention: Sendable, Equatable {
     /// Bytes of segments kept at most (the newest segment is always kept); nil: no limit.
@@ -30,6 +33,11 @@ public final class EventLogFiles {
   public let retention: Retention
   /// Every user's history (each oldest first), for a snapshot; nil: no snapshots.
   public var snapshotSource: (() -> [[StoredEvent]])?
+  /// Writes a snapshot (histories, next sequence, folder) on the snapshot thread; tests may
+  /// wrap it to hold a snapshot back.
+  public var snapshotWriter: @Sendable ([[StoredEvent]], Int64, String) throws -> Void = {
+    _ = try EventSnapshot.write($0, next: $1, directory: $2)
+  }
   private var fd: Int32 = -1
   private var segments: [Segment] = []
   /// The sequence the next event gets.
@@ -40,6 +48,44 @@ public final class EventLogFiles {
   public private(set) var repaired: String?
   /// What the last roll-over did (snapshot, segments removed), in words, or its error.
   public private(set) var lastRollOver: String?
+  private let snapshotJob = SnapshotJob()
+
+  /// The snapshot being written on its own thread, and what came of it.
+  private final class SnapshotJob: Sendable {
+    /// Whether one is being written; its `next` once written, or why it failed.
+    let state = Mutex<(running: Bool, result: Result<Int64, any Error>?)>((false, nil))
+    let idle = DispatchGroup()
+
+    /// Writes `histories` on a thread of its own unless one is being written already.
+    func start(
+      _ histories: [[StoredEvent]], next: Int64, directory: String,
+      writer: @escaping @Sendable ([[StoredEvent]], Int64, String) throws -> Void
+    ) -> Bool {
+      let started = state.withLock { state -> Bool in
+        if state.running { return false }
+        state.running = true
+        return true
+      }
+      guard started else { return false }
+      idle.enter()
+      let thread = Thread { [self] in
+        let result = Result { try writer(histories, next, directory) }
+        state.withLock { $0 = (false, result.map { next }) }
+        idle.leave()
+      }
+      thread.name = "recserve-events-snapshot"
+      thread.start()
+      return true
+    }
+
+    /// The result of the snapshot written since the last call, if one was.
+    func take() -> Result<Int64, any Error>? {
+      state.withLock { state in
+        defer { state.result = nil }
+        return state.result
+      }
+    }
+  }
 
   public var totalBytes: Int { segments.reduce(0) { $0 + $1.bytes } }
   public var segmentCount: Int { segments.count }
@@ -163,7 +209,11 @@ public final class EventLogFiles {
   /// Not synced: the bytes are in the kernel (they survive the process, not the machine) until
   /// `sync`. A failed write cuts the segment back, so no partial record stays.
   public func write(_ records: [UInt8], events count: Int) throws {
-    if segments[segments.count - 1].bytes >= segmentBytes { try rollOver() }
+    if segments[segments.count - 1].bytes >= segmentBytes {
+      try rollOver()
+    } else {
+      absorbSnapshot()
+    }
     let before = segments[segments.count - 1].bytes
     do {
       try records.withUnsafeBytes {
@@ -177,22 +227,42 @@ public final class EventLogFiles {
     nextSequence += Int64(count)
   }
 
-  /// A new segment; then a snapshot and retention. A failed snapshot leaves every segment in
-  /// place (reported in `lastRollOver`), so nothing is lost.
+  /// A new segment, and a snapshot of the histories as they are now, written on its own thread.
   private func rollOver() throws {
     try startSegment()
+    absorbSnapshot()
     guard let snapshotSource else { return }
-    do {
-      try EventSnapshot.write(snapshotSource(), next: nextSequence, directory: directory)
-      snapshotNext = nextSequence
-    } catch {
-      lastRollOver = "snapshot failed, no segment removed: \(error)"
-      return
+    let histories = snapshotSource()
+    if !snapshotJob.start(
+      histories, next: nextSequence, directory: directory, writer: snapshotWriter)
+    {
+      lastRollOver =
+        "no snapshot at sequence \(nextSequence): the previous one is still being written"
     }
-    let removed = applyRetention()
-    lastRollOver =
-      "snapshot before sequence \(nextSequence)"
-      + (removed > 0 ? "; \(removed) old segments removed by retention" : "")
+  }
+
+  /// Takes in a snapshot written since the last call: retention may now remove what it covers.
+  /// A failed snapshot leaves every segment in place (reported in `lastRollOver`), so nothing is
+  /// lost.
+  private func absorbSnapshot() {
+    switch snapshotJob.take() {
+    case nil:
+      return
+    case .failure(let error):
+      lastRollOver = "snapshot failed, no segment removed: \(error)"
+    case .success(let next):
+      snapshotNext = next
+      let removed = applyRetention()
+      lastRollOver =
+        "snapshot before sequence \(next)"
+        + (removed > 0 ? "; \(removed) old segments removed by retention" : "")
+    }
+  }
+
+  /// Waits for the snapshot being written, if any, and takes it in (before closing).
+  public func finishSnapshot() {
+    snapshotJob.idle.wait()
+    absorbSnapshot()
   }
 
   /// Removes the oldest segments the snapshot covers while over the limits; returns how many.

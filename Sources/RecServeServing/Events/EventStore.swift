@@ -236,6 +236,7 @@ public final class EventStore: Sendable {
       if log.unsynced { syncIfDue(force: stopping) }
       if stopping && state.withLock({ $0.queue.isEmpty }) { break }
     }
+    log.files.finishSnapshot()
     stopped.signal()
   }
 
