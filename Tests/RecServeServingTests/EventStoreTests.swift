@@ -142,9 +142,10 @@ private func store(_ folder: Folder, configure: (inout EventStore.Configuration)
   @Test func appendsGoOnWhileASnapshotIsWritten() throws {
     let folder = Folder()
     let files = try EventLogFiles(directory: folder.path, segmentBytes: 4096) { _ in }
-    var kept = event("u", "a")
-    kept.sequence = 1
-    files.snapshotSource = { [[kept]] }
+    var first = event("u", "a")
+    first.sequence = 1
+    let kept = first
+    files.snapshotSource = { { [[kept]] } }
     let gate = DispatchSemaphore(value: 0)
     files.snapshotWriter = { histories, next, directory in
       gate.wait()  // the first snapshot is held until the appends below are done

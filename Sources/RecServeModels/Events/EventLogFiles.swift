@@ -31,8 +31,11 @@ public final class EventLogFiles {
   public let directory: String
   public let segmentBytes: Int
   public let retention: Retention
-  /// Every user's history (each oldest first), for a snapshot; nil: no snapshots.
-  public var snapshotSource: (() -> [[StoredEvent]])?
+  /// For a snapshot: called on the writer's thread at a roll-over, it takes what the snapshot
+  /// holds at once (quickly: the appends wait) and returns the work that reads every user's
+  /// history (each oldest first) from it, which runs on the snapshot's thread; nil: no
+  /// snapshots.
+  public var snapshotSource: (() -> @Sendable () -> [[StoredEvent]])?
   /// Writes a snapshot (histories, next sequence, folder) on the snapshot thread; tests may
   /// wrap it to hold a snapshot back.
   public var snapshotWriter: @Sendable ([[StoredEvent]], Int64, String) throws -> Void = {
@@ -56,9 +59,10 @@ public final class EventLogFiles {
     let state = Mutex<(running: Bool, result: Result<Int64, any Error>?)>((false, nil))
     let idle = DispatchGroup()
 
-    /// Writes `histories` on a thread of its own unless one is being written already.
+    /// Reads `histories` and writes them on a thread of its own, unless a snapshot is being
+    /// written already.
     func start(
-      _ histories: [[StoredEvent]], next: Int64, directory: String,
+      _ histories: @escaping @Sendable () -> [[StoredEvent]], next: Int64, directory: String,
       writer: @escaping @Sendable ([[StoredEvent]], Int64, String) throws -> Void
     ) -> Bool {
       let started = state.withLock { state -> Bool in
@@ -69,7 +73,7 @@ public final class EventLogFiles {
       guard started else { return false }
       idle.enter()
       let thread = Thread { [self] in
-        let result = Result { try writer(histories, next, directory) }
+        let result = Result { try writer(histories(), next, directory) }
         state.withLock { $0 = (false, result.map { next }) }
         idle.leave()
       }

@@ -27,15 +27,33 @@ public final class SpillFile: Sendable {
 
   /// Appends one user's events; returns where they are.
   public func write(_ events: [StoredEvent]) throws -> Range<Int> {
-    var record: [UInt8] = []
-    EventSnapshot.appendRecord(events, to: &record)
+    try write(many: [events])[0]
+  }
+
+  /// Appends several users' events in one write; returns where each one's are.
+  public func write(many histories: [[StoredEvent]]) throws -> [Range<Int>] {
+    var records: [UInt8] = []
+    var bounds: [Range<Int>] = []
+    bounds.reserveCapacity(histories.count)
+    for events in histories {
+      let start = records.count
+      EventSnapshot.appendRecord(events, to: &records)
+      bounds.append(start..<records.count)
+    }
     return try end.withLock { end in
-      let n = record.withUnsafeBytes { pwrite(fd, $0.baseAddress!, $0.count, off_t(end)) }
-      guard n == record.count else {
-        throw FileError(path: path, code: n < 0 ? errno : EIO, operation: "write")
+      var done = 0
+      while done < records.count {
+        let n = records.withUnsafeBytes {
+          pwrite(fd, $0.baseAddress! + done, $0.count - done, off_t(end + done))
+        }
+        if n < 0 && errno == EINTR { continue }
+        guard n > 0 else {
+          throw FileError(path: path, code: n < 0 ? errno : EIO, operation: "write")
+        }
+        done += n
       }
-      defer { end += record.count }
-      return end..<end + record.count
+      defer { end += records.count }
+      return bounds.map { (end + $0.lowerBound)..<(end + $0.upperBound) }
     }
   }
 

@@ -159,7 +159,8 @@ public final class EventStore: Sendable {
       retention: configuration.retention
     ) { histories.add($0) }
     files.snapshotSource = {
-      histories.allUsers(compactInto: try? SpillFile(directory: directory))
+      let capture = histories.capture()
+      return { histories.histories(of: capture, compactInto: try? SpillFile(directory: directory)) }
     }
     log = LogBox(files)
     repaired = files.repaired

@@ -26,7 +26,7 @@ public final class UserHistories: Sendable {
     var spilled: [String: Spilled] = [:]
   }
 
-  struct Spilled {
+  struct Spilled: Sendable {
     let file: SpillFile
     let range: Range<Int>
   }
@@ -108,33 +108,64 @@ public final class UserHistories: Sendable {
   }
 
   /// Evicts the least recently active users until 75% of the budget is used (a quarter of
-  /// slack, so that a busy server does not sort its users on every batch).
+  /// slack, so that a busy server does not do this on every batch). The users to go are those
+  /// last active before a threshold sequence, chosen from every user's last sequence as the
+  /// share of users that matches the share of bytes to free (sizes differ, so a second round
+  /// follows when that was not enough); each shard's leavers go to the spill file in one write.
   private func evict() {
-    var candidates: [(Int64, Int, String)] = []
-    for (s, shard) in shards.enumerated() {
-      shard.withLock {
-        for (id, user) in $0.users { candidates.append((user.lastSequence, s, id)) }
-      }
-    }
-    candidates.sort { $0.0 < $1.0 }
     let target = memoryBytes / 4 * 3
+    for _ in 0..<16 {
+      let used = bytes.load(ordering: .relaxed)
+      guard used > target else { return }
+      var sequences: [Int64] = []
+      for shard in shards {
+        shard.withLock { shard in
+          for user in shard.users.values { sequences.append(user.lastSequence) }
+        }
+      }
+      guard !sequences.isEmpty else { return }
+      sequences.sort()
+      let share = Double(used - target) / Double(used)
+      let index = min(sequences.count - 1, max(0, Int(Double(sequences.count) * share)))
+      evict(lastActiveUpTo: sequences[index])
+    }
+  }
+
+  /// Moves every user whose last event is at or before `threshold` to the spill file.
+  private func evict(lastActiveUpTo threshold: Int64) {
     let file = spill.withLock { $0 }
-    for (_, s, id) in candidates {
-      guard bytes.load(ordering: .relaxed) > target else { break }
-      let freed = shards[s].withLock { shard -> Int in
-        guard let user = shard.users.removeValue(forKey: id) else { return 0 }
+    for shard in shards {
+      let (freed, count) = shard.withLock { shard -> (Int, Int) in
+        let leaving = shard.users.filter { $0.value.lastSequence <= threshold }
+        guard !leaving.isEmpty else { return (0, 0) }
+        var freed = 0
+        var ids: [String] = []
+        var histories: [[StoredEvent]] = []
+        ids.reserveCapacity(leaving.count)
+        histories.reserveCapacity(leaving.count)
+        for (id, user) in leaving {
+          shard.users.removeValue(forKey: id)
+          freed += Self.cost(id, user.events)
+          ids.append(id)
+          histories.append(user.events)
+        }
         if let file {
           do {
-            shard.spilled[id] = Spilled(file: file, range: try file.write(user.events))
-            spilledUsers.add(1, ordering: .relaxed)
+            let ranges = try file.write(many: histories)
+            for (id, range) in zip(ids, ranges) {
+              shard.spilled[id] = Spilled(file: file, range: range)
+            }
+            spilledUsers.add(ids.count, ordering: .relaxed)
           } catch {
             spillErrors.add(1, ordering: .relaxed)
           }
         }
-        return Self.cost(id, user.events)
+        return (freed, ids.count)
       }
-      bytes.subtract(freed, ordering: .relaxed)
-      evictedUsers.add(1, ordering: .relaxed)
+      if count > 0 {
+        bytes.subtract(freed, ordering: .relaxed)
+        evictedUsers.add(count, ordering: .relaxed)
+      }
     }
   }
 
@@ -166,28 +197,59 @@ public final class UserHistories: Sendable {
     }
   }
 
-  /// Every user's history, in memory or evicted, for a snapshot. With `compactInto`, the
-  /// evicted ones are rewritten to that new spill file, which takes over (the old one goes
-  /// when nothing refers to it), so replaced records do not pile up.
-  func allUsers(compactInto newFile: SpillFile? = nil) -> [[StoredEvent]] {
-    var out: [[StoredEvent]] = []
-    for shard in shards {
-      let part = shard.withLock { s -> [[StoredEvent]] in
-        var part = s.users.values.map(\.events)
-        for (id, spilled) in s.spilled {
-          let events = read(spilled)
-          part.append(events)
-          if let newFile, let range = try? newFile.write(events) {
-            s.spilled[id] = Spilled(file: newFile, range: range)
+  /// What a snapshot holds, taken under each shard's lock in turn: the histories in memory,
+  /// and where the evicted ones are (their records do not change, and the spill files they are
+  /// in live as long as this refers to them).
+  struct Capture: Sendable {
+    var inMemory: [[StoredEvent]] = []
+    var evicted: [(shard: Int, id: String, at: Spilled)] = []
+  }
+
+  /// Takes a snapshot's contents at once: no disk reads, so the log's writer (which calls it
+  /// at a roll-over) waits only for copies of array references.
+  func capture() -> Capture {
+    var capture = Capture()
+    for (index, shard) in shards.enumerated() {
+      shard.withLock { s in
+        for user in s.users.values { capture.inMemory.append(user.events) }
+        for (id, spilled) in s.spilled { capture.evicted.append((index, id, spilled)) }
+      }
+    }
+    return capture
+  }
+
+  /// Every history of `capture`, reading the evicted ones from their spill files (on the
+  /// snapshot's thread). With `compactInto`, those are rewritten there, in batches, and a user
+  /// still evicted where the capture found them is pointed at the new copy; the new file takes
+  /// further evictions, and an old one goes when nothing refers to it any more, so replaced
+  /// records do not pile up.
+  func histories(of capture: Capture, compactInto newFile: SpillFile? = nil) -> [[StoredEvent]] {
+    var out = capture.inMemory
+    let batch = 4096
+    var start = 0
+    while start < capture.evicted.count {
+      let part = capture.evicted[start..<min(start + batch, capture.evicted.count)]
+      let found = part.map { read($0.at) }
+      out.append(contentsOf: found)
+      if let newFile, let ranges = try? newFile.write(many: found) {
+        for (entry, range) in zip(part, ranges) {
+          shards[entry.shard].withLock { s in
+            if let now = s.spilled[entry.id], now.file === entry.at.file,
+              now.range == entry.at.range
+            {
+              s.spilled[entry.id] = Spilled(file: newFile, range: range)
+            }
           }
         }
-        return part
       }
-      out.append(contentsOf: part)
+      start += batch
     }
     if let newFile { spill.withLock { $0 = newFile } }
     return out
   }
+
+  /// Every user's history, in memory or evicted.
+  func allUsers() -> [[StoredEvent]] { histories(of: capture()) }
 
   public var usedBytes: Int { bytes.load(ordering: .relaxed) }
   public var evicted: Int { evictedUsers.load(ordering: .relaxed) }
