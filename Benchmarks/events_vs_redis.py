@@ -305,18 +305,22 @@ def start_recserve(conftest, work: pathlib.Path, fsync: str):
     return server, {"target": server.target, "pid": server.process.pid}
 
 
-def check_kept(server, redis_client, stubs: str):
-    """After a setting's cells, both servers kept events (RecServe has some of user u1's, Redis keys)."""
+def check_kept(server, redis_client, stubs: str, users: int):
+    """After a setting's cells, both servers kept events: RecServe some user's among the first
+    thousand (every client draws from u1..u<users>), Redis some keys (redis-benchmark names them
+    user:000000000001, zero-padded; the Python clients user:u1)."""
     sys.path.insert(0, stubs)
     import grpc  # noqa: PLC0415
     from recserve.v1 import recserve_pb2 as pb  # noqa: PLC0415
     from recserve.v1 import recserve_pb2_grpc as rpc  # noqa: PLC0415
 
     with grpc.insecure_channel(server.target) as channel:
-        kept = rpc.RecommenderStub(channel).GetUserEvents(pb.GetUserEventsRequest(user_id="u1"), timeout=30)
-    # redis-benchmark names its keys user:000000000001 (zero-padded), the Python clients user:u1.
-    if not kept.events or not redis_client.dbsize():
-        sys.exit(f"a server kept no events: RecServe {len(kept.events)} of u1's, Redis {redis_client.dbsize()} keys")
+        stub = rpc.RecommenderStub(channel)
+        kept = next((user for user in range(1, min(users, 1000) + 1)
+                     if stub.GetUserEvents(pb.GetUserEventsRequest(user_id=f"u{user}"), timeout=30).events), None)
+    if kept is None or not redis_client.dbsize():
+        sys.exit(f"a server kept no events: RecServe {'none' if kept is None else 'some'} for u1..u1000, "
+                 f"Redis {redis_client.dbsize()} keys")
 
 
 def median_of_rounds(results: list) -> dict:
@@ -356,7 +360,7 @@ def run_setting(conftest, work: pathlib.Path, setting: str, args, report) -> lis
                 for row in cell:
                     report(format_row(row, cell))
                 rows += cell
-        check_kept(server, client, str(conftest.STUBS))
+        check_kept(server, client, str(conftest.STUBS), args.users)
     finally:
         process.terminate()
         process.wait()
