@@ -192,6 +192,25 @@ private func store(_ folder: Folder, configure: (inout EventStore.Configuration)
     #expect(try EventLogFormat.readAll(directory: folder.path).count == 1000)
   }
 
+  @Test func spillFileWritesManyHistoriesInOneGoAndReadsEachBack() throws {
+    let folder = Folder()
+    try FileManager.default.createDirectory(atPath: folder.path, withIntermediateDirectories: true)
+    let file = try SpillFile(directory: folder.path)
+    let single = try file.write([event("solo", "first")])
+    let histories = (0..<50).map { k in
+      (0...(k % 7)).map { j in event("user\(k)", "item\(k)-\(j)", at: Int64(1000 + j)) }
+    }
+    let ranges = try file.write(many: histories)
+    #expect(ranges.count == histories.count && ranges[0].lowerBound == single.upperBound)
+    #expect(zip(ranges, ranges.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound })
+    #expect(file.bytes == ranges.last!.upperBound)
+    for (range, events) in zip(ranges, histories).reversed() {
+      #expect(try file.read(range) == events)
+    }
+    #expect(try file.read(single).map(\.item) == ["first"])
+    #expect(try file.write(many: []).isEmpty && file.bytes == ranges.last!.upperBound)
+  }
+
   @Test func historiesKeepTheLatestEventsWithinTheirBudget() throws {
     let histories = UserHistories(length: 3, memoryBytes: 1 << 20)
     histories.add(
