@@ -136,31 +136,25 @@ public final class UserHistories: Sendable {
     let file = spill.withLock { $0 }
     for shard in shards {
       let (freed, count) = shard.withLock { shard -> (Int, Int) in
-        let leaving = shard.users.filter { $0.value.lastSequence <= threshold }
+        let leaving = Array(shard.users.filter { $0.value.lastSequence <= threshold })
         guard !leaving.isEmpty else { return (0, 0) }
         var freed = 0
-        var ids: [String] = []
-        var histories: [[StoredEvent]] = []
-        ids.reserveCapacity(leaving.count)
-        histories.reserveCapacity(leaving.count)
         for (id, user) in leaving {
           shard.users.removeValue(forKey: id)
           freed += Self.cost(id, user.events)
-          ids.append(id)
-          histories.append(user.events)
         }
         if let file {
           do {
-            let ranges = try file.write(many: histories)
-            for (id, range) in zip(ids, ranges) {
+            let ranges = try file.write(many: leaving.map(\.value.events))
+            for ((id, _), range) in zip(leaving, ranges) {
               shard.spilled[id] = Spilled(file: file, range: range)
             }
-            spilledUsers.add(ids.count, ordering: .relaxed)
+            spilledUsers.add(leaving.count, ordering: .relaxed)
           } catch {
             spillErrors.add(1, ordering: .relaxed)
           }
         }
-        return (freed, ids.count)
+        return (freed, leaving.count)
       }
       if count > 0 {
         bytes.subtract(freed, ordering: .relaxed)
