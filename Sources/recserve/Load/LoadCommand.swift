@@ -3,6 +3,7 @@ import Foundation
 import RecServeModels
 import RecServeProto
 import RecServeRPC
+import RecServeServing
 import SwiftProtobuf
 
 struct LoadCommand: ParsableCommand {
@@ -210,7 +211,9 @@ struct LoadCommand: ParsableCommand {
   /// What each request asks for, and where its ids come from.
   private func validateRequests() throws {
     if pairs < 1 || pairs > 100_000 { throw ValidationError("--pairs must be in 1...100000") }
-    if batch < 1 || batch > 10_000 { throw ValidationError("--batch must be in 1...10000") }
+    if batch < 1 || batch > EventStore.maxBatch {
+      throw ValidationError("--batch must be in 1...\(EventStore.maxBatch)")
+    }
     if batch != 1 && rpc != .append { throw ValidationError("--batch is for --rpc append") }
     if eventType.isEmpty { throw ValidationError("--event-type must not be empty") }
     if k < 1 || k > 10_000 { throw ValidationError("--k must be in 1...10000") }
